@@ -1,0 +1,3 @@
+from dcp.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""One module per ``dcp`` subcommand; each exposes ``register(app: typer.Typer)``."""

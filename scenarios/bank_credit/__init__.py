@@ -1,0 +1,1 @@
+"""The flagship scenario: joint credit scoring of small enterprises on government data."""
