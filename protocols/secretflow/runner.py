@@ -1,0 +1,328 @@
+"""Run a vertical SecretFlow job as one real process per party, and never leave one behind.
+
+:func:`run_vertical_job` allocates free loopback ports, writes each party its own
+config, starts ``python -m protocols.secretflow.party`` per party (each in its own
+session, so a whole process group can be stopped), streams their JSON progress
+lines to an optional callback and watches them. The first party to exit non-zero
+fails the run: the others are stopped (SIGTERM to the group, SIGKILL after a
+grace period) and :class:`PartyFailedError` carries that party's stderr tail.
+A timeout, Ctrl-C or SIGTERM to the runner stop every party the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from dcp.net import free_ports
+from dcp.settings import project_root
+from protocols.secretflow.errors import (
+    JobSpecError,
+    PartyFailedError,
+    PartyInputError,
+    RunCancelledError,
+    RunTimeoutError,
+)
+from protocols.secretflow.spec import (
+    ClusterSpec,
+    PartyConfig,
+    PartyEndpoint,
+    PartyExit,
+    PartyResult,
+    RunResult,
+    VerticalJobSpec,
+    psi_peers,
+)
+
+PARTY_MODULE = "protocols.secretflow.party"
+ProgressCallback = Callable[[dict[str, Any]], None]
+_TAIL_LINES = 40
+
+
+def build_party_configs(spec: VerticalJobSpec, ports: list[int] | None = None) -> dict[str, PartyConfig]:
+    """One config per party, on freshly allocated ports (or ``ports``, for tests)."""
+    names = sorted(p.name for p in spec.parties)
+    wanted = [(n, kind) for n in names for kind in ("sf", "spu")]
+    wanted += [(n, f"psi:{peer}") for n in names for peer in psi_peers(n, spec.label_party, names)]
+    ports = ports if ports is not None else free_ports(len(wanted), spec.host)
+    if len(ports) < len(wanted) or len(set(ports)) != len(ports):
+        raise JobSpecError(f"need {len(wanted)} distinct ports, got {ports}")
+    by = dict(zip(wanted, ports, strict=False))
+    endpoints = [
+        PartyEndpoint(
+            name=n,
+            sf_port=by[(n, "sf")],
+            spu_port=by[(n, "spu")],
+            psi_ports={peer: by[(n, f"psi:{peer}")] for peer in psi_peers(n, spec.label_party, names)},
+        )
+        for n in names
+    ]
+    connect_timeout = min(60.0, spec.timeout_s)
+    cluster = ClusterSpec(
+        host=spec.host, parties=endpoints, connect_timeout_s=connect_timeout, recv_timeout_s=spec.timeout_s
+    )
+    return {
+        p.name: PartyConfig(
+            job_id=spec.job_id,
+            cluster=cluster,
+            me=p.model_copy(
+                update={"input_csv": p.input_csv.resolve(), "output_dir": p.output_dir.resolve()}
+            ),
+            join_key=spec.join_key,
+            label_party=spec.label_party,
+            label_column=spec.label_column,
+            psi_protocol=spec.psi_protocol,
+            spu_protocol=spec.spu_protocol,
+            model=spec.model,
+        )
+        for p in spec.parties
+    }
+
+
+@dataclass
+class _Party:
+    name: str
+    proc: subprocess.Popen[str]
+    stderr_path: Path
+    stdout_log: Path
+    result: PartyResult | None = None
+    error_message: str = ""
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def stderr_tail(self, lines: int = _TAIL_LINES) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _read_stdout(party: _Party, events: queue.Queue[tuple[str, str, Any]]) -> None:
+    assert party.proc.stdout is not None
+    with party.stdout_log.open("w") as log:
+        for line in party.proc.stdout:
+            log.write(line)
+            log.flush()
+            text = line.strip()
+            if not text.startswith("{"):
+                continue
+            try:
+                msg = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(msg, dict) and "event" in msg:
+                events.put(("line", party.name, msg))
+
+
+def _wait_exit(party: _Party, events: queue.Queue[tuple[str, str, Any]]) -> None:
+    rc = party.proc.wait()
+    events.put(("exit", party.name, rc))
+
+
+def _stop(parties: list[_Party], grace_s: float) -> None:
+    """SIGTERM every party's process group, then SIGKILL what is left after ``grace_s``."""
+
+    def signal_groups(sig: int) -> None:
+        for p in parties:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.proc.pid, sig)
+
+    signal_groups(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p in parties:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    # the leader may be gone while a child of it lingers: kill the groups regardless
+    signal_groups(signal.SIGKILL)
+    for p in parties:
+        p.proc.wait()
+        for t in p.threads:
+            t.join(timeout=5)
+        if p.proc.stdout is not None:
+            p.proc.stdout.close()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While running, SIGTERM to the runner raises :class:`RunCancelledError` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise RunCancelledError("runner received SIGTERM; all parties were stopped")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _failure(p: _Party, rc: int) -> PartyFailedError:
+    tail = p.stderr_tail()
+    if rc in (PartyExit.INPUT_MISSING, PartyExit.INPUT_INVALID):
+        return PartyInputError(p.name, rc, tail, p.error_message or PartyExit(rc).name)
+    reason = p.error_message
+    if not reason and rc < 0:
+        with contextlib.suppress(ValueError):
+            reason = signal.Signals(-rc).name
+    return PartyFailedError(p.name, rc, tail, reason)
+
+
+def run_vertical_job(
+    spec: VerticalJobSpec,
+    on_event: ProgressCallback | None = None,
+    python: str | None = None,
+    grace_s: float = 5.0,
+) -> RunResult:
+    """Run ``spec`` with one real SecretFlow process per party; see the module docstring.
+
+    Raises :class:`PartyInputError` / :class:`PartyFailedError` when a party fails,
+    :class:`RunTimeoutError` after ``spec.timeout_s``, :class:`RunCancelledError` on
+    SIGTERM; re-raises ``KeyboardInterrupt`` — always after stopping every party.
+    """
+    if not isinstance(spec, VerticalJobSpec):
+        try:
+            spec = VerticalJobSpec.model_validate(spec)
+        except ValidationError as exc:
+            raise JobSpecError(str(exc)) from exc
+    configs = build_party_configs(spec)
+    own_work = spec.work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="dcp-sf-")) if own_work else spec.work_dir
+    assert work is not None
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONUNBUFFERED"] = "1"
+
+    events: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+    parties: list[_Party] = []
+    started = time.monotonic()
+    try:
+        with _sigterm_raises():
+            for name, cfg in sorted(configs.items()):
+                cfg_path = work / f"party-{name}.json"
+                cfg_path.write_text(cfg.model_dump_json(indent=2))
+                stderr_path = work / "logs" / f"{name}.stderr.log"
+                # engine scratch (PSI bucket stores, trace files) stays in the run's own dir
+                tmp = work / "tmp" / name
+                tmp.mkdir(parents=True, exist_ok=True)
+                with stderr_path.open("w") as err:
+                    proc = subprocess.Popen(
+                        [
+                            python or sys.executable,
+                            "-m",
+                            PARTY_MODULE,
+                            "--config",
+                            str(cfg_path),
+                            "--party",
+                            name,
+                        ],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=err,
+                        text=True,
+                        cwd=project_root(),
+                        env={**env, "TMPDIR": str(tmp)},
+                        start_new_session=True,
+                    )
+                p = _Party(name, proc, stderr_path, work / "logs" / f"{name}.stdout.log")
+                parties.append(p)
+                for target in (_read_stdout, _wait_exit):
+                    t = threading.Thread(target=target, args=(p, events), daemon=True, name=f"sf-{name}")
+                    t.start()
+                    p.threads.append(t)
+            result = _watch(spec, parties, events, started, on_event)
+    except BaseException:
+        _stop(parties, grace_s)
+        raise
+    else:
+        _stop(parties, grace_s)  # all exited already; reaps and joins the readers
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _handle_line(p: _Party, msg: dict[str, Any], on_event: ProgressCallback | None) -> None:
+    if msg.get("event") == "result":
+        p.result = PartyResult.model_validate(msg["result"])
+    elif msg.get("event") == "error":
+        p.error_message = str(msg.get("message", ""))
+    if on_event is not None:
+        on_event(msg)
+
+
+def _watch(
+    spec: VerticalJobSpec,
+    parties: list[_Party],
+    events: queue.Queue[tuple[str, str, Any]],
+    started: float,
+    on_event: ProgressCallback | None,
+) -> RunResult:
+    """Consume progress lines and exit notices (in the order they happened) until all parties are done."""
+    by_name = {p.name: p for p in parties}
+    exited: dict[str, int] = {}
+    deadline = started + spec.timeout_s
+    while len(exited) < len(parties):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RunTimeoutError(spec.timeout_s, sorted(set(by_name) - set(exited)))
+        try:
+            kind, name, payload = events.get(timeout=min(0.2, remaining))
+        except queue.Empty:
+            continue
+        p = by_name[name]
+        if kind == "line":
+            _handle_line(p, payload, on_event)
+            continue
+        rc = int(payload)
+        exited[name] = rc
+        p.threads[0].join(timeout=2)  # the stdout reader: its last lines (error / result) are queued
+        if rc != 0 or p.result is None:
+            _drain_lines(events, p, on_event)
+        if rc != 0:
+            raise _failure(p, rc)
+        if p.result is None:
+            raise PartyFailedError(name, rc, p.stderr_tail(), "exited 0 without reporting a result")
+    return RunResult(
+        job_id=spec.job_id,
+        label_party=spec.label_party,
+        psi_protocol=spec.psi_protocol,
+        parties={p.name: p.result for p in parties if p.result is not None},
+        elapsed_s=time.monotonic() - started,
+    )
+
+
+def _drain_lines(
+    events: queue.Queue[tuple[str, str, Any]], party: _Party, on_event: ProgressCallback | None
+) -> None:
+    """Handle the queued lines of ``party`` now, keeping everything else queued in order."""
+    others: list[tuple[str, str, Any]] = []
+    while True:
+        try:
+            item = events.get_nowait()
+        except queue.Empty:
+            break
+        if item[0] == "line" and item[1] == party.name:
+            _handle_line(party, item[2], on_event)
+        else:
+            others.append(item)
+    for item in others:
+        events.put(item)

@@ -1,0 +1,310 @@
+"""The SecretFlow runner: real party processes over gRPC, and no process left behind.
+
+The multi-process tests start one ``python -m protocols.secretflow.party`` per party
+(production mode, ray_mode=False) and check results against ground truth computed
+in the clear here: the true key overlap and scikit-learn on the plaintext join.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+from pydantic import ValidationError
+
+from dcp.settings import project_root
+from protocols.secretflow import party as party_mod
+from protocols.secretflow.errors import (
+    DcpRunError,
+    PartyFailedError,
+    PartyInputError,
+    RunTimeoutError,
+)
+from protocols.secretflow.runner import build_party_configs, run_vertical_job
+from protocols.secretflow.spec import ModelParams, PartyExit, PartySpec, VerticalJobSpec
+from protocols.secretflow.synthetic import make_vertical_data, plaintext_reference
+
+
+def party_processes(tmp_path: Path) -> list[str]:
+    """Live party processes of this test (by module name and the test's own tmp path)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "protocols.secretflow.party" in cmd and str(tmp_path) in cmd:
+                if proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    found.append(f"{proc.info['pid']}: {cmd[:160]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def true_overlap(spec: VerticalJobSpec) -> set[str]:
+    keys = None
+    for p in spec.parties:
+        s = set(pd.read_csv(p.input_csv, dtype={spec.join_key: str})[spec.join_key])
+        keys = s if keys is None else keys & s
+    assert keys is not None
+    return keys
+
+
+# ---------------------------------------------------------------- fast: spec, configs, input checks
+
+
+def test_spec_rejects_unknown_label_party_and_duplicate_names(tmp_path):
+    a = PartySpec(name="a", input_csv=tmp_path / "a.csv", output_dir=tmp_path / "a")
+    b = PartySpec(name="b", input_csv=tmp_path / "b.csv", output_dir=tmp_path / "b")
+    with pytest.raises(ValidationError, match="label_party 'c'"):
+        VerticalJobSpec(parties=[a, b], join_key="id", label_party="c", label_column="y")
+    with pytest.raises(ValidationError, match="unique"):
+        VerticalJobSpec(parties=[a, a], join_key="id", label_party="a", label_column="y")
+    shared = b.model_copy(update={"output_dir": tmp_path / "a"})
+    with pytest.raises(ValidationError, match="own output_dir"):
+        VerticalJobSpec(parties=[a, shared], join_key="id", label_party="a", label_column="y")
+    with pytest.raises(ValidationError, match="psi_protocol"):
+        VerticalJobSpec(parties=[a, b], join_key="id", label_party="a", label_column="y", psi_protocol="KKRT")
+
+
+def test_party_configs_hold_only_own_paths_and_distinct_ports(tmp_path):
+    data = make_vertical_data(tmp_path / "data", n_rows=100, seed=1)
+    spec = data.job_spec(tmp_path / "out")
+    configs = build_party_configs(spec)
+    assert set(configs) == {"bank", "tax", "power"}
+    ports = []
+    for name, cfg in configs.items():
+        assert cfg.me.name == name
+        text = cfg.model_dump_json()
+        for other in set(configs) - {name}:
+            assert f"{other}.csv" not in text  # no party learns another's input path
+        ep = cfg.cluster.endpoint(name)
+        ports += [ep.sf_port, ep.spu_port, *ep.psi_ports.values()]
+    assert len(ports) == len(set(ports)) == 3 * 2 + 2 * 2
+    assert set(configs["bank"].cluster.endpoint("bank").psi_ports) == {"tax", "power"}
+    assert set(configs["bank"].cluster.endpoint("tax").psi_ports) == {"bank"}
+
+
+def test_psi_schedule_resyncs_earlier_peers():
+    assert party_mod.psi_schedule("l", ["a", "b", "l"]) == [("a", False), ("b", False), ("a", True)]
+    assert party_mod.psi_schedule("l", ["a", "l"]) == [("a", False)]
+    four = party_mod.psi_schedule("l", ["a", "b", "c", "l"])
+    assert len(four) == 5 and four[-1] == ("b", True)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code", "message"),
+    [
+        (lambda f: f.drop(columns=["uscc"]), PartyExit.INPUT_INVALID, "join key column 'uscc' is missing"),
+        (lambda f: pd.concat([f, f.head(2)]), PartyExit.INPUT_INVALID, "2 duplicate values"),
+        (lambda f: f.drop(columns=["tax_vat_paid"]), PartyExit.INPUT_INVALID, "feature columns missing"),
+        (lambda f: f.assign(tax_credit_grade="A"), PartyExit.INPUT_INVALID, "is not numeric"),
+    ],
+)
+def test_party_rejects_bad_input_before_joining(tmp_path, capsys, mutate, code, message):
+    data = make_vertical_data(tmp_path / "data", n_rows=50, seed=2)
+    tax_csv = tmp_path / "data" / "tax.csv"
+    mutate(pd.read_csv(tax_csv)).to_csv(tax_csv, index=False)
+    cfg = build_party_configs(data.job_spec(tmp_path / "out"))["tax"]
+    cfg_path = tmp_path / "tax.json"
+    cfg_path.write_text(cfg.model_dump_json())
+    assert party_mod.main(["--config", str(cfg_path), "--party", "tax"]) == code
+    out, err = capsys.readouterr()
+    assert message in err
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["event"] == "error" and last["code"] == code
+    assert not (tmp_path / "out").exists()  # nothing written on bad input
+
+
+def test_party_rejects_config_for_another_party(tmp_path):
+    data = make_vertical_data(tmp_path / "data", n_rows=50, seed=2)
+    cfg = build_party_configs(data.job_spec(tmp_path / "out"))["tax"]
+    cfg_path = tmp_path / "tax.json"
+    cfg_path.write_text(cfg.model_dump_json())
+    assert party_mod.main(["--config", str(cfg_path), "--party", "bank"]) == PartyExit.CONFIG
+    cfg_path.write_text("{not json")
+    assert party_mod.main(["--config", str(cfg_path), "--party", "tax"]) == PartyExit.CONFIG
+
+
+# ---------------------------------------------------------------- real processes
+
+
+@pytest.mark.slow
+def test_three_parties_psi_and_sslr_match_plaintext(tmp_path, no_leaked_processes):
+    data = make_vertical_data(tmp_path / "data", n_rows=10_000, overlap=0.6, seed=11)
+    spec = data.job_spec(tmp_path / "out", work_dir=tmp_path / "work", timeout_s=300)
+    events: list[dict] = []
+    result = run_vertical_job(spec, on_event=events.append)
+
+    truth = true_overlap(spec)
+    assert len(truth) == data.true_intersection == 6000
+    assert set(result.parties) == {"bank", "tax", "power"}
+    key_columns = []
+    for name, res in result.parties.items():
+        assert res.input_rows == 10_000
+        assert res.intersection_rows == len(truth)
+        frame = pd.read_csv(tmp_path / "out" / name / "psi_output.csv", dtype={"uscc": str})
+        assert set(frame["uscc"]) == truth
+        key_columns.append(frame["uscc"].tolist())
+    assert key_columns[0] == key_columns[1] == key_columns[2]  # rows aligned across parties
+
+    # each party wrote into its own directory only; only the label holder got predictions
+    assert sorted(p.name for p in (tmp_path / "out" / "tax").iterdir()) == ["psi_output.csv"]
+    assert sorted(p.name for p in (tmp_path / "out" / "power").iterdir()) == ["psi_output.csv"]
+    assert sorted(p.name for p in (tmp_path / "out" / "bank").iterdir()) == [
+        "metrics.json",
+        "predictions.csv",
+        "psi_output.csv",
+    ]
+    tax_cols = pd.read_csv(tmp_path / "out" / "tax" / "psi_output.csv", nrows=1).columns
+    assert "default" not in tax_cols and not any(c.startswith("bank_") for c in tax_cols)
+
+    reference = plaintext_reference(spec)
+    assert reference.n_rows == len(truth)
+    assert result.metrics.n_rows == len(truth)
+    assert abs(result.metrics.auc - reference.auc) < 0.01, (result.metrics.auc, reference.auc)
+    assert result.metrics.auc > 0.7
+    preds = pd.read_csv(tmp_path / "out" / "bank" / "predictions.csv", dtype={"uscc": str})
+    assert len(preds) == len(truth) and preds["uscc"].tolist() == key_columns[0]
+    assert json.loads((tmp_path / "out" / "bank" / "metrics.json").read_text())["auc"] == pytest.approx(
+        result.metrics.auc
+    )
+
+    stages = result.stages
+    assert stages.psi > 0 and stages.train > 0 and stages.predict > 0
+    done = {(e["party"], e["stage"]) for e in events if e["event"] == "stage" and e.get("status") == "done"}
+    assert {("bank", "psi"), ("tax", "train"), ("power", "predict")} <= done
+    assert party_processes(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_ecdh_sm2_psi_gives_the_same_intersection(tmp_path, no_leaked_processes):
+    data = make_vertical_data(tmp_path / "data", n_rows=2_000, overlap=0.5, seed=5)
+    spec = data.job_spec(
+        tmp_path / "out",
+        psi_protocol="ECDH_SM2",
+        model=ModelParams(epochs=1),
+        work_dir=tmp_path / "work",
+        timeout_s=300,
+    )
+    result = run_vertical_job(spec)
+    truth = true_overlap(spec)
+    assert all(r.intersection_rows == len(truth) == 1000 for r in result.parties.values())
+    for name in ("bank", "tax", "power"):
+        frame = pd.read_csv(tmp_path / "out" / name / "psi_output.csv", dtype={"uscc": str})
+        assert set(frame["uscc"]) == truth
+    # the PSI library really ran ECDH on SM2 (its config line is in the party's log)
+    log = (tmp_path / "work" / "logs" / "tax.stdout.log").read_text()
+    assert '"curve":"CURVE_SM2"' in log and "PROTOCOL_ECDH" in log
+    assert party_processes(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_missing_input_file_fails_with_named_error(tmp_path, no_leaked_processes):
+    data = make_vertical_data(tmp_path / "data", n_rows=500, seed=3)
+    (tmp_path / "data" / "power.csv").unlink()
+    spec = data.job_spec(tmp_path / "out", work_dir=tmp_path / "work", timeout_s=120)
+    t0 = time.monotonic()
+    with pytest.raises(PartyInputError) as info:
+        run_vertical_job(spec)
+    assert time.monotonic() - t0 < 60
+    err = info.value
+    assert isinstance(err, PartyFailedError) and isinstance(err, DcpRunError)
+    assert err.party == "power"
+    assert err.exit_code == PartyExit.INPUT_MISSING
+    assert "input file not found" in str(err) and "power.csv" in err.stderr_tail
+    assert party_processes(tmp_path) == []
+    assert not (tmp_path / "out" / "power").exists()
+
+
+@pytest.mark.slow
+def test_party_killed_mid_run_fails_fast_and_stops_the_rest(tmp_path, no_leaked_processes):
+    data = make_vertical_data(tmp_path / "data", n_rows=3_000, seed=4)
+    spec = data.job_spec(
+        tmp_path / "out", model=ModelParams(epochs=30), work_dir=tmp_path / "work", timeout_s=300
+    )
+    killed: dict[str, float] = {}
+
+    def kill_tax_when_training(event: dict) -> None:
+        if event["party"] == "tax" and event.get("stage") == "train" and event.get("status") == "start":
+            os.kill(event["pid"], signal.SIGKILL)
+            killed["at"] = time.monotonic()
+
+    with pytest.raises(PartyFailedError) as info:
+        run_vertical_job(spec, on_event=kill_tax_when_training, grace_s=3)
+    assert "at" in killed, "the tax party never reported training"
+    assert time.monotonic() - killed["at"] < 20
+    assert info.value.party == "tax"
+    assert info.value.exit_code == -signal.SIGKILL
+    assert "SIGKILL" in str(info.value)
+    assert party_processes(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_timeout_stops_every_party(tmp_path, no_leaked_processes):
+    data = make_vertical_data(tmp_path / "data", n_rows=500, seed=6)
+    spec = data.job_spec(tmp_path / "out", work_dir=tmp_path / "work", timeout_s=2)
+    t0 = time.monotonic()
+    with pytest.raises(RunTimeoutError) as info:
+        run_vertical_job(spec, grace_s=2)
+    assert time.monotonic() - t0 < 15
+    assert sorted(info.value.running) == ["bank", "power", "tax"]
+    assert party_processes(tmp_path) == []
+
+
+_RUNNER_SCRIPT = """
+import sys
+from pathlib import Path
+from protocols.secretflow.runner import run_vertical_job
+from protocols.secretflow.spec import VerticalJobSpec
+spec = VerticalJobSpec.model_validate_json(Path(sys.argv[1]).read_text())
+def show(e):
+    if e.get("stage") == "connect":
+        print("PARTY-UP", e["party"], flush=True)
+try:
+    run_vertical_job(spec, on_event=show, grace_s=3)
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+    sys.exit(130)
+except Exception as exc:
+    print("ERROR", type(exc).__name__, flush=True)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "expect"), [(signal.SIGINT, "INTERRUPTED"), (signal.SIGTERM, "RunCancelledError")]
+)
+def test_signal_to_runner_stops_every_party(tmp_path, no_leaked_processes, sig, expect):
+    data = make_vertical_data(tmp_path / "data", n_rows=3_000, seed=8)
+    spec = data.job_spec(tmp_path / "out", model=ModelParams(epochs=50), work_dir=tmp_path / "work")
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(spec.model_dump_json())
+    runner = subprocess.Popen(
+        [sys.executable, "-c", _RUNNER_SCRIPT, str(spec_path)],
+        cwd=project_root(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert runner.stdout is not None
+        for line in runner.stdout:  # wait until a party has joined the cluster
+            if line.startswith("PARTY-UP"):
+                break
+        assert len(party_processes(tmp_path)) == 3
+        runner.send_signal(sig)
+        out, _ = runner.communicate(timeout=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert expect in out
+    assert runner.returncode != 0
+    assert party_processes(tmp_path) == []
