@@ -1,0 +1,1 @@
+"""Thin HTTP routes of the node; the logic lives in nodes.services."""

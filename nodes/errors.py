@@ -1,0 +1,109 @@
+"""Named errors of the node. Each maps to an HTTP status and a JSON body
+``{"error": "<ClassName>", "detail": "..."}``. Details never carry cell values."""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Base of every error a user of the node can cause."""
+
+    status_code: int = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    @property
+    def name(self) -> str:
+        """The error's name as it appears in JSON bodies."""
+        return type(self).__name__
+
+
+class ConfigError(NodeError):
+    """The node's configuration (file or values) is unusable."""
+
+
+class Unauthorized(NodeError):
+    """A state-changing request came without the node's admin token."""
+
+    status_code = 401
+
+
+class DatasetNotFound(NodeError):
+    status_code = 404
+
+
+class DatasetExists(NodeError):
+    status_code = 409
+
+
+class InvalidDatasetName(NodeError):
+    status_code = 422
+
+
+class UploadTooLarge(NodeError):
+    """The upload exceeded ``max_upload_bytes``; it was refused while streaming."""
+
+    status_code = 413
+
+
+class BadUpload(NodeError):
+    """The request is not a well-formed multipart upload."""
+
+    status_code = 400
+
+
+class UnsupportedFormat(NodeError):
+    status_code = 415
+
+
+class BadEncoding(NodeError):
+    """A text file is not in the declared encoding."""
+
+    status_code = 422
+
+
+class EmptyDataFile(NodeError):
+    status_code = 422
+
+
+class BadDataFile(NodeError):
+    """The file cannot be parsed as the declared format."""
+
+    status_code = 422
+
+
+class MissingKeyColumn(NodeError):
+    status_code = 422
+
+
+class SourceError(NodeError):
+    """A SQL source (URL, table or query) cannot be read."""
+
+    status_code = 422
+
+
+class InvalidSchemaEdit(NodeError):
+    status_code = 422
+
+
+class InvalidPolicy(NodeError):
+    status_code = 422
+
+
+class PolicyViolation(NodeError):
+    """A request or job is refused by the node's own policy."""
+
+    status_code = 403
+
+
+class AuditIntegrityError(NodeError):
+    """The audit log failed verification."""
+
+    status_code = 409
+
+
+class AnchorError(NodeError):
+    """The audit head could not be anchored."""
+
+    status_code = 502

@@ -1,0 +1,298 @@
+"""SQLModel tables of the node's metadata, and the pydantic models of its API."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PField
+from sqlmodel import Field, SQLModel, UniqueConstraint
+
+DType = Literal["int", "float", "bool", "date", "string", "uscc", "resident_id"]
+DTYPES: tuple[str, ...] = ("int", "float", "bool", "date", "string", "uscc", "resident_id")
+ID_DTYPES: tuple[str, ...] = ("uscc", "resident_id")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now (UTC)."""
+    return datetime.now(timezone.utc)
+
+
+# ---------------------------------------------------------------- tables
+
+
+class Dataset(SQLModel, table=True):
+    """A dataset registered on this node; its rows live in ``table_name`` of the same database."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    description: str = ""
+    source: str  # csv | parquet | sql
+    source_ref: str = ""  # file name, or URL without password + table / query digest
+    key_column: str | None = None
+    table_name: str
+    row_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ColumnMeta(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("dataset_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    position: int
+    name: str
+    dtype: str
+    description: str = ""
+    grade: int = 2
+    category: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+class QualityRecord(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    report_json: str
+
+
+class AuditEntry(SQLModel, table=True):
+    """One append-only audit entry; ``hash = SM3(prev_hash || canonical JSON of the entry)``."""
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    ts: str
+    actor: str
+    action: str
+    target: str = ""
+    outcome: str = "ok"  # ok | refused
+    detail: str = "{}"  # canonical JSON
+    prev_hash: str
+    hash: str = Field(index=True)
+
+
+class AuditBoundary(SQLModel, table=True):
+    """The last pruned entry (seq, hash): verification of the remaining log starts here."""
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int
+    hash: str
+
+
+class AuditAnchorRecord(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int
+    hash: str
+    ref: str  # transaction hash or file position
+    anchored_at: datetime = Field(default_factory=utcnow)
+
+
+class PolicyRecord(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    policy_json: str
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- API models
+
+
+class ColumnOut(BaseModel):
+    name: str
+    dtype: str
+    description: str
+    grade: int
+    category: str | None
+    min_value: float | None
+    max_value: float | None
+
+
+class ColumnEdit(BaseModel):
+    """Edit of one column's schema; unset fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dtype: DType | None = None
+    description: str | None = None
+    grade: int | None = PField(default=None, ge=1, le=4)
+    category: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+class SchemaEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    columns: list[ColumnEdit] = PField(min_length=1)
+    description: str | None = None
+
+
+class ColumnHint(BaseModel):
+    """Ingest-time declaration for a column (overrides inference)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: DType | None = None
+    description: str | None = None
+    grade: int | None = PField(default=None, ge=1, le=4)
+    category: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+class IngestOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    key_column: str | None = None
+    description: str = ""
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    columns: dict[str, ColumnHint] = PField(default_factory=dict)
+
+
+class SqlIngestRequest(IngestOptions):
+    url: str
+    table: str | None = None
+    query: str | None = None
+
+
+class RuleResult(BaseModel):
+    rule: str  # uscc_check | resident_id_check | null | range | duplicate_key | type_mismatch
+    column: str
+    count: int
+    sample_rows: list[int]  # 1-based data row numbers, never values
+
+
+class QualityReport(BaseModel):
+    dataset: str
+    total_rows: int
+    rows_with_issues: int
+    results: list[RuleResult]
+    created_at: datetime
+
+
+class QualitySummary(BaseModel):
+    total_rows: int
+    rows_with_issues: int
+    issues_per_rule: dict[str, int]
+
+
+class DatasetOut(BaseModel):
+    name: str
+    description: str
+    source: str
+    key_column: str | None
+    row_count: int
+    columns: list[ColumnOut]
+    quality: QualitySummary | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CatalogEntry(BaseModel):
+    """What the coordinator may know about a dataset: metadata only."""
+
+    node: str
+    name: str
+    description: str
+    key_column: str | None
+    row_count: int
+    columns: list[ColumnOut]
+    max_grade: int
+    schema_hash: str
+    quality: QualitySummary | None
+    updated_at: datetime
+
+
+class Policy(BaseModel):
+    """The node's own policy; re-checked before anything runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negative_list: list[str] = PField(default_factory=list)
+    """Column categories that never take part in any computation."""
+    max_grade: dict[str, int] = PField(default_factory=dict)
+    """Highest sensitivity grade allowed per job kind; kinds not listed get ``default_max_grade``."""
+    default_max_grade: int = PField(default=2, ge=0, le=4)
+    min_group_size: int = PField(default=10, ge=1)
+    allowed_requesters: list[str] = PField(default_factory=list)
+    """Members allowed to ask; empty means any member holding an allowed role."""
+    allowed_roles: list[str] = PField(default_factory=lambda: ["bank", "department", "regulator", "researcher"])
+
+    @field_validator("max_grade")
+    @classmethod
+    def _grades(cls, v: dict[str, int]) -> dict[str, int]:
+        for kind, g in v.items():
+            if not 0 <= g <= 4:
+                raise ValueError(f"max grade for {kind!r} must be 0..4")
+        return v
+
+
+class PolicyOut(Policy):
+    version: int
+    updated_at: datetime
+
+
+class JobColumns(BaseModel):
+    dataset: str
+    columns: list[str]
+
+
+class JobCheck(BaseModel):
+    """A job as the node's policy sees it."""
+
+    kind: str
+    requester: str
+    requester_role: str
+    purpose: str = PField(min_length=1)
+    inputs: list[JobColumns]
+    aggregate_group_size: int | None = None
+
+
+class PolicyDecision(BaseModel):
+    allowed: bool
+    reasons: list[str]
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict
+    prev_hash: str
+    hash: str
+
+
+class AuditVerifyResult(BaseModel):
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    head_seq: int
+    head_hash: str
+
+
+class AuditHead(BaseModel):
+    node: str
+    seq: int
+    hash: str
+
+
+class AnchorOut(BaseModel):
+    seq: int
+    hash: str
+    ref: str
+    anchored_at: datetime
+
+
+class PruneOut(BaseModel):
+    pruned: int
+    boundary_seq: int
+    boundary_hash: str

@@ -1,0 +1,1 @@
+"""Node services: the logic behind the thin API routes."""

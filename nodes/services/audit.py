@@ -1,0 +1,299 @@
+"""Append-only audit log, SM3-hash-chained, anchorable, prunable only behind an anchor.
+
+``hash_n = SM3(bytes(prev_hash) || canonical_json(entry_n without hash))``; the first entry's
+``prev_hash`` is 64 zeros, or after pruning the hash of the last pruned entry (kept in
+``AuditBoundary``) so that the remaining log still verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import delete, func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from nodes.errors import AnchorError, AuditIntegrityError
+from nodes.models import (
+    AnchorOut,
+    AuditAnchorRecord,
+    AuditBoundary,
+    AuditEntry,
+    AuditEntryOut,
+    AuditHead,
+    AuditVerifyResult,
+    PruneOut,
+)
+
+GENESIS = "0" * 64
+
+
+def sm3_hex(data: bytes) -> str:
+    """SM3 digest (OpenSSL) as lowercase hex."""
+    return hashlib.new("sm3", data).hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Deterministic JSON bytes: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def entry_body(e: AuditEntry) -> dict[str, Any]:
+    """The hashed content of an entry (everything but its own hash)."""
+    return {
+        "seq": e.seq,
+        "ts": e.ts,
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "outcome": e.outcome,
+        "detail": json.loads(e.detail),
+        "prev_hash": e.prev_hash,
+    }
+
+
+def entry_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    """SM3(prev_hash bytes || canonical JSON of body)."""
+    return sm3_hex(bytes.fromhex(prev_hash) + canonical_json(body))
+
+
+def now_ts(now: datetime | None = None) -> str:
+    """UTC timestamp in one fixed ISO format (lexically ordered)."""
+    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+@runtime_checkable
+class AuditAnchor(Protocol):
+    """Somewhere outside the node's database that keeps audit heads (the chain, in production)."""
+
+    def anchor(self, node: str, seq: int, head_hash: str) -> str:
+        """Record ``(seq, head_hash)`` for ``node``; return a reference (e.g. a transaction hash)."""
+        ...
+
+    def latest(self, node: str) -> tuple[int, str] | None:
+        """The most recent anchored ``(seq, head_hash)`` of ``node``, if any."""
+        ...
+
+
+class FileAnchor:
+    """Anchors appended as JSON lines to a file outside the database (for nodes without a chain)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def anchor(self, node: str, seq: int, head_hash: str) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"node": node, "seq": seq, "hash": head_hash, "ts": now_ts()}) + "\n"
+        with self.path.open("a", encoding="utf-8") as fh:
+            pos = fh.tell()
+            fh.write(line)
+        return f"file:{self.path.name}@{pos}"
+
+    def latest(self, node: str) -> tuple[int, str] | None:
+        if not self.path.exists():
+            return None
+        found: tuple[int, str] | None = None
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if rec["node"] == node:
+                found = (int(rec["seq"]), str(rec["hash"]))
+        return found
+
+
+def _to_out(e: AuditEntry) -> AuditEntryOut:
+    return AuditEntryOut(
+        seq=e.seq,
+        ts=e.ts,
+        actor=e.actor,
+        action=e.action,
+        target=e.target,
+        outcome=e.outcome,
+        detail=json.loads(e.detail),
+        prev_hash=e.prev_hash,
+        hash=e.hash,
+    )
+
+
+class AuditLog:
+    """The node's audit log. Writes are serialized through :meth:`transaction`."""
+
+    def __init__(self, node: str, engine: Engine, anchor: AuditAnchor | None = None) -> None:
+        self.node = node
+        self.engine = engine
+        self.anchor_backend = anchor
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One serialized write transaction: the change and its audit entry commit together."""
+        with self._lock, Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def append(
+        self,
+        session: Session,
+        *,
+        actor: str,
+        action: str,
+        target: str = "",
+        outcome: str = "ok",
+        detail: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        """Add an entry inside ``session`` (committed with the caller's transaction)."""
+        seq, prev = self._head(session)
+        entry = AuditEntry(
+            seq=seq + 1,
+            ts=now_ts(),
+            actor=actor,
+            action=action,
+            target=target,
+            outcome=outcome,
+            detail=canonical_json(detail or {}).decode(),
+            prev_hash=prev,
+            hash="",
+        )
+        entry.hash = entry_hash(prev, entry_body(entry))
+        session.add(entry)
+        session.flush()
+        return entry
+
+    def record(self, **kwargs: Any) -> AuditEntry:
+        """Append one entry in its own transaction (for refusals and reads worth logging)."""
+        with self.transaction() as session:
+            return self.append(session, **kwargs)
+
+    # ------------------------------------------------------------ reading
+
+    @staticmethod
+    def _boundary(session: Session) -> tuple[int, str]:
+        b = session.get(AuditBoundary, 1)
+        return (b.seq, b.hash) if b else (0, GENESIS)
+
+    def _head(self, session: Session) -> tuple[int, str]:
+        last = session.exec(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
+        if last is not None:
+            return last.seq, last.hash
+        return self._boundary(session)
+
+    def head(self) -> AuditHead:
+        with Session(self.engine) as session:
+            seq, h = self._head(session)
+        return AuditHead(node=self.node, seq=seq, hash=h)
+
+    def entries(self, after: int = 0, limit: int = 100) -> list[AuditEntryOut]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(limit)
+            ).all()
+        return [_to_out(e) for e in rows]
+
+    def verify(self) -> AuditVerifyResult:
+        """Walk the chain from the pruned boundary; compare with local and external anchors."""
+        with Session(self.engine) as session:
+            b_seq, b_hash = self._boundary(session)
+            expected_seq, expected_prev = b_seq + 1, b_hash
+            checked = 0
+            seen: dict[int, str] = {b_seq: b_hash}
+            bad: tuple[int, str] | None = None
+            for e in session.exec(select(AuditEntry).order_by(AuditEntry.seq)).yield_per(1000):
+                if e.seq != expected_seq:
+                    bad = (expected_seq, f"entry {expected_seq} is missing (deleted or renumbered)")
+                    break
+                if e.prev_hash != expected_prev:
+                    bad = (e.seq, "prev_hash does not match the previous entry (chain broken)")
+                    break
+                if entry_hash(e.prev_hash, entry_body(e)) != e.hash:
+                    bad = (e.seq, "content does not match its hash (entry edited)")
+                    break
+                seen[e.seq] = e.hash
+                checked += 1
+                expected_seq, expected_prev = e.seq + 1, e.hash
+            head_seq, head_hash = expected_seq - 1, expected_prev
+            if bad is None:
+                anchors: list[tuple[str, tuple[int, str]]] = []
+                rec = session.exec(select(AuditAnchorRecord).order_by(AuditAnchorRecord.seq.desc()).limit(1)).first()
+                if rec is not None:
+                    anchors.append(("local anchor record", (rec.seq, rec.hash)))
+                if self.anchor_backend is not None:
+                    ext = self.anchor_backend.latest(self.node)
+                    if ext is not None:
+                        anchors.append(("external anchor", ext))
+                for label, (a_seq, a_hash) in anchors:
+                    if a_seq > head_seq:
+                        bad = (head_seq + 1, f"log ends at {head_seq} but the {label} is at {a_seq} (truncated)")
+                        break
+                    if a_seq in seen and seen[a_seq] != a_hash:
+                        bad = (a_seq, f"entry {a_seq} differs from the {label} (history rewritten)")
+                        break
+        if bad is not None:
+            return AuditVerifyResult(
+                ok=False, checked=checked, first_bad_seq=bad[0], reason=bad[1], head_seq=head_seq, head_hash=head_hash
+            )
+        return AuditVerifyResult(ok=True, checked=checked, head_seq=head_seq, head_hash=head_hash)
+
+    # ------------------------------------------------------------ anchoring and retention
+
+    def anchor_now(self, actor: str = "node") -> AnchorOut:
+        """Anchor the current head through the configured backend and remember it locally."""
+        if self.anchor_backend is None:
+            raise AnchorError("no audit anchor is configured (set anchor_file or a chain client)")
+        result = self.verify()
+        if not result.ok:
+            raise AuditIntegrityError(f"refusing to anchor a log that fails verification at {result.first_bad_seq}")
+        with self.transaction() as session:
+            seq, h = self._head(session)
+            try:
+                ref = self.anchor_backend.anchor(self.node, seq, h)
+            except Exception as exc:
+                raise AnchorError(f"anchoring failed: {type(exc).__name__}: {exc}") from exc
+            rec = AuditAnchorRecord(seq=seq, hash=h, ref=ref)
+            session.add(rec)
+            self.append(session, actor=actor, action="audit.anchor", target=str(seq), detail={"hash": h, "ref": ref})
+        return AnchorOut(seq=rec.seq, hash=rec.hash, ref=rec.ref, anchored_at=rec.anchored_at)
+
+    def prune(self, retention_days: int, now: datetime | None = None, actor: str = "node") -> PruneOut:
+        """Delete entries older than the retention that are at or before the last anchored head."""
+        now = now or datetime.now(timezone.utc)
+        cutoff = now_ts(now - timedelta(days=retention_days))
+        result = self.verify()
+        if not result.ok:
+            raise AuditIntegrityError(f"refusing to prune a log that fails verification at {result.first_bad_seq}")
+        with self.transaction() as session:
+            rec = session.exec(select(AuditAnchorRecord).order_by(AuditAnchorRecord.seq.desc()).limit(1)).first()
+            b_seq, b_hash = self._boundary(session)
+            pruned = 0
+            if rec is not None:
+                last = session.exec(
+                    select(AuditEntry)
+                    .where(AuditEntry.seq <= rec.seq, AuditEntry.ts < cutoff)
+                    .order_by(AuditEntry.seq.desc())
+                    .limit(1)
+                ).first()
+                if last is not None:
+                    pruned = session.exec(
+                        select(func.count()).select_from(AuditEntry).where(AuditEntry.seq <= last.seq)
+                    ).one()
+                    b_seq, b_hash = last.seq, last.hash
+                    boundary = session.get(AuditBoundary, 1) or AuditBoundary(id=1, seq=b_seq, hash=b_hash)
+                    boundary.seq, boundary.hash = b_seq, b_hash
+                    session.add(boundary)
+                    session.execute(delete(AuditEntry).where(AuditEntry.seq <= last.seq))
+            self.append(
+                session,
+                actor=actor,
+                action="audit.prune",
+                detail={"pruned": pruned, "boundary_seq": b_seq, "retention_days": retention_days},
+            )
+        return PruneOut(pruned=pruned, boundary_seq=b_seq, boundary_hash=b_hash)

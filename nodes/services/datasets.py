@@ -1,0 +1,350 @@
+"""Datasets: registration (atomic: metadata, data table, quality report and audit entry commit
+together or not at all), schema edits, catalog metadata, reading and extraction."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, Table, Text, inspect
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, select
+
+from nodes.errors import (
+    DatasetExists,
+    DatasetNotFound,
+    InvalidDatasetName,
+    InvalidSchemaEdit,
+    MissingKeyColumn,
+)
+from nodes.models import (
+    CatalogEntry,
+    ColumnMeta,
+    ColumnOut,
+    Dataset,
+    DatasetOut,
+    IngestOptions,
+    QualityRecord,
+    QualityReport,
+    SchemaEdit,
+    utcnow,
+)
+from nodes.services.audit import AuditLog, canonical_json, sm3_hex
+from nodes.services.quality import ColumnRules, run_rules, summarize
+from nodes.services.tabular import ROW_COL, _cell_str, convert_column, default_grade, infer_dtype
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SQL_TYPES = {"int": BigInteger, "float": Float, "bool": Boolean}
+_INSERT_BATCH = 5000
+
+
+def _data_table(name: str, cols: Sequence[tuple[str, str]]) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        Column(ROW_COL, Integer, primary_key=True, autoincrement=False),
+        *[Column(c, _SQL_TYPES.get(t, Text)(), nullable=True) for c, t in cols],
+    )
+
+
+def _insert_rows(conn: Connection, table: Table, rows: pd.Index, data: dict[str, list[object]]) -> None:
+    names = list(data)
+    batch: list[dict[str, object]] = []
+    for i, r in enumerate(rows):
+        rec = {ROW_COL: int(r)}
+        for n in names:
+            rec[n] = data[n][i]
+        batch.append(rec)
+        if len(batch) >= _INSERT_BATCH:
+            conn.execute(table.insert(), batch)
+            batch = []
+    if batch:
+        conn.execute(table.insert(), batch)
+
+
+class DatasetService:
+    """Everything the node does with its datasets."""
+
+    def __init__(self, node: str, engine: Engine, audit: AuditLog) -> None:
+        self.node = node
+        self.engine = engine
+        self.audit = audit
+
+    # ------------------------------------------------------------ lookups
+
+    def _get(self, session: Session, name: str) -> Dataset:
+        ds = session.exec(select(Dataset).where(Dataset.name == name)).first()
+        if ds is None:
+            raise DatasetNotFound(f"no dataset named {name!r} on node {self.node!r}")
+        return ds
+
+    @staticmethod
+    def _columns(session: Session, ds: Dataset) -> list[ColumnMeta]:
+        return list(session.exec(select(ColumnMeta).where(ColumnMeta.dataset_id == ds.id).order_by(ColumnMeta.position)))
+
+    @staticmethod
+    def _quality(session: Session, ds: Dataset) -> QualityReport | None:
+        rec = session.exec(select(QualityRecord).where(QualityRecord.dataset_id == ds.id)).first()
+        return QualityReport.model_validate_json(rec.report_json) if rec else None
+
+    def _out(self, session: Session, ds: Dataset) -> DatasetOut:
+        q = self._quality(session, ds)
+        return DatasetOut(
+            name=ds.name,
+            description=ds.description,
+            source=ds.source,
+            key_column=ds.key_column,
+            row_count=ds.row_count,
+            columns=[ColumnOut.model_validate(c, from_attributes=True) for c in self._columns(session, ds)],
+            quality=summarize(q.total_rows, q.rows_with_issues, q.results) if q else None,
+            created_at=ds.created_at,
+            updated_at=ds.updated_at,
+        )
+
+    def get(self, name: str) -> DatasetOut:
+        with Session(self.engine) as session:
+            return self._out(session, self._get(session, name))
+
+    def list(self) -> list[DatasetOut]:
+        with Session(self.engine) as session:
+            return [self._out(session, ds) for ds in session.exec(select(Dataset).order_by(Dataset.name))]
+
+    def quality_report(self, name: str) -> QualityReport:
+        with Session(self.engine) as session:
+            q = self._quality(session, self._get(session, name))
+        if q is None:  # cannot happen for a registered dataset; be explicit anyway
+            raise DatasetNotFound(f"no quality report for {name!r}")
+        return q
+
+    def catalog(self) -> list[CatalogEntry]:
+        return [self.catalog_entry(d) for d in self.list()]
+
+    def catalog_entry(self, d: DatasetOut | str) -> CatalogEntry:
+        if isinstance(d, str):
+            d = self.get(d)
+        schema = [[c.name, c.dtype, c.grade, c.category] for c in d.columns]
+        return CatalogEntry(
+            node=self.node,
+            name=d.name,
+            description=d.description,
+            key_column=d.key_column,
+            row_count=d.row_count,
+            columns=d.columns,
+            max_grade=max((c.grade for c in d.columns), default=0),
+            schema_hash=sm3_hex(canonical_json(schema)),
+            quality=d.quality,
+            updated_at=d.updated_at,
+        )
+
+    def column_meta(self, name: str) -> list[ColumnMeta]:
+        with Session(self.engine) as session:
+            return self._columns(session, self._get(session, name))
+
+    # ------------------------------------------------------------ registration
+
+    def register(self, frame: pd.DataFrame, opts: IngestOptions, source: str, source_ref: str, actor: str) -> DatasetOut:
+        """Infer, convert, check quality and store ``frame`` (strings, 1-based index) atomically."""
+        if not _NAME_RE.match(opts.name):
+            raise InvalidDatasetName(
+                "a dataset name is 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
+            )
+        if opts.key_column is not None and opts.key_column not in frame.columns:
+            raise MissingKeyColumn(
+                f"key column {opts.key_column!r} is not in the data (columns: {list(frame.columns)})"
+            )
+        unknown = sorted(set(opts.columns) - set(frame.columns))
+        if unknown:
+            raise InvalidSchemaEdit(f"column declarations for columns not in the data: {unknown}")
+        metas: list[ColumnMeta] = []
+        data: dict[str, list[object]] = {}
+        mismatches: dict[str, list[int]] = {}
+        for pos, name in enumerate(frame.columns):
+            hint = opts.columns.get(name)
+            dtype = (hint.dtype if hint and hint.dtype else None) or infer_dtype(name, frame[name])
+            conv = convert_column(frame[name], dtype)
+            data[name] = conv.values
+            if conv.mismatched_rows:
+                mismatches[name] = conv.mismatched_rows
+            metas.append(
+                ColumnMeta(
+                    dataset_id=0,
+                    position=pos,
+                    name=name,
+                    dtype=dtype,
+                    description=(hint.description if hint and hint.description else "") or "",
+                    grade=(hint.grade if hint and hint.grade else None) or default_grade(dtype),
+                    category=hint.category if hint else None,
+                    min_value=hint.min_value if hint else None,
+                    max_value=hint.max_value if hint else None,
+                )
+            )
+        typed = pd.DataFrame(data, index=frame.index)
+        results, flagged = run_rules(typed, [_rules(m) for m in metas], opts.key_column, mismatches)
+        table_name = f"ds_{uuid.uuid4().hex[:16]}"
+        with self.audit.transaction() as session:
+            if session.exec(select(Dataset).where(Dataset.name == opts.name)).first() is not None:
+                raise DatasetExists(f"a dataset named {opts.name!r} already exists; delete it first or pick another name")
+            ds = Dataset(
+                name=opts.name,
+                description=opts.description,
+                source=source,
+                source_ref=source_ref,
+                key_column=opts.key_column,
+                table_name=table_name,
+                row_count=len(frame),
+            )
+            session.add(ds)
+            session.flush()
+            for m in metas:
+                m.dataset_id = ds.id
+                session.add(m)
+            conn = session.connection()
+            table = _data_table(table_name, [(m.name, m.dtype) for m in metas])
+            table.create(conn)
+            _insert_rows(conn, table, frame.index, data)
+            report = QualityReport(
+                dataset=ds.name, total_rows=len(frame), rows_with_issues=flagged, results=results, created_at=utcnow()
+            )
+            session.add(QualityRecord(dataset_id=ds.id, report_json=report.model_dump_json()))
+            self.audit.append(
+                session,
+                actor=actor,
+                action="dataset.register",
+                target=ds.name,
+                detail={
+                    "source": source,
+                    "source_ref": source_ref,
+                    "rows": len(frame),
+                    "columns": [m.name for m in metas],
+                    "rows_with_issues": flagged,
+                },
+            )
+            return self._out(session, ds)
+
+    # ------------------------------------------------------------ edits
+
+    def edit_schema(self, name: str, edit: SchemaEdit, actor: str) -> DatasetOut:
+        """Apply column edits; type changes convert the stored cells (all must fit) and re-run quality."""
+        with self.audit.transaction() as session:
+            ds = self._get(session, name)
+            cols = {c.name: c for c in self._columns(session, ds)}
+            unknown = [e.name for e in edit.columns if e.name not in cols]
+            if unknown:
+                raise InvalidSchemaEdit(f"no such columns in {name!r}: {unknown}")
+            changed_types: dict[str, str] = {}
+            for e in edit.columns:
+                c = cols[e.name]
+                if e.dtype is not None and e.dtype != c.dtype:
+                    changed_types[c.name] = e.dtype
+                for f in ("description", "grade", "category", "min_value", "max_value"):
+                    v = getattr(e, f)
+                    if v is not None or f in e.model_fields_set:
+                        setattr(c, f, v)
+            for c in cols.values():
+                if c.min_value is not None and c.max_value is not None and c.min_value > c.max_value:
+                    raise InvalidSchemaEdit(f"column {c.name!r}: min_value exceeds max_value")
+            if edit.description is not None:
+                ds.description = edit.description
+            conn = session.connection()
+            old = _data_table(ds.table_name, [(c.name, c.dtype) for c in cols.values()])
+            df = _read(conn, old)
+            if changed_types:
+                data: dict[str, list[object]] = {}
+                for c in cols.values():
+                    if c.name in changed_types:
+                        as_text = pd.Series([None if v is None else _cell_str(v) for v in df[c.name]], index=df.index, dtype=object)
+                        conv = convert_column(as_text, changed_types[c.name])
+                        if conv.mismatched_rows:
+                            raise InvalidSchemaEdit(
+                                f"{len(conv.mismatched_rows)} cells of {c.name!r} do not fit {changed_types[c.name]} "
+                                f"(rows {conv.mismatched_rows[:10]})"
+                            )
+                        data[c.name] = conv.values
+                        c.dtype = changed_types[c.name]
+                    else:
+                        data[c.name] = [None if pd.isna(v) else v for v in df[c.name]]
+                new_name = f"ds_{uuid.uuid4().hex[:16]}"
+                new = _data_table(new_name, [(c.name, c.dtype) for c in cols.values()])
+                new.create(conn)
+                _insert_rows(conn, new, df.index, data)
+                old.drop(conn)
+                ds.table_name = new_name
+                df = pd.DataFrame(data, index=df.index)
+            prev = self._quality(session, ds)
+            # misfit cells were stored as NULL, so the re-run null rule still flags their rows
+            carried = {r.column for r in (prev.results if prev else []) if r.rule == "type_mismatch"} - set(changed_types)
+            results, flagged = run_rules(df, [_rules(c) for c in cols.values()], ds.key_column, None)
+            results += [r for r in (prev.results if prev else []) if r.rule == "type_mismatch" and r.column in carried]
+            report = QualityReport(
+                dataset=ds.name, total_rows=ds.row_count, rows_with_issues=flagged, results=results, created_at=utcnow()
+            )
+            rec = session.exec(select(QualityRecord).where(QualityRecord.dataset_id == ds.id)).one()
+            rec.report_json = report.model_dump_json()
+            rec.created_at = utcnow()
+            ds.updated_at = utcnow()
+            for obj in (*cols.values(), ds, rec):
+                session.add(obj)
+            self.audit.append(
+                session,
+                actor=actor,
+                action="dataset.schema_edit",
+                target=ds.name,
+                detail={"edits": [e.model_dump(exclude_unset=True) for e in edit.columns], "type_changes": changed_types},
+            )
+            session.flush()
+            return self._out(session, ds)
+
+    def delete(self, name: str, actor: str) -> None:
+        with self.audit.transaction() as session:
+            ds = self._get(session, name)
+            conn = session.connection()
+            if inspect(conn).has_table(ds.table_name):
+                Table(ds.table_name, MetaData()).drop(conn)
+            for c in self._columns(session, ds):
+                session.delete(c)
+            rec = session.exec(select(QualityRecord).where(QualityRecord.dataset_id == ds.id)).first()
+            if rec:
+                session.delete(rec)
+            session.flush()
+            session.delete(ds)
+            self.audit.append(session, actor=actor, action="dataset.delete", target=name, detail={"rows": ds.row_count})
+
+    # ------------------------------------------------------------ reading (inside the node only)
+
+    def read_frame(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Typed cells indexed by row number. Never served by the API."""
+        with Session(self.engine) as session:
+            ds = self._get(session, name)
+            metas = self._columns(session, ds)
+            if columns is not None:
+                missing = [c for c in columns if c not in {m.name for m in metas}]
+                if missing:
+                    raise InvalidSchemaEdit(f"no such columns in {name!r}: {missing}")
+                metas = [m for m in metas if m.name in set(columns)]
+            table = _data_table(ds.table_name, [(m.name, m.dtype) for m in metas])
+            return _read(session.connection(), table, [m.name for m in metas])
+
+    def extract_csv(self, name: str, columns: Sequence[str], dest: Path) -> int:
+        """Write exactly ``columns`` of ``name`` to ``dest`` (CSV); return the row count."""
+        df = self.read_frame(name, columns)[list(columns)]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(dest, index=False)
+        return len(df)
+
+
+def _rules(m: ColumnMeta) -> ColumnRules:
+    return ColumnRules(m.name, m.dtype, m.min_value, m.max_value)
+
+
+def _read(conn: Connection, table: Table, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    cols = [table.c[ROW_COL]] + [table.c[c] for c in (columns if columns is not None else [c.name for c in table.c if c.name != ROW_COL])]
+    result = conn.execute(sa_select(*cols).order_by(table.c[ROW_COL]))
+    rows = result.fetchall()
+    names = [c.name for c in cols]
+    df = pd.DataFrame([tuple(r) for r in rows], columns=names).astype(object)
+    df = df.where(pd.notna(df), None)
+    return df.set_index(ROW_COL)

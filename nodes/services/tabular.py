@@ -1,0 +1,283 @@
+"""Reading CSV / Parquet / SQL sources into string frames, inferring and converting column types.
+
+Everything is read as text first (so IDs keep their leading zeros and check characters), then
+each column gets a type; cells that do not fit the type become NULL and are reported as
+``type_mismatch`` — never silently dropped.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from dcp.ids import is_valid_resident_id, is_valid_uscc
+from nodes.errors import BadDataFile, BadEncoding, EmptyDataFile, SourceError, UnsupportedFormat
+
+ROW_COL = "_row"
+_INT_RE = re.compile(r"^[+-]?(0|[1-9]\d{0,14})$")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RID_RE = re.compile(r"^\d{6}(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{3}[\dXx]$")
+_USCC_RE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$")
+_TRUE = {"true", "yes", "y", "t"}
+_FALSE = {"false", "no", "n", "f"}
+_USCC_HINTS = ("uscc", "credit_code", "信用代码")
+_RID_HINTS = ("resident_id", "id_card", "idcard", "id_number", "身份证")
+TYPE_SHARE = 0.95  # share of non-null cells that must fit a numeric/date type
+ID_SHARE = 0.8  # share of non-null cells that must look like an ID for the ID types
+
+
+def detect_format(filename: str | None, declared: str | None) -> str:
+    """``csv`` or ``parquet`` from the declared format or the file suffix."""
+    fmt = (declared or "").lower().strip()
+    if not fmt and filename:
+        suffix = Path(filename).suffix.lower()
+        fmt = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "")
+    if fmt not in ("csv", "parquet"):
+        raise UnsupportedFormat(f"cannot tell the format of {filename!r}: declare format=csv or format=parquet")
+    return fmt
+
+
+def _check_encoding(path: Path, encoding: str) -> None:
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    except LookupError as exc:
+        raise BadEncoding(f"unknown encoding {encoding!r}") from exc
+    offset = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise BadEncoding(
+                    f"the file is not valid {encoding} (first bad byte at offset {offset + exc.start}); "
+                    "declare its encoding, e.g. encoding=gb18030"
+                ) from None
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise BadEncoding(f"the file ends inside a {encoding} character") from None
+
+
+def read_csv_text(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> pd.DataFrame:
+    """A CSV file as a frame of strings (``None`` for empty cells)."""
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"  # tolerate a BOM
+    if path.stat().st_size == 0:
+        raise EmptyDataFile("the file is empty")
+    _check_encoding(path, encoding)
+    with path.open(encoding=encoding, newline="") as fh:
+        header = next(csv.reader(fh, delimiter=delimiter), None)
+    if not header or all(not h.strip() for h in header):
+        raise EmptyDataFile("the file has no header row")
+    names = [h.strip() for h in header]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise BadDataFile(f"duplicate column names: {dupes}")
+    if any(not n for n in names):
+        raise BadDataFile("a column has an empty name")
+    try:
+        df = pd.read_csv(
+            path, dtype=str, keep_default_na=False, encoding=encoding, sep=delimiter, header=0, names=names,
+            skipinitialspace=False,
+        )
+    except pd.errors.ParserError as exc:
+        msg = str(exc).split("\n")[0]
+        raise BadDataFile(f"not a well-formed CSV file: {msg}") from None
+    except (ValueError, csv.Error) as exc:
+        raise BadDataFile(f"not a well-formed CSV file: {type(exc).__name__}") from None
+    if len(df) == 0:
+        raise EmptyDataFile("the file has a header but no data rows")
+    return _normalize(df)
+
+
+def read_parquet_text(path: Path) -> pd.DataFrame:
+    """A Parquet file as a frame of strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.stat().st_size == 0:
+        raise EmptyDataFile("the file is empty")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise BadDataFile(f"not a readable Parquet file: {type(exc).__name__}") from None
+    if table.num_rows == 0:
+        raise EmptyDataFile("the Parquet file has no rows")
+    return _stringify(table.to_pandas())
+
+
+def read_sql_text(url: str, table: str | None, query: str | None) -> pd.DataFrame:
+    """Rows of an existing SQL table or query (any SQLAlchemy URL) as a frame of strings."""
+    from sqlalchemy import MetaData, Table, create_engine, select, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if (table is None) == (query is None):
+        raise SourceError("give exactly one of table or query")
+    try:
+        engine = create_engine(url)
+    except Exception as exc:  # bad URL, missing driver
+        raise SourceError(f"cannot use the source URL: {type(exc).__name__}") from None
+    try:
+        with engine.connect() as conn:
+            if table is not None:
+                t = Table(table, MetaData(), autoload_with=conn)
+                result = conn.execute(select(t))
+            else:
+                if not query.lstrip().lower().startswith(("select", "with")):
+                    raise SourceError("a source query must be a SELECT")
+                result = conn.execute(text(query))
+            cols = list(result.keys())
+            rows = result.fetchall()
+    except SourceError:
+        raise
+    except SQLAlchemyError as exc:
+        raise SourceError(f"cannot read the source: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    finally:
+        engine.dispose()
+    if len(set(cols)) != len(cols):
+        raise SourceError("the source has duplicate column names")
+    if not rows:
+        raise EmptyDataFile("the source table or query returned no rows")
+    return _stringify(pd.DataFrame([tuple(r) for r in rows], columns=cols))
+
+
+def _stringify(df: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(index=range(len(df)))
+    for c in df.columns:
+        s = df[c]
+        if pd.api.types.is_float_dtype(s):
+            vals = [None if pd.isna(v) else (str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))) for v in s]
+        elif pd.api.types.is_datetime64_any_dtype(s):
+            vals = [None if pd.isna(v) else (v.date().isoformat() if v == v.normalize() else v.isoformat()) for v in s]
+        else:
+            vals = [None if v is None or (isinstance(v, float) and pd.isna(v)) else _cell_str(v) for v in s]
+        out[str(c)] = pd.Series(vals, dtype=object)
+    return _normalize(out)
+
+
+def _cell_str(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.hex()
+    return str(v)
+
+
+def _normalize(df: pd.DataFrame) -> pd.DataFrame:
+    df.columns = [str(c).strip() for c in df.columns]
+    if ROW_COL in df.columns:
+        raise BadDataFile(f"column name {ROW_COL!r} is reserved")
+    df = df.astype(object)
+    for c in df.columns:
+        df[c] = [None if v is None or (isinstance(v, str) and v.strip() == "") else (v.strip() if isinstance(v, str) else v) for v in df[c]]
+    df.index = pd.RangeIndex(1, len(df) + 1)  # 1-based data row numbers
+    return df
+
+
+# ---------------------------------------------------------------- inference and conversion
+
+
+def _share(values: list[str], pred) -> float:  # noqa: ANN001
+    if not values:
+        return 0.0
+    return sum(1 for v in values if pred(v)) / len(values)
+
+
+def _is_date(v: str) -> bool:
+    if not _DATE_RE.match(v):
+        return False
+    try:
+        date.fromisoformat(v)
+    except ValueError:
+        return False
+    return True
+
+
+def infer_dtype(name: str, values: pd.Series) -> str:
+    """The most specific type that at least ``TYPE_SHARE`` of the non-null cells fit."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "string"
+    lname = name.lower()
+    if any(h in lname for h in _RID_HINTS):
+        return "resident_id"
+    if any(h in lname for h in _USCC_HINTS):
+        return "uscc"
+    if _share(vals, lambda v: bool(_INT_RE.match(v))) >= TYPE_SHARE:
+        return "int"
+    if _share(vals, lambda v: bool(_FLOAT_RE.match(v))) >= TYPE_SHARE:
+        return "float"
+    if _share(vals, lambda v: v.lower() in _TRUE | _FALSE) >= TYPE_SHARE:
+        return "bool"
+    if _share(vals, _is_date) >= TYPE_SHARE:
+        return "date"
+    rid = _share(vals, lambda v: bool(_RID_RE.match(v)))
+    uscc = _share(vals, lambda v: bool(_USCC_RE.match(v.upper())))
+    if max(rid, uscc) >= ID_SHARE:
+        if rid >= ID_SHARE and _share(vals, is_valid_resident_id) >= _share(vals, is_valid_uscc):
+            return "resident_id"
+        return "uscc"
+    return "string"
+
+
+def default_grade(dtype: str) -> int:
+    """Identifiers are more sensitive than indicators by default (editable afterwards)."""
+    return 3 if dtype in ("uscc", "resident_id") else 2
+
+
+@dataclass
+class Converted:
+    """Typed cells of one column, and the rows whose cell did not fit the type."""
+
+    values: list[object]
+    mismatched_rows: list[int] = field(default_factory=list)
+
+
+def convert_column(values: pd.Series, dtype: str) -> Converted:
+    """Convert string cells to ``dtype``; misfits become None and are listed by row number."""
+    out: list[object] = []
+    bad: list[int] = []
+    for row, v in zip(values.index, values, strict=True):
+        if v is None:
+            out.append(None)
+            continue
+        v = str(v)
+        try:
+            if dtype == "int":
+                if not _INT_RE.match(v):
+                    raise ValueError
+                out.append(int(v))
+            elif dtype == "float":
+                if not _FLOAT_RE.match(v):
+                    raise ValueError
+                out.append(float(v))
+            elif dtype == "bool":
+                lv = v.lower()
+                if lv in _TRUE or lv == "1":
+                    out.append(True)
+                elif lv in _FALSE or lv == "0":
+                    out.append(False)
+                else:
+                    raise ValueError
+            elif dtype == "date":
+                if not _is_date(v):
+                    raise ValueError
+                out.append(v)
+            elif dtype in ("uscc", "resident_id"):
+                out.append(v.upper())
+            else:
+                out.append(v)
+        except ValueError:
+            out.append(None)
+            bad.append(int(row))
+    return Converted(out, bad)

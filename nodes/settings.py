@@ -1,0 +1,124 @@
+"""Node settings: one pydantic-settings model, from a YAML/TOML file and ``DCP_NODE_`` env vars.
+
+Precedence (highest first): explicit arguments, environment variables, the config file, defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from dcp.settings import project_root
+from nodes.errors import ConfigError
+
+GIB = 1024**3
+
+
+class NodeSettings(BaseSettings):
+    """Everything one node process needs to know about itself."""
+
+    model_config = SettingsConfigDict(env_prefix="DCP_NODE_", extra="forbid", env_nested_delimiter="__")
+
+    name: str = "node"
+    """Member name of this node (e.g. ``tax``); used in audit entries and anchors."""
+    host: str = "127.0.0.1"
+    port: int = 8700
+    database_url: str = ""
+    """SQLAlchemy URL of the node's own database; default: a SQLite file under ``work_dir``."""
+    work_dir: Path = Field(default_factory=lambda: project_root() / "var" / "node")
+    max_upload_bytes: int = 2 * GIB
+    """Uploads larger than this are refused while streaming (413)."""
+    upload_chunk_bytes: int = 1024 * 1024
+    policy_file: Path | None = None
+    """YAML/TOML/JSON policy loaded at start when the database holds none yet."""
+    audit_retention_days: int = 180
+    admin_token: str | None = None
+    """When set, every state-changing request needs ``Authorization: Bearer <token>``."""
+    anchor_file: Path | None = None
+    """Audit-head anchors go to this append-only file when no chain anchor is configured."""
+    mock_max_rows: int = 1000
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_or_named(cls, v: str) -> str:
+        if v in ("0.0.0.0", "::", "[::]"):
+            raise ValueError("a node never binds all interfaces; name the address to listen on")
+        return v
+
+    @field_validator("audit_retention_days", "max_upload_bytes", "upload_chunk_bytes", "mock_max_rows")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be positive")
+        return v
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``<work_dir>/<name>.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.work_dir / (self.name + '.db')}"
+
+    def tmp_dir(self) -> Path:
+        """Private scratch directory for uploads and extracts."""
+        return self.work_dir / "tmp"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_node_settings(config: Path | None = None, **overrides: Any) -> NodeSettings:
+    """Settings from ``config`` (``.yaml``/``.yml``/``.toml``), env vars and ``overrides``.
+
+    Raises ConfigError when the file is missing or of an unknown kind.
+    """
+    if config is None:
+        return NodeSettings(**overrides)
+    config = Path(config)
+    if not config.is_file():
+        raise ConfigError(f"config file not found: {config}")
+    suffix = config.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        key = "yaml_file"
+    elif suffix == ".toml":
+        key = "toml_file"
+    else:
+        raise ConfigError(f"config file must be .yaml, .yml or .toml, not {suffix or 'no suffix'}")
+    file_cls = type(
+        "NodeSettingsFromFile",
+        (NodeSettings,),
+        {"model_config": SettingsConfigDict(**{**NodeSettings.model_config, key: config})},
+    )
+    try:
+        loaded = file_cls(**overrides)
+    except Exception as exc:  # pydantic ValidationError, YAML/TOML syntax errors
+        raise ConfigError(f"invalid node config {config}: {exc}") from exc
+    settings = NodeSettings.model_validate(loaded.model_dump())
+    # relative paths in a config file are relative to the file
+    base = config.parent
+    for field in ("work_dir", "policy_file", "anchor_file"):
+        value = getattr(settings, field)
+        if value is not None and not value.is_absolute() and field not in overrides:
+            setattr(settings, field, (base / value).resolve())
+    return settings

@@ -1,0 +1,86 @@
+"""Walk every route of the node and assert that no response carries a real cell value."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from conftest import csv_bytes, upload
+
+DS = "tax_2024"
+
+
+def _sensitive_values(df) -> set[str]:
+    vals: set[str] = set()
+    for col in ("uscc", "legal_rep_id", "company_name"):
+        vals |= {str(v) for v in df[col]}
+    for v in df["vat_paid"]:
+        vals |= {repr(float(v)), f"{v:.2f}"}
+    # substrings that would betray an ID even if re-formatted
+    vals |= {str(v)[:14] for v in df["legal_rep_id"]} | {str(v)[2:16] for v in df["uscc"]}
+    return vals
+
+
+def _calls(tmp_path, frame) -> dict[tuple[str, str], list[dict]]:
+    src = tmp_path / "src.db"
+    with sqlite3.connect(src) as conn:
+        frame.to_sql("vat", conn, index=False)
+    job = {"kind": "psi", "requester": "bank_a", "requester_role": "bank", "purpose": "credit",
+           "inputs": [{"dataset": DS, "columns": ["uscc", "vat_paid"]}]}
+    return {
+        ("GET", "/health"): [{}],
+        ("POST", "/datasets/upload"): [
+            {"files": {"file": ("t.csv", csv_bytes(frame), "text/csv")}, "data": {"name": "dup_" + DS, "key_column": "uscc"}},
+            {"files": {"file": ("t.csv", csv_bytes(frame), "text/csv")}, "data": {"name": DS}},  # conflict
+            {"files": {"file": ("t.csv", csv_bytes(frame), "text/csv")}, "data": {"name": "k", "key_column": "zz"}},
+        ],
+        ("POST", "/datasets/sql"): [
+            {"json": {"name": "from_sql", "url": f"sqlite:///{src}", "table": "vat", "key_column": "uscc"}},
+            {"json": {"name": "q", "url": f"sqlite:///{src}", "query": "select uscc from vat where uscc = 'x'"}},
+        ],
+        ("GET", "/datasets"): [{}],
+        ("GET", "/datasets/{name}"): [{"name": DS}, {"name": "missing"}],
+        ("PATCH", "/datasets/{name}/schema"): [
+            {"name": DS, "json": {"columns": [{"name": "industry", "grade": 1}]}},
+            {"name": DS, "json": {"columns": [{"name": "company_name", "dtype": "int"}]}},  # refused
+        ],
+        ("GET", "/datasets/{name}/quality"): [{"name": DS}],
+        ("GET", "/datasets/{name}/mock"): [{"name": DS, "params": {"rows": 500}}],
+        ("GET", "/catalog"): [{}],
+        ("GET", "/catalog/{name}"): [{"name": DS}],
+        ("GET", "/policy"): [{}],
+        ("PUT", "/policy"): [{"json": {"min_group_size": 3}}],
+        ("POST", "/policy/check"): [{"json": job}],
+        ("GET", "/audit"): [{"params": {"limit": 1000}}],
+        ("GET", "/audit/verify"): [{}],
+        ("GET", "/audit/head"): [{}],
+        ("POST", "/audit/anchor"): [{}],
+        ("POST", "/audit/prune"): [{}],
+        ("DELETE", "/datasets/{name}"): [{"name": "dup_" + DS}],
+    }
+
+
+def test_no_route_returns_real_values(client, tax_frame, tmp_path):
+    df = tax_frame.copy()
+    df.loc[2, "uscc"] = df.loc[2, "uscc"][:17] + ("1" if df.loc[2, "uscc"][17] != "1" else "2")
+    df.loc[4, "uscc"] = df.loc[5, "uscc"]
+    assert upload(client, DS, csv_bytes(df), key_column="uscc").status_code == 201
+    secrets = _sensitive_values(df)
+    calls = _calls(tmp_path, df)
+    spec = client.get("/openapi.json").json()
+    routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert routes == set(calls), f"walker out of date: {routes ^ set(calls)}"
+    seen = 0
+    # audit and verify last so they include everything the other calls logged
+    order = sorted(calls, key=lambda k: (k[1].startswith("/audit"), k[0] == "DELETE"))
+    for method, path in order:
+        for call in calls[(method, path)]:
+            call = dict(call)
+            url = path.replace("{name}", call.pop("name", ""))
+            r = client.request(method, url, **call)
+            assert r.status_code < 500, (method, url, r.text)
+            text = r.text
+            leaked = [s for s in secrets if s in text]
+            assert not leaked, f"{method} {url} leaked {len(leaked)} real values"
+            seen += 1
+    assert seen >= len(calls)
+    assert client.get("/audit/verify").json()["ok"]
