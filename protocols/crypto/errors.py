@@ -77,3 +77,7 @@ class WrongSigner(ApprovalError):
 
 class ReplayedApproval(ApprovalError):
     """The approval was made for another job and is being replayed."""
+
+
+class InvalidMemberName(CryptoError):
+    """A member name is empty, too long, or has characters outside ``[A-Za-z0-9._-]``."""
