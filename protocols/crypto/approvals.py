@@ -215,4 +215,4 @@ def verify_aggregate(aggregate: AggregateApproval, *, job_id: str, manifest_hash
     msg = approval_message(job_id, manifest_hash)
     return bls.fast_aggregate_verify(
         [bytes.fromhex(k) for k in aggregate.bls_public_keys], msg, bytes.fromhex(aggregate.bls_signature)
-    )
+    )  # full per-key checks: an aggregate may come from outside

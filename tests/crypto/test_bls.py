@@ -66,6 +66,11 @@ def test_aggregate_and_fast_aggregate_verify(keys: list[int]) -> None:
     assert not bls.fast_aggregate_verify(pks, MSG[:-1] + b"\x01", agg)
     # aggregate public key is the G1 sum
     assert bls.verify(bls.aggregate_pubkeys(pks), MSG, agg)
+    # the registered-keys fast path gives the same answers
+    assert bls.fast_aggregate_verify(pks, MSG, agg, keys_registered=True)
+    assert not bls.fast_aggregate_verify(pks[:2], MSG, agg, keys_registered=True)
+    with pytest.raises(MalformedKey):
+        bls.fast_aggregate_verify([pks[0][:47]], MSG, agg, keys_registered=True)
 
 
 def test_proof_of_possession_registration(keys: list[int]) -> None:
