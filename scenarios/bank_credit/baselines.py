@@ -16,7 +16,7 @@ exactly the same steps to its own columns:
 In a vertical federation each party fits its own preprocessor on its own columns of the
 shared training rows; the centralized model concatenates those same per-member matrices,
 so the two paths see identical inputs. The train/test split is a pure function of the
-key (:func:`test_mask`), so every party derives it locally without exchanging indices.
+key (:func:`holdout_mask`), so every party derives it locally without exchanging indices.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def transform(pre: Preprocessor, frame: pd.DataFrame) -> np.ndarray:
     return np.column_stack(blocks)
 
 
-def test_mask(keys: Sequence[str] | pd.Series | np.ndarray, test_fraction: float = 0.3, salt: str = "split"
+def holdout_mask(keys: Sequence[str] | pd.Series | np.ndarray, test_fraction: float = 0.3, salt: str = "split"
               ) -> np.ndarray:
     """True for the rows that belong to the test set — a pure function of the key and ``salt``."""
     if not 0.0 < test_fraction < 1.0:
@@ -260,7 +260,7 @@ def fit_lr(name: str, data: FederationData, bank: str = "bank_a", members: Seque
 
     frames = joined_frame(data, bank, rows_from, how)
     y = frames[bank][LABEL].to_numpy(dtype=np.int64)
-    test = test_mask(frames[bank][KEY], test_fraction)
+    test = holdout_mask(frames[bank][KEY], test_fraction)
     train = ~test
     use = [bank, *members]
     x, pres = design_matrix(frames, use, data.schemas, train)

@@ -168,10 +168,10 @@ def quantile_bands(y: np.ndarray | Sequence[int], values: np.ndarray | Sequence[
 
 
 class PsiBin(BaseModel):
-    """One bin of a PSI computation."""
+    """One bin of a PSI computation: ``lower`` ≤ score < ``upper``; None is an open end."""
 
-    lower: float
-    upper: float
+    lower: float | None
+    upper: float | None
     expected_share: float
     actual_share: float
     contribution: float
@@ -210,7 +210,8 @@ def psi(expected: np.ndarray | Sequence[float], actual: np.ndarray | Sequence[fl
     es, as_ = np.maximum(e_share, eps), np.maximum(a_share, eps)
     contrib = (as_ - es) * np.log(as_ / es)
     return PsiResult(psi=float(contrib.sum()), bins=[
-        PsiBin(lower=float(bounds[i]), upper=float(bounds[i + 1]), expected_share=float(e_share[i]),
+        PsiBin(lower=None if i == 0 else float(bounds[i]), upper=None if i == len(bounds) - 2 else float(bounds[i + 1]),
+               expected_share=float(e_share[i]),
                actual_share=float(a_share[i]), contribution=float(contrib[i])) for i in range(len(bounds) - 1)])
 
 

@@ -279,7 +279,8 @@ points = scorecard points (600 at odds 50:1, 20 points to double the odds, 300�
 training scores.</p>
 {% for m in s.models if m.psi_bins %}<h3>{{ m.name }} — PSI {{ "%.4f"|format(m.psi) }}</h3>
 <table><tr><th>points from</th><th>to</th><th>training share</th><th>monitoring share</th><th>contribution</th></tr>
-{% for b in m.psi_bins %}<tr><td>{{ "%.1f"|format(b.lower) }}</td><td>{{ "%.1f"|format(b.upper) }}</td>
+{% for b in m.psi_bins %}<tr><td>{% if b.lower is none %}−∞{% else %}{{ "%.1f"|format(b.lower) }}{% endif %}</td>
+<td>{% if b.upper is none %}+∞{% else %}{{ "%.1f"|format(b.upper) }}{% endif %}</td>
 <td>{{ "%.1f"|format(100 * b.expected_share) }}%</td><td>{{ "%.1f"|format(100 * b.actual_share) }}%</td>
 <td>{{ "%.4f"|format(b.contribution) }}</td></tr>{% endfor %}</table>
 {% endfor %}{% endif %}
