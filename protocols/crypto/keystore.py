@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocols.crypto import bls, sm2, sm4
 from protocols.crypto.errors import (
@@ -52,7 +52,8 @@ FORMAT = "dcp-keystore"
 VERSION = 1
 SUFFIX = ".keystore.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: A keystore may not ask for more scrypt memory than this (a hostile file cannot exhaust RAM).
+MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
 
 
 def check_member_name(member: str) -> str:
@@ -81,6 +82,14 @@ class KdfParams(BaseModel):
         if v & (v - 1):
             raise ValueError("scrypt n must be a power of two")
         return v
+
+    @model_validator(mode="after")
+    def _memory_bound(self) -> KdfParams:
+        if 128 * self.n * self.r > MAX_SCRYPT_MEMORY:
+            raise ValueError(f"scrypt parameters need more than {MAX_SCRYPT_MEMORY >> 20} MiB")
+        if len(bytes.fromhex(self.salt)) < 16:
+            raise ValueError("scrypt salt must be at least 16 bytes")
+        return self
 
     def derive(self, passphrase: str) -> bytes:
         """32 bytes from the passphrase: ``[0:16]`` SM4 key, ``[16:32]`` passphrase check."""

@@ -99,10 +99,12 @@ def test_wrong_passphrase_and_tampering(store, tmp_path: Path) -> None:
     with pytest.raises(MalformedKeystore):
         keystore.load_keystore(tmp_path / "absent.json", "x")
     doc = json.loads(path.read_text())
-    doc["kdf"]["n"] = 3
-    bad.write_text(json.dumps(doc))
-    with pytest.raises(MalformedKeystore):
-        keystore.read_public(bad)
+    for kdf in ({"n": 3}, {"n": 2**20, "r": 16}, {"salt": "00"}):
+        doc = json.loads(path.read_text())
+        doc["kdf"].update(kdf)
+        bad.write_text(json.dumps(doc))
+        with pytest.raises(MalformedKeystore):
+            keystore.load_keystore(bad, "correct horse")
 
 
 def test_no_overwrite_and_bad_names(store, tmp_path: Path) -> None:
