@@ -10,10 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from nodes.api import audit, catalog, datasets, health, policy
+from nodes.api import approvals, audit, catalog, datasets, health, policy
 from nodes.api.deps import actor_of
 from nodes.context import NodeContext
 from nodes.errors import NodeError
+from nodes.services.approvals import ApprovalRecorder
 from nodes.services.audit import AuditAnchor
 from nodes.settings import NodeSettings
 
@@ -32,9 +33,11 @@ def _refusal(request: Request, ctx: NodeContext, error: str, detail: str) -> Non
         log.exception("could not record a refusal in the audit log")
 
 
-def create_app(settings: NodeSettings, anchor: AuditAnchor | None = None) -> FastAPI:
+def create_app(
+    settings: NodeSettings, anchor: AuditAnchor | None = None, recorder: ApprovalRecorder | None = None
+) -> FastAPI:
     """The node's HTTP service over its own database (created if missing)."""
-    ctx = NodeContext.build(settings, anchor)
+    ctx = NodeContext.build(settings, anchor, recorder)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -62,6 +65,6 @@ def create_app(settings: NodeSettings, anchor: AuditAnchor | None = None) -> Fas
         _refusal(request, ctx, "InternalError", type(exc).__name__)
         return JSONResponse(status_code=500, content={"error": "InternalError", "detail": type(exc).__name__})
 
-    for r in (health.router, datasets.router, catalog.router, policy.router, audit.router):
+    for r in (health.router, datasets.router, catalog.router, policy.router, approvals.router, audit.router):
         app.include_router(r)
     return app

@@ -107,3 +107,33 @@ class AnchorError(NodeError):
     """The audit head could not be anchored."""
 
     status_code = 502
+
+
+class ApprovalNotFound(NodeError):
+    status_code = 404
+
+
+class ApprovalExists(NodeError):
+    status_code = 409
+
+
+class ApprovalNotPending(NodeError):
+    """The request was already approved, rejected or has expired."""
+
+    status_code = 409
+
+
+class RequestExpired(NodeError):
+    status_code = 410
+
+
+class ManifestMismatch(NodeError):
+    """The manifest hash the coordinator sent is not the hash of the manifest it sent."""
+
+    status_code = 422
+
+
+class KeysUnavailable(NodeError):
+    """The node has no usable keystore (not configured, wrong passphrase, damaged)."""
+
+    status_code = 503

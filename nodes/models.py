@@ -96,6 +96,25 @@ class PolicyRecord(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class ApprovalRecord(SQLModel, table=True):
+    """One request in the approvals inbox and its decision."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True, unique=True)
+    requester: str
+    kind: str
+    manifest_json: str
+    manifest_hash: str
+    expires_at: datetime
+    status: str = "pending"  # pending | approved | rejected | expired
+    reason: str | None = None
+    approval_json: str | None = None
+    chain_ref: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 # ---------------------------------------------------------------- API models
 
 
@@ -296,3 +315,46 @@ class PruneOut(BaseModel):
     pruned: int
     boundary_seq: int
     boundary_hash: str
+
+
+class ApprovalRequestIn(BaseModel):
+    """What the coordinator sends a node: the part of a job's manifest that touches this node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = PField(min_length=1, max_length=200)
+    kind: str
+    protocol: str
+    requester: str
+    requester_role: str
+    purpose: str = PField(min_length=1)
+    inputs: list[JobColumns] = PField(min_length=1)
+    receivers: dict[str, list[str]] = PField(min_length=1)
+    """Output name -> members that receive it."""
+    expiry: datetime
+    max_runs: int = PField(default=1, ge=1)
+    aggregate_group_size: int | None = None
+    manifest_hash: str | None = None
+    """The coordinator's SM3 of the manifest; when given, the node checks it against its own."""
+
+
+class ApprovalRequestOut(BaseModel):
+    id: int
+    job_id: str
+    status: str
+    manifest: dict
+    manifest_hash: str
+    summary: list[str]
+    """The manifest in words, for the person who decides."""
+    reason: str | None
+    approval: dict | None
+    chain_ref: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    created_at: datetime
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = PField(min_length=1, max_length=2000)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -46,6 +46,9 @@ class NodeSettings(BaseSettings):
     anchor_file: Path | None = None
     """Audit-head anchors go to this append-only file when no chain anchor is configured."""
     mock_max_rows: int = 1000
+    keystore_path: Path | None = None
+    """The node's member keystore (protocols.crypto.keystore); approvals are signed with it."""
+    keystore_passphrase: SecretStr | None = None
 
     @field_validator("host")
     @classmethod
@@ -117,7 +120,7 @@ def load_node_settings(config: Path | None = None, **overrides: Any) -> NodeSett
     settings = NodeSettings.model_validate(loaded.model_dump())
     # relative paths in a config file are relative to the file
     base = config.parent
-    for field in ("work_dir", "policy_file", "anchor_file"):
+    for field in ("work_dir", "policy_file", "anchor_file", "keystore_path"):
         value = getattr(settings, field)
         if value is not None and not value.is_absolute() and field not in overrides:
             setattr(settings, field, (base / value).resolve())

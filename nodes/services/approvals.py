@@ -1,0 +1,210 @@
+"""The approvals inbox: requests from the coordinator, shown as a readable manifest, approved
+(signed with the node's SM2 + BLS keys) or rejected with a reason. Policy is re-checked on approval."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from nodes.errors import (
+    ApprovalExists,
+    ApprovalNotFound,
+    ApprovalNotPending,
+    KeysUnavailable,
+    ManifestMismatch,
+    RequestExpired,
+)
+from nodes.models import ApprovalRecord, ApprovalRequestIn, ApprovalRequestOut, JobCheck, utcnow
+from nodes.services.audit import AuditLog
+from nodes.services.datasets import DatasetService
+from nodes.services.policy import PolicyService
+from nodes.settings import NodeSettings
+
+
+@runtime_checkable
+class ApprovalRecorder(Protocol):
+    """Puts a signed approval on chain (implemented over the chain client); returns a reference."""
+
+    def record_approval(self, approval: Any, manifest: dict[str, Any]) -> str: ...
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def manifest_of(req: ApprovalRequestIn) -> dict[str, Any]:
+    """The canonical manifest this node signs (everything but the coordinator's hash claim)."""
+    m = req.model_dump(mode="json", exclude={"manifest_hash"})
+    m["expiry"] = _aware(req.expiry).astimezone(timezone.utc).isoformat()
+    return m
+
+
+class ApprovalService:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        engine: Engine,
+        audit: AuditLog,
+        policy: PolicyService,
+        datasets: DatasetService,
+        recorder: ApprovalRecorder | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.audit = audit
+        self.policy = policy
+        self.datasets = datasets
+        self.recorder = recorder
+        self._keys: Any = None
+
+    # ------------------------------------------------------------ keys
+
+    def keys(self) -> Any:
+        """The node's MemberKeys, decrypted once per service."""
+        if self._keys is None:
+            from protocols.crypto.errors import CryptoError
+            from protocols.crypto.keystore import load_keystore
+
+            s = self.settings
+            if s.keystore_path is None or s.keystore_passphrase is None:
+                raise KeysUnavailable("no keystore configured (keystore_path and keystore_passphrase)")
+            try:
+                self._keys = load_keystore(s.keystore_path, s.keystore_passphrase.get_secret_value())
+            except (CryptoError, OSError) as exc:
+                raise KeysUnavailable(f"cannot open the node keystore: {type(exc).__name__}") from None
+        return self._keys
+
+    # ------------------------------------------------------------ views
+
+    def _summary(self, m: dict[str, Any]) -> list[str]:
+        lines = [
+            f"{m['requester']} ({m['requester_role']}) asks to run a {m['kind']} job with {m['protocol']}.",
+            f"Purpose: {m['purpose']}",
+        ]
+        for inp in m["inputs"]:
+            try:
+                metas = {c.name: c for c in self.datasets.column_meta(inp["dataset"])}
+            except Exception:
+                metas = {}
+            cols = ", ".join(
+                f"{c} ({metas[c].dtype}, grade {metas[c].grade}{', ' + metas[c].category if metas[c].category else ''})"
+                if c in metas else f"{c} (unknown column)"
+                for c in inp["columns"]
+            )
+            lines.append(f"Uses dataset {inp['dataset']}: {cols}.")
+        for out, who in m["receivers"].items():
+            lines.append(f"Output {out!r} goes to: {', '.join(who)}.")
+        lines.append(f"Valid until {m['expiry']}; at most {m['max_runs']} run(s). Job {m['job_id']}.")
+        return lines
+
+    def _out(self, r: ApprovalRecord) -> ApprovalRequestOut:
+        m = json.loads(r.manifest_json)
+        return ApprovalRequestOut(
+            id=r.id, job_id=r.job_id, status=r.status, manifest=m, manifest_hash=r.manifest_hash,
+            summary=self._summary(m), reason=r.reason,
+            approval=json.loads(r.approval_json) if r.approval_json else None, chain_ref=r.chain_ref,
+            decided_by=r.decided_by, decided_at=r.decided_at, created_at=r.created_at,
+        )
+
+    def _get(self, session: Session, request_id: int) -> ApprovalRecord:
+        r = session.get(ApprovalRecord, request_id)
+        if r is None:
+            raise ApprovalNotFound(f"no approval request {request_id}")
+        return r
+
+    def list(self, status: str | None = None) -> list[ApprovalRequestOut]:
+        self.expire_overdue()
+        with Session(self.engine) as session:
+            q = select(ApprovalRecord).order_by(ApprovalRecord.id)
+            if status:
+                q = q.where(ApprovalRecord.status == status)
+            return [self._out(r) for r in session.exec(q)]
+
+    def get(self, request_id: int) -> ApprovalRequestOut:
+        with Session(self.engine) as session:
+            return self._out(self._get(session, request_id))
+
+    # ------------------------------------------------------------ changes
+
+    @staticmethod
+    def _job(m: dict[str, Any]) -> JobCheck:
+        return JobCheck.model_validate({k: m.get(k) for k in (
+            "kind", "requester", "requester_role", "purpose", "inputs", "aggregate_group_size")})
+
+    def submit(self, req: ApprovalRequestIn, actor: str) -> ApprovalRequestOut:
+        """File a request in the inbox after checking its hash, expiry and this node's policy."""
+        from protocols.crypto.approvals import manifest_hash
+
+        m = manifest_of(req)
+        h = manifest_hash(m).hex()
+        if req.manifest_hash is not None and req.manifest_hash.lower().removeprefix("0x") != h:
+            raise ManifestMismatch("the manifest hash sent does not match the SM3 of the manifest sent")
+        if _aware(req.expiry) <= datetime.now(timezone.utc):
+            raise RequestExpired(f"job {req.job_id!r} expired at {m['expiry']}")
+        self.policy.enforce(self._job(m))
+        with self.audit.transaction() as session:
+            if session.exec(select(ApprovalRecord).where(ApprovalRecord.job_id == req.job_id)).first():
+                raise ApprovalExists(f"job {req.job_id!r} is already in the inbox")
+            r = ApprovalRecord(job_id=req.job_id, requester=req.requester, kind=req.kind,
+                               manifest_json=json.dumps(m, ensure_ascii=False), manifest_hash=h,
+                               expires_at=_aware(req.expiry))
+            session.add(r)
+            session.flush()
+            self.audit.append(session, actor=actor, action="approval.request", target=req.job_id,
+                              detail={"manifest_hash": h, "requester": req.requester, "kind": req.kind})
+            return self._out(r)
+
+    def expire_overdue(self) -> int:
+        """Mark pending requests past their expiry as expired (each one audited)."""
+        now = utcnow()
+        n = 0
+        with self.audit.transaction() as session:
+            for r in session.exec(select(ApprovalRecord).where(ApprovalRecord.status == "pending")):
+                if _aware(r.expires_at) <= now:
+                    r.status, r.decided_at, r.decided_by = "expired", now, "node"
+                    session.add(r)
+                    self.audit.append(session, actor="node", action="approval.expire", target=r.job_id)
+                    n += 1
+        return n
+
+    def approve(self, request_id: int, actor: str) -> ApprovalRequestOut:
+        """Re-check policy, sign the manifest with the node's keys, record (on chain when wired)."""
+        from protocols.crypto.approvals import sign_approval
+
+        self.expire_overdue()
+        with Session(self.engine) as session:
+            r = self._get(session, request_id)
+        if r.status == "expired":
+            raise RequestExpired(f"job {r.job_id!r} expired before it was approved")
+        if r.status != "pending":
+            raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
+        m = json.loads(r.manifest_json)
+        self.policy.enforce(self._job(m))  # the policy may have changed since the request came in
+        approval = sign_approval(self.keys(), r.job_id, r.manifest_hash)
+        ref = self.recorder.record_approval(approval, m) if self.recorder is not None else None
+        with self.audit.transaction() as session:
+            r = self._get(session, request_id)
+            if r.status != "pending":
+                raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
+            r.status, r.decided_by, r.decided_at = "approved", actor, utcnow()
+            r.approval_json, r.chain_ref = approval.model_dump_json(), ref
+            session.add(r)
+            self.audit.append(session, actor=actor, action="approval.approve", target=r.job_id,
+                              detail={"manifest_hash": r.manifest_hash, "chain_ref": ref,
+                                      "sm2_sig": approval.sm2_sig[:16]})
+            return self._out(r)
+
+    def reject(self, request_id: int, reason: str, actor: str) -> ApprovalRequestOut:
+        with self.audit.transaction() as session:
+            r = self._get(session, request_id)
+            if r.status != "pending":
+                raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
+            r.status, r.reason, r.decided_by, r.decided_at = "rejected", reason, actor, utcnow()
+            session.add(r)
+            self.audit.append(session, actor=actor, action="approval.reject", target=r.job_id,
+                              detail={"manifest_hash": r.manifest_hash, "reason": reason})
+            return self._out(r)

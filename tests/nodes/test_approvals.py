@@ -1,0 +1,134 @@
+"""The approvals inbox: readable manifests, policy on submit and on approve, SM2+BLS signatures."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from conftest import csv_bytes, upload
+from fastapi.testclient import TestClient
+
+from nodes.app import create_app
+from nodes.settings import NodeSettings
+from protocols.crypto.approvals import manifest_hash, verify_approval
+from protocols.crypto.keystore import create_keystore
+
+
+@pytest.fixture
+def keyed(tmp_path, tax_frame):
+    path, keys = create_keystore(tmp_path / "keys", "tax", "correct horse", scrypt_n=2**10)
+    s = NodeSettings(name="tax", work_dir=tmp_path / "node", keystore_path=path, keystore_passphrase="correct horse")
+    with TestClient(create_app(s)) as c:
+        assert upload(c, "tax_2024", csv_bytes(tax_frame), key_column="uscc").status_code == 201
+        c.put("/policy", json={"max_grade": {"psi": 3}, "default_max_grade": 2, "allowed_roles": ["bank"],
+                               "negative_list": ["personal_id"]})
+        yield c, keys
+
+
+def _req(**kw) -> dict:
+    r = {
+        "job_id": "job-0001",
+        "kind": "psi",
+        "protocol": "secretflow/psi-rr22",
+        "requester": "bank_a",
+        "requester_role": "bank",
+        "purpose": "find shared small-enterprise customers for pre-loan credit",
+        "inputs": [{"dataset": "tax_2024", "columns": ["uscc"]}],
+        "receivers": {"intersection": ["bank_a"]},
+        "expiry": (datetime.now(timezone.utc) + timedelta(days=2)).isoformat(),
+        "max_runs": 1,
+    }
+    r.update(kw)
+    return r
+
+
+def test_inbox_approve_signs_manifest(keyed):
+    c, keys = keyed
+    r = c.post("/approvals", json=_req())
+    assert r.status_code == 201, r.text
+    item = r.json()
+    assert item["status"] == "pending"
+    assert "Uses dataset tax_2024: uscc (uscc, grade 3)." in item["summary"], item["summary"]
+    assert "Output 'intersection' goes to: bank_a." in item["summary"]
+    assert any("Purpose: find shared" in line for line in item["summary"])
+    assert item["manifest_hash"] == manifest_hash(item["manifest"]).hex()
+    assert [i["job_id"] for i in c.get("/approvals?status=pending").json()] == ["job-0001"]
+    r = c.post(f"/approvals/{item['id']}/approve", headers={"X-DCP-Actor": "director_li"})
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["status"] == "approved" and done["decided_by"] == "director_li"
+    from protocols.crypto.approvals import Approval
+
+    approval = Approval.model_validate(done["approval"])
+    verify_approval(approval, job_id="job-0001", manifest_hash=item["manifest_hash"], signer=keys.public)
+    assert c.get("/approvals?status=pending").json() == []
+    # decided requests cannot be decided again
+    r = c.post(f"/approvals/{item['id']}/reject", json={"reason": "changed my mind"})
+    assert r.status_code == 409 and r.json()["error"] == "ApprovalNotPending"
+    actions = [e["action"] for e in c.get("/audit?limit=1000").json() if e["outcome"] == "ok"]
+    assert actions[-2:] == ["approval.request", "approval.approve"]
+
+
+def test_reject_records_reason(keyed):
+    c, _ = keyed
+    item = c.post("/approvals", json=_req(job_id="job-2")).json()
+    assert c.post(f"/approvals/{item['id']}/reject", json={"reason": ""}).status_code == 422
+    r = c.post(f"/approvals/{item['id']}/reject", json={"reason": "purpose too broad"})
+    assert r.status_code == 200 and r.json()["status"] == "rejected" and r.json()["reason"] == "purpose too broad"
+    last = c.get("/audit?limit=1000").json()[-1]
+    assert last["action"] == "approval.reject" and last["detail"]["reason"] == "purpose too broad"
+
+
+def test_refusals(keyed):
+    c, _ = keyed
+    cases = [
+        (_req(job_id="a", manifest_hash="00" * 32), 422, "ManifestMismatch"),
+        (_req(job_id="b", expiry=(datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()), 410, "RequestExpired"),
+        (_req(job_id="c", kind="vertical_train"), 403, "PolicyViolation"),  # uscc grade 3 > 2
+        (_req(job_id="d", requester_role="researcher"), 403, "PolicyViolation"),
+        (_req(job_id="e", inputs=[{"dataset": "tax_2024", "columns": ["no_such"]}]), 403, "PolicyViolation"),
+    ]
+    for body, status, err in cases:
+        r = c.post("/approvals", json=body)
+        assert (r.status_code, r.json()["error"]) == (status, err), r.text
+    assert c.get("/approvals").json() == []
+    ok = c.post("/approvals", json=_req(job_id="f")).json()
+    assert c.post("/approvals", json=_req(job_id="f")).json()["error"] == "ApprovalExists"
+    # the policy changes after the request came in: approval re-checks and refuses
+    c.patch("/datasets/tax_2024/schema", json={"columns": [{"name": "uscc", "category": "personal_id"}]})
+    r = c.post(f"/approvals/{ok['id']}/approve")
+    assert r.status_code == 403 and "negative-list" in r.json()["detail"]
+    assert c.get(f"/approvals/{ok['id']}").json()["status"] == "pending"
+    assert c.get("/approvals/999").status_code == 404
+    refused = [e for e in c.get("/audit?limit=1000").json() if e["outcome"] == "refused"]
+    assert len(refused) == len(cases) + 3
+
+
+def test_expired_requests_cannot_be_approved(keyed):
+    c, _ = keyed
+    item = c.post("/approvals", json=_req(job_id="soon", expiry=(datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat())).json()
+    import time
+
+    time.sleep(1.2)
+    r = c.post(f"/approvals/{item['id']}/approve")
+    assert r.status_code == 410 and r.json()["error"] == "RequestExpired"
+    assert c.get(f"/approvals/{item['id']}").json()["status"] == "expired"
+
+
+def test_approve_without_keystore_is_named_error(client, tax_dataset):
+    client.put("/policy", json={"max_grade": {"psi": 3}, "allowed_roles": ["bank"]})
+    item = client.post("/approvals", json=_req()).json()
+    r = client.post(f"/approvals/{item['id']}/approve")
+    assert r.status_code == 503 and r.json()["error"] == "KeysUnavailable"
+    assert client.get(f"/approvals/{item['id']}").json()["status"] == "pending"
+
+
+def test_wrong_passphrase_is_keys_unavailable(tmp_path, tax_frame):
+    path, _ = create_keystore(tmp_path / "k", "tax", "right", scrypt_n=2**10)
+    s = NodeSettings(name="tax", work_dir=tmp_path / "n", keystore_path=path, keystore_passphrase="wrong")
+    with TestClient(create_app(s)) as c:
+        upload(c, "tax_2024", csv_bytes(tax_frame))
+        c.put("/policy", json={"max_grade": {"psi": 3}, "allowed_roles": ["bank"]})
+        item = c.post("/approvals", json=_req()).json()
+        r = c.post(f"/approvals/{item['id']}/approve")
+        assert r.status_code == 503 and "WrongPassphrase" in r.json()["detail"]
