@@ -17,7 +17,9 @@ def _default_dir() -> Path:
     return DcpSettings().work_dir / "keys"
 
 
-def _passphrase(passphrase_file: Path | None, *, confirm: bool = False, prompt: str = "Keystore passphrase") -> str:
+def _passphrase(
+    passphrase_file: Path | None, *, confirm: bool = False, prompt: str = "Keystore passphrase"
+) -> str:
     if passphrase_file is not None:
         try:
             return passphrase_file.read_text(encoding="utf-8").rstrip("\r\n")
@@ -66,19 +68,25 @@ def _summary(public: object, path: Path) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the ``keys`` command group to the CLI."""
-    keys = typer.Typer(help="Member keystores: SM2 identity, chain account and BLS key (SM4-GCM encrypted).",
-                       no_args_is_help=True)
+    keys = typer.Typer(
+        help="Member keystores: SM2 identity, chain account and BLS key (SM4-GCM encrypted).",
+        no_args_is_help=True,
+    )
     app.add_typer(keys, name="keys")
 
     keystore_opt = typer.Option(None, "--keystore", "-k", help="keystore file")
     member_opt = typer.Option(None, "--member", "-m", help="member name (file <dir>/<member>.keystore.json)")
     dir_opt = typer.Option(None, "--dir", help="keystore directory (default: <work_dir>/keys)")
-    pass_opt = typer.Option(None, "--passphrase-file", help=f"file holding the passphrase (else ${PASSPHRASE_ENV}, else a prompt)")
+    pass_opt = typer.Option(
+        None, "--passphrase-file", help=f"file holding the passphrase (else ${PASSPHRASE_ENV}, else a prompt)"
+    )
 
     @keys.command("new")
     def new(
         member: str = typer.Option(..., "--member", "-m", help="member name, e.g. tax-bureau"),
-        out: Path = typer.Option(None, "--out", help="directory to write the keystore to (default: <work_dir>/keys)"),
+        out: Path = typer.Option(
+            None, "--out", help="directory to write the keystore to (default: <work_dir>/keys)"
+        ),
         sm2_user_id: str = typer.Option(None, help="SM2 distinguishing ID (default: the member name)"),
         passphrase_file: Path = pass_opt,
         kdf_cost: int = typer.Option(2**15, help="scrypt N (power of two, 2^10..2^20)"),
@@ -89,8 +97,9 @@ def register(app: typer.Typer) -> None:
 
         passphrase = _passphrase(passphrase_file, confirm=True)
         try:
-            path, created = create_keystore(out or _default_dir(), member, passphrase, scrypt_n=kdf_cost,
-                                            sm2_user_id=sm2_user_id)
+            path, created = create_keystore(
+                out or _default_dir(), member, passphrase, scrypt_n=kdf_cost, sm2_user_id=sm2_user_id
+            )
         except (CryptoError, ValueError) as exc:
             raise _fail(exc) from None
         typer.echo(_summary(created.public, path))
@@ -132,7 +141,9 @@ def register(app: typer.Typer) -> None:
 
         path = _resolve(keystore, member, directory)
         passphrase = _passphrase(passphrase_file)
-        new_pass = new_passphrase_file.read_text(encoding="utf-8").rstrip("\r\n") if new_passphrase_file else None
+        new_pass = (
+            new_passphrase_file.read_text(encoding="utf-8").rstrip("\r\n") if new_passphrase_file else None
+        )
         try:
             rotated, archive = rotate_keystore(path, passphrase, new_passphrase=new_pass)
         except CryptoError as exc:

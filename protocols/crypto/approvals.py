@@ -114,7 +114,9 @@ class Approval(BaseModel):
         return approval_message(self.job_id, self.manifest_hash)
 
 
-def sign_approval(keys: MemberKeys, job_id: str, manifest_hash: bytes | str, *, now: datetime | None = None) -> Approval:
+def sign_approval(
+    keys: MemberKeys, job_id: str, manifest_hash: bytes | str, *, now: datetime | None = None
+) -> Approval:
     """Approve ``manifest_hash`` for ``job_id`` with the member's SM2 and BLS keys."""
     msg = approval_message(job_id, manifest_hash)
     pub = keys.public
@@ -152,7 +154,9 @@ def verify_approval(
         or approval.bls_public_key != signer.bls_public_key
         or approval.sm2_user_id != signer.sm2_user_id
     ):
-        raise WrongSigner(f"approval claims {approval.member!r} but is not signed with {signer.member!r}'s registered keys")
+        raise WrongSigner(
+            f"approval claims {approval.member!r} but is not signed with {signer.member!r}'s registered keys"
+        )
     sm2_sig, bls_sig = bytes.fromhex(approval.sm2_sig), bytes.fromhex(approval.bls_sig)
     if len(sm2_sig) != sm2.SIGNATURE_LENGTH or len(bls_sig) != bls.SIGNATURE_LENGTH:
         raise BadSignatureLength(
@@ -161,9 +165,13 @@ def verify_approval(
     msg = approval_message(job_id, expected)
     pub_sm2 = bytes.fromhex(signer.sm2_public_key)
     if not sm2.verify(pub_sm2, msg, sm2_sig, signer.sm2_user_id.encode("utf-8")):
-        raise InvalidSignature(f"SM2 signature of {signer.member!r} does not verify for this job and manifest")
+        raise InvalidSignature(
+            f"SM2 signature of {signer.member!r} does not verify for this job and manifest"
+        )
     if not bls.verify(bytes.fromhex(signer.bls_public_key), msg, bls_sig):
-        raise InvalidSignature(f"BLS signature of {signer.member!r} does not verify for this job and manifest")
+        raise InvalidSignature(
+            f"BLS signature of {signer.member!r} does not verify for this job and manifest"
+        )
 
 
 class AggregateApproval(BaseModel):

@@ -286,8 +286,5 @@ def pairing_check_input(pk: bytes, message: bytes, sig: bytes) -> bytes:
     ``(pk, H(message)) || (-G1, sig)``: 2 × (128 + 256) = 768 bytes.
     """
     return (
-        to_eip2537_g1(pk)
-        + message_point_eip2537(message)
-        + neg_g1_generator_eip2537()
-        + to_eip2537_g2(sig)
+        to_eip2537_g1(pk) + message_point_eip2537(message) + neg_g1_generator_eip2537() + to_eip2537_g2(sig)
     )

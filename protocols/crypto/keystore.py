@@ -204,7 +204,11 @@ def generate_member_keys(member: str, *, key_version: int = 1, sm2_user_id: str 
     sm2_kp = sm2.generate_keypair()
     while True:
         chain_key = secrets.token_bytes(32)
-        if 0 < int.from_bytes(chain_key, "big") < 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141:
+        if (
+            0
+            < int.from_bytes(chain_key, "big")
+            < 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+        ):
             break
     bls_sk = bls.keygen()
     public = PublicIdentity(
@@ -288,8 +292,10 @@ def read_keystore_file(path: str | os.PathLike[str]) -> KeystoreFile:
     try:
         return KeystoreFile.model_validate_json(raw)
     except ValidationError as exc:
-        raise MalformedKeystore(f"{path} is not a valid dcp keystore: {exc.error_count()} problem(s): "
-                                f"{exc.errors()[0]['loc']} {exc.errors()[0]['msg']}") from exc
+        raise MalformedKeystore(
+            f"{path} is not a valid dcp keystore: {exc.error_count()} problem(s): "
+            f"{exc.errors()[0]['loc']} {exc.errors()[0]['msg']}"
+        ) from exc
 
 
 def read_public(path: str | os.PathLike[str]) -> PublicIdentity:
@@ -371,7 +377,9 @@ def rotate_keystore(
     path = Path(path)
     doc = read_keystore_file(path)
     old = decrypt_keys(doc, passphrase)  # proves the caller holds the passphrase
-    new = generate_member_keys(old.member, key_version=old.public.key_version + 1, sm2_user_id=old.public.sm2_user_id)
+    new = generate_member_keys(
+        old.member, key_version=old.public.key_version + 1, sm2_user_id=old.public.sm2_user_id
+    )
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     archive = path.parent / "archive" / f"{old.member}.v{old.public.key_version}.{stamp}{SUFFIX}"
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -414,4 +422,3 @@ __all__ = [
     "rotate_keystore",
     "save_keystore",
 ]
-

@@ -171,7 +171,9 @@ def verify(public_key: bytes, message: bytes, signature: bytes, user_id: bytes =
         return False
 
 
-def require_valid(public_key: bytes, message: bytes, signature: bytes, user_id: bytes = DEFAULT_USER_ID) -> None:
+def require_valid(
+    public_key: bytes, message: bytes, signature: bytes, user_id: bytes = DEFAULT_USER_ID
+) -> None:
     """Like :func:`verify` but raise :class:`InvalidSignature` when it does not verify."""
     if not verify(public_key, message, signature, user_id):
         raise InvalidSignature("SM2 signature does not verify")
@@ -209,7 +211,9 @@ def public_key_to_pem(public_key: bytes) -> str:
     pk = validate_public_key(public_key)
     spki = DerSequence(
         [
-            DerSequence([DerObjectId("1.2.840.10045.2.1").encode(), DerObjectId(SM2_CURVE_OID).encode()]).encode(),
+            DerSequence(
+                [DerObjectId("1.2.840.10045.2.1").encode(), DerObjectId(SM2_CURVE_OID).encode()]
+            ).encode(),
             DerBitString(b"\x04" + pk).encode(),
         ]
     ).encode()

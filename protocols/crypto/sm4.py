@@ -151,7 +151,9 @@ def encrypt_stream(
         final = not nxt
         enc = Cipher(algo, modes.GCM(_nonce(prefix, index))).encryptor()
         enc.authenticate_additional_data(_chunk_aad(header, aad_digest, index, final, len(current)))
-        dst.write(_CHUNK_HEAD.pack(1 if final else 0, len(current)) + enc.update(current) + enc.finalize() + enc.tag)
+        dst.write(
+            _CHUNK_HEAD.pack(1 if final else 0, len(current)) + enc.update(current) + enc.finalize() + enc.tag
+        )
         total += len(current)
         if final:
             return total
@@ -217,7 +219,9 @@ def decrypt_stream(key: bytes, src: BinaryIO, dst: BinaryIO, associated_data: by
     return total
 
 
-def encrypt(key: bytes, plaintext: bytes, associated_data: bytes = b"", chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
+def encrypt(
+    key: bytes, plaintext: bytes, associated_data: bytes = b"", chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> bytes:
     """Encrypt bytes into the container format."""
     out = io.BytesIO()
     encrypt_stream(key, io.BytesIO(plaintext), out, associated_data, chunk_size)

@@ -159,11 +159,15 @@ def test_committed_vectors_have_not_drifted() -> None:
 
 
 def _rpc(url: str, method: str, params: list) -> dict:
-    return httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=30).json()
+    return httpx.post(
+        url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=30
+    ).json()
 
 
 def _precompile(url: str, address: int, data: bytes) -> bytes:
-    reply = _rpc(url, "eth_call", [{"to": "0x" + format(address, "040x"), "data": "0x" + data.hex()}, "latest"])
+    reply = _rpc(
+        url, "eth_call", [{"to": "0x" + format(address, "040x"), "data": "0x" + data.hex()}, "latest"]
+    )
     assert "result" in reply, reply
     return bytes.fromhex(reply["result"][2:])
 
@@ -194,11 +198,20 @@ def test_vectors_verify_through_anvil_eip2537_precompiles(no_leaked_processes: N
                     raise
                 time.sleep(0.1)
         one, zero = (1).to_bytes(32, "big"), bytes(32)
-        assert _precompile(url, bls.PRECOMPILE_PAIRING_CHECK, hx(v["aggregate"]["pairing_check_input"])) == one
-        assert _precompile(url, bls.PRECOMPILE_PAIRING_CHECK, hx(v["pop_member0"]["pairing_check_input"])) == one
+        assert (
+            _precompile(url, bls.PRECOMPILE_PAIRING_CHECK, hx(v["aggregate"]["pairing_check_input"])) == one
+        )
+        assert (
+            _precompile(url, bls.PRECOMPILE_PAIRING_CHECK, hx(v["pop_member0"]["pairing_check_input"])) == one
+        )
         neg_ = v["negative"]
-        assert _precompile(url, bls.PRECOMPILE_PAIRING_CHECK, hx(neg_["pairing_check_input_tampered"])) == zero
-        assert _precompile(url, bls.PRECOMPILE_PAIRING_CHECK, hx(neg_["pairing_check_input_missing_signer"])) == zero
+        assert (
+            _precompile(url, bls.PRECOMPILE_PAIRING_CHECK, hx(neg_["pairing_check_input_tampered"])) == zero
+        )
+        assert (
+            _precompile(url, bls.PRECOMPILE_PAIRING_CHECK, hx(neg_["pairing_check_input_missing_signer"]))
+            == zero
+        )
         # hash-to-curve as a contract would do it: MAP_FP2_TO_G2(u0) + MAP_FP2_TO_G2(u1)
         a = v["approval"]
         q0 = _precompile(url, bls.PRECOMPILE_MAP_FP2_TO_G2, hx(a["hash_to_field_u0_eip2537"]))

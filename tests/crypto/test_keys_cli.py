@@ -14,14 +14,29 @@ from protocols.crypto import bls, keystore
 def _dcp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "DCP_KEYSTORE_PASSPHRASE"}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "dcp", "keys", *args], capture_output=True, text=True,
-                          env=full_env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "dcp", "keys", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
 
 
 def test_keys_lifecycle(tmp_path: Path, no_leaked_processes: None) -> None:
     pw = tmp_path / "pw"
     pw.write_text("open sesame\n")
-    r = _dcp("new", "--member", "housing-fund", "--out", str(tmp_path), "--passphrase-file", str(pw), "--kdf-cost", "1024")
+    r = _dcp(
+        "new",
+        "--member",
+        "housing-fund",
+        "--out",
+        str(tmp_path),
+        "--passphrase-file",
+        str(pw),
+        "--kdf-cost",
+        "1024",
+    )
     assert r.returncode == 0, r.stderr
     path = tmp_path / "housing-fund.keystore.json"
     assert str(path) in r.stdout
@@ -29,11 +44,29 @@ def test_keys_lifecycle(tmp_path: Path, no_leaked_processes: None) -> None:
     assert first.chain_address in r.stdout
 
     # creating it again refuses to overwrite
-    r = _dcp("new", "--member", "housing-fund", "--out", str(tmp_path), "--passphrase-file", str(pw), "--kdf-cost", "1024")
+    r = _dcp(
+        "new",
+        "--member",
+        "housing-fund",
+        "--out",
+        str(tmp_path),
+        "--passphrase-file",
+        str(pw),
+        "--kdf-cost",
+        "1024",
+    )
     assert r.returncode == 2 and "KeystoreExists" in r.stderr
 
     # show --check with the env passphrase; a wrong one exits non-zero with a named error
-    r = _dcp("show", "-m", "housing-fund", "--dir", str(tmp_path), "--check", env={"DCP_KEYSTORE_PASSPHRASE": "open sesame"})
+    r = _dcp(
+        "show",
+        "-m",
+        "housing-fund",
+        "--dir",
+        str(tmp_path),
+        "--check",
+        env={"DCP_KEYSTORE_PASSPHRASE": "open sesame"},
+    )
     assert r.returncode == 0 and "passphrase    ok" in r.stdout, r.stderr
     r = _dcp("show", "-k", str(path), "--check", env={"DCP_KEYSTORE_PASSPHRASE": "open sesam"})
     assert r.returncode == 2 and "WrongPassphrase" in r.stderr
@@ -59,7 +92,17 @@ def test_keys_lifecycle(tmp_path: Path, no_leaked_processes: None) -> None:
 def test_keys_bad_input(tmp_path: Path, no_leaked_processes: None) -> None:
     pw = tmp_path / "pw"
     pw.write_text("x")
-    r = _dcp("new", "--member", "../evil", "--out", str(tmp_path), "--passphrase-file", str(pw), "--kdf-cost", "1024")
+    r = _dcp(
+        "new",
+        "--member",
+        "../evil",
+        "--out",
+        str(tmp_path),
+        "--passphrase-file",
+        str(pw),
+        "--kdf-cost",
+        "1024",
+    )
     assert r.returncode == 2 and "InvalidMemberName" in r.stderr
     junk = tmp_path / "junk.keystore.json"
     junk.write_text('{"format": "something-else"}')

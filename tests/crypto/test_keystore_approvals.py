@@ -47,14 +47,20 @@ def test_create_and_load_roundtrip(store) -> None:
     assert loaded.chain_private_key == keys.chain_private_key
     assert loaded.bls_secret_key == keys.bls_secret_key
     # keys actually work
-    assert sm2.verify(keys.sm2.public_key, b"x", sm2.sign(loaded.sm2.private_key, b"x", loaded.sm2_user_id), b"tax-bureau")
+    assert sm2.verify(
+        keys.sm2.public_key, b"x", sm2.sign(loaded.sm2.private_key, b"x", loaded.sm2_user_id), b"tax-bureau"
+    )
     assert bls.verify(loaded.bls_public_key, b"x", bls.sign(loaded.bls_secret_key, b"x"))
     from eth_account import Account
 
     assert Account.from_key(loaded.chain_private_key).address == keys.public.chain_address
     # secrets never appear in clear in the file, nor in repr
     text = path.read_text()
-    for secret in (keys.sm2.private_key.hex(), keys.chain_private_key.hex(), bls.sk_to_bytes(keys.bls_secret_key).hex()):
+    for secret in (
+        keys.sm2.private_key.hex(),
+        keys.chain_private_key.hex(),
+        bls.sk_to_bytes(keys.bls_secret_key).hex(),
+    ):
         assert secret not in text
         assert secret not in repr(loaded)
 
@@ -119,7 +125,9 @@ def test_no_overwrite_and_bad_names(store, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_write_leaves_old_keystore_intact(store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_old_keystore_intact(
+    store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "bank-1.keystore.json"
     keys = keystore.generate_member_keys("bank-1")
     keystore.save_keystore(keys, path, "pw", scrypt_n=N)
@@ -130,12 +138,16 @@ def test_failed_write_leaves_old_keystore_intact(store, tmp_path: Path, monkeypa
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError, match="disk full"):
-        keystore.save_keystore(keystore.generate_member_keys("bank-1"), path, "pw", overwrite=True, scrypt_n=N)
+        keystore.save_keystore(
+            keystore.generate_member_keys("bank-1"), path, "pw", overwrite=True, scrypt_n=N
+        )
     with pytest.raises(OSError, match="disk full"):
         keystore.save_keystore(keys, tmp_path / "new.keystore.json", "pw", scrypt_n=N)
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank-1.keystore.json"]  # no temp files, no half file
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bank-1.keystore.json"
+    ]  # no temp files, no half file
     assert keystore.load_keystore(path, "pw").public == keys.public
 
 
@@ -189,7 +201,9 @@ def test_approval_rejections(store, other_keys) -> None:
     with pytest.raises(ReplayedApproval):
         approvals.verify_approval(a, job_id="job-2", manifest_hash=h, signer=keys.public)
     with pytest.raises(InvalidSignature):
-        approvals.verify_approval(a.model_copy(update={"job_id": "job-2"}), job_id="job-2", manifest_hash=h, signer=keys.public)
+        approvals.verify_approval(
+            a.model_copy(update={"job_id": "job-2"}), job_id="job-2", manifest_hash=h, signer=keys.public
+        )
     # manifest hash rewritten in the approval to match a tampered manifest
     forged = a.model_copy(update={"manifest_hash": tampered_manifest.hex()})
     with pytest.raises(InvalidSignature):
@@ -198,19 +212,33 @@ def test_approval_rejections(store, other_keys) -> None:
     court = approvals.sign_approval(other_keys, "job-1", h)
     with pytest.raises(WrongSigner):
         approvals.verify_approval(court, job_id="job-1", manifest_hash=h, signer=keys.public)
-    impostor = court.model_copy(update={"member": "tax-bureau", "sm2_public_key": keys.public.sm2_public_key,
-                                        "bls_public_key": keys.public.bls_public_key, "sm2_user_id": "tax-bureau"})
+    impostor = court.model_copy(
+        update={
+            "member": "tax-bureau",
+            "sm2_public_key": keys.public.sm2_public_key,
+            "bls_public_key": keys.public.bls_public_key,
+            "sm2_user_id": "tax-bureau",
+        }
+    )
     with pytest.raises(InvalidSignature):
         approvals.verify_approval(impostor, job_id="job-1", manifest_hash=h, signer=keys.public)
     with pytest.raises(WrongSigner):
         approvals.verify_approval(a, job_id="job-1", manifest_hash=h, signer=other_keys.public)
     # wrong signature lengths
     with pytest.raises(BadSignatureLength):
-        approvals.verify_approval(a.model_copy(update={"sm2_sig": a.sm2_sig[:-2]}), job_id="job-1", manifest_hash=h,
-                                  signer=keys.public)
+        approvals.verify_approval(
+            a.model_copy(update={"sm2_sig": a.sm2_sig[:-2]}),
+            job_id="job-1",
+            manifest_hash=h,
+            signer=keys.public,
+        )
     with pytest.raises(BadSignatureLength):
-        approvals.verify_approval(a.model_copy(update={"bls_sig": a.bls_sig + "00"}), job_id="job-1", manifest_hash=h,
-                                  signer=keys.public)
+        approvals.verify_approval(
+            a.model_copy(update={"bls_sig": a.bls_sig + "00"}),
+            job_id="job-1",
+            manifest_hash=h,
+            signer=keys.public,
+        )
 
 
 def test_aggregate_approvals(store, other_keys) -> None:
@@ -230,4 +258,6 @@ def test_aggregate_approvals(store, other_keys) -> None:
     with pytest.raises(WrongSigner):
         approvals.aggregate_approvals([a1, a1], job_id="job-3", manifest_hash=h, signers=signers)
     with pytest.raises(WrongSigner):
-        approvals.aggregate_approvals([a1, a2], job_id="job-3", manifest_hash=h, signers={"tax-bureau": keys.public})
+        approvals.aggregate_approvals(
+            [a1, a2], job_id="job-3", manifest_hash=h, signers={"tax-bureau": keys.public}
+        )

@@ -186,8 +186,12 @@ def _openssl_sm2() -> str:
 def _openssl_key(exe: str, d: Path) -> tuple[Path, bytes, bytes]:
     key = d / "k.pem"
     subprocess.run([exe, "genpkey", "-algorithm", "SM2", "-out", str(key)], check=True, capture_output=True)
-    der = subprocess.run([exe, "pkey", "-in", str(key), "-pubout", "-outform", "DER"], check=True, capture_output=True).stdout
-    text = subprocess.run([exe, "pkey", "-in", str(key), "-text", "-noout"], check=True, capture_output=True, text=True).stdout
+    der = subprocess.run(
+        [exe, "pkey", "-in", str(key), "-pubout", "-outform", "DER"], check=True, capture_output=True
+    ).stdout
+    text = subprocess.run(
+        [exe, "pkey", "-in", str(key), "-text", "-noout"], check=True, capture_output=True, text=True
+    ).stdout
     priv_hex = re.search(r"priv:\s*((?:[0-9a-f]{2}:?\s*)+)pub:", text).group(1)
     priv = bytes.fromhex(re.sub(r"[^0-9a-f]", "", priv_hex)).rjust(32, b"\x00")[-32:]
     return key, der[-64:], priv
@@ -197,9 +201,24 @@ def test_our_signature_verifies_with_openssl(kp: sm2.Sm2KeyPair, tmp_path: Path)
     exe = _openssl_sm2()
     (tmp_path / "pub.pem").write_text(sm2.public_key_to_pem(kp.public_key))
     (tmp_path / "msg").write_bytes(b"approve manifest 42")
-    (tmp_path / "sig").write_bytes(sm2.signature_to_der(sm2.sign(kp.private_key, b"approve manifest 42", b"dept-7")))
-    base = [exe, "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "pub.pem"), "-rawin", "-digest", "sm3",
-            "-in", str(tmp_path / "msg"), "-sigfile", str(tmp_path / "sig")]
+    (tmp_path / "sig").write_bytes(
+        sm2.signature_to_der(sm2.sign(kp.private_key, b"approve manifest 42", b"dept-7"))
+    )
+    base = [
+        exe,
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-inkey",
+        str(tmp_path / "pub.pem"),
+        "-rawin",
+        "-digest",
+        "sm3",
+        "-in",
+        str(tmp_path / "msg"),
+        "-sigfile",
+        str(tmp_path / "sig"),
+    ]
     ok = subprocess.run([*base, "-pkeyopt", "distid:dept-7"], capture_output=True, text=True)
     assert ok.returncode == 0 and "Verified Successfully" in ok.stdout, ok.stdout + ok.stderr
     wrong_id = subprocess.run([*base, "-pkeyopt", "distid:dept-8"], capture_output=True, text=True)
@@ -210,8 +229,26 @@ def test_openssl_signature_verifies_with_us(tmp_path: Path) -> None:
     exe = _openssl_sm2()
     key, pub, _ = _openssl_key(exe, tmp_path)
     (tmp_path / "msg").write_bytes(b"receipt 99")
-    subprocess.run([exe, "pkeyutl", "-sign", "-inkey", str(key), "-rawin", "-digest", "sm3", "-in", str(tmp_path / "msg"),
-                    "-pkeyopt", "distid:node-3", "-out", str(tmp_path / "sig")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            exe,
+            "pkeyutl",
+            "-sign",
+            "-inkey",
+            str(key),
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-in",
+            str(tmp_path / "msg"),
+            "-pkeyopt",
+            "distid:node-3",
+            "-out",
+            str(tmp_path / "sig"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     sig = sm2.signature_from_der((tmp_path / "sig").read_bytes())
     assert sm2.verify(pub, b"receipt 99", sig, b"node-3")
     assert not sm2.verify(pub, b"receipt 99", sig, b"node-4")
@@ -223,12 +260,29 @@ def test_sm2_encryption_interoperates_with_openssl(tmp_path: Path) -> None:
     assert sm2.public_key_from_private(priv) == pub
     # ours → openssl
     (tmp_path / "c1").write_bytes(sm2.ciphertext_to_der(sm2.encrypt(pub, b"wrapped sm4 key!")))
-    out = subprocess.run([exe, "pkeyutl", "-decrypt", "-inkey", str(key), "-in", str(tmp_path / "c1")],
-                         check=True, capture_output=True).stdout
+    out = subprocess.run(
+        [exe, "pkeyutl", "-decrypt", "-inkey", str(key), "-in", str(tmp_path / "c1")],
+        check=True,
+        capture_output=True,
+    ).stdout
     assert out == b"wrapped sm4 key!"
     # openssl → ours
     (tmp_path / "pub.pem").write_text(sm2.public_key_to_pem(pub))
     (tmp_path / "m").write_bytes(b"from openssl")
-    subprocess.run([exe, "pkeyutl", "-encrypt", "-pubin", "-inkey", str(tmp_path / "pub.pem"), "-in", str(tmp_path / "m"),
-                    "-out", str(tmp_path / "c2")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            exe,
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-inkey",
+            str(tmp_path / "pub.pem"),
+            "-in",
+            str(tmp_path / "m"),
+            "-out",
+            str(tmp_path / "c2"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert sm2.decrypt(priv, sm2.ciphertext_from_der((tmp_path / "c2").read_bytes())) == b"from openssl"

@@ -162,7 +162,14 @@ def test_container_detects_truncation_reordering_and_tampering() -> None:
     with pytest.raises(AuthenticationFailed):
         sm4.decrypt(key, header + chunks[0] + b"".join(chunks[2:]), b"ad")
     # flipped bit in ciphertext, in a tag, in the header, wrong associated data, wrong key
-    for pos in (sm4.HEADER_SIZE + 3, sm4.HEADER_SIZE + 10, sm4.HEADER_SIZE + 5 + 100 + sm4.TAG_SIZE - 1, len(ct) - 1, 5, 12):
+    for pos in (
+        sm4.HEADER_SIZE + 3,
+        sm4.HEADER_SIZE + 10,
+        sm4.HEADER_SIZE + 5 + 100 + sm4.TAG_SIZE - 1,
+        len(ct) - 1,
+        5,
+        12,
+    ):
         bad = bytearray(ct)
         bad[pos] ^= 0x01
         with pytest.raises((AuthenticationFailed, MalformedCiphertext)):
