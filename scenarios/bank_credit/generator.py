@@ -60,7 +60,7 @@ from scenarios.bank_credit.schema import (
     member_schema,
 )
 
-CHUNK_ROWS = 250_000
+CHUNK_ROWS = 100_000
 MAX_ENTERPRISES = 10_000_000
 TRUTH_DIR = "_truth"
 MONITORING_DIR = "monitoring"
