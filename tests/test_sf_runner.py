@@ -24,6 +24,8 @@ from dcp.settings import project_root
 from protocols.secretflow import party as party_mod
 from protocols.secretflow.errors import (
     DcpRunError,
+    EmptyIntersectionError,
+    JobSpecError,
     PartyFailedError,
     PartyInputError,
     RunTimeoutError,
@@ -176,6 +178,10 @@ def test_three_parties_psi_and_sslr_match_plaintext(tmp_path, no_leaked_processe
         result.metrics.auc
     )
 
+    # nothing written anywhere else (engine scratch and logs stay in the run's work dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out", "work"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bank", "power", "tax"]
+
     stages = result.stages
     assert stages.psi > 0 and stages.train > 0 and stages.predict > 0
     done = {(e["party"], e["stage"]) for e in events if e["event"] == "stage" and e.get("status") == "done"}
@@ -221,6 +227,21 @@ def test_missing_input_file_fails_with_named_error(tmp_path, no_leaked_processes
     assert "input file not found" in str(err) and "power.csv" in err.stderr_tail
     assert party_processes(tmp_path) == []
     assert not (tmp_path / "out" / "power").exists()
+
+
+@pytest.mark.slow
+def test_disjoint_keys_fail_with_empty_intersection_error(tmp_path, no_leaked_processes):
+    data = make_vertical_data(tmp_path / "data", n_rows=300, seed=10)
+    power_csv = tmp_path / "data" / "power.csv"
+    frame = pd.read_csv(power_csv, dtype={"uscc": str})
+    frame.assign(uscc="X" + frame["uscc"]).to_csv(power_csv, index=False)
+    spec = data.job_spec(tmp_path / "out", work_dir=tmp_path / "work", timeout_s=120)
+    with pytest.raises(EmptyIntersectionError) as info:
+        run_vertical_job(spec)
+    assert info.value.exit_code == PartyExit.EMPTY_INTERSECTION
+    assert "no 'uscc' in common" in str(info.value)
+    assert not (tmp_path / "out" / "bank" / "predictions.csv").exists()
+    assert party_processes(tmp_path) == []
 
 
 @pytest.mark.slow
@@ -307,4 +328,66 @@ def test_signal_to_runner_stops_every_party(tmp_path, no_leaked_processes, sig, 
             runner.wait()
     assert expect in out
     assert runner.returncode != 0
+    assert party_processes(tmp_path) == []
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _cli(args: list[str]):
+    from typer.testing import CliRunner
+
+    from dcp.cli import build_app
+
+    return CliRunner().invoke(build_app(), args)
+
+
+def test_runner_rejects_invalid_spec_mapping(tmp_path):
+    with pytest.raises(JobSpecError, match="label_party"):
+        run_vertical_job({"parties": [], "join_key": "id", "label_column": "y"})
+    assert party_processes(tmp_path) == []
+
+
+def test_sf_run_rejects_bad_spec_files_with_exit_2(tmp_path):
+    missing = _cli(["sf", "run", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "cannot read spec" in missing.output
+    (tmp_path / "bad.yaml").write_text("parties: [1\n")
+    bad = _cli(["sf", "run", str(tmp_path / "bad.yaml")])
+    assert bad.exit_code == 2 and "not valid YAML" in bad.output
+    example = _cli(["sf", "example"]).output
+    (tmp_path / "court.yaml").write_text(example.replace("label_party: bank", "label_party: court"))
+    wrong = _cli(["sf", "run", str(tmp_path / "court.yaml")])
+    assert wrong.exit_code == 2 and "label_party 'court'" in wrong.output
+
+
+def test_sf_example_spec_loads_with_paths_relative_to_the_file(tmp_path):
+    from dcp.commands.sf import load_spec
+
+    (tmp_path / "job.yaml").write_text(_cli(["sf", "example"]).output)
+    spec = load_spec(tmp_path / "job.yaml")
+    assert spec.party("tax").input_csv == tmp_path / "data" / "tax.csv"
+    assert spec.party("bank").output_dir == tmp_path / "out" / "bank"
+    assert spec.psi_protocol == "RR22" and spec.label_party == "bank"
+
+
+@pytest.mark.slow
+def test_sf_run_cli_reports_a_failed_party_with_exit_1(tmp_path, no_leaked_processes):
+    from dcp.commands.sf import EXAMPLE_SPEC
+
+    make_vertical_data(tmp_path / "data", n_rows=300, seed=9)
+    (tmp_path / "data" / "tax.csv").unlink()
+    (tmp_path / "job.yaml").write_text(EXAMPLE_SPEC + "work_dir: work\n")
+    res = _cli(["sf", "run", str(tmp_path / "job.yaml")])
+    assert res.exit_code == 1
+    assert "PartyInputError" in res.output and "'tax'" in res.output
+    assert party_processes(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_demo_command_runs_end_to_end(tmp_path, no_leaked_processes):
+    res = _cli(["demo", "--rows", "1500", "--epochs", "3", "--out", str(tmp_path / "demo")])
+    assert res.exit_code == 0, res.output
+    assert "900 rows (true overlap 900)" in res.output
+    metrics = json.loads((tmp_path / "demo" / "out" / "bank" / "metrics.json").read_text())
+    assert metrics["n_rows"] == 900 and 0.5 < metrics["auc"] <= 1.0
     assert party_processes(tmp_path) == []

@@ -30,6 +30,10 @@ class PartyInputError(PartyFailedError):
     """A party rejected its own input (missing file, missing column, duplicate keys …)."""
 
 
+class EmptyIntersectionError(PartyFailedError):
+    """PSI found no common key, so there is nothing to train on (reported by the label holder)."""
+
+
 class RunTimeoutError(DcpRunError):
     """The run did not finish within ``timeout_s``; every party was stopped."""
 

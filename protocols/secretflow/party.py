@@ -60,6 +60,10 @@ class InputInvalidError(Exception):
     """The party's input CSV cannot be used for this job."""
 
 
+class EmptyIntersectionError(Exception):
+    """PSI found no common key: there is nothing to train on."""
+
+
 Emit = Callable[..., None]
 
 
@@ -157,6 +161,12 @@ def _link_desc(cfg: PartyConfig) -> dict[str, Any]:
         "recv_timeout_ms": int(c.recv_timeout_s * 1000),
         "http_timeout_ms": int(c.recv_timeout_s * 1000),
     }
+
+
+def _is_empty(path: str) -> bool:
+    with open(path) as f:
+        f.readline()  # header
+        return not f.readline().strip()
 
 
 def _load_features(path: str, cols: list[str], standardize: bool) -> np.ndarray:
@@ -281,6 +291,12 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
             current[label] = out[label]
             current[peer] = out[peer]
             emit("stage", stage="psi", status="round", round=rnd, peer=peer, resync=resync)
+            # one bit, revealed to all: is the running intersection empty? (it only shrinks, so
+            # this says no more than the final result will) — lets every party stop cleanly
+            if sf.reveal(pyu[label](_is_empty)(current[label])):
+                raise EmptyIntersectionError(
+                    f"the parties have no {cfg.join_key!r} in common; nothing to train on"
+                )
 
         psi_final = out_dir / PSI_OUTPUT
         mine = pd.read_csv(current[me], dtype={cfg.join_key: str})
@@ -333,12 +349,14 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
         )
         model = SSRegression(spu)
         m = cfg.model
+        # SSRegression trains on full batches only: never let the batch exceed the rows
+        batch = min(m.batch_size, n_inter)
         model.fit(
             x,
             y,
             epochs=m.epochs,
             learning_rate=m.learning_rate,
-            batch_size=m.batch_size,
+            batch_size=batch,
             sig_type=m.sig_type,
             reg_type="logistic",
             penalty=m.penalty,
@@ -351,7 +369,7 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
         # ---- joint prediction, revealed to the label holder only
         emit("stage", stage="predict", status="start")
         t0 = time.perf_counter()
-        pred = model.predict(x, batch_size=m.batch_size, to_pyu=pyu[label])
+        pred = model.predict(x, batch_size=batch, to_pyu=pyu[label])
         written = pyu[label](_write_label_outputs)(
             pred.partitions[pyu[label]],
             my_path if me == label else "",
@@ -415,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     emit("stage", stage="validate", status="done", rows=rows)
     try:
         result = run_party(cfg, rows, emit)
+    except EmptyIntersectionError as exc:
+        return fail(PartyExit.EMPTY_INTERSECTION, str(exc))
     except Exception as exc:  # any engine failure: report it with its traceback
         traceback.print_exc(file=sys.stderr)
         return fail(PartyExit.RUNTIME, f"{type(exc).__name__}: {exc}")

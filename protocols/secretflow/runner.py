@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from dcp.net import free_ports
 from dcp.settings import project_root
 from protocols.secretflow.errors import (
+    EmptyIntersectionError,
     JobSpecError,
     PartyFailedError,
     PartyInputError,
@@ -178,6 +179,8 @@ def _failure(p: _Party, rc: int) -> PartyFailedError:
     tail = p.stderr_tail()
     if rc in (PartyExit.INPUT_MISSING, PartyExit.INPUT_INVALID):
         return PartyInputError(p.name, rc, tail, p.error_message or PartyExit(rc).name)
+    if rc == PartyExit.EMPTY_INTERSECTION:
+        return EmptyIntersectionError(p.name, rc, tail, p.error_message)
     reason = p.error_message
     if not reason and rc < 0:
         with contextlib.suppress(ValueError):
@@ -186,7 +189,7 @@ def _failure(p: _Party, rc: int) -> PartyFailedError:
 
 
 def run_vertical_job(
-    spec: VerticalJobSpec,
+    spec: VerticalJobSpec | dict[str, Any],
     on_event: ProgressCallback | None = None,
     python: str | None = None,
     grace_s: float = 5.0,
@@ -206,6 +209,7 @@ def run_vertical_job(
     own_work = spec.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="dcp-sf-")) if own_work else spec.work_dir
     assert work is not None
+    work = work.resolve()
     (work / "logs").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *filter(None, [env.get("PYTHONPATH")])])
@@ -238,7 +242,7 @@ def run_vertical_job(
                         stdout=subprocess.PIPE,
                         stderr=err,
                         text=True,
-                        cwd=project_root(),
+                        cwd=tmp,  # SPU writes spu.log into the working directory
                         env={**env, "TMPDIR": str(tmp)},
                         start_new_session=True,
                     )
@@ -298,7 +302,7 @@ def _watch(
         if rc != 0 or p.result is None:
             _drain_lines(events, p, on_event)
         if rc != 0:
-            raise _failure(p, rc)
+            raise _root_cause(name, rc, by_name, exited, events, on_event)
         if p.result is None:
             raise PartyFailedError(name, rc, p.stderr_tail(), "exited 0 without reporting a result")
     return RunResult(
@@ -308,6 +312,46 @@ def _watch(
         parties={p.name: p.result for p in parties if p.result is not None},
         elapsed_s=time.monotonic() - started,
     )
+
+
+def _root_cause(
+    first: str,
+    rc: int,
+    by_name: dict[str, _Party],
+    exited: dict[str, int],
+    events: queue.Queue[tuple[str, str, Any]],
+    on_event: ProgressCallback | None,
+    window_s: float = 1.0,
+) -> PartyFailedError:
+    """The error to report once ``first`` failed.
+
+    When one party stops, its peers soon fail too (their links break). Exits that
+    arrive within ``window_s`` are gathered; a party that *diagnosed* a problem
+    (bad config or input, empty intersection) is the root cause, else the first to fail.
+    """
+    failures = [(first, rc)]
+    deadline = time.monotonic() + window_s
+    while len(exited) < len(by_name) and (left := deadline - time.monotonic()) > 0:
+        try:
+            kind, name, payload = events.get(timeout=left)
+        except queue.Empty:
+            break
+        if kind == "line":
+            _handle_line(by_name[name], payload, on_event)
+            continue
+        exited[name] = int(payload)
+        by_name[name].threads[0].join(timeout=2)
+        _drain_lines(events, by_name[name], on_event)
+        if int(payload) != 0:
+            failures.append((name, int(payload)))
+    diagnosed = {
+        PartyExit.CONFIG,
+        PartyExit.INPUT_MISSING,
+        PartyExit.INPUT_INVALID,
+        PartyExit.EMPTY_INTERSECTION,
+    }
+    name, code = next(((n, c) for n, c in failures if c in diagnosed), failures[0])
+    return _failure(by_name[name], code)
 
 
 def _drain_lines(

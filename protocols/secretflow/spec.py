@@ -37,6 +37,7 @@ class PartyExit(enum.IntEnum):
     CONFIG = 2  # unreadable or invalid party config
     INPUT_MISSING = 3  # the input CSV does not exist / cannot be read
     INPUT_INVALID = 4  # the input CSV lacks a column, has duplicate keys, non-numeric features …
+    EMPTY_INTERSECTION = 5  # PSI found no common key
 
 
 class _Model(BaseModel):
