@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -640,7 +641,10 @@ def generate(n_enterprises: int = 20_000, seed: int = 7, out_dir: Path | None = 
     With ``out_dir`` every member's CSV and schema, the monitoring snapshot, the ground
     truth and a manifest (with SM3/SHA-256 of every file) are written there. Tables are kept
     in memory when ``keep_tables`` is true (default: only when no ``out_dir`` is given).
-    An existing non-empty ``out_dir`` is refused unless ``overwrite`` is set.
+    An existing non-empty ``out_dir`` is refused unless ``overwrite`` is set. Files are
+    written to a staging directory next to ``out_dir`` and moved into place only when
+    complete, so a failed run leaves nothing half-written (and an overwritten directory
+    intact).
     """
     if isinstance(n_enterprises, bool) or not isinstance(n_enterprises, int | np.integer):
         raise GeneratorConfigError(f"n_enterprises must be an integer, got {n_enterprises!r}")
@@ -650,16 +654,30 @@ def generate(n_enterprises: int = 20_000, seed: int = 7, out_dir: Path | None = 
         raise GeneratorConfigError(f"seed must be a non-negative integer, got {seed!r}")
     n_enterprises, seed = int(n_enterprises), int(seed)
     keep = out_dir is None if keep_tables is None else keep_tables
+    staging: Path | None = None
     if out_dir is not None:
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise GeneratorConfigError(f"out_dir {out_dir} exists and is not a directory")
-        if out_dir.exists() and any(out_dir.iterdir()):
-            if not overwrite:
-                raise GeneratorConfigError(f"out_dir {out_dir} is not empty (pass overwrite=True to replace it)")
+        if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+            raise GeneratorConfigError(f"out_dir {out_dir} is not empty (pass overwrite=True to replace it)")
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        data = _generate(n_enterprises, seed, staging, keep)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out_dir is not None and staging is not None:
+        if out_dir.exists():
             shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        staging.rename(out_dir)
+        data.out_dir = out_dir
+    return data
 
+
+def _generate(n_enterprises: int, seed: int, out_dir: Path | None, keep: bool) -> FederationData:
     schemas: dict[Snapshot, dict[str, TableSchema]] = {
         snap: {m: member_schema(m, snap) for m in MEMBERS} for snap in ("training", "monitoring")
     }
@@ -693,7 +711,7 @@ def generate(n_enterprises: int = 20_000, seed: int = 7, out_dir: Path | None = 
             "coefficients": TRUTH_MODEL}, indent=2) + "\n", "utf-8")
         files = []
         for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
-            rel = str(path.relative_to(out_dir))
+            rel = path.relative_to(out_dir).as_posix()
             sm3, sha = file_hashes(path)
             files.append(FileDigest(path=rel, rows=sinks.rows.get(rel, 0), sm3=sm3, sha256=sha))
         data.manifest = GenerationManifest(

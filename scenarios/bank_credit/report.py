@@ -294,9 +294,9 @@ def build_report(models: Sequence[ModelScores], out_dir: Path, title: str = "Ban
     import jinja2
 
     _validate(models)
+    summaries = [summarise(m, edges) for m in models]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summaries = [summarise(m, edges) for m in models]
     by_role = {s.role: s for s in summaries}
     summary = ReportSummary(title=title, generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                             models=summaries, notes=list(notes))

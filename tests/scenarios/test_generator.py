@@ -224,3 +224,30 @@ def test_loading_a_broken_directory_names_the_problem(tmp_path):
 def test_departments_cover_the_expected_members():
     assert DEPARTMENTS == ("tax", "market", "social", "power", "court", "housing")
     assert BANKS == ("bank_a", "bank_b", "bank_c")
+
+
+def test_a_failed_run_leaves_nothing_half_written(tmp_path, monkeypatch):
+    target = tmp_path / "fed"
+    first = generate(500, seed=1, out_dir=target)
+    before = {f.path: f.sha256 for f in first.manifest.files}
+    real_chunk = gen._chunk
+    calls = []
+
+    def failing_chunk(*args, **kwargs):  # the second chunk fails, as a full disk would
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("No space left on device")
+        return real_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "CHUNK_ROWS", 200)
+    monkeypatch.setattr(gen, "_chunk", failing_chunk)
+    with pytest.raises(OSError, match="No space"):
+        generate(500, seed=2, out_dir=target, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fed"]  # no staging directory left behind
+    again = FederationData.load(target)
+    assert {f.path: f.sha256 for f in again.manifest.files} == before
+    assert file_hashes(target / "tax.csv")[1] == before["tax.csv"]
+    calls.clear()
+    with pytest.raises(OSError):
+        generate(500, seed=2, out_dir=tmp_path / "new")
+    assert not (tmp_path / "new").exists()

@@ -105,3 +105,12 @@ def test_bad_report_input_is_refused(models, tmp_path):
     with pytest.raises(ReportInputError):
         build_report(models, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_unusable_labels_are_refused_before_anything_is_written(tmp_path):
+    from scenarios.bank_credit.errors import MetricInputError
+
+    one_class = ModelScores(name="a", y_test=np.zeros(5, dtype=int), score_test=np.full(5, 0.1))
+    with pytest.raises(MetricInputError, match="both goods and bads"):
+        build_report([one_class], tmp_path / "none")
+    assert not (tmp_path / "none").exists()
