@@ -1,0 +1,105 @@
+"""HTTP calls from the coordinator to the nodes (catalog, policy, approvals inbox, tasks).
+
+Connection problems become :class:`NodeUnavailable`; named refusals become :class:`NodeRefused`
+carrying the node's error name, so callers can tell "the tax node is down" from "the tax node's
+policy forbids this column"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from coordinator.errors import NodeRefused, NodeUnavailable
+
+ACTOR = "coordinator"
+
+
+class NodeClient:
+    """A small typed wrapper over one node's HTTP API."""
+
+    def __init__(self, member: str, base_url: str, timeout: float = 10.0) -> None:
+        self.member = member
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        try:
+            r = httpx.request(
+                method,
+                f"{self.base_url}{path}",
+                json=json,
+                params=params,
+                timeout=self.timeout,
+                headers={"X-DCP-Actor": ACTOR},
+            )
+        except httpx.HTTPError as exc:
+            raise NodeUnavailable(f"node {self.member} at {self.base_url} did not answer: {type(exc).__name__}") from None
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+                error, detail = str(body.get("error", r.status_code)), str(body.get("detail", ""))
+            except ValueError:
+                error, detail = f"HTTP{r.status_code}", r.text[:300]
+            if r.status_code >= 500 and error in ("InternalError", f"HTTP{r.status_code}"):
+                raise NodeUnavailable(f"node {self.member} failed: {error}: {detail}")
+            raise NodeRefused(self.member, r.status_code, error, detail)
+        return r.json() if r.content else None
+
+    # catalog and policy
+    def health(self) -> Any:
+        return self._call("GET", "/health")
+
+    def catalog(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/catalog")
+
+    def policy(self) -> dict[str, Any]:
+        return self._call("GET", "/policy")
+
+    # approvals inbox
+    def submit_approval(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/approvals", json=body)
+
+    def approvals(self, status: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/approvals", params={"status": status} if status else None)
+
+    def approval(self, request_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/approvals/{request_id}")
+
+    def find_approval(self, job_id: str) -> dict[str, Any] | None:
+        for a in self.approvals():
+            if a["job_id"] == job_id:
+                return a
+        return None
+
+    def decide(self, request_id: int, approve: bool, reason: str | None = None, token: str | None = None) -> Any:
+        """Approve or reject an inbox request (what a department does through its node)."""
+        path = f"/approvals/{request_id}/{'approve' if approve else 'reject'}"
+        body = None if approve else {"reason": reason or "rejected"}
+        if token:
+            try:
+                r = httpx.post(f"{self.base_url}{path}", json=body, timeout=max(self.timeout, 60.0),
+                               headers={"Authorization": f"Bearer {token}", "X-DCP-Actor": self.member})
+            except httpx.HTTPError as exc:
+                raise NodeUnavailable(f"node {self.member} did not answer: {type(exc).__name__}") from None
+            if r.status_code >= 400:
+                b = r.json()
+                raise NodeRefused(self.member, r.status_code, b.get("error", ""), b.get("detail", ""))
+            return r.json()
+        return self._call("POST", path, json=body)
+
+    # tasks
+    def allocate_ports(self, job_id: str, peers: list[str], label_party: str) -> dict[str, Any]:
+        return self._call("POST", f"/tasks/{job_id}/ports", json={"peers": peers, "label_party": label_party})
+
+    def start_task(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/tasks/{job_id}", json=body)
+
+    def task(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/tasks/{job_id}")
+
+    def stop_task(self, job_id: str) -> Any:
+        return self._call("POST", f"/tasks/{job_id}/stop")
+
+    def output(self, job_id: str, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/tasks/{job_id}/outputs/{name}")

@@ -1,0 +1,671 @@
+"""The coordinator's service layer: directory, catalog, submission, and the job scheduler.
+
+:class:`Coordinator` owns the database, the lifecycle and the outbound clients (nodes, chain).
+:meth:`Coordinator.step` advances one job by one state; the worker thread calls it for every live
+job every ``poll_interval_s``. Every step is idempotent and starts from what is stored, so a
+restarted coordinator simply carries on."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlmodel import Session, select
+
+from coordinator.db import init_db, make_engine
+from coordinator.errors import (
+    ChainUnavailable,
+    CoordinatorError,
+    IllegalTransition,
+    JobNotFound,
+    NodeRefused,
+    NodeUnavailable,
+    NotAllowed,
+    ResultNotReady,
+    UnknownMember,
+)
+from coordinator.lifecycle import Lifecycle
+from coordinator.manifest import build_manifest, manifest_sm3, node_request, terms_of
+from coordinator.models import (
+    TERMINAL,
+    ApprovalRecord,
+    CatalogEntry,
+    Job,
+    JobEvent,
+    JobOut,
+    JobState,
+    Member,
+    PolicySnapshot,
+    ResultOut,
+    SubmitOut,
+    TaskRecord,
+    aware,
+    utcnow,
+)
+from coordinator.nodeclient import NodeClient
+from coordinator.settings import CoordinatorSettings
+from coordinator.spec import JobSpec, check_runnable
+from coordinator.validation import check_against_catalog
+
+log = logging.getLogger("dcp.coordinator")
+S = JobState
+
+
+class Coordinator:
+    """One coordinator over its own database."""
+
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings.resolved_database_url())
+        init_db(self.engine)
+        self.lifecycle = Lifecycle(self.engine)
+        self._chain: Any = None
+        self._keys: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._chain_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def keys(self) -> Any:
+        """The coordinator's member keys (chain account)."""
+        if self._keys is None:
+            from protocols.crypto.keystore import load_keystore
+
+            s = self.settings
+            if s.keystore_path is None or s.keystore_passphrase is None:
+                raise ChainUnavailable("the coordinator has no keystore (keystore_path, keystore_passphrase)")
+            self._keys = load_keystore(s.keystore_path, s.keystore_passphrase.get_secret_value())
+        return self._keys
+
+    def chain(self) -> Any:
+        """The chain client (signing as the coordinator); ChainUnavailable if not configured."""
+        if self._chain is None:
+            from coordinator.chain import connect
+
+            s = self.settings
+            if not s.rpc_url or not s.registry_address:
+                raise ChainUnavailable("no chain configured (rpc_url and registry_address)")
+            self._chain = connect(s.rpc_url, s.registry_address, self.keys().chain_private_key)
+        return self._chain
+
+    @property
+    def account(self) -> str:
+        """The coordinator's chain address."""
+        return self.keys().public.chain_address
+
+    def node(self, member: str) -> NodeClient:
+        """A client of ``member``'s node."""
+        url = self.settings.nodes.get(member)
+        if url is None:
+            with Session(self.engine) as session:
+                m = session.get(Member, member)
+                url = m.node_url if m else None
+        if not url:
+            raise UnknownMember(f"member {member!r} has no node URL")
+        return NodeClient(member, url, self.settings.http_timeout_s)
+
+    def close(self) -> None:
+        """Stop the worker and release the database."""
+        self.stop_worker()
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ directory and catalog
+
+    def sync_members(self) -> list[Member]:
+        """Mirror the Registry's members into the directory (node URLs from the settings)."""
+        chain = self.chain()
+        out = []
+        with Session(self.engine) as session:
+            for m in chain.members():
+                rec = session.get(Member, m.name) or Member(name=m.name, role=m.role.name.lower())
+                rec.role, rec.account, rec.active = m.role.name.lower(), m.account, m.active
+                rec.sm2_public_key, rec.bls_public_key = bytes(m.sm2_public_key).hex(), bytes(m.bls_public_key).hex()
+                rec.node_url = self.settings.nodes.get(m.name, rec.node_url)
+                rec.synced_at = utcnow()
+                session.add(rec)
+                out.append(rec)
+            session.commit()
+            for r in out:
+                session.refresh(r)
+        return out
+
+    def members(self) -> list[Member]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(Member).order_by(Member.name)))
+
+    def upsert_member(self, name: str, role: str, node_url: str | None = None, account: str | None = None) -> None:
+        """Add a member by hand (tests, or a federation without a chain)."""
+        with Session(self.engine) as session:
+            rec = session.get(Member, name) or Member(name=name, role=role)
+            rec.role, rec.node_url, rec.account, rec.active = role, node_url, account, True
+            session.add(rec)
+            session.commit()
+
+    def refresh_catalog(self) -> dict[str, str]:
+        """Pull every node's catalog and policy; member -> "ok" or the error."""
+        status: dict[str, str] = {}
+        for m in self.members():
+            if not (m.node_url or self.settings.nodes.get(m.name)):
+                continue
+            client = self.node(m.name)
+            try:
+                entries, policy = client.catalog(), client.policy()
+            except CoordinatorError as exc:
+                status[m.name] = f"{exc.name}: {exc.detail}"
+                continue
+            with Session(self.engine) as session:
+                for old in session.exec(select(CatalogEntry).where(CatalogEntry.member == m.name)):
+                    session.delete(old)
+                for e in entries:
+                    cols = e.get("columns", [])
+                    cats = sorted({c.get("category") for c in cols if c.get("category")})
+                    text = " ".join([e["name"], e.get("description", ""), *(c["name"] for c in cols),
+                                     *(c.get("description", "") for c in cols), *cats]).lower()
+                    session.add(CatalogEntry(
+                        member=m.name, dataset=e["name"], description=e.get("description", ""),
+                        key_column=e.get("key_column"), row_count=e.get("row_count", 0),
+                        max_grade=e.get("max_grade", 0), schema_hash=e.get("schema_hash", ""),
+                        columns_json=json.dumps(cols, ensure_ascii=False), categories=",".join(cats), text=text,
+                        updated_at=datetime.fromisoformat(e["updated_at"]) if e.get("updated_at") else None,
+                    ))
+                snap = session.get(PolicySnapshot, m.name) or PolicySnapshot(member=m.name, policy_json="{}")
+                snap.policy_json, snap.pulled_at = json.dumps(policy), utcnow()
+                session.add(snap)
+                session.commit()
+            status[m.name] = "ok"
+        return status
+
+    def search_catalog(
+        self, q: str | None = None, member: str | None = None, category: str | None = None,
+        max_grade: int | None = None, department: str | None = None,
+    ) -> list[CatalogEntry]:
+        """Datasets matching a keyword, a member/department, a column category and a grade ceiling."""
+        member = member or department
+        with Session(self.engine) as session:
+            rows = list(session.exec(select(CatalogEntry).order_by(CatalogEntry.member, CatalogEntry.dataset)))
+        out = []
+        for r in rows:
+            if member and r.member != member:
+                continue
+            if q and not all(w in r.text for w in q.lower().split()):
+                continue
+            if category and category not in r.categories.split(","):
+                continue
+            if max_grade is not None and r.max_grade > max_grade:
+                continue
+            out.append(r)
+        return out
+
+    # ------------------------------------------------------------------ submission
+
+    def _validation_inputs(self) -> tuple[dict, dict, dict]:
+        with Session(self.engine) as session:
+            members = {
+                m.name: {"role": m.role, "active": m.active, "node_url": m.node_url or self.settings.nodes.get(m.name)}
+                for m in session.exec(select(Member))
+            }
+            catalog = {
+                (e.member, e.dataset): {c["name"]: c for c in json.loads(e.columns_json)}
+                for e in session.exec(select(CatalogEntry))
+            }
+            policies = {p.member: json.loads(p.policy_json) for p in session.exec(select(PolicySnapshot))}
+        return members, catalog, policies
+
+    def submit(self, spec: JobSpec) -> SubmitOut:
+        """Validate ``spec`` against the directory, catalog and policies; store it as SUBMITTED."""
+        members, catalog, policies = self._validation_inputs()
+        if any((i.member, i.dataset) not in catalog for i in spec.inputs):
+            self.refresh_catalog()  # a dataset may have been published since the last pull
+            members, catalog, policies = self._validation_inputs()
+        check_against_catalog(spec, members, catalog, policies)
+        check_runnable(spec)
+        job_id = "job-" + uuid.uuid4().hex[:16]
+        manifest = build_manifest(spec, job_id, members[spec.requester]["role"])
+        mhash = manifest_sm3(manifest).hex()
+        with Session(self.engine) as session:
+            session.add(Job(
+                job_id=job_id, kind=spec.kind, requester=spec.requester, purpose=spec.purpose,
+                spec_json=spec.model_dump_json(), manifest_json=json.dumps(manifest, ensure_ascii=False),
+                manifest_hash=mhash, expires_at=datetime.fromisoformat(manifest["expiry"]), max_runs=spec.max_runs,
+            ))
+            session.add(JobEvent(job_id=job_id, from_state=None, to_state=S.SUBMITTED.value))
+            for member in spec.members:
+                req = node_request(manifest, member)
+                session.add(ApprovalRecord(job_id=job_id, member=member, request_hash=req["manifest_hash"]))
+                session.add(TaskRecord(job_id=job_id, member=member))
+            session.commit()
+        log.info("job %s submitted by %s (%s)", job_id, spec.requester, spec.kind)
+        return SubmitOut(job_id=job_id, state=S.SUBMITTED, manifest_hash=mhash)
+
+    # ------------------------------------------------------------------ reads
+
+    def _job(self, session: Session, job_id: str) -> Job:
+        job = session.exec(select(Job).where(Job.job_id == job_id)).first()
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        with Session(self.engine) as session:
+            return self._job(session, job_id)
+
+    def job_out(self, job_id: str) -> JobOut:
+        with Session(self.engine) as session:
+            j = self._job(session, job_id)
+            approvals = {a.member: a.status for a in session.exec(
+                select(ApprovalRecord).where(ApprovalRecord.job_id == job_id))}
+            tasks = {t.member: {"status": t.status, "stage": t.stage, "error": t.error} for t in session.exec(
+                select(TaskRecord).where(TaskRecord.job_id == job_id))}
+        events = [{"from": e.from_state, "to": e.to_state, "reason": e.reason, "at": aware(e.at).isoformat()}
+                  for e in self.lifecycle.events(job_id)]
+        return JobOut(
+            job_id=j.job_id, kind=j.kind, requester=j.requester, purpose=j.purpose, state=JobState(j.state),
+            reason=j.reason, stage=j.stage, manifest_hash=j.manifest_hash, expires_at=aware(j.expires_at),
+            created_at=aware(j.created_at), updated_at=aware(j.updated_at), approvals=approvals, tasks=tasks,
+            events=events,
+        )
+
+    def list_jobs(self, state: str | None = None, requester: str | None = None) -> list[JobOut]:
+        with Session(self.engine) as session:
+            q = select(Job.job_id).order_by(Job.id)
+            if state:
+                q = q.where(Job.state == state)
+            if requester:
+                q = q.where(Job.requester == requester)
+            ids = list(session.exec(q))
+        return [self.job_out(i) for i in ids]
+
+    def manifest_of(self, job_id: str) -> dict[str, Any]:
+        """The manifest, its hash and the chain terms (what a node checks before approving on chain)."""
+        j = self.get_job(job_id)
+        manifest = json.loads(j.manifest_json)
+        terms = json.loads(j.terms_json) if j.terms_json else self._terms(j, manifest)
+        return {"manifest": manifest, "manifest_hash": j.manifest_hash, "terms": terms}
+
+    def _terms(self, j: Job, manifest: dict[str, Any]) -> dict[str, Any]:
+        with Session(self.engine) as session:
+            m = session.get(Member, j.requester)
+        if m is None or not m.account:
+            raise UnknownMember(f"requester {j.requester!r} has no chain account in the directory")
+        terms = terms_of(manifest, m.account)
+        data = json.loads(terms.model_dump_json())
+        with Session(self.engine) as session:
+            job = self._job(session, j.job_id)
+            job.terms_json = json.dumps(data)
+            session.add(job)
+            session.commit()
+        return data
+
+    def result(self, job_id: str, name: str) -> ResultOut:
+        """An output of a SUCCEEDED job, sealed to the requester's SM2 key."""
+        j = self.get_job(job_id)
+        if j.state != S.SUCCEEDED.value:
+            raise ResultNotReady(f"job {job_id} is {j.state}; results exist only for SUCCEEDED jobs")
+        results = json.loads(j.results_json or "{}")
+        if name not in results:
+            raise NotAllowed(f"job {job_id} has no output {name!r} (it has {', '.join(sorted(results))})")
+        return ResultOut(job_id=job_id, **results[name])
+
+    def revoke(self, job_id: str, by: str, reason: str | None = None) -> JobOut:
+        """The requester withdraws its job; running tasks are stopped."""
+        j = self.get_job(job_id)
+        if by != j.requester:
+            raise NotAllowed(f"only the requester {j.requester!r} can withdraw job {job_id}")
+        src = self.lifecycle.transition(job_id, S.REVOKED, reason or f"withdrawn by {by}")
+        if src in (S.AUTHORIZED, S.RUNNING):
+            self._stop_tasks(job_id)
+        return self.job_out(job_id)
+
+    # ------------------------------------------------------------------ scheduler
+
+    def start_worker(self) -> None:
+        """Start the background scheduler thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="dcp-coordinator-worker", daemon=True)
+        self._thread.start()
+
+    def stop_worker(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.settings.poll_interval_s)
+
+    def tick(self) -> None:
+        """One pass over every live job."""
+        with Session(self.engine) as session:
+            live = list(session.exec(select(Job.job_id).where(Job.state.notin_([t.value for t in TERMINAL]))))
+        for job_id in live:
+            if self._stop.is_set():
+                return
+            try:
+                self.step(job_id)
+            except IllegalTransition:
+                pass  # another thread (an API call) moved the job first
+            except Exception:  # noqa: BLE001 - one job's trouble must not stop the others
+                log.exception("step of %s failed", job_id)
+
+    def step(self, job_id: str) -> JobState:
+        """Advance ``job_id`` by what its stored state calls for; the state afterwards."""
+        j = self.get_job(job_id)
+        state = JobState(j.state)
+        manifest = json.loads(j.manifest_json)
+        if state in TERMINAL:
+            return state
+        now = datetime.now(timezone.utc)
+        if state in (S.SUBMITTED, S.PENDING_APPROVAL, S.AUTHORIZED) and now >= aware(j.expires_at):
+            self.lifecycle.transition(job_id, S.EXPIRED, f"expired at {manifest['expiry']} before it ran")
+            return S.EXPIRED
+        if state == S.SUBMITTED:
+            self.lifecycle.transition(job_id, S.PENDING_APPROVAL, expect=S.SUBMITTED)
+            state = S.PENDING_APPROVAL
+        if state == S.PENDING_APPROVAL:
+            return self._step_approvals(j, manifest)
+        if state == S.AUTHORIZED:
+            return self._step_authorized(j, manifest)
+        if state == S.RUNNING:
+            return self._step_running(j, manifest)
+        return state
+
+    # -- approvals
+
+    def _approvals(self, job_id: str) -> list[ApprovalRecord]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(ApprovalRecord).where(ApprovalRecord.job_id == job_id)))
+
+    def _save(self, rec: Any) -> None:
+        with Session(self.engine) as session:
+            session.add(rec)
+            session.commit()
+            session.refresh(rec)
+
+    def _step_approvals(self, j: Job, manifest: dict[str, Any]) -> JobState:
+        job_id = j.job_id
+        for a in self._approvals(job_id):
+            client = self.node(a.member)
+            try:
+                if a.status == "unsent":
+                    try:
+                        got = client.submit_approval(node_request(manifest, a.member))
+                    except NodeRefused as exc:
+                        if exc.error != "ApprovalExists":
+                            raise
+                        got = client.find_approval(job_id)
+                        if got is None:
+                            raise
+                    if got["manifest_hash"] != a.request_hash:
+                        a.status, a.reason = "rejected", f"{a.member} hashed the request differently"
+                    else:
+                        a.node_request_id, a.status = got["id"], got["status"]
+                    a.updated_at = utcnow()
+                    self._save(a)
+                elif a.status == "pending" and a.node_request_id is not None:
+                    got = client.approval(a.node_request_id)
+                    if got["status"] != "pending":
+                        a.status, a.reason = got["status"], got.get("reason")
+                        a.approval_json = json.dumps(got["approval"]) if got.get("approval") else None
+                        a.updated_at = utcnow()
+                        self._save(a)
+            except NodeRefused as exc:
+                self.lifecycle.transition(job_id, S.REJECTED, f"{a.member}'s node refused the request: "
+                                          f"{exc.error}: {exc.node_detail}")
+                return S.REJECTED
+            except NodeUnavailable as exc:
+                log.warning("job %s: %s", job_id, exc.detail)
+                continue
+            if a.status == "rejected":
+                self.lifecycle.transition(job_id, S.REJECTED, f"{a.member} rejected: {a.reason or 'no reason given'}")
+                return S.REJECTED
+            if a.status == "expired":
+                self.lifecycle.transition(job_id, S.EXPIRED, f"{a.member}'s approval request expired")
+                return S.EXPIRED
+            if a.status == "approved" and not a.verified:
+                problem = self._verify_approval(job_id, a)
+                if problem:
+                    self.lifecycle.transition(job_id, S.FAILED, f"{a.member}'s approval is invalid: {problem}")
+                    return S.FAILED
+        if not all(a.status == "approved" and a.verified for a in self._approvals(job_id)):
+            return S.PENDING_APPROVAL
+        # every owner approved: wait until each approval is on chain, then authorize
+        chain = self.chain()
+        terms = self._terms_model(j, manifest)
+        digest = chain.approval_digest(terms)
+        for d in terms.dataset_ids:
+            owner = chain.registry.functions.ownerOf(d).call()
+            if chain.authorizations.functions.approvalOf(digest, d).call() != owner:
+                return S.PENDING_APPROVAL  # the owner's node has not put its approval on chain yet
+        self.lifecycle.transition(job_id, S.AUTHORIZED, expect=S.PENDING_APPROVAL)
+        return self._step_authorized(self.get_job(job_id), manifest)
+
+    def _terms_model(self, j: Job, manifest: dict[str, Any]) -> Any:
+        from contracts.models import Terms
+
+        data = json.loads(j.terms_json) if j.terms_json else self._terms(j, manifest)
+        return Terms.model_validate(data)
+
+    def _verify_approval(self, job_id: str, a: ApprovalRecord) -> str | None:
+        from coordinator.chain import approval_matches_registry, member_by_name
+        from protocols.crypto.approvals import Approval, verify_approval
+        from protocols.crypto.errors import CryptoError
+        from protocols.crypto.keystore import PublicIdentity
+
+        try:
+            approval = Approval.model_validate_json(a.approval_json or "{}")
+        except Exception as exc:  # noqa: BLE001 - pydantic error
+            return f"unreadable approval ({type(exc).__name__})"
+        reg = member_by_name(self.chain(), a.member)
+        if reg is None or not approval_matches_registry(approval, reg):
+            return "not signed with the keys the Registry holds for this member"
+        ident = PublicIdentity(
+            member=approval.member, key_version=approval.key_version, created_at=approval.signed_at,
+            sm2_user_id=approval.sm2_user_id, sm2_public_key=approval.sm2_public_key,
+            chain_address=approval.chain_address, bls_public_key=approval.bls_public_key, bls_pop="00" * 96,
+        )
+        try:
+            verify_approval(approval, job_id=job_id, manifest_hash=a.request_hash, signer=ident)
+        except CryptoError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        a.verified = True
+        self._save(a)
+        return None
+
+    # -- authorization and run
+
+    def _revoked(self, j: Job) -> str | None:
+        """The reason if the on-chain authorization was revoked (None while live)."""
+        auth = self.chain().authorization(bytes.fromhex(json.loads(j.manifest_json)["job_key"]))
+        if auth is not None and auth.revoked_at:
+            return f"authorization revoked on chain at {datetime.fromtimestamp(auth.revoked_at, timezone.utc).isoformat()}"
+        return None
+
+    def _step_authorized(self, j: Job, manifest: dict[str, Any]) -> JobState:
+        job_id = j.job_id
+        chain = self.chain()
+        terms = self._terms_model(j, manifest)
+        if chain.authorization(terms.job_id) is None:
+            from contracts.errors import ChainError
+
+            try:
+                with self._chain_lock:
+                    tx = chain.authorize(self.account, terms)
+            except ChainError as exc:
+                self.lifecycle.transition(job_id, S.FAILED, f"the chain refused the authorization: {exc}")
+                return S.FAILED
+            with Session(self.engine) as session:
+                job = self._job(session, job_id)
+                job.auth_tx = "0x" + bytes(tx.tx_hash).hex()
+                session.add(job)
+                session.commit()
+        reason = self._revoked(j)
+        if reason:
+            self.lifecycle.transition(job_id, S.REVOKED, reason)
+            return S.REVOKED
+        self.lifecycle.transition(job_id, S.RUNNING, expect=S.AUTHORIZED)
+        return self._step_running(self.get_job(job_id), manifest)
+
+    def _tasks(self, job_id: str) -> list[TaskRecord]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(TaskRecord).where(TaskRecord.job_id == job_id).order_by(TaskRecord.id)))
+
+    def _fail(self, job_id: str, reason: str) -> JobState:
+        self.lifecycle.transition(job_id, S.FAILED, reason)
+        self._stop_tasks(job_id)
+        return S.FAILED
+
+    def _stop_tasks(self, job_id: str) -> None:
+        for t in self._tasks(job_id):
+            if t.status in ("succeeded", "failed", "stopped", "new", "ports"):
+                continue
+            try:
+                self.node(t.member).stop_task(job_id)
+                t.status = "stopped"
+                self._save(t)
+            except CoordinatorError as exc:
+                log.warning("job %s: could not stop %s: %s", job_id, t.member, exc.detail)
+
+    def _task_body(self, j: Job, manifest: dict[str, Any], member: str, cluster: dict[str, Any]) -> dict[str, Any]:
+        spec = JobSpec.model_validate_json(j.spec_json)
+        inp = next(i for i in manifest["inputs"] if i["member"] == member)
+        label = manifest["label"]
+        return {
+            "job_id": j.job_id,
+            "party": member,
+            "cluster": cluster,
+            "join_key": manifest["join_key"],
+            "label_party": label["member"],
+            "label_column": label["column"],
+            "psi_protocol": manifest["engine"]["psi_protocol"],
+            "model": manifest["engine"]["params"],
+            "inputs": [{"dataset": inp["dataset"], "columns": inp["columns"]}],
+            "features": inp["features"],
+            "receivers": {o["name"]: [o["receiver"]] for o in manifest["outputs"]},
+            "timeout_s": spec.timeout_s,
+        }
+
+    def _step_running(self, j: Job, manifest: dict[str, Any]) -> JobState:
+        job_id = j.job_id
+        reason = self._revoked(j)
+        if reason:
+            self.lifecycle.transition(job_id, S.REVOKED, reason)
+            self._stop_tasks(job_id)
+            return S.REVOKED
+        tasks = self._tasks(job_id)
+        label_party = manifest["label"]["member"]
+        members = [t.member for t in tasks]
+        # 1. ports
+        for t in tasks:
+            if t.status == "new":
+                try:
+                    got = self.node(t.member).allocate_ports(
+                        job_id, [m for m in members if m != t.member], label_party)
+                except NodeRefused as exc:
+                    return self._fail(job_id, f"{t.member} refused to prepare the task: {exc.error}: {exc.node_detail}")
+                except NodeUnavailable as exc:
+                    return self._unreachable(job_id, t, exc)
+                t.endpoint_json, t.status, t.last_seen = json.dumps(got), "ports", utcnow()
+                self._save(t)
+        # 2. cluster and dispatch
+        if j.cluster_json is None:
+            eps = [json.loads(t.endpoint_json or "{}") for t in tasks]
+            cluster = {"host": eps[0]["host"], "parties": [e["endpoint"] for e in eps]}
+            with Session(self.engine) as session:
+                job = self._job(session, job_id)
+                job.cluster_json, job.stage = json.dumps(cluster), "dispatch"
+                session.add(job)
+                session.commit()
+            j = self.get_job(job_id)
+        cluster = json.loads(j.cluster_json or "{}")
+        for t in tasks:
+            if t.status == "ports":
+                try:
+                    self.node(t.member).start_task(job_id, self._task_body(j, manifest, t.member, cluster))
+                except NodeRefused as exc:
+                    if exc.error != "TaskExists":
+                        return self._fail(job_id, f"{t.member} refused the task: {exc.error}: {exc.node_detail}")
+                except NodeUnavailable as exc:
+                    return self._unreachable(job_id, t, exc)
+                t.status, t.last_seen = "running", utcnow()
+                self._save(t)
+        # 3. follow
+        for t in tasks:
+            if t.status != "running":
+                continue
+            try:
+                got = self.node(t.member).task(job_id)
+            except (NodeUnavailable, NodeRefused) as exc:
+                return self._unreachable(job_id, t, exc)
+            t.last_seen, t.stage, t.detail_json = utcnow(), got.get("stage"), json.dumps(got)
+            if got["status"] in ("failed", "stopped"):
+                t.status, t.error = "failed", got.get("error") or got["status"]
+                self._save(t)
+                return self._fail(job_id, f"{t.member}'s task failed: {t.error}")
+            if got["status"] == "succeeded":
+                t.status = "succeeded"
+            self._save(t)
+        stages = sorted({t.stage for t in tasks if t.stage})
+        with Session(self.engine) as session:
+            job = self._job(session, job_id)
+            job.stage = ",".join(stages) if stages else job.stage
+            session.add(job)
+            session.commit()
+        if not all(t.status == "succeeded" for t in self._tasks(job_id)):
+            return S.RUNNING
+        # 4. outputs (sealed to the requester by the node that holds them) and receipts
+        results: dict[str, Any] = {}
+        for o in manifest["outputs"]:
+            try:
+                got = self.node(label_party).output(job_id, o["name"])
+            except CoordinatorError as exc:
+                return self._fail(job_id, f"collecting output {o['name']!r} failed: {exc.detail}")
+            base64.b64decode(got["envelope_b64"], validate=True)
+            results[o["name"]] = {"name": o["name"], "receiver": got["receiver"],
+                                  "envelope_b64": got["envelope_b64"], "sm3": got["sm3"]}
+        terms = self._terms_model(j, manifest)
+        chain = self.chain()
+        missing = [d.hex()[:12] for d in terms.dataset_ids if chain.runs(terms.job_id, d) < 1]
+        if missing:
+            return self._fail(job_id, f"no usage receipt on chain for dataset(s) {', '.join(missing)}")
+        with Session(self.engine) as session:
+            job = self._job(session, job_id)
+            job.results_json, job.stage = json.dumps(results), "done"
+            session.add(job)
+            session.commit()
+        self.lifecycle.transition(job_id, S.SUCCEEDED, expect=S.RUNNING)
+        return S.SUCCEEDED
+
+    def _unreachable(self, job_id: str, t: TaskRecord, exc: CoordinatorError) -> JobState:
+        """A node that stays silent longer than ``node_timeout_s`` fails the job."""
+        last = aware(t.last_seen) if t.last_seen else None
+        if last is None:
+            t.last_seen = utcnow()
+            self._save(t)
+            return S.RUNNING
+        silent = (utcnow() - last).total_seconds()
+        if silent >= self.settings.node_timeout_s:
+            return self._fail(job_id, f"node {t.member} stopped answering for {silent:.0f}s: {exc.detail}")
+        return S.RUNNING
+
+
+def wait_for(coord: Coordinator, job_id: str, states: set[JobState], timeout: float = 60.0) -> JobState:
+    """Poll until ``job_id`` reaches one of ``states`` (tests and the SDK)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = coord.lifecycle.state(job_id)
+        if st in states:
+            return st
+        time.sleep(0.1)
+    return coord.lifecycle.state(job_id)

@@ -1,0 +1,101 @@
+"""Coordinator settings: one pydantic-settings model, from a YAML file and ``DCP_COORD_`` env vars.
+
+Precedence (highest first): explicit arguments, environment variables, the config file, defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from coordinator.errors import FederationError
+from dcp.settings import project_root
+
+
+class CoordinatorSettings(BaseSettings):
+    """Everything the coordinator process needs."""
+
+    model_config = SettingsConfigDict(env_prefix="DCP_COORD_", extra="forbid", env_nested_delimiter="__")
+
+    name: str = "coordinator"
+    host: str = "127.0.0.1"
+    port: int = 8600
+    public_url: str | None = None
+    """How nodes reach this coordinator (default http://host:port)."""
+    database_url: str = ""
+    work_dir: Path = Field(default_factory=lambda: project_root() / "var" / "coordinator")
+    rpc_url: str | None = None
+    """JSON-RPC of the chain; without it the coordinator cannot authorize jobs."""
+    registry_address: str | None = None
+    keystore_path: Path | None = None
+    """The coordinator's member keystore (its chain account writes authorizations)."""
+    keystore_passphrase: SecretStr | None = None
+    nodes: dict[str, str] = Field(default_factory=dict)
+    """Member name -> node base URL."""
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    node_timeout_s: float = Field(default=15.0, gt=0)
+    """A node that does not answer for this long during a run fails the job."""
+    http_timeout_s: float = Field(default=10.0, gt=0)
+    worker: bool = True
+    """Run the background scheduler (off in unit tests that drive it by hand)."""
+
+    @field_validator("host")
+    @classmethod
+    def _no_wildcard(cls, v: str) -> str:
+        if v in ("0.0.0.0", "::", "[::]"):
+            raise ValueError("the coordinator never binds all interfaces; name the address to listen on")
+        return v
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``<work_dir>/coordinator.db``."""
+        return self.database_url or f"sqlite:///{self.work_dir / 'coordinator.db'}"
+
+    def url(self) -> str:
+        """This coordinator's base URL as nodes see it."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_coordinator_settings(config: Path | None = None, **overrides: Any) -> CoordinatorSettings:
+    """Settings from a YAML ``config``, env vars and ``overrides`` (FederationError if unusable)."""
+    if config is None:
+        return CoordinatorSettings(**overrides)
+    config = Path(config)
+    if not config.is_file():
+        raise FederationError(f"coordinator config not found: {config}")
+    file_cls = type(
+        "CoordinatorSettingsFromFile",
+        (CoordinatorSettings,),
+        {"model_config": SettingsConfigDict(**{**CoordinatorSettings.model_config, "yaml_file": config})},
+    )
+    try:
+        loaded = file_cls(**overrides)
+    except Exception as exc:  # ValidationError, YAML syntax
+        raise FederationError(f"invalid coordinator config {config}: {exc}") from exc
+    settings = CoordinatorSettings.model_validate(loaded.model_dump())
+    for field in ("work_dir", "keystore_path"):
+        value = getattr(settings, field)
+        if value is not None and not value.is_absolute() and field not in overrides:
+            setattr(settings, field, (config.parent / value).resolve())
+    return settings

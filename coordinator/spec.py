@@ -1,0 +1,227 @@
+"""Job specs: what a requester asks for, in YAML or JSON, validated with pydantic.
+
+A spec names the kind, the requester, a free-text purpose, the join key, the label, the feature
+columns per member and dataset, the model parameters, the receiver of each output, the expiry and
+the maximum number of runs. Errors are named (:mod:`coordinator.errors`) and say which field is
+wrong and why.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from coordinator.errors import EngineUnsupported, InvalidJobSpec, OutputNotToRequester, UnknownJobKind
+
+JOB_KINDS: tuple[str, ...] = ("psi", "vertical_train", "vertical_predict")
+JobKind = Literal["psi", "vertical_train", "vertical_predict"]
+PsiProtocol = Literal["RR22", "ECDH", "ECDH_SM2"]
+Algorithm = Literal["ss_lr", "ss_xgb", "sgb"]
+
+#: The outputs each kind produces, and what the engine calls them.
+KIND_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "psi": ("intersection",),
+    "vertical_train": ("metrics", "predictions"),
+    "vertical_predict": ("predictions",),
+}
+#: What the engines in this build can run (kind, algorithm).
+RUNNABLE: set[tuple[str, str | None]] = {("vertical_train", "ss_lr")}
+
+_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Model):
+    """Columns of one dataset of one member (features; the join key and label are implied)."""
+
+    member: str = Field(pattern=_NAME)
+    dataset: str = Field(min_length=1, max_length=200)
+    columns: list[str] = Field(default_factory=list)
+
+    @field_validator("columns")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"columns are listed twice: {sorted({c for c in v if v.count(c) > 1})}")
+        return v
+
+
+class LabelSpec(_Model):
+    """Where the label lives."""
+
+    member: str = Field(pattern=_NAME)
+    dataset: str = Field(min_length=1)
+    column: str = Field(min_length=1)
+
+
+class OutputSpec(_Model):
+    """Who receives one output."""
+
+    name: str
+    receiver: str = Field(pattern=_NAME)
+
+
+class ModelSpec(_Model):
+    """The algorithm and its parameters (SS-LR: epochs, learning_rate, batch_size, ...)."""
+
+    algorithm: Algorithm = "ss_lr"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params(self) -> ModelSpec:
+        if self.algorithm == "ss_lr":
+            from protocols.secretflow.spec import ModelParams
+
+            ModelParams.model_validate(self.params)  # ValidationError names the bad parameter
+        return self
+
+
+class JobSpec(_Model):
+    """A requester's job, before the coordinator checks it against the catalog and policies."""
+
+    kind: JobKind
+    requester: str = Field(pattern=_NAME)
+    purpose: str = Field(min_length=1, max_length=2000)
+    join_key: str = Field(min_length=1)
+    label: LabelSpec | None = None
+    inputs: list[InputSpec] = Field(min_length=1)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    psi_protocol: PsiProtocol = "RR22"
+    gm_mode: bool = Field(default=False, description="国密 mode: PSI is ECDH on the SM2 curve")
+    outputs: list[OutputSpec] = Field(default_factory=list)
+    expiry: datetime | None = None
+    expires_in_s: int | None = Field(default=None, gt=0, le=366 * 86400)
+    max_runs: int = Field(default=1, ge=1, le=1000)
+    timeout_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("purpose")
+    @classmethod
+    def _purpose(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the purpose must say what the computation is for")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        if self.expiry is not None and self.expires_in_s is not None:
+            raise ValueError("give expiry or expires_in_s, not both")
+        if self.expiry is not None and self.expiry.tzinfo is None:
+            raise ValueError("expiry needs a time zone (e.g. 2030-01-01T00:00:00+08:00)")
+        if self.gm_mode:
+            if self.psi_protocol not in ("RR22", "ECDH_SM2"):
+                raise ValueError(f"gm_mode uses ECDH on the SM2 curve; psi_protocol {self.psi_protocol} conflicts")
+            self.psi_protocol = "ECDH_SM2"
+        if self.kind in ("vertical_train", "vertical_predict") and self.label is None:
+            raise ValueError(f"a {self.kind} job needs a label (member, dataset, column)")
+        seen: set[tuple[str, str]] = set()
+        for i in self.inputs:
+            if (i.member, i.dataset) in seen:
+                raise ValueError(f"inputs list {i.member}/{i.dataset} twice")
+            seen.add((i.member, i.dataset))
+            if self.join_key in i.columns:
+                raise ValueError(f"{i.member}/{i.dataset}: the join key {self.join_key!r} is not a feature")
+            if self.label and (i.member, i.dataset) == (self.label.member, self.label.dataset) and (
+                self.label.column in i.columns
+            ):
+                raise ValueError(f"{i.member}/{i.dataset}: the label {self.label.column!r} is not a feature")
+        if self.label and (self.label.member, self.label.dataset) not in seen:
+            raise ValueError(f"the label's dataset {self.label.member}/{self.label.dataset} is not among the inputs")
+        members = [i.member for i in self.inputs]
+        if len(set(members)) != len(members):
+            raise ValueError("one dataset per member: the engines run one party per member")
+        if len(set(members)) < 2:
+            raise ValueError("a multi-party job needs at least two members")
+        if not self.outputs:
+            self.outputs = [OutputSpec(name=n, receiver=self.requester) for n in KIND_OUTPUTS[self.kind]]
+        known = KIND_OUTPUTS[self.kind]
+        for o in self.outputs:
+            if o.name not in known:
+                raise ValueError(f"a {self.kind} job has no output {o.name!r} (it has {', '.join(known)})")
+        return self
+
+    def expiry_at(self, now: datetime | None = None) -> datetime:
+        """The absolute expiry (default: one day from ``now``), UTC, whole seconds."""
+        now = now or datetime.now(timezone.utc)
+        if self.expiry is not None:
+            at = self.expiry
+        else:
+            at = now + timedelta(seconds=self.expires_in_s or 86400)
+        return at.astimezone(timezone.utc).replace(microsecond=0)
+
+    def input_of(self, member: str) -> InputSpec:
+        """The input of ``member``."""
+        for i in self.inputs:
+            if i.member == member:
+                return i
+        raise KeyError(member)
+
+    @property
+    def members(self) -> list[str]:
+        """Data-owning members, in spec order."""
+        return [i.member for i in self.inputs]
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "spec"
+
+
+def parse_spec(raw: Any) -> JobSpec:
+    """Validate a mapping into a :class:`JobSpec`; named errors for every kind of mistake."""
+    if not isinstance(raw, dict):
+        raise InvalidJobSpec(f"a job spec is a mapping, got {type(raw).__name__}")
+    kind = raw.get("kind")
+    if kind is None:
+        raise InvalidJobSpec("kind: field required (one of " + ", ".join(JOB_KINDS) + ")")
+    if kind not in JOB_KINDS:
+        raise UnknownJobKind(f"kind: unknown job kind {kind!r}; known kinds: {', '.join(JOB_KINDS)}")
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        msg = first["msg"].removeprefix("Value error, ")
+        raise InvalidJobSpec(f"{_where(first['loc'])}: {msg}{more}") from None
+    for o in spec.outputs:
+        if o.receiver != spec.requester:
+            raise OutputNotToRequester(
+                f"output {o.name!r} would go to {o.receiver!r}; results go only to the requester {spec.requester!r}"
+            )
+    return spec
+
+
+def check_runnable(spec: JobSpec) -> None:
+    """Refuse specs that are valid but that no engine in this build can run (EngineUnsupported)."""
+    algo = spec.model.algorithm if spec.kind != "psi" else None
+    if (spec.kind, algo) not in RUNNABLE:
+        what = spec.kind if algo is None else f"{spec.kind} with {algo}"
+        raise EngineUnsupported(
+            f"{what} is a valid job but the SecretFlow party runner in this build does not run it yet "
+            f"(it runs: vertical_train with ss_lr)"
+        )
+
+
+def load_spec_text(text: str, fmt: str = "yaml") -> JobSpec:
+    """Parse YAML (JSON is YAML too) or JSON text into a :class:`JobSpec`."""
+    try:
+        raw = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InvalidJobSpec(f"the spec is not valid {fmt.upper()}: {str(exc).splitlines()[0]}") from None
+    return parse_spec(raw)
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Load a spec file (``.yaml``/``.yml``/``.json``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidJobSpec(f"cannot read {path}: {exc.strerror}") from None
+    return load_spec_text(text, "json" if path.suffix.lower() == ".json" else "yaml")
