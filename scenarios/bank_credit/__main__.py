@@ -9,9 +9,10 @@ import argparse
 import time
 from pathlib import Path
 
-from scenarios.bank_credit.baselines import run_baselines
+from scenarios.bank_credit.baselines import holdout_mask, information_values, joined_frame, run_baselines
 from scenarios.bank_credit.generator import generate
 from scenarios.bank_credit.report import build_report
+from scenarios.bank_credit.schema import DEPARTMENTS, KEY, LABEL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     data = generate(args.n, args.seed, args.out / "data", keep_tables=True, overwrite=True)
     t1 = time.perf_counter()
     res = run_baselines(data, bank=args.bank, how=args.join)
+    frames = joined_frame(data, args.bank, DEPARTMENTS, args.join)
+    ivs = information_values(frames, data.schemas, [args.bank, *DEPARTMENTS], frames[args.bank][LABEL].to_numpy(),
+                             rows=~holdout_mask(frames[args.bank][KEY]))
     t2 = time.perf_counter()
     summary = build_report(
         [res.bank_only.scores("bank_only"), res.centralized.scores("centralized")], args.out / "report",
         title=f"Bank credit — {args.bank}, {args.n:,} enterprises (seed {args.seed}), plaintext baselines",
         notes=[f"rows: {args.bank} customers joined with all six departments ({args.join} join); "
                f"{res.centralized.n_train:,} training and {res.centralized.n_test:,} test rows (split by key hash)",
-               "monitoring population: the same customers one year later (sector downturn, weaker momentum)"])
+               "monitoring population: the same customers one year later (sector downturn, weaker momentum)"],
+        feature_iv=ivs)
     t3 = time.perf_counter()
     for m in summary.models:
         psi = f"{m.psi:.4f}" if m.psi is not None else "-"

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scenarios.bank_credit.errors import PreprocessingError
 from scenarios.bank_credit.generator import FederationData
-from scenarios.bank_credit.metrics import auc, ks
+from scenarios.bank_credit.metrics import auc, ks, woe_binning
 from scenarios.bank_credit.report import ModelScores, Role
 from scenarios.bank_credit.schema import BANKS, DEPARTMENTS, KEY, LABEL, TableSchema
 
@@ -206,6 +206,42 @@ def joined_frame(data: FederationData, bank: str = "bank_a", members: Sequence[s
     for m in (bank, *members):
         out[m] = data.table(m, snapshot).set_index(KEY).reindex(keys).reset_index()
     return out
+
+
+def information_values(frames: dict[str, pd.DataFrame], schemas: dict[str, TableSchema], members: Sequence[str],
+                       y: np.ndarray, rows: np.ndarray | None = None, n_bins: int = 5) -> list[FeatureIv]:
+    """Information value of every feature of ``members`` against ``y`` (strongest first).
+
+    Numeric and ordinal columns are cut into ``n_bins`` quantile bins (after the same
+    ``log1p``/ordinal coding the preprocessing uses); one-hot columns get a bin per level;
+    missing values get a bin of their own. ``rows`` (e.g. the training rows) restricts the rows used.
+    """
+    sel = np.ones(len(y), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    out = []
+    for m in members:
+        frame = frames[m][sel]
+        for spec in feature_specs(schemas[m]):
+            series = frame[spec.name]
+            if spec.kind == "onehot":
+                levels = spec.levels or []
+                x = series.map({lv: float(i) for i, lv in enumerate(levels)}).to_numpy(dtype=np.float64)
+                binning = woe_binning(x, y[sel], edges=np.arange(len(levels) - 1) + 0.5)
+            else:
+                binning = woe_binning(_numeric(spec, series, m), y[sel], n_bins=n_bins)
+            out.append(FeatureIv(member=m, column=spec.name, iv=binning.iv, strength=binning.strength,
+                                 missing_rate=float(series.isna().mean()), bins=len(binning.bins)))
+    return sorted(out, key=lambda f: -f.iv)
+
+
+class FeatureIv(BaseModel):
+    """Information value of one feature."""
+
+    member: str
+    column: str
+    iv: float
+    strength: str
+    missing_rate: float
+    bins: int
 
 
 class ModelRun(BaseModel):

@@ -216,7 +216,7 @@ def psi(expected: np.ndarray | Sequence[float], actual: np.ndarray | Sequence[fl
 
 
 class WoeBin(BaseModel):
-    """One bin of a WOE binning; ``missing`` marks the bin of missing values."""
+    """One bin of a WOE binning: ``lower`` < x ≤ ``upper`` (None: open end); ``missing`` marks the bin of NaNs."""
 
     lower: float | None
     upper: float | None
@@ -239,14 +239,16 @@ class WoeBinning(BaseModel):
         """The customary reading of the information value."""
         iv = self.iv
         return ("useless" if iv < 0.02 else "weak" if iv < 0.1 else "medium" if iv < 0.3
-                else "strong" if iv < 0.5 else "suspiciously strong")
+                else "strong" if iv < 0.5 else "very strong")
 
 
 def woe_binning(x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[int], n_bins: int = 5,
                 edges: Sequence[float] | None = None) -> WoeBinning:
     """Bin ``x`` (quantile bins, or inner cut points ``edges``), missing values in a bin of their own.
 
-    Bins are ``[lower, upper)`` with open ends; WOE = ln(dist_good / dist_bad) with
+    Bins are right-closed, ``(lower, upper]``, with open ends, so a value that fills many
+    quantiles (a zero count, a 0/1 flag) stays in one bin and the values above it in others.
+    WOE = ln(dist_good / dist_bad) with
     ``WOE_SMOOTHING`` added to both counts of a bin when either is zero;
     IV = Σ (dist_good − dist_bad) · WOE.
     """
@@ -257,13 +259,15 @@ def woe_binning(x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[int], 
     miss = np.isnan(xv)
     if edges is None:
         observed = xv[~miss]
-        cuts = quantile_edges(observed, n_bins)[1:-1] if len(observed) else np.array([])
+        cuts = (np.unique(np.quantile(observed, np.linspace(0.0, 1.0, n_bins + 1)[1:-1])) if len(observed)
+                else np.array([]))
+        cuts = cuts[cuts < observed.max()] if len(observed) else cuts  # no empty top bin
     else:
         cuts = np.asarray(edges, dtype=np.float64)
         if len(cuts) and not (np.diff(cuts) > 0).all():
             raise MetricInputError("edges must be strictly increasing")
     bounds = np.concatenate([[-np.inf], cuts, [np.inf]])
-    idx = np.searchsorted(cuts, np.where(miss, 0.0, xv), side="right")
+    idx = np.searchsorted(cuts, np.where(miss, 0.0, xv), side="left")
     total_good, total_bad = int((y == 0).sum()), int(y.sum())
     groups: list[tuple[float | None, float | None, bool, np.ndarray]] = [
         (None if i == 0 else float(bounds[i]), None if i == len(bounds) - 2 else float(bounds[i + 1]), False,
@@ -296,5 +300,5 @@ def woe_transform(binning: WoeBinning, x: np.ndarray | Sequence[float]) -> np.nd
             continue
         lo = -np.inf if b.lower is None else b.lower
         hi = np.inf if b.upper is None else b.upper
-        out[~miss & (xv >= lo) & (xv < hi)] = b.woe
+        out[~miss & (xv > lo) & (xv <= hi)] = b.woe
     return out

@@ -76,6 +76,16 @@ class ModelSummary(BaseModel):
     n_monitoring: int | None = None
 
 
+class FeatureIvRow(BaseModel):
+    """Information value of one feature, as the report lists it."""
+
+    member: str
+    column: str
+    iv: float
+    strength: str
+    missing_rate: float
+
+
 class ReportSummary(BaseModel):
     """Everything the report shows, as numbers (also written to ``summary.json``)."""
 
@@ -88,6 +98,7 @@ class ReportSummary(BaseModel):
     targets: dict[str, bool] = {}
     files: dict[str, str] = {}
     notes: list[str] = []
+    feature_iv: list[FeatureIvRow] = []
 
     def model(self, name: str) -> ModelSummary:
         """The summary of model ``name``."""
@@ -274,6 +285,12 @@ points = scorecard points (600 at odds 50:1, 20 points to double the odds, 300�
 <td>{{ "%.1f"|format(100 * b.cum_bad_share) }}%</td></tr>{% endfor %}</table>
 {% endfor %}
 
+{% if s.feature_iv %}<h2>Information value of the features (training rows)</h2>
+<p class="small">IV &lt; 0.02 useless, 0.02–0.1 weak, 0.1–0.3 medium, 0.3–0.5 strong, &gt; 0.5 very strong.</p>
+<table><tr><th class="l">member</th><th class="l">column</th><th>IV</th><th class="l">strength</th><th>missing</th></tr>
+{% for f in s.feature_iv %}<tr><td class="l">{{ f.member }}</td><td class="l">{{ f.column }}</td><td>{{ "%.3f"|format(f.iv) }}</td>
+<td class="l">{{ f.strength }}</td><td>{{ "%.1f"|format(100 * f.missing_rate) }}%</td></tr>{% endfor %}</table>{% endif %}
+
 {% if s.files.psi %}<h2>Population stability (training → monitoring)</h2><img src="{{ s.files.psi }}" alt="PSI">
 <p class="small">PSI &lt; 0.1 stable, 0.1–0.25 moderate shift, &gt; 0.25 significant shift; bins are deciles of the
 training scores.</p>
@@ -289,8 +306,13 @@ training scores.</p>
 
 
 def build_report(models: Sequence[ModelScores], out_dir: Path, title: str = "Bank credit — joint model report",
-                 notes: Sequence[str] = (), edges: Sequence[float] = POINT_EDGES) -> ReportSummary:
-    """Compute every model's numbers, draw the plots and write ``report.html`` and ``summary.json``."""
+                 notes: Sequence[str] = (), edges: Sequence[float] = POINT_EDGES,
+                 feature_iv: Sequence[BaseModel] = ()) -> ReportSummary:
+    """Compute every model's numbers, draw the plots and write ``report.html`` and ``summary.json``.
+
+    ``feature_iv`` (e.g. from :func:`~scenarios.bank_credit.baselines.information_values`)
+    adds a table of the features' information values.
+    """
     import jinja2
 
     _validate(models)
@@ -299,7 +321,8 @@ def build_report(models: Sequence[ModelScores], out_dir: Path, title: str = "Ban
     out_dir.mkdir(parents=True, exist_ok=True)
     by_role = {s.role: s for s in summaries}
     summary = ReportSummary(title=title, generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                            models=summaries, notes=list(notes))
+                            models=summaries, notes=list(notes),
+                            feature_iv=[FeatureIvRow.model_validate(f, from_attributes=True) for f in feature_iv])
     fed, bank, cent = by_role.get("federated"), by_role.get("bank_only"), by_role.get("centralized")
     if cent and bank:
         summary.centralized_uplift = cent.auc - bank.auc

@@ -154,3 +154,20 @@ def test_model_predict_reproduces_its_scores(fed20k):
     assert any(n.startswith("court.dishonest_debtor_flag") for n in run.feature_names)
     w = dict(zip(run.feature_names, run.coef, strict=True))
     assert w["court.dishonest_debtor_flag"] > 0  # the dishonest-debtor flag raises the PD
+
+
+def test_information_values_rank_the_planted_signal(fed20k):
+    from scenarios.bank_credit.baselines import information_values
+
+    frames = joined_frame(fed20k, "bank_a", DEPARTMENTS, "inner")
+    y = frames["bank_a"][LABEL].to_numpy()
+    ivs = information_values(frames, fed20k.schemas, ["bank_a", *DEPARTMENTS], y,
+                             rows=~holdout_mask(frames["bank_a"][KEY]))
+    by = {f"{f.member}.{f.column}": f for f in ivs}
+    assert len(by) == sum(len(fed20k.schemas[m].feature_columns) for m in ["bank_a", *DEPARTMENTS])
+    assert [f.iv for f in ivs] == sorted((f.iv for f in ivs), reverse=True)
+    for strong in ("court.dishonest_debtor_flag", "power.elec_trend_6m", "social.insured_trend_12m",
+                   "tax.tax_arrears_amount", "bank_a.past_overdue_24m", "bank_a.credit_utilisation"):
+        assert by[strong].iv > 0.2, (strong, by[strong].iv)
+    assert by["market.individual_business"].iv < 0.02  # carries no planted signal
+    assert by["court.dishonest_debtor_flag"].bins == 2 and by["market.industry_code"].bins == 8

@@ -142,9 +142,20 @@ def test_woe_iv_hand_computed():
     # bin 1: 3 goods of 4, 1 bad of 4 → WOE ln(0.75/0.25) = ln 3; bin 2: −ln 3; IV = 2 · 0.5 · ln 3
     assert [x.woe for x in b.bins] == pytest.approx([math.log(3), -math.log(3)])
     assert b.iv == pytest.approx(math.log(3))
-    assert b.strength == "suspiciously strong"
+    assert b.strength == "very strong"
     assert [(x.lower, x.upper) for x in b.bins] == [(None, 1.5), (1.5, None)]
-    np.testing.assert_allclose(woe_transform(b, [0.0, 1.5, 9.0]), [math.log(3), -math.log(3), -math.log(3)])
+    # right-closed bins: 1.5 belongs to the first bin
+    np.testing.assert_allclose(woe_transform(b, [0.0, 1.5, 1.6, 9.0]), [math.log(3), math.log(3), -math.log(3),
+                                                                        -math.log(3)])
+
+
+def test_woe_keeps_zero_inflated_and_binary_features_apart():
+    x = np.array([0] * 90 + [1] * 6 + [3] * 4, dtype=float)  # mostly zero counts
+    y = np.array([0] * 85 + [1] * 5 + [0, 1] * 3 + [1] * 4)
+    b = woe_binning(x, y, n_bins=5)
+    assert [(x.lower, x.upper, x.count) for x in b.bins] == [(None, 0.0, 90), (0.0, None, 10)]
+    flag = woe_binning(np.array([0.0, 0.0, 0.0, 1.0]), np.array([0, 0, 1, 1]), n_bins=5)
+    assert [x.count for x in flag.bins] == [3, 1] and flag.iv > 0
 
 
 def test_woe_missing_bin_and_smoothing():
