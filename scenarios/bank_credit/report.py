@@ -204,10 +204,15 @@ def _plot_bands(summaries: Sequence[ModelSummary], path: Path) -> None:
     labels = [_band_label(b) for b in summaries[0].bands]
     width = 0.8 / len(summaries)
     x = np.arange(len(labels))
+    top = max(100 * (b.default_rate or 0.0) for s in summaries for b in s.bands) or 1.0
     for i, s in enumerate(summaries):
         rates = [100 * (b.default_rate or 0.0) for b in s.bands]
-        ax.bar(x + (i - (len(summaries) - 1) / 2) * width, rates, width, color=_COLOURS[i % len(_COLOURS)],
-               label=s.name)
+        xs = x + (i - (len(summaries) - 1) / 2) * width
+        ax.bar(xs, rates, width, color=_COLOURS[i % len(_COLOURS)], label=s.name)
+        for xi, r, b in zip(xs, rates, s.bands, strict=True):  # rows per bar; "–" for an empty band
+            ax.text(xi, r + 0.01 * top, f"n={b.count:,}" if b.count else "–", ha="center", va="bottom",
+                    fontsize=7, rotation=90, color="#444")
+    ax.set_ylim(0, top * 1.22)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=9)
     ax.set(xlabel="scorecard points band (higher = safer)", ylabel="default rate in band (%)",
