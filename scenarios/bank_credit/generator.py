@@ -179,6 +179,24 @@ class FederationData:
             self.truth[name] = pd.read_csv(path, dtype={KEY: str, "district": str})
         return self.truth[name]
 
+    def csv_path(self, member: str, snapshot: Snapshot = "training") -> Path:
+        """Where ``member``'s CSV of ``snapshot`` lives (its schema is next to it as ``<member>.schema.json``)."""
+        if member not in MEMBERS:
+            raise FederationDataError(f"unknown member {member!r}; expected one of {MEMBERS}")
+        return self._dir(snapshot) / f"{member}.csv"
+
+    def verify(self) -> None:
+        """Re-hash every file listed in the manifest; raise FederationDataError on any mismatch."""
+        base = self._require_dir()
+        if self.manifest is None:
+            raise FederationDataError(f"{base} has no manifest to verify against")
+        for f in self.manifest.files:
+            path = base / f.path
+            if not path.exists():
+                raise FederationDataError(f"{f.path} is listed in the manifest but missing")
+            if file_hashes(path) != (f.sm3, f.sha256):
+                raise FederationDataError(f"{f.path} does not match its SM3 digest in the manifest")
+
     def _require_dir(self) -> Path:
         if self.out_dir is None:
             raise FederationDataError("tables were not kept in memory and no out_dir was written")
@@ -195,14 +213,20 @@ class FederationData:
         manifest_path = out_dir / "manifest.json"
         if not manifest_path.exists():
             raise FederationDataError(f"{out_dir} is not a generated federation (no manifest.json)")
-        manifest = GenerationManifest.model_validate_json(manifest_path.read_text("utf-8"))
+        try:
+            manifest = GenerationManifest.model_validate_json(manifest_path.read_text("utf-8"))
+        except ValueError as exc:
+            raise FederationDataError(f"{manifest_path} is not a valid manifest: {exc}") from exc
         schemas, mon = {}, {}
         for m in MEMBERS:
             for snap, target, base in (("training", schemas, out_dir), ("monitoring", mon, out_dir / MONITORING_DIR)):
                 p = base / f"{m}.schema.json"
                 if not p.exists():
                     raise FederationDataError(f"missing schema {p}")
-                target[m] = TableSchema.read(p)
+                try:
+                    target[m] = TableSchema.read(p)
+                except ValueError as exc:
+                    raise FederationDataError(f"{p} is not a valid schema: {exc}") from exc
                 if target[m].snapshot != snap:
                     raise FederationDataError(f"{p} is the {target[m].snapshot} snapshot, expected {snap}")
         return cls(n_enterprises=manifest.n_enterprises, seed=manifest.seed, schemas=schemas,

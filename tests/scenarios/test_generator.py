@@ -251,3 +251,21 @@ def test_a_failed_run_leaves_nothing_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         generate(500, seed=2, out_dir=tmp_path / "new")
     assert not (tmp_path / "new").exists()
+
+
+def test_verify_detects_tampering(tmp_path):
+    d = generate(400, seed=4, out_dir=tmp_path / "v")
+    d.verify()
+    assert d.csv_path("bank_b") == tmp_path / "v" / "bank_b.csv"
+    assert d.csv_path("bank_b", "monitoring") == tmp_path / "v" / "monitoring" / "bank_b.csv"
+    path = d.csv_path("court")
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][:-1] + ("1" if lines[1][-1] == "0" else "0")  # flip one flag
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FederationDataError, match="court.csv"):
+        FederationData.load(tmp_path / "v").verify()
+    (tmp_path / "v" / "manifest.json").write_text("{not json")
+    with pytest.raises(FederationDataError, match="not a valid manifest"):
+        FederationData.load(tmp_path / "v")
+    with pytest.raises(FederationDataError):
+        generate(50).verify()  # nothing written
