@@ -33,6 +33,7 @@ from protocols.secretflow.errors import (
 from protocols.secretflow.runner import build_party_configs, run_vertical_job
 from protocols.secretflow.spec import ModelParams, PartyExit, PartySpec, VerticalJobSpec
 from protocols.secretflow.synthetic import make_vertical_data, plaintext_reference
+from protocols.secretflow.traces import remove_psi_traces
 
 
 def party_processes(tmp_path: Path) -> list[str]:
@@ -47,6 +48,11 @@ def party_processes(tmp_path: Path) -> list[str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def psi_traces_naming(tmp_path: Path) -> list[Path]:
+    """libpsi's /tmp/psi_*.trace files written by this test's parties (they embed the cmdline)."""
+    return [p for p in Path("/tmp").glob("psi_*.trace") if str(tmp_path).encode() in p.read_bytes()]
 
 
 def true_overlap(spec: VerticalJobSpec) -> set[str]:
@@ -93,11 +99,14 @@ def test_party_configs_hold_only_own_paths_and_distinct_ports(tmp_path):
     assert set(configs["bank"].cluster.endpoint("tax").psi_ports) == {"bank"}
 
 
-def test_psi_schedule_resyncs_earlier_peers():
-    assert party_mod.psi_schedule("l", ["a", "b", "l"]) == [("a", False), ("b", False), ("a", True)]
-    assert party_mod.psi_schedule("l", ["a", "l"]) == [("a", False)]
+def test_psi_schedule_reveals_only_the_final_intersection_to_departments():
+    R = party_mod.PsiRound
+    # forward rounds stay with the label holder until the last, then earlier peers are resynced
+    assert party_mod.psi_schedule("l", ["a", "b", "l"]) == [R("a", False), R("b", True), R("a", True)]
+    assert party_mod.psi_schedule("l", ["a", "l"]) == [R("a", True)]
     four = party_mod.psi_schedule("l", ["a", "b", "c", "l"])
-    assert len(four) == 5 and four[-1] == ("b", True)
+    assert [r.peer for r in four] == ["a", "b", "c", "a", "b"]
+    assert [r.reveal_to_peer for r in four] == [False, False, True, True, True]
 
 
 @pytest.mark.parametrize(
@@ -132,6 +141,18 @@ def test_party_rejects_config_for_another_party(tmp_path):
     assert party_mod.main(["--config", str(cfg_path), "--party", "bank"]) == PartyExit.CONFIG
     cfg_path.write_text("{not json")
     assert party_mod.main(["--config", str(cfg_path), "--party", "tax"]) == PartyExit.CONFIG
+
+
+def test_remove_psi_traces_removes_only_matching_files(tmp_path):
+    mine = tmp_path / "psi_AAA.trace"
+    mine.write_bytes(b"\x00python\x12protocols.secretflow.party\x12/run/1/party-tax.json\x00")
+    other = tmp_path / "psi_BBB.trace"
+    other.write_bytes(b"\x00python\x12protocols.secretflow.party\x12/run/2/party-tax.json\x00")
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("/run/1/party-tax.json")
+    assert remove_psi_traces("/run/1/party-", trace_dir=tmp_path) == 1
+    assert not mine.exists() and other.exists() and unrelated.exists()
+    assert remove_psi_traces("", trace_dir=tmp_path) == 0
 
 
 # ---------------------------------------------------------------- real processes
@@ -187,6 +208,7 @@ def test_three_parties_psi_and_sslr_match_plaintext(tmp_path, no_leaked_processe
     done = {(e["party"], e["stage"]) for e in events if e["event"] == "stage" and e.get("status") == "done"}
     assert {("bank", "psi"), ("tax", "train"), ("power", "predict")} <= done
     assert party_processes(tmp_path) == []
+    assert psi_traces_naming(tmp_path) == []
 
 
 @pytest.mark.slow

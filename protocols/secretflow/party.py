@@ -8,8 +8,8 @@ Every party of a job runs this same driver with its own config. It
 2. joins the cluster (``sf.init(..., ray_mode=False)``, gRPC on 127.0.0.1),
 3. intersects on the join key with two-party PSI (RR22 by default): the label
    holder runs PSI with each other party in turn, keeping the shrinking
-   intersection, then once more with every party but the last so that all
-   parties end on the same rows (see :func:`psi_schedule`),
+   intersection to itself, then hands the final intersection to every other
+   party (see :func:`psi_schedule`),
 4. trains SS-LR on an SPU shared by all parties and predicts jointly, the
    predictions revealed to the label holder only,
 5. writes into its own ``output_dir`` only: ``psi_output.csv`` (its intersected
@@ -31,7 +31,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ from protocols.secretflow.spec import (
     PartyResult,
     StageTimes,
 )
+from protocols.secretflow.traces import remove_psi_traces
 
 PSI_OUTPUT = "psi_output.csv"
 PREDICTIONS = "predictions.csv"
@@ -137,16 +138,26 @@ def validate_input(cfg: PartyConfig) -> int:
     return len(frame)
 
 
-def psi_schedule(label_party: str, names: list[str]) -> list[tuple[str, bool]]:
-    """The sequence of two-party PSI rounds as ``(peer, resync)`` pairs, run with the label holder.
+class PsiRound(NamedTuple):
+    """One two-party PSI between the label holder and ``peer``."""
 
-    Forward rounds (``resync=False``) intersect the label holder's current rows with
-    each peer in turn; afterwards the label holder holds the full intersection but
-    the earlier peers hold only their pairwise one, so resync rounds intersect them
-    once more with the final set. ``k`` peers take ``2k - 1`` rounds.
+    peer: str
+    reveal_to_peer: bool  # broadcast the result to the peer (else only the label holder learns it)
+
+
+def psi_schedule(label_party: str, names: list[str]) -> list[PsiRound]:
+    """The two-party PSI rounds, all run by the label holder, that leave every party on the same rows.
+
+    Forward rounds intersect the label holder's running set with each peer in turn,
+    the result kept by the label holder only; the last forward round yields the full
+    intersection and reveals it to that peer, and one more round with each earlier
+    peer hands it the full intersection too. ``k`` peers take ``2k - 1`` rounds, and a
+    department never learns more than the final intersection. (The label holder does
+    learn its running intersections — inherent in chaining two-party PSI.)
     """
     peers = [n for n in names if n != label_party]
-    return [(p, False) for p in peers] + [(p, True) for p in peers[:-1]]
+    forward = [PsiRound(p, reveal_to_peer=(i == len(peers) - 1)) for i, p in enumerate(peers)]
+    return forward + [PsiRound(p, reveal_to_peer=True) for p in peers[:-1]]
 
 
 def _runtime_config(protocol: str) -> dict[str, Any]:
@@ -252,7 +263,7 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
         sf_protocol, curve = PSI_PROTOCOLS[cfg.psi_protocol]
         pair_spu: dict[str, Any] = {}
         current = {n: (str(cfg.me.input_csv.resolve()) if n == me else "") for n in names}
-        for rnd, (peer, resync) in enumerate(psi_schedule(label, names)):
+        for rnd, (peer, reveal) in enumerate(psi_schedule(label, names)):
             if peer not in pair_spu:
                 nodes = [
                     {
@@ -281,7 +292,7 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
                             output_path=out[n],
                             receiver=label,
                             table_keys_duplicated=False,
-                            broadcast_result=True,
+                            broadcast_result=reveal,
                             protocol=sf_protocol,
                             ecdh_curve=curve,
                         ),
@@ -289,8 +300,9 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
                 )
             sf.wait(refs)  # synchronizes without revealing the reports
             current[label] = out[label]
-            current[peer] = out[peer]
-            emit("stage", stage="psi", status="round", round=rnd, peer=peer, resync=resync)
+            if reveal:
+                current[peer] = out[peer]
+            emit("stage", stage="psi", status="round", round=rnd, peer=peer, revealed_to_peer=reveal)
             # one bit, revealed to all: is the running intersection empty? (it only shrinks, so
             # this says no more than the final result will) — lets every party stop cleanly
             if sf.reveal(pyu[label](_is_empty)(current[label])):
@@ -438,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # any engine failure: report it with its traceback
         traceback.print_exc(file=sys.stderr)
         return fail(PartyExit.RUNTIME, f"{type(exc).__name__}: {exc}")
+    finally:
+        remove_psi_traces(str(args.config))  # libpsi's /tmp/psi_*.trace files that name our config
     emit("result", result=json.loads(result.model_dump_json()))
     return 0
 

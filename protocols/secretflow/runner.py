@@ -49,6 +49,7 @@ from protocols.secretflow.spec import (
     VerticalJobSpec,
     psi_peers,
 )
+from protocols.secretflow.traces import remove_psi_traces
 
 PARTY_MODULE = "protocols.secretflow.party"
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -259,6 +260,7 @@ def run_vertical_job(
     else:
         _stop(parties, grace_s)  # all exited already; reaps and joins the readers
     finally:
+        remove_psi_traces(str(work / "party-"))  # traces of parties that were killed mid-PSI
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
     return result
