@@ -41,6 +41,11 @@ def create_app(settings: CoordinatorSettings, coord: Coordinator | None = None) 
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         return JSONResponse(status_code=422, content={"error": "InvalidRequest", "detail": detail})
 
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return JSONResponse(status_code=500, content={"error": "InternalError", "detail": type(exc).__name__})
+
     for r in (directory.router, jobs.router):
         app.include_router(r)
     return app

@@ -174,7 +174,7 @@ class Coordinator:
                         key_column=e.get("key_column"), row_count=e.get("row_count", 0),
                         max_grade=e.get("max_grade", 0), schema_hash=e.get("schema_hash", ""),
                         columns_json=json.dumps(cols, ensure_ascii=False), categories=",".join(cats), text=text,
-                        updated_at=datetime.fromisoformat(e["updated_at"]) if e.get("updated_at") else None,
+                        updated_at=_iso(e.get("updated_at")),
                     ))
                 snap = session.get(PolicySnapshot, m.name) or PolicySnapshot(member=m.name, policy_json="{}")
                 snap.policy_json, snap.pulled_at = json.dumps(policy), utcnow()
@@ -658,6 +658,12 @@ class Coordinator:
         if silent >= self.settings.node_timeout_s:
             return self._fail(job_id, f"node {t.member} stopped answering for {silent:.0f}s: {exc.detail}")
         return S.RUNNING
+
+
+def _iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def wait_for(coord: Coordinator, job_id: str, states: set[JobState], timeout: float = 60.0) -> JobState:

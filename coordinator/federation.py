@@ -1,0 +1,366 @@
+"""A local federation from one config file: anvil, the contracts, the coordinator and every node,
+each in its own process with its own database and keys.
+
+``dcp up --config federation.yaml`` calls :func:`up`, which writes a state file (pids, URLs,
+addresses) that ``dcp down`` (:func:`down`) uses to stop everything. With ``chain.rpc_url`` set and
+real host names the same file describes a federation across machines (each machine starts the
+members whose ``host`` it owns; see ``coordinator/examples/federation.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from coordinator.errors import FederationError, InvalidFederationConfig
+from dcp.net import free_port
+from dcp.settings import project_root
+
+STATE_FILE = "federation.state.json"
+ROLES = {"department": 1, "bank": 2, "regulator": 3, "coordinator": 4, "researcher": 5}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Model):
+    name: str
+    file: Path
+    key_column: str | None = None
+    description: str = ""
+    columns: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Column hints: dtype, grade (1-4), category, description."""
+
+
+class MemberConfig(_Model):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    role: Literal["department", "bank", "regulator", "researcher"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, lt=65536)
+    """0 = a free port."""
+    policy: dict[str, Any] = Field(default_factory=dict)
+    datasets: list[DatasetConfig] = Field(default_factory=list)
+
+
+class ChainConfig(_Model):
+    rpc_url: str | None = None
+    """None: start a local anvil."""
+    registry: str | None = None
+    """With rpc_url: an existing deployment; None deploys the contracts."""
+    governors: int = Field(default=3, ge=1)
+    threshold: int = Field(default=2, ge=1)
+
+
+class CoordinatorConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, lt=65536)
+    node_timeout_s: float = 15.0
+    poll_interval_s: float = 0.5
+
+
+class FederationConfig(_Model):
+    name: str = "local"
+    work_dir: Path = Path("var/federation")
+    chain: ChainConfig = Field(default_factory=ChainConfig)
+    coordinator: CoordinatorConfig = Field(default_factory=CoordinatorConfig)
+    members: list[MemberConfig] = Field(min_length=2)
+    scrypt_n: int = 2**14
+
+    @model_validator(mode="after")
+    def _check(self) -> FederationConfig:
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must be unique: {names}")
+        if self.chain.threshold > self.chain.governors:
+            raise ValueError("chain.threshold cannot exceed chain.governors")
+        for h in [self.coordinator.host, *(m.host for m in self.members)]:
+            if h in ("0.0.0.0", "::", "[::]"):
+                raise ValueError("never bind all interfaces; name the address")
+        return self
+
+
+def load_federation_config(path: str | Path) -> FederationConfig:
+    """Load and validate a federation file; relative paths are relative to it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise InvalidFederationConfig(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidFederationConfig(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        cfg = FederationConfig.model_validate(raw)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise InvalidFederationConfig(
+            f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}") from None
+    base = path.parent.resolve()
+    if not cfg.work_dir.is_absolute():
+        cfg.work_dir = (base / cfg.work_dir).resolve()
+    for m in cfg.members:
+        for d in m.datasets:
+            if not d.file.is_absolute():
+                d.file = (base / d.file).resolve()
+            if not d.file.is_file():
+                raise InvalidFederationConfig(f"{path}: dataset file of {m.name}/{d.name} not found: {d.file}")
+    return cfg
+
+
+class FederationState(BaseModel):
+    """What ``dcp down`` needs, and what clients need to find the federation."""
+
+    name: str
+    work_dir: Path
+    rpc_url: str
+    registry: str
+    coordinator_url: str
+    nodes: dict[str, str]
+    pids: dict[str, int]
+    keys_dir: Path
+    passphrase_file: Path
+    accounts: dict[str, str]
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    fh = log.open("ab")
+    return subprocess.Popen(
+        args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        cwd=project_root(), start_new_session=True,
+    )
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, what: str, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise FederationError(f"{what} exited with {proc.returncode}:\n{tail}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise FederationError(f"{what} did not answer on {url} within {timeout:.0f}s")
+
+
+def stop_pid(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL after ``grace`` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return
+        except ChildProcessError:  # not our child: poll for its exit
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def up(cfg: FederationConfig, on_step: Any = None) -> FederationState:
+    """Bring the federation up; on any failure everything started so far is stopped again."""
+    say = on_step or (lambda msg: None)
+    work = cfg.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    if (work / STATE_FILE).exists():
+        raise FederationError(f"a federation is already up in {work} (run dcp down first)")
+    pids: dict[str, int] = {}
+    try:
+        return _up(cfg, work, pids, say)
+    except BaseException:
+        for pid in reversed(list(pids.values())):
+            stop_pid(pid)
+        raise
+
+
+def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> FederationState:
+    from web3 import HTTPProvider, Web3
+
+    from contracts.client import ChainClient
+    from contracts.models import MemberAdmission, Role
+    from coordinator.chain import connect
+    from coordinator.manifest import dataset_chain_id
+    from protocols.crypto.keystore import create_keystore, load_keystore
+
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    keys_dir = work / "keys"
+    keys_dir.mkdir(exist_ok=True)
+    pass_file = work / "passphrase"
+    if not pass_file.exists():
+        pass_file.write_text(secrets.token_urlsafe(24))
+        pass_file.chmod(0o600)
+    passphrase = pass_file.read_text().strip()
+    env = {**os.environ, "PYTHONPATH": str(project_root())}
+
+    # chain
+    if cfg.chain.rpc_url is None:
+        from contracts.anvil import AnvilNode
+
+        anvil = AnvilNode(accounts=max(10, cfg.chain.governors + 1))
+        anvil.start()
+        assert anvil.pid is not None
+        pids["anvil"] = anvil.pid
+        rpc_url = anvil.url
+        say(f"anvil on {rpc_url}")
+    else:
+        rpc_url = cfg.chain.rpc_url
+    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    accounts = list(w3.eth.accounts)
+    governors = accounts[: cfg.chain.governors]
+    if cfg.chain.registry:
+        admin = ChainClient.connect(w3, cfg.chain.registry)
+    else:
+        admin = ChainClient.deploy(w3, accounts[0], governors, cfg.chain.threshold)
+        say(f"contracts deployed: Registry {admin.deployment.registry}")
+    registry = admin.deployment.registry
+
+    # keys, funding, admission
+    keys = {}
+    addresses: dict[str, str] = {}
+    members = [("coordinator", "coordinator")] + [(m.name, m.role) for m in cfg.members]
+    for name, role in members:
+        path = keys_dir / f"{name}.keystore.json"
+        if path.exists():
+            k = load_keystore(path, passphrase)
+        else:
+            _, k = create_keystore(keys_dir, name, passphrase, scrypt_n=cfg.scrypt_n)
+        keys[name] = k
+        addr = k.public.chain_address
+        addresses[name] = addr
+        if admin.member(addr) is None:
+            w3.eth.send_transaction({"from": accounts[0], "to": addr, "value": w3.to_wei(100, "ether")})
+            admin.admit(governors, MemberAdmission(
+                account=addr, role=Role(ROLES[role]), name=name,
+                sm2_public_key=bytes.fromhex(k.public.sm2_public_key),
+                bls_public_key=bytes.fromhex(k.public.bls_public_key), bls_pop=bytes.fromhex(k.public.bls_pop),
+            ))
+    say(f"{len(members)} members admitted by governance ({cfg.chain.threshold} of {cfg.chain.governors})")
+
+    # ports and URLs
+    coord_port = cfg.coordinator.port or free_port(cfg.coordinator.host)
+    coord_url = f"http://{cfg.coordinator.host}:{coord_port}"
+    node_urls: dict[str, str] = {}
+    node_cfgs: dict[str, Path] = {}
+    for m in cfg.members:
+        port = m.port or free_port(m.host)
+        node_urls[m.name] = f"http://{m.host}:{port}"
+        d = work / "nodes" / m.name
+        d.mkdir(parents=True, exist_ok=True)
+        policy_file = d / "policy.yaml"
+        policy_file.write_text(yaml.safe_dump(m.policy))
+        node_cfgs[m.name] = d / "node.yaml"
+        node_cfgs[m.name].write_text(yaml.safe_dump({
+            "name": m.name, "host": m.host, "port": port, "work_dir": str(d),
+            "policy_file": str(policy_file), "keystore_path": str(keys_dir / f"{m.name}.keystore.json"),
+            "anchor_file": str(d / "anchors.log"),
+        }))
+
+    # nodes
+    procs = {}
+    for m in cfg.members:
+        log = logs / f"{m.name}.log"
+        procs[m.name] = _spawn(
+            [sys.executable, "-m", "coordinator.nodehost", "--config", str(node_cfgs[m.name]), "--rpc", rpc_url,
+             "--registry", registry, "--coordinator", coord_url],
+            log, {**env, "DCP_NODE_KEYSTORE_PASSPHRASE": passphrase})
+        pids[m.name] = procs[m.name].pid
+    for m in cfg.members:
+        _wait_http(f"{node_urls[m.name]}/health", procs[m.name], f"node {m.name}", logs / f"{m.name}.log")
+    say(f"{len(cfg.members)} nodes up")
+
+    # datasets: ingest on the node, register on chain from the owner's own account
+    for m in cfg.members:
+        owner = connect(rpc_url, registry, keys[m.name].chain_private_key)
+        for ds in m.datasets:
+            with ds.file.open("rb") as fh:
+                fields = {"name": ds.name, "description": ds.description, "columns": json.dumps(ds.columns)}
+                if ds.key_column:
+                    fields["key_column"] = ds.key_column
+                r = httpx.post(f"{node_urls[m.name]}/datasets/upload", data=fields, files={"file": (ds.file.name, fh)},
+                               timeout=300)
+            if r.status_code >= 400:
+                raise FederationError(f"ingesting {m.name}/{ds.name} failed: {r.text[:300]}")
+            entry = httpx.get(f"{node_urls[m.name]}/catalog/{ds.name}", timeout=30).json()
+            did = dataset_chain_id(m.name, ds.name)
+            if admin.dataset(did) is None:
+                owner.register_dataset(addresses[m.name], did, bytes.fromhex(entry["schema_hash"]), entry["max_grade"])
+    say("datasets ingested and registered on chain")
+
+    # coordinator
+    cdir = work / "coordinator"
+    cdir.mkdir(exist_ok=True)
+    ccfg = cdir / "coordinator.yaml"
+    ccfg.write_text(yaml.safe_dump({
+        "host": cfg.coordinator.host, "port": coord_port, "work_dir": str(cdir), "rpc_url": rpc_url,
+        "registry_address": registry, "keystore_path": str(keys_dir / "coordinator.keystore.json"),
+        "nodes": node_urls, "node_timeout_s": cfg.coordinator.node_timeout_s,
+        "poll_interval_s": cfg.coordinator.poll_interval_s,
+    }))
+    clog = logs / "coordinator.log"
+    cproc = _spawn([sys.executable, "-m", "coordinator", "--config", str(ccfg)], clog,
+                   {**env, "DCP_COORD_KEYSTORE_PASSPHRASE": passphrase})
+    pids["coordinator"] = cproc.pid
+    _wait_http(f"{coord_url}/health", cproc, "coordinator", clog)
+    httpx.post(f"{coord_url}/members/sync", timeout=60).raise_for_status()
+    status = httpx.post(f"{coord_url}/catalog/refresh", timeout=60).json()
+    bad = {k: v for k, v in status.items() if v != "ok"}
+    if bad:
+        raise FederationError(f"catalog pull failed: {bad}")
+    say(f"coordinator on {coord_url}")
+
+    state = FederationState(
+        name=cfg.name, work_dir=work, rpc_url=rpc_url, registry=registry, coordinator_url=coord_url,
+        nodes=node_urls, pids=pids, keys_dir=keys_dir, passphrase_file=pass_file, accounts=addresses,
+    )
+    (work / STATE_FILE).write_text(state.model_dump_json(indent=2))
+    return state
+
+
+def read_state(work_dir: str | Path) -> FederationState:
+    """The state file of the federation in ``work_dir``."""
+    path = Path(work_dir) / STATE_FILE
+    if not path.is_file():
+        raise FederationError(f"no federation is up in {work_dir} (no {STATE_FILE})")
+    return FederationState.model_validate_json(path.read_text())
+
+
+def down(work_dir: str | Path) -> list[str]:
+    """Stop every process of the federation in ``work_dir`` (coordinator first, anvil last)."""
+    state = read_state(work_dir)
+    order = ["coordinator", *[n for n in state.pids if n not in ("coordinator", "anvil")], "anvil"]
+    stopped = []
+    for name in order:
+        pid = state.pids.get(name)
+        if pid is not None:
+            stop_pid(pid)
+            stopped.append(name)
+    (Path(work_dir) / STATE_FILE).unlink(missing_ok=True)
+    return stopped
