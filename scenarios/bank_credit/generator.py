@@ -37,6 +37,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -620,19 +621,29 @@ def _chunks(n: int, seed: int, schemas: dict[Snapshot, dict[str, TableSchema]]) 
 
 
 class _Sinks:
-    """CSV writers appended chunk by chunk, plus optional in-memory copies."""
+    """CSV writers appended chunk by chunk (on one background thread, so writing chunk k
+    overlaps generating chunk k+1; at most one chunk is in flight), plus optional in-memory copies."""
 
     def __init__(self, out_dir: Path | None, keep: bool) -> None:
         self.out_dir, self.keep = out_dir, keep
         self.writers: dict[str, pacsv.CSVWriter] = {}
         self.parts: dict[str, list[pa.Table]] = {}
         self.rows: dict[str, int] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank-credit-csv")
+        self._pending: Future[None] | None = None
 
-    def write(self, rel: str, table: pa.Table) -> None:
-        self.rows[rel] = self.rows.get(rel, 0) + table.num_rows
-        if self.keep:
-            self.parts.setdefault(rel, []).append(table)
+    def write_chunk(self, items: list[tuple[str, pa.Table]]) -> None:
+        for rel, table in items:
+            self.rows[rel] = self.rows.get(rel, 0) + table.num_rows
+            if self.keep:
+                self.parts.setdefault(rel, []).append(table)
         if self.out_dir is not None:
+            self._wait()
+            self._pending = self._pool.submit(self._write, items)
+
+    def _write(self, items: list[tuple[str, pa.Table]]) -> None:
+        assert self.out_dir is not None
+        for rel, table in items:
             if rel not in self.writers:
                 path = self.out_dir / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -640,9 +651,18 @@ class _Sinks:
                                                     write_options=pacsv.WriteOptions(quoting_style="needed"))
             self.writers[rel].write_table(table)
 
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
     def close(self) -> None:
-        for w in self.writers.values():
-            w.close()
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
+            for w in self.writers.values():
+                w.close()
 
     def frame(self, rel: str) -> pd.DataFrame:
         return pa.concat_tables(self.parts[rel]).to_pandas()
@@ -708,11 +728,10 @@ def _generate(n_enterprises: int, seed: int, out_dir: Path | None, keep: bool) -
     sinks = _Sinks(out_dir, keep)
     try:
         for chunk in _chunks(n_enterprises, seed, schemas):
-            for m in MEMBERS:
-                sinks.write(f"{m}.csv", chunk.training[m])
-                sinks.write(f"{MONITORING_DIR}/{m}.csv", chunk.monitoring[m])
-            for name, table in chunk.truth.items():
-                sinks.write(f"{TRUTH_DIR}/{name}.csv", table)
+            items = [(f"{m}.csv", chunk.training[m]) for m in MEMBERS]
+            items += [(f"{MONITORING_DIR}/{m}.csv", chunk.monitoring[m]) for m in MEMBERS]
+            items += [(f"{TRUTH_DIR}/{name}.csv", table) for name, table in chunk.truth.items()]
+            sinks.write_chunk(items)
     finally:
         sinks.close()
 
@@ -733,11 +752,11 @@ def _generate(n_enterprises: int, seed: int, out_dir: Path | None, keep: bool) -
         (out_dir / TRUTH_DIR / "model.json").write_text(json.dumps({
             "description": "hidden ground truth: logit P(default_12m) of one loan; evaluation only",
             "coefficients": TRUTH_MODEL}, indent=2) + "\n", "utf-8")
-        files = []
-        for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
-            rel = path.relative_to(out_dir).as_posix()
-            sm3, sha = file_hashes(path)
-            files.append(FileDigest(path=rel, rows=sinks.rows.get(rel, 0), sm3=sm3, sha256=sha))
+        paths = sorted(p for p in out_dir.rglob("*") if p.is_file())
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bank-credit-hash") as pool:
+            digests = list(pool.map(file_hashes, paths))  # hashlib releases the GIL on large buffers
+        files = [FileDigest(path=p.relative_to(out_dir).as_posix(), rows=sinks.rows.get(p.relative_to(out_dir).as_posix(), 0),
+                            sm3=sm3, sha256=sha) for p, (sm3, sha) in zip(paths, digests, strict=True)]
         data.manifest = GenerationManifest(
             n_enterprises=n_enterprises, seed=seed, chunk_rows=CHUNK_ROWS,
             members={m: schemas["training"][m].rows for m in MEMBERS},
