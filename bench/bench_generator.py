@@ -6,6 +6,7 @@ keeping tables in memory (the chunked path); ``memory`` keeps all tables as Data
 and writes nothing.
 
     .venv/bin/python bench/bench_generator.py [--sizes 20000,100000,1000000] [--modes disk,memory]
+                                              [--memory-max 1000000]
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="20000,100000,1000000")
     ap.add_argument("--modes", default="disk,memory")
+    ap.add_argument("--memory-max", type=int, default=100_000,
+                    help="largest N for the in-memory mode (1M rows of pandas frames take ~3.4 GB)")
     args = ap.parse_args()
     from rich.console import Console
     from rich.table import Table
@@ -58,6 +61,8 @@ def main() -> None:
         table.add_column(col, justify="right")
     for n in (int(x) for x in args.sizes.split(",")):
         for mode in args.modes.split(","):
+            if mode == "memory" and n > args.memory_max:
+                continue
             r = run(n, mode)
             table.add_row(f"{n:,}", mode, f"{r['secs']:.2f}", f"{n / r['secs']:,.0f}", f"{r['rows'] / r['secs']:,.0f}",
                           f"{r['bytes'] / 1e6:,.0f}" if mode == "disk" else "-", f"{r['peak_mb']:,.0f}",
