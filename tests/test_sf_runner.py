@@ -289,6 +289,9 @@ def test_party_killed_mid_run_fails_fast_and_stops_the_rest(tmp_path, no_leaked_
     assert info.value.exit_code == -signal.SIGKILL
     assert "SIGKILL" in str(info.value)
     assert party_processes(tmp_path) == []
+    # nothing half-written: no party published anything, and the staging areas are gone
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+    assert list((tmp_path / "out").rglob(".dcp-staging-*")) == []
 
 
 @pytest.mark.slow

@@ -50,7 +50,11 @@ from protocols.secretflow.traces import remove_psi_traces
 PSI_OUTPUT = "psi_output.csv"
 PREDICTIONS = "predictions.csv"
 METRICS = "metrics.json"
-_WORK = ".psi_work"
+
+
+def staging_dir(output_dir: Path, job_id: str) -> Path:
+    """Where a party writes while the job runs; its files move into ``output_dir`` only on success."""
+    return output_dir / f".dcp-staging-{job_id}"
 
 
 class InputMissingError(Exception):
@@ -211,7 +215,27 @@ def _write_label_outputs(
 
 
 def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
-    """Join the cluster and run PSI → SS-LR → prediction as party ``cfg.me.name``."""
+    """Join the cluster and run PSI → SS-LR → prediction as party ``cfg.me.name``.
+
+    Everything is written to a staging directory inside ``output_dir`` and moved into
+    place only when the whole job has succeeded; on failure the staging is removed.
+    """
+    out_dir = cfg.me.output_dir.resolve()
+    stage = staging_dir(out_dir, cfg.job_id)  # nothing half-written ever lands in out_dir
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        result = _run_staged(cfg, input_rows, emit, stage)
+        final = []
+        for f in result.output_files:  # publish: one rename per file, same filesystem
+            os.replace(f, out_dir / f.name)
+            final.append(out_dir / f.name)
+        return result.model_copy(update={"output_files": final})
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> PartyResult:
     import secretflow as sf
     from secretflow.data import FedNdarray, PartitionWay
     from secretflow.device import PYUObject
@@ -221,11 +245,6 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
     host = cfg.cluster.host
     names = cfg.cluster.names
     label = cfg.label_party
-    out_dir = cfg.me.output_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / _WORK
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
     times = StageTimes()
     t_start = time.perf_counter()
 
@@ -278,7 +297,7 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
                     link_desc=_link_desc(cfg),
                     id=f"psi-{label}-{peer}",
                 )
-            out = {n: (str(work / f"round{rnd}.csv") if n == me else "") for n in (label, peer)}
+            out = {n: (str(stage / f"psi-round{rnd}.csv") if n == me else "") for n in (label, peer)}
             refs = []
             for n in (label, peer):
                 refs.append(
@@ -310,7 +329,7 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
                     f"the parties have no {cfg.join_key!r} in common; nothing to train on"
                 )
 
-        psi_final = out_dir / PSI_OUTPUT
+        psi_final = stage / PSI_OUTPUT
         mine = pd.read_csv(current[me], dtype={cfg.join_key: str})
         mine = mine.sort_values(cfg.join_key, kind="stable").reset_index(drop=True)
         my_feats = feature_columns(cfg, list(mine.columns))
@@ -318,7 +337,8 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
         if me == label:
             keep.append(cfg.label_column)
         mine[keep].to_csv(psi_final, index=False)
-        shutil.rmtree(work, ignore_errors=True)
+        for f in stage.glob("psi-round*.csv"):
+            f.unlink()
         n_inter = len(mine)
         times.psi = time.perf_counter() - t0
         emit("stage", stage="psi", status="done", seconds=round(times.psi, 3), intersection_rows=n_inter)
@@ -387,7 +407,7 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
             my_path if me == label else "",
             cfg.join_key,
             cfg.label_column,
-            str(out_dir) if me == label else "",
+            str(stage) if me == label else "",
         )
         sf.wait(written)
         times.predict = time.perf_counter() - t0
@@ -398,8 +418,8 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
     metrics = None
     files = [psi_final]
     if me == label:
-        metrics = LabelMetrics.model_validate_json((out_dir / METRICS).read_text())
-        files += [out_dir / PREDICTIONS, out_dir / METRICS]
+        metrics = LabelMetrics.model_validate_json((stage / METRICS).read_text())
+        files += [stage / PREDICTIONS, stage / METRICS]
     times.total = time.perf_counter() - t_start
     return PartyResult(
         party=me,

@@ -39,6 +39,7 @@ from protocols.secretflow.errors import (
     RunCancelledError,
     RunTimeoutError,
 )
+from protocols.secretflow.party import staging_dir
 from protocols.secretflow.spec import (
     ClusterSpec,
     PartyConfig,
@@ -256,6 +257,8 @@ def run_vertical_job(
             result = _watch(spec, parties, events, started, on_event)
     except BaseException:
         _stop(parties, grace_s)
+        for ps in spec.parties:  # a killed party cannot clean its own staging
+            shutil.rmtree(staging_dir(ps.output_dir.resolve(), spec.job_id), ignore_errors=True)
         raise
     else:
         _stop(parties, grace_s)  # all exited already; reaps and joins the readers
