@@ -15,7 +15,7 @@ from types import TracebackType
 from web3 import Web3
 
 from contracts.anvil import AnvilNode
-from contracts.errors import InvalidInput
+from contracts.errors import AnvilError, InvalidInput
 
 
 class ChainBackend:
@@ -31,6 +31,14 @@ class ChainBackend:
 
     def advance_time(self, seconds: int) -> None:
         """Move chain time forward by ``seconds`` and mine a block."""
+        raise NotImplementedError
+
+    def snapshot(self) -> object:
+        """Remember the chain state; :meth:`revert` returns to it (once)."""
+        raise NotImplementedError
+
+    def revert(self, snapshot: object) -> None:
+        """Return to a state remembered by :meth:`snapshot`."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -64,6 +72,14 @@ class EthTesterBackend(ChainBackend):
         self.tester.time_travel(self.now() + int(seconds))
         self.tester.mine_blocks(1)
 
+    def snapshot(self) -> object:
+        """eth-tester snapshot id."""
+        return self.tester.take_snapshot()
+
+    def revert(self, snapshot: object) -> None:
+        """Revert to the snapshot."""
+        self.tester.revert_to_snapshot(snapshot)
+
 
 class AnvilBackend(ChainBackend):
     """A real anvil node (started here, stopped by :meth:`close`)."""
@@ -80,6 +96,15 @@ class AnvilBackend(ChainBackend):
         """``evm_increaseTime`` then ``evm_mine``."""
         self.w3.provider.make_request("evm_increaseTime", [int(seconds)])
         self.w3.provider.make_request("evm_mine", [])
+
+    def snapshot(self) -> object:
+        """``evm_snapshot``."""
+        return self.w3.provider.make_request("evm_snapshot", [])["result"]
+
+    def revert(self, snapshot: object) -> None:
+        """``evm_revert``; :class:`AnvilError` if anvil refuses."""
+        if not self.w3.provider.make_request("evm_revert", [snapshot]).get("result"):
+            raise AnvilError(f"anvil could not revert to snapshot {snapshot}")
 
     def close(self) -> None:
         self.node.stop()

@@ -124,6 +124,7 @@ def build_federation(backend: ChainBackend, bls_departments: tuple[str, ...] = (
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, no_leaked_processes) -> Iterator[ChainBackend]:
+    """A fresh backend per test (for tests that deploy their own contracts)."""
     with open_backend(request.param) as b:
         yield b
 
@@ -134,6 +135,36 @@ def anvil_backend(no_leaked_processes) -> Iterator[ChainBackend]:
         yield b
 
 
+def _shared(request, bls_departments: tuple[str, ...]) -> Iterator[Federation]:
+    with open_backend(request.param) as b:
+        yield build_federation(b, bls_departments=bls_departments)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def _fed_base(request) -> Iterator[Federation]:
+    yield from _shared(request, ())
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def _bls_fed_base(request) -> Iterator[Federation]:
+    yield from _shared(request, ("tax", "power", "court"))
+
+
+def _isolated(base: Federation) -> Iterator[Federation]:
+    snap = base.backend.snapshot()
+    try:
+        yield base
+    finally:
+        base.backend.revert(snap)
+
+
 @pytest.fixture
-def fed(backend: ChainBackend) -> Federation:
-    return build_federation(backend)
+def fed(_fed_base: Federation) -> Iterator[Federation]:
+    """A deployed federation (built once per module and backend; each test starts from a snapshot)."""
+    yield from _isolated(_fed_base)
+
+
+@pytest.fixture
+def bls_fed(_bls_fed_base: Federation) -> Iterator[Federation]:
+    """Like ``fed`` with BLS keys (and proofs of possession) for every department."""
+    yield from _isolated(_bls_fed_base)
