@@ -143,6 +143,12 @@ def test_party_rejects_config_for_another_party(tmp_path):
     assert party_mod.main(["--config", str(cfg_path), "--party", "tax"]) == PartyExit.CONFIG
 
 
+def test_staging_dir_stays_inside_the_output_dir_for_any_job_id(tmp_path):
+    for job_id in ("sf-1", "job/../../etc", "a b/c"):
+        stage = party_mod.staging_dir(tmp_path, job_id)
+        assert stage.parent == tmp_path and stage.name.startswith(".dcp-staging-")
+
+
 def test_remove_psi_traces_removes_only_matching_files(tmp_path):
     mine = tmp_path / "psi_AAA.trace"
     mine.write_bytes(b"\x00python\x12protocols.secretflow.party\x12/run/1/party-tax.json\x00")

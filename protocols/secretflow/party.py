@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -54,7 +55,7 @@ METRICS = "metrics.json"
 
 def staging_dir(output_dir: Path, job_id: str) -> Path:
     """Where a party writes while the job runs; its files move into ``output_dir`` only on success."""
-    return output_dir / f".dcp-staging-{job_id}"
+    return output_dir / (".dcp-staging-" + re.sub(r"[^A-Za-z0-9_.-]", "_", job_id))
 
 
 class InputMissingError(Exception):
