@@ -131,6 +131,8 @@ class FederationState(BaseModel):
     keys_dir: Path
     passphrase_file: Path
     accounts: dict[str, str]
+    commands: dict[str, list[str]] = {}
+    """How each service process was started (``respawn`` restarts one the same way)."""
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -285,12 +287,12 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
 
     # nodes
     procs = {}
+    commands: dict[str, list[str]] = {}
     for m in cfg.members:
         log = logs / f"{m.name}.log"
-        procs[m.name] = _spawn(
-            [sys.executable, "-m", "coordinator.nodehost", "--config", str(node_cfgs[m.name]), "--rpc", rpc_url,
-             "--registry", registry, "--coordinator", coord_url],
-            log, {**env, "DCP_NODE_KEYSTORE_PASSPHRASE": passphrase})
+        commands[m.name] = [sys.executable, "-m", "coordinator.nodehost", "--config", str(node_cfgs[m.name]),
+                            "--rpc", rpc_url, "--registry", registry, "--coordinator", coord_url]
+        procs[m.name] = _spawn(commands[m.name], log, {**env, "DCP_NODE_KEYSTORE_PASSPHRASE": passphrase})
         pids[m.name] = procs[m.name].pid
     for m in cfg.members:
         _wait_http(f"{node_urls[m.name]}/health", procs[m.name], f"node {m.name}", logs / f"{m.name}.log")
@@ -325,8 +327,8 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
         "poll_interval_s": cfg.coordinator.poll_interval_s,
     }))
     clog = logs / "coordinator.log"
-    cproc = _spawn([sys.executable, "-m", "coordinator", "--config", str(ccfg)], clog,
-                   {**env, "DCP_COORD_KEYSTORE_PASSPHRASE": passphrase})
+    commands["coordinator"] = [sys.executable, "-m", "coordinator", "--config", str(ccfg)]
+    cproc = _spawn(commands["coordinator"], clog, {**env, "DCP_COORD_KEYSTORE_PASSPHRASE": passphrase})
     pids["coordinator"] = cproc.pid
     _wait_http(f"{coord_url}/health", cproc, "coordinator", clog)
     httpx.post(f"{coord_url}/members/sync", timeout=60).raise_for_status()
@@ -339,6 +341,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     state = FederationState(
         name=cfg.name, work_dir=work, rpc_url=rpc_url, registry=registry, coordinator_url=coord_url,
         nodes=node_urls, pids=pids, keys_dir=keys_dir, passphrase_file=pass_file, accounts=addresses,
+        commands=commands,
     )
     (work / STATE_FILE).write_text(state.model_dump_json(indent=2))
     return state
@@ -350,6 +353,23 @@ def read_state(work_dir: str | Path) -> FederationState:
     if not path.is_file():
         raise FederationError(f"no federation is up in {work_dir} (no {STATE_FILE})")
     return FederationState.model_validate_json(path.read_text())
+
+
+def respawn(work_dir: str | Path, name: str, timeout: float = 60.0) -> int:
+    """Start service ``name`` (the coordinator or a node) again as ``dcp up`` did; its new pid."""
+    state = read_state(work_dir)
+    if name not in state.commands:
+        raise FederationError(f"{name!r} is not a service of this federation ({', '.join(state.commands)})")
+    passphrase = state.passphrase_file.read_text().strip()
+    var = "DCP_COORD_KEYSTORE_PASSPHRASE" if name == "coordinator" else "DCP_NODE_KEYSTORE_PASSPHRASE"
+    env = {**os.environ, "PYTHONPATH": str(project_root()), var: passphrase}
+    log = state.work_dir / "logs" / f"{name}.log"
+    proc = _spawn(state.commands[name], log, env)
+    url = state.coordinator_url if name == "coordinator" else state.nodes[name]
+    _wait_http(f"{url}/health", proc, name, log, timeout)
+    state.pids[name] = proc.pid
+    (Path(work_dir) / STATE_FILE).write_text(state.model_dump_json(indent=2))
+    return proc.pid
 
 
 def down(work_dir: str | Path) -> list[str]:

@@ -1,0 +1,147 @@
+"""A Python SDK with the operations of ``dcp job`` — for notebooks and scripts.
+
+    from coordinator.sdk import DcpClient
+    dcp = DcpClient("http://127.0.0.1:8600")
+    job = dcp.submit("spec.yaml")
+    dcp.approve(job, member="tax", node_url="http://127.0.0.1:8701")   # as the tax department
+    dcp.wait(job)
+    metrics = dcp.result(job, "metrics", keystore="keys/bank.keystore.json", passphrase="...")
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from coordinator.errors import CoordinatorError, JobNotFound, NodeRefused, NodeUnavailable
+from coordinator.models import TERMINAL, JobOut, JobState
+from coordinator.nodeclient import NodeClient
+from coordinator.spec import JobSpec, load_spec
+
+
+class RemoteError(CoordinatorError):
+    """The coordinator answered with a named error (``error`` holds its name)."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"{error}: {detail}")
+        self.status_code = status
+        self.error = error
+        self.remote_detail = detail
+
+
+class WaitTimeout(CoordinatorError):
+    """The job did not reach a final state in time."""
+
+    status_code = 408
+
+
+class DcpClient:
+    """Client of one coordinator."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = httpx.request(method, f"{self.base_url}{path}", timeout=self.timeout, **kw)
+        except httpx.HTTPError as exc:
+            raise NodeUnavailable(f"coordinator at {self.base_url} did not answer: {type(exc).__name__}") from None
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+            except ValueError:
+                body = {"error": f"HTTP{r.status_code}", "detail": r.text[:300]}
+            if body.get("error") == "JobNotFound":
+                raise JobNotFound(body.get("detail", ""))
+            raise RemoteError(r.status_code, str(body.get("error")), str(body.get("detail")))
+        return r.json()
+
+    # jobs
+    def submit(self, spec: str | Path | dict[str, Any] | JobSpec) -> str:
+        """Submit a spec (file path, mapping or JobSpec); the job id."""
+        if isinstance(spec, str | Path):
+            spec = load_spec(spec)
+        body = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else spec
+        return self._call("POST", "/jobs", json=body)["job_id"]
+
+    def status(self, job_id: str) -> JobOut:
+        return JobOut.model_validate(self._call("GET", f"/jobs/{job_id}"))
+
+    def list(self, state: str | None = None, requester: str | None = None) -> list[JobOut]:
+        params = {k: v for k, v in {"state": state, "requester": requester}.items() if v}
+        return [JobOut.model_validate(j) for j in self._call("GET", "/jobs", params=params)]
+
+    def manifest(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}/manifest")
+
+    def revoke(self, job_id: str, by: str, reason: str | None = None) -> JobOut:
+        return JobOut.model_validate(self._call("POST", f"/jobs/{job_id}/revoke", json={"by": by, "reason": reason}))
+
+    def wait(
+        self, job_id: str, timeout: float = 600.0, poll: float = 0.5,
+        on_update: Callable[[JobOut], None] | None = None, until: set[JobState] | None = None,
+    ) -> JobOut:
+        """Poll until the job is final (or in one of ``until``); ``on_update`` sees every status."""
+        until = until or set(TERMINAL)
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status(job_id)
+            if on_update:
+                on_update(st)
+            if st.state in until:
+                return st
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"job {job_id} is still {st.state.value} after {timeout:.0f}s")
+            time.sleep(poll)
+
+    def result(self, job_id: str, name: str, keystore: str | Path, passphrase: str) -> bytes:
+        """Fetch an output and open it with the requester's SM2 key (the coordinator never could)."""
+        from protocols.crypto.envelope import open_
+        from protocols.crypto.keystore import load_keystore
+        from protocols.crypto.sm3 import sm3_digest
+
+        got = self._call("GET", f"/jobs/{job_id}/results/{name}")
+        keys = load_keystore(keystore, passphrase)
+        data = open_(keys.sm2.private_key, base64.b64decode(got["envelope_b64"]), f"{job_id}/{name}".encode())
+        if sm3_digest(data).hex() != got["sm3"]:
+            raise RemoteError(409, "ResultHashMismatch", f"output {name} does not match its SM3 {got['sm3']}")
+        return data
+
+    # directory
+    def members(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/members")
+
+    def catalog(self, q: str | None = None, department: str | None = None, category: str | None = None,
+                max_grade: int | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"q": q, "department": department, "category": category,
+                                    "max_grade": max_grade}.items() if v is not None}
+        return self._call("GET", "/catalog", params=params)
+
+    # a department's decision, through its own node
+    @staticmethod
+    def _inbox_request(job_id: str, member: str, node_url: str, wait_s: float) -> tuple[NodeClient, int]:
+        node = NodeClient(member, node_url, timeout=60.0)
+        deadline = time.monotonic() + wait_s
+        while True:
+            req = node.find_approval(job_id)
+            if req is not None:
+                return node, int(req["id"])
+            if time.monotonic() > deadline:
+                raise NodeRefused(member, 404, "ApprovalNotFound", f"no request for {job_id} in {member}'s inbox")
+            time.sleep(0.2)
+
+    def approve(self, job_id: str, member: str, node_url: str, token: str | None = None, wait_s: float = 30.0) -> Any:
+        """Approve ``job_id`` as ``member`` (signed by the node's keys, recorded on chain by the node)."""
+        node, rid = self._inbox_request(job_id, member, node_url, wait_s)
+        return node.decide(rid, True, token=token)
+
+    def reject(self, job_id: str, member: str, node_url: str, reason: str, token: str | None = None,
+               wait_s: float = 30.0) -> Any:
+        node, rid = self._inbox_request(job_id, member, node_url, wait_s)
+        return node.decide(rid, False, reason, token=token)

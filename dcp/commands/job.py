@@ -1,0 +1,196 @@
+"""``dcp job``: submit, follow, decide on and fetch the results of jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+COORD_ENV = "DCP_COORDINATOR_URL"
+FED_DIR_ENV = "DCP_FEDERATION_DIR"
+
+
+def _state(fed_dir: Path | None):  # noqa: ANN202 - FederationState, imported lazily
+    from coordinator.federation import read_state
+    from dcp.settings import DcpSettings
+
+    return read_state(fed_dir or Path(os.environ.get(FED_DIR_ENV) or DcpSettings().work_dir / "federation"))
+
+
+def _url(url: str | None, fed_dir: Path | None) -> str:
+    if url:
+        return url
+    if os.environ.get(COORD_ENV):
+        return os.environ[COORD_ENV]
+    return _state(fed_dir).coordinator_url
+
+
+def _node_url(member: str, node: str | None, fed_dir: Path | None) -> str:
+    if node:
+        return node
+    nodes = _state(fed_dir).nodes
+    if member not in nodes:
+        typer.echo(f"UnknownMember: {member!r} is not in the federation (members: {', '.join(nodes)})", err=True)
+        raise typer.Exit(2)
+    return nodes[member]
+
+
+def _fail(exc: Exception) -> None:
+    from coordinator.errors import CoordinatorError
+
+    if isinstance(exc, CoordinatorError):
+        typer.echo(f"{exc.name if not hasattr(exc, 'error') else exc.error}: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    raise exc
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``job`` command group."""
+    job = typer.Typer(help="Jobs: submit, list, status, approve/reject (as a department), result.",
+                      no_args_is_help=True)
+    app.add_typer(job, name="job")
+    url_opt = typer.Option(None, "--coordinator", help=f"coordinator URL (or ${COORD_ENV}, or the federation state)")
+    fed_opt = typer.Option(None, "--federation-dir", help="where `dcp up` wrote its state")
+
+    def _watch(client, job_id: str, timeout: float) -> object:  # noqa: ANN001
+        from rich.console import Console
+        from rich.live import Live
+        from rich.table import Table
+
+        def table(st) -> Table:  # noqa: ANN001
+            t = Table(title=f"{st.job_id} — {st.state.value}" + (f" ({st.reason})" if st.reason else ""))
+            t.add_column("member")
+            t.add_column("approval")
+            t.add_column("task")
+            t.add_column("stage")
+            for m in sorted(set(st.approvals) | set(st.tasks)):
+                task = st.tasks.get(m, {})
+                t.add_row(m, st.approvals.get(m, "-"), task.get("status", "-"), task.get("stage") or "")
+            return t
+
+        with Live(console=Console(stderr=True), refresh_per_second=4) as live:
+            return client.wait(job_id, timeout=timeout, on_update=lambda st: live.update(table(st)))
+
+    @job.command("submit")
+    def submit(
+        spec: Path = typer.Argument(..., exists=True, dir_okay=False, help="job spec (.yaml/.json)"),
+        wait: bool = typer.Option(False, "--wait", help="follow the job with a live display until it ends"),
+        timeout: float = typer.Option(900.0, help="seconds to wait with --wait"),
+        url: str = url_opt, fed_dir: Path = fed_opt,
+    ) -> None:
+        """Submit a job spec; prints the job id."""
+        from coordinator.errors import CoordinatorError
+        from coordinator.sdk import DcpClient
+
+        try:
+            client = DcpClient(_url(url, fed_dir))
+            job_id = client.submit(spec)
+            typer.echo(job_id)
+            if wait:
+                st = _watch(client, job_id, timeout)
+                if st.state.value != "SUCCEEDED":
+                    typer.echo(f"{st.state.value}: {st.reason}", err=True)
+                    raise typer.Exit(1)
+        except CoordinatorError as exc:
+            _fail(exc)
+
+    @job.command("list")
+    def list_(state: str = typer.Option(None), requester: str = typer.Option(None),
+              url: str = url_opt, fed_dir: Path = fed_opt) -> None:
+        """Jobs as a table."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from coordinator.errors import CoordinatorError
+        from coordinator.sdk import DcpClient
+
+        try:
+            jobs = DcpClient(_url(url, fed_dir)).list(state, requester)
+        except CoordinatorError as exc:
+            _fail(exc)
+        t = Table("job", "kind", "requester", "state", "stage", "updated")
+        for j in jobs:
+            t.add_row(j.job_id, j.kind, j.requester, j.state.value, j.stage or "", j.updated_at.isoformat())
+        Console().print(t)
+
+    @job.command("status")
+    def status(job_id: str, watch: bool = typer.Option(False, "--watch", help="live display until it ends"),
+               url: str = url_opt, fed_dir: Path = fed_opt) -> None:
+        """A job's state, approvals, tasks and transition log (JSON)."""
+        from coordinator.errors import CoordinatorError
+        from coordinator.sdk import DcpClient
+
+        try:
+            client = DcpClient(_url(url, fed_dir))
+            st = _watch(client, job_id, 3600) if watch else client.status(job_id)
+        except CoordinatorError as exc:
+            _fail(exc)
+        typer.echo(st.model_dump_json(indent=2))
+
+    @job.command("approve")
+    def approve(job_id: str, member: str = typer.Option(..., "--as", help="the department deciding"),
+                node: str = typer.Option(None, help="its node URL (default: from the federation state)"),
+                token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN"), fed_dir: Path = fed_opt) -> None:
+        """Approve a job as a department, through its node (signed with the node's keys, recorded on chain)."""
+        from coordinator.errors import CoordinatorError
+        from coordinator.sdk import DcpClient
+
+        try:
+            out = DcpClient("http://unused").approve(job_id, member, _node_url(member, node, fed_dir), token=token)
+        except CoordinatorError as exc:
+            _fail(exc)
+        typer.echo(f"{member} approved {job_id} (chain tx {out.get('chain_ref')})")
+
+    @job.command("reject")
+    def reject(job_id: str, member: str = typer.Option(..., "--as"), reason: str = typer.Option(...),
+               node: str = typer.Option(None), token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN"),
+               fed_dir: Path = fed_opt) -> None:
+        """Reject a job as a department, with a reason."""
+        from coordinator.errors import CoordinatorError
+        from coordinator.sdk import DcpClient
+
+        try:
+            DcpClient("http://unused").reject(job_id, member, _node_url(member, node, fed_dir), reason, token=token)
+        except CoordinatorError as exc:
+            _fail(exc)
+        typer.echo(f"{member} rejected {job_id}: {reason}")
+
+    @job.command("revoke")
+    def revoke(job_id: str, by: str = typer.Option(..., help="the requester"), reason: str = typer.Option(None),
+               url: str = url_opt, fed_dir: Path = fed_opt) -> None:
+        """Withdraw a job (the requester only); running tasks are stopped."""
+        from coordinator.errors import CoordinatorError
+        from coordinator.sdk import DcpClient
+
+        try:
+            st = DcpClient(_url(url, fed_dir)).revoke(job_id, by, reason)
+        except CoordinatorError as exc:
+            _fail(exc)
+        typer.echo(f"{job_id}: {st.state.value}")
+
+    @job.command("result")
+    def result(
+        job_id: str, name: str = typer.Argument("metrics", help="output name (metrics, predictions)"),
+        keystore: Path = typer.Option(..., exists=True, help="the requester's keystore"),
+        out: Path = typer.Option(None, help="write here instead of stdout"),
+        url: str = url_opt, fed_dir: Path = fed_opt,
+    ) -> None:
+        """Fetch an output and decrypt it with the requester's SM2 key."""
+        from coordinator.errors import CoordinatorError
+        from coordinator.sdk import DcpClient
+        from dcp.commands.keys import _passphrase
+
+        try:
+            data = DcpClient(_url(url, fed_dir)).result(job_id, name, keystore, _passphrase(None))
+        except CoordinatorError as exc:
+            _fail(exc)
+        if out:
+            out.write_bytes(data)
+            typer.echo(f"{name}: {len(data)} bytes -> {out}")
+        else:
+            try:
+                typer.echo(json.dumps(json.loads(data), indent=2, ensure_ascii=False))
+            except ValueError:
+                typer.echo(data.decode(errors="replace"))
