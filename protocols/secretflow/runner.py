@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,21 +160,36 @@ def _stop(parties: list[_Party], grace_s: float) -> None:
             p.proc.stdout.close()
 
 
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While running, SIGTERM to the runner raises :class:`RunCancelledError` (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _SignalGuard:
+    """While running, SIGTERM raises :class:`RunCancelledError`; during clean-up, SIGINT/SIGTERM wait.
 
-    def handler(signum: int, frame: object) -> None:
+    Signal handlers can only be set from the main thread; elsewhere this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalGuard:
+        if self.active:
+            self.saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            signal.signal(signal.SIGTERM, self._cancel)
+        return self
+
+    @staticmethod
+    def _cancel(signum: int, frame: object) -> None:
         raise RunCancelledError("runner received SIGTERM; all parties were stopped")
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def shield(self) -> None:
+        """Ignore further SIGINT/SIGTERM so that stopping the parties is not cut short."""
+        if self.active:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            for sig, handler in self.saved.items():
+                signal.signal(sig, handler)
 
 
 def _failure(p: _Party, rc: int) -> PartyFailedError:
@@ -213,60 +228,74 @@ def run_vertical_job(
     assert work is not None
     work = work.resolve()
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *filter(None, [env.get("PYTHONPATH")])])
-    env["PYTHONUNBUFFERED"] = "1"
-
     events: queue.Queue[tuple[str, str, Any]] = queue.Queue()
     parties: list[_Party] = []
-    started = time.monotonic()
+    guard = _SignalGuard()
     try:
-        with _sigterm_raises():
-            for name, cfg in sorted(configs.items()):
-                cfg_path = work / f"party-{name}.json"
-                cfg_path.write_text(cfg.model_dump_json(indent=2))
-                stderr_path = work / "logs" / f"{name}.stderr.log"
-                # engine scratch (PSI bucket stores, trace files) stays in the run's own dir
-                tmp = work / "tmp" / name
-                tmp.mkdir(parents=True, exist_ok=True)
-                with stderr_path.open("w") as err:
-                    proc = subprocess.Popen(
-                        [
-                            python or sys.executable,
-                            "-m",
-                            PARTY_MODULE,
-                            "--config",
-                            str(cfg_path),
-                            "--party",
-                            name,
-                        ],
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=err,
-                        text=True,
-                        cwd=tmp,  # SPU writes spu.log into the working directory
-                        env={**env, "TMPDIR": str(tmp)},
-                        start_new_session=True,
-                    )
-                p = _Party(name, proc, stderr_path, work / "logs" / f"{name}.stdout.log")
-                parties.append(p)
-                for target in (_read_stdout, _wait_exit):
-                    t = threading.Thread(target=target, args=(p, events), daemon=True, name=f"sf-{name}")
-                    t.start()
-                    p.threads.append(t)
-            result = _watch(spec, parties, events, started, on_event)
-    except BaseException:
-        _stop(parties, grace_s)
-        for ps in spec.parties:  # a killed party cannot clean its own staging
-            shutil.rmtree(staging_dir(ps.output_dir.resolve(), spec.job_id), ignore_errors=True)
-        raise
-    else:
+        with guard:
+            try:
+                result = _start_and_watch(spec, configs, work, parties, events, on_event, python)
+            except BaseException:
+                guard.shield()
+                _stop(parties, grace_s)
+                for ps in spec.parties:  # a killed party cannot clean its own staging
+                    shutil.rmtree(staging_dir(ps.output_dir.resolve(), spec.job_id), ignore_errors=True)
+                raise
         _stop(parties, grace_s)  # all exited already; reaps and joins the readers
     finally:
         remove_psi_traces(str(work / "party-"))  # traces of parties that were killed mid-PSI
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _start_and_watch(
+    spec: VerticalJobSpec,
+    configs: dict[str, PartyConfig],
+    work: Path,
+    parties: list[_Party],
+    events: queue.Queue[tuple[str, str, Any]],
+    on_event: ProgressCallback | None,
+    python: str | None,
+) -> RunResult:
+    """Start one process per party (appending to ``parties`` as it goes), then watch them."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONUNBUFFERED"] = "1"
+    started = time.monotonic()
+    for name, cfg in sorted(configs.items()):
+        cfg_path = work / f"party-{name}.json"
+        cfg_path.write_text(cfg.model_dump_json(indent=2))
+        stderr_path = work / "logs" / f"{name}.stderr.log"
+        # engine scratch (PSI bucket stores, spu.log) stays in the run's own dir
+        tmp = work / "tmp" / name
+        tmp.mkdir(parents=True, exist_ok=True)
+        with stderr_path.open("w") as err:
+            proc = subprocess.Popen(
+                [
+                    python or sys.executable,
+                    "-m",
+                    PARTY_MODULE,
+                    "--config",
+                    str(cfg_path),
+                    "--party",
+                    name,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                cwd=tmp,  # SPU writes spu.log into the working directory
+                env={**env, "TMPDIR": str(tmp)},
+                start_new_session=True,
+            )
+        p = _Party(name, proc, stderr_path, work / "logs" / f"{name}.stdout.log")
+        parties.append(p)
+        for target in (_read_stdout, _wait_exit):
+            t = threading.Thread(target=target, args=(p, events), daemon=True, name=f"sf-{name}")
+            t.start()
+            p.threads.append(t)
+    return _watch(spec, parties, events, started, on_event)
 
 
 def _handle_line(p: _Party, msg: dict[str, Any], on_event: ProgressCallback | None) -> None:
