@@ -56,15 +56,16 @@ def _print_table(report) -> None:  # noqa: ANN001 - AuditReport, imported lazily
         console.print("[green]no findings[/green]")
         return
     table = Table(title=f"{len(report.findings)} finding(s)")
-    for col in ("kind", "block", "job", "dataset", "account", "detail"):
-        table.add_column(col)
+    table.add_column("kind", no_wrap=True)
+    for col in ("block", "job", "dataset", "account", "detail"):
+        table.add_column(col, overflow="fold")
     for f in report.findings:
         table.add_row(
             f.kind.value,
             str(f.block_number),
             ("0x" + f.job_id.hex()[:10]) if f.job_id else "-",
             ("0x" + f.dataset_id.hex()[:10]) if f.dataset_id else "-",
-            f.account or "-",
+            (f.account[:10] + "…") if f.account else "-",
             f.detail,
         )
     console.print(table)
