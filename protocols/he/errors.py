@@ -95,3 +95,11 @@ class DuplicateContribution(HeError):
 
 class QueryMismatch(HeError):
     """Statistics contributions answer different queries and cannot be summed."""
+
+
+class TooFewDepartments(HeError):
+    """A job would reveal one department's contribution by itself (fewer departments than the policy needs)."""
+
+
+class MissingContribution(HeError):
+    """A total lacks (or has extra) contributors compared with the job spec; not released."""
