@@ -1,6 +1,6 @@
 """One HE step per process, over files only (used by test_processes.py): proves the steps need no shared state.
 
-    python tests/he/party_steps.py <step> <dir> [party]
+python tests/he/party_steps.py <step> <dir> [party]
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def main() -> None:
     if step == "partial":  # department
         dep = sys.argv[3]
         x = np.load(d / f"x_{dep}.npy")
-        out = score.partial_scores((d / "public.ctx").read_bytes(), (d / f"enc_w_{dep}.bin").read_bytes(), x, dep)
+        out = score.partial_scores(
+            (d / "public.ctx").read_bytes(), (d / f"enc_w_{dep}.bin").read_bytes(), x, dep
+        )
         (d / f"partial_{dep}.bin").write_bytes(out)
         return
     if step == "sum":  # aggregator
@@ -43,7 +45,9 @@ def main() -> None:
         return
     if step == "decrypt":  # requester
         n = int(sys.argv[3])
-        s = score.decrypt_scores((d / "requester" / "secret.ctx").read_bytes(), (d / "total.bin").read_bytes(), n)
+        s = score.decrypt_scores(
+            (d / "requester" / "secret.ctx").read_bytes(), (d / "total.bin").read_bytes(), n
+        )
         np.save(d / "requester" / "scores.npy", s)
         return
     raise SystemExit(f"unknown step {step}")
