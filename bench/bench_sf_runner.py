@@ -31,7 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 50_000], help="rows per party")
     ap.add_argument("--overlap", type=float, default=0.6)
-    ap.add_argument("--psi", default="RR22", choices=["RR22", "ECDH", "ECDH_SM2"])
+    ap.add_argument("--psi", default="RR22", choices=["RR22", "ECDH", "ECDH_SM2", "ECDH_3PC"])
     ap.add_argument("--epochs", type=int, default=5)
     args = ap.parse_args()
 

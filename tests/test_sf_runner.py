@@ -79,6 +79,10 @@ def test_spec_rejects_unknown_label_party_and_duplicate_names(tmp_path):
         VerticalJobSpec(parties=[a, shared], join_key="id", label_party="a", label_column="y")
     with pytest.raises(ValidationError, match="psi_protocol"):
         VerticalJobSpec(parties=[a, b], join_key="id", label_party="a", label_column="y", psi_protocol="KKRT")
+    with pytest.raises(ValidationError, match="ECDH_3PC needs exactly 3 parties"):
+        VerticalJobSpec(
+            parties=[a, b], join_key="id", label_party="a", label_column="y", psi_protocol="ECDH_3PC"
+        )
 
 
 def test_party_configs_hold_only_own_paths_and_distinct_ports(tmp_path):
@@ -238,6 +242,28 @@ def test_ecdh_sm2_psi_gives_the_same_intersection(tmp_path, no_leaked_processes)
     # the PSI library really ran ECDH on SM2 (its config line is in the party's log)
     log = (tmp_path / "work" / "logs" / "tax.stdout.log").read_text()
     assert '"curve":"CURVE_SM2"' in log and "PROTOCOL_ECDH" in log
+    assert party_processes(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_ecdh_3pc_psi_intersects_three_parties_at_once(tmp_path, no_leaked_processes):
+    """One three-party ECDH PSI: no party learns a pairwise intersection along the way."""
+    data = make_vertical_data(tmp_path / "data", n_rows=2_000, overlap=0.4, seed=12)
+    spec = data.job_spec(
+        tmp_path / "out", psi_protocol="ECDH_3PC", model=ModelParams(epochs=1), work_dir=tmp_path / "work"
+    )
+    events: list[dict] = []
+    result = run_vertical_job(spec, on_event=events.append)
+    truth = true_overlap(spec)
+    assert all(r.intersection_rows == len(truth) == 800 for r in result.parties.values())
+    frames = [
+        pd.read_csv(tmp_path / "out" / n / "psi_output.csv", dtype={"uscc": str})
+        for n in ("bank", "tax", "power")
+    ]
+    assert set(frames[0]["uscc"]) == truth
+    assert frames[0]["uscc"].tolist() == frames[1]["uscc"].tolist() == frames[2]["uscc"].tolist()
+    assert [e["peer"] for e in events if e.get("status") == "round" and e["party"] == "bank"] == ["all"]
+    assert "ECDH_PSI_3PC" in (tmp_path / "work" / "logs" / "bank.stdout.log").read_text()  # libpsi legacy 3PC
     assert party_processes(tmp_path) == []
 
 

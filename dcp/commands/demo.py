@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
             0.6, min=0.01, max=1.0, help="fraction of rows all three parties share"
         ),
         seed: int = typer.Option(7, help="seed of the synthetic data"),
-        psi: str = typer.Option("RR22", help="PSI protocol: RR22, ECDH or ECDH_SM2 (国密)"),
+        psi: str = typer.Option("RR22", help="PSI protocol: RR22, ECDH, ECDH_SM2 (国密) or ECDH_3PC"),
         epochs: int = typer.Option(5, min=1, help="SS-LR epochs"),
         out: Path = typer.Option(None, help="where data and outputs go (default: var/demo)"),
     ) -> None:

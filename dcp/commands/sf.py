@@ -20,7 +20,7 @@ EXAMPLE_SPEC = """\
 join_key: uscc
 label_party: bank
 label_column: default
-psi_protocol: RR22        # RR22 | ECDH | ECDH_SM2 (国密)
+psi_protocol: RR22        # RR22 | ECDH | ECDH_SM2 (国密) | ECDH_3PC (exactly 3 parties)
 model: {epochs: 5, learning_rate: 0.3, batch_size: 1024}
 timeout_s: 600
 parties:

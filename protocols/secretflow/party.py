@@ -9,7 +9,8 @@ Every party of a job runs this same driver with its own config. It
 3. intersects on the join key with two-party PSI (RR22 by default): the label
    holder runs PSI with each other party in turn, keeping the shrinking
    intersection to itself, then hands the final intersection to every other
-   party (see :func:`psi_schedule`),
+   party (see :func:`psi_schedule`); with ``ECDH_3PC`` three parties intersect
+   in one go on the job's SPU,
 4. trains SS-LR on an SPU shared by all parties and predicts jointly, the
    predictions revealed to the label holder only,
 5. writes into its own ``output_dir`` only: ``psi_output.csv`` (its intersected
@@ -172,8 +173,8 @@ def _runtime_config(protocol: str) -> dict[str, Any]:
 def _link_desc(cfg: PartyConfig) -> dict[str, Any]:
     c = cfg.cluster
     return {
-        "connect_retry_times": max(1, int(c.connect_timeout_s / 0.5)),
-        "connect_retry_interval_ms": 500,
+        "connect_retry_times": max(1, int(c.connect_timeout_s / 0.1)),
+        "connect_retry_interval_ms": 100,
         "recv_timeout_ms": int(c.recv_timeout_s * 1000),
         "http_timeout_ms": int(c.recv_timeout_s * 1000),
     }
@@ -274,6 +275,22 @@ def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> P
     )
     try:
         pyu = {n: sf.PYU(n) for n in names}
+        # the job's SPU over all parties: SS-LR runs on it, and so does 3-party PSI
+        spu = sf.SPU(
+            {
+                "nodes": [
+                    {
+                        "party": n,
+                        "address": f"{host}:{cfg.cluster.endpoint(n).spu_port}",
+                        "listen_address": f"{host}:{cfg.cluster.endpoint(n).spu_port}",
+                    }
+                    for n in names
+                ],
+                "runtime_config": _runtime_config(cfg.spu_protocol),
+            },
+            link_desc=_link_desc(cfg),
+            id="job",
+        )
         times.connect = time.perf_counter() - t0
         emit("stage", stage="connect", status="done", seconds=round(times.connect, 3))
 
@@ -283,45 +300,48 @@ def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> P
         sf_protocol, curve = PSI_PROTOCOLS[cfg.psi_protocol]
         pair_spu: dict[str, Any] = {}
         current = {n: (str(cfg.me.input_csv.resolve()) if n == me else "") for n in names}
-        for rnd, (peer, reveal) in enumerate(psi_schedule(label, names)):
-            if peer not in pair_spu:
-                nodes = [
-                    {
-                        "party": n,
-                        "address": f"{host}:{cfg.cluster.endpoint(n).psi_ports[other]}",
-                        "listen_address": f"{host}:{cfg.cluster.endpoint(n).psi_ports[other]}",
-                    }
-                    for n, other in ((label, peer), (peer, label))
-                ]
-                pair_spu[peer] = sf.SPU(
-                    {"nodes": nodes, "runtime_config": _runtime_config("SEMI2K")},
-                    link_desc=_link_desc(cfg),
-                    id=f"psi-{label}-{peer}",
-                )
-            out = {n: (str(stage / f"psi-round{rnd}.csv") if n == me else "") for n in (label, peer)}
-            refs = []
-            for n in (label, peer):
-                refs.append(
-                    PYUObject(
-                        pyu[n],
-                        pair_spu[peer]
-                        .actors[n]
-                        .psi.remote(
-                            keys=[cfg.join_key],
-                            input_path=current[n],
-                            output_path=out[n],
-                            receiver=label,
-                            table_keys_duplicated=False,
-                            broadcast_result=reveal,
-                            protocol=sf_protocol,
-                            ecdh_curve=curve,
-                        ),
+        if cfg.psi_protocol == "ECDH_3PC":
+            rounds: list[tuple[Any, tuple[str, ...], bool, str]] = [(spu, tuple(names), True, "all")]
+        else:
+            rounds = []
+            for peer, reveal in psi_schedule(label, names):
+                if peer not in pair_spu:
+                    nodes = [
+                        {
+                            "party": n,
+                            "address": f"{host}:{cfg.cluster.endpoint(n).psi_ports[other]}",
+                            "listen_address": f"{host}:{cfg.cluster.endpoint(n).psi_ports[other]}",
+                        }
+                        for n, other in ((label, peer), (peer, label))
+                    ]
+                    pair_spu[peer] = sf.SPU(
+                        {"nodes": nodes, "runtime_config": _runtime_config("SEMI2K")},
+                        link_desc=_link_desc(cfg),
+                        id=f"psi-{label}-{peer}",
                     )
+                rounds.append((pair_spu[peer], (label, peer), reveal, peer))
+        for rnd, (dev, members, reveal, peer) in enumerate(rounds):
+            out = {n: (str(stage / f"psi-round{rnd}.csv") if n == me else "") for n in members}
+            refs = [
+                PYUObject(
+                    pyu[n],
+                    dev.actors[n].psi.remote(
+                        keys=[cfg.join_key],
+                        input_path=current[n],
+                        output_path=out[n],
+                        receiver=label,
+                        table_keys_duplicated=False,
+                        broadcast_result=reveal,
+                        protocol=sf_protocol,
+                        ecdh_curve=curve,
+                    ),
                 )
+                for n in members
+            ]
             sf.wait(refs)  # synchronizes without revealing the reports
-            current[label] = out[label]
-            if reveal:
-                current[peer] = out[peer]
+            for n in members:
+                if n == label or reveal:
+                    current[n] = out[n]
             emit("stage", stage="psi", status="round", round=rnd, peer=peer, revealed_to_peer=reveal)
             # one bit, revealed to all: is the running intersection empty? (it only shrinks, so
             # this says no more than the final result will) — lets every party stop cleanly
@@ -349,21 +369,6 @@ def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> P
         # ---- SS-LR
         emit("stage", stage="train", status="start")
         t0 = time.perf_counter()
-        spu = sf.SPU(
-            {
-                "nodes": [
-                    {
-                        "party": n,
-                        "address": f"{host}:{cfg.cluster.endpoint(n).spu_port}",
-                        "listen_address": f"{host}:{cfg.cluster.endpoint(n).spu_port}",
-                    }
-                    for n in names
-                ],
-                "runtime_config": _runtime_config(cfg.spu_protocol),
-            },
-            link_desc=_link_desc(cfg),
-            id="sslr",
-        )
         my_path = str(psi_final)
         x = FedNdarray(
             partitions={

@@ -16,16 +16,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-PsiProtocolName = Literal["RR22", "ECDH", "ECDH_SM2"]
+PsiProtocolName = Literal["RR22", "ECDH", "ECDH_SM2", "ECDH_3PC"]
 SpuProtocolName = Literal["SEMI2K", "ABY3"]
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
-# SecretFlow's names for the PSI choices offered here (all two-party; see party.psi_schedule).
+# SecretFlow's names for the PSI choices offered here. The two-party protocols are chained
+# over the parties (see party.psi_schedule); ECDH_3PC intersects exactly three at once.
 PSI_PROTOCOLS: dict[str, tuple[str, str]] = {
     "RR22": ("PROTOCOL_RR22", "CURVE_FOURQ"),
     "ECDH": ("PROTOCOL_ECDH", "CURVE_25519"),
     "ECDH_SM2": ("PROTOCOL_ECDH", "CURVE_SM2"),  # 国密 mode
+    "ECDH_3PC": ("PROTOCOL_ECDH_3PC", "CURVE_25519"),
 }
 
 
@@ -103,6 +105,8 @@ class VerticalJobSpec(_Model):
             raise ValueError("each party needs its own output_dir")
         if self.spu_protocol == "ABY3" and len(names) != 3:
             raise ValueError("ABY3 needs exactly 3 parties")
+        if self.psi_protocol == "ECDH_3PC" and len(names) != 3:
+            raise ValueError("ECDH_3PC needs exactly 3 parties")
         if self.host not in ("127.0.0.1", "localhost") and not self.host.startswith("127."):
             # this runner starts every party on one machine; remote parties are the node's job
             raise ValueError("the local runner binds loopback only (host must be 127.x.x.x)")
@@ -172,6 +176,8 @@ class PartyConfig(_Model):
             raise ValueError(f"party {self.me.name!r} is not in the cluster {names}")
         if self.label_party not in names:
             raise ValueError(f"label_party {self.label_party!r} is not in the cluster {names}")
+        if self.psi_protocol == "ECDH_3PC" and len(names) != 3:
+            raise ValueError("ECDH_3PC needs exactly 3 parties")
         for ep in self.cluster.parties:
             for peer in psi_peers(ep.name, self.label_party, names):
                 if peer not in ep.psi_ports:
