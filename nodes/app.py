@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from nodes.api import approvals, audit, catalog, datasets, health, policy
+from nodes.api import approvals, audit, catalog, datasets, health, policy, tasks
 from nodes.api.deps import actor_of
 from nodes.context import NodeContext
 from nodes.errors import NodeError
 from nodes.services.approvals import ApprovalRecorder
 from nodes.services.audit import AuditAnchor
+from nodes.services.chain import NodeChain
 from nodes.settings import NodeSettings
 
 log = logging.getLogger("dcp.node")
@@ -26,6 +30,8 @@ def _refusal(request: Request, ctx: NodeContext, error: str, detail: str) -> Non
         ctx.audit.record(
             actor=actor_of(request),
             action=f"{request.method} {request.url.path}",
+            target=str(next((request.path_params[k] for k in ("job_id", "name", "request_id")
+                             if k in request.path_params), "")),
             outcome="refused",
             detail={"error": error, "detail": detail},
         )
@@ -33,16 +39,38 @@ def _refusal(request: Request, ctx: NodeContext, error: str, detail: str) -> Non
         log.exception("could not record a refusal in the audit log")
 
 
+async def anchor_periodically(ctx: NodeContext, interval: float) -> None:
+    """Anchor the audit head every ``interval`` seconds when something new was logged."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(ctx.audit.anchor_if_new, "node")
+        except Exception as exc:  # noqa: BLE001 - a chain outage must not stop the service; retried next tick
+            log.warning("periodic audit anchoring failed: %s", getattr(exc, "detail", exc))
+
+
 def create_app(
-    settings: NodeSettings, anchor: AuditAnchor | None = None, recorder: ApprovalRecorder | None = None
+    settings: NodeSettings,
+    anchor: AuditAnchor | None = None,
+    recorder: ApprovalRecorder | None = None,
+    chain: NodeChain | None = None,
 ) -> FastAPI:
-    """The node's HTTP service over its own database (created if missing)."""
-    ctx = NodeContext.build(settings, anchor, recorder)
+    """The node's HTTP service over its own database (created if missing); see NodeContext.build."""
+    ctx = NodeContext.build(settings, anchor, recorder, chain)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        ctx.close()
+        ticker = None
+        if ctx.audit.anchor_backend is not None and settings.anchor_interval_s > 0:
+            ticker = asyncio.create_task(anchor_periodically(ctx, settings.anchor_interval_s))
+        try:
+            yield
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            await run_in_threadpool(ctx.close)
 
     app = FastAPI(title=f"dcp node {settings.name}", version="0.1.0", lifespan=lifespan)
     app.state.ctx = ctx
@@ -65,6 +93,7 @@ def create_app(
         _refusal(request, ctx, "InternalError", type(exc).__name__)
         return JSONResponse(status_code=500, content={"error": "InternalError", "detail": type(exc).__name__})
 
-    for r in (health.router, datasets.router, catalog.router, policy.router, approvals.router, audit.router):
+    for r in (health.router, datasets.router, catalog.router, policy.router, approvals.router, audit.router,
+              tasks.router):
         app.include_router(r)
     return app

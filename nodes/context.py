@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from nodes.db import init_db, make_engine
 from nodes.services.approvals import ApprovalRecorder, ApprovalService
 from nodes.services.audit import AuditAnchor, AuditLog, FileAnchor
+from nodes.services.chain import (
+    ChainAnchor,
+    ChainApprovalRecorder,
+    NodeChain,
+    chain_from_recorder,
+    load_node_keys,
+)
 from nodes.services.datasets import DatasetService
 from nodes.services.policy import PolicyService
+from nodes.services.tasks import TaskService
 from nodes.settings import NodeSettings
 
 
@@ -22,13 +31,43 @@ class NodeContext:
     datasets: DatasetService
     policy: PolicyService
     approvals: ApprovalService
+    tasks: TaskService
+    chain: NodeChain | None = None
 
     @classmethod
     def build(
-        cls, settings: NodeSettings, anchor: AuditAnchor | None = None, recorder: ApprovalRecorder | None = None
+        cls,
+        settings: NodeSettings,
+        anchor: AuditAnchor | None = None,
+        recorder: ApprovalRecorder | None = None,
+        chain: NodeChain | None = None,
     ) -> NodeContext:
-        """Open (and create) the database, seed the policy from its file, wire the services."""
+        """Open (and create) the database, connect the chain, seed the policy, wire the services.
+
+        The chain comes from ``chain``, else from the settings (``chain_rpc_url`` + ``chain_registry``
+        or ``chain_deployment_file``, signing with the keystore's chain key), else from a recorder
+        that carries one (``coordinator.chain_recorder.ChainApprovalRecorder``). A chain-wired node
+        anchors its audit head on chain, approves on chain and executes tasks; without a chain it
+        does everything else (anchors go to ``anchor_file`` if set).
+        """
         settings.work_dir.mkdir(parents=True, exist_ok=True)
+        keys: Any = None
+        coordinator_url = settings.coordinator_url
+        if chain is None:
+            target = settings.chain_target()
+            if target is not None:
+                keys = load_node_keys(settings)
+                chain = NodeChain.connect(*target, keys=keys, member=settings.name)
+            elif recorder is not None and (found := chain_from_recorder(recorder)) is not None:
+                chain, coordinator_url = found[0], coordinator_url or found[1]
+                chain.member = settings.name
+                recorder = None  # the node approves through its own recorder on that same chain
+        if chain is not None:
+            chain.member = settings.name
+            if anchor is None:
+                anchor = ChainAnchor(chain)
+            if recorder is None:
+                recorder = ChainApprovalRecorder(chain, coordinator_url, timeout=settings.coordinator_timeout_s)
         engine = make_engine(settings.resolved_database_url())
         init_db(engine)
         if anchor is None and settings.anchor_file is not None:
@@ -38,8 +77,12 @@ class NodeContext:
         policy = PolicyService(engine, audit, datasets)
         if settings.policy_file is not None:
             policy.seed_from_file(settings.policy_file)
-        approvals = ApprovalService(settings, engine, audit, policy, datasets, recorder)
-        return cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy, approvals=approvals)
+        approvals = ApprovalService(settings, engine, audit, policy, datasets, recorder, keys=keys)
+        tasks = TaskService(settings, engine, audit, datasets, policy, chain)
+        tasks.recover()
+        return cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
+                   approvals=approvals, tasks=tasks, chain=chain)
 
     def close(self) -> None:
+        self.tasks.stop_all()
         self.engine.dispose()

@@ -137,3 +137,69 @@ class KeysUnavailable(NodeError):
     """The node has no usable keystore (not configured, wrong passphrase, damaged)."""
 
     status_code = 503
+
+
+# ---------------------------------------------------------------- chain, coordinator and tasks
+
+
+class ChainUnavailable(NodeError):
+    """The chain did not answer, or is not wired on this node."""
+
+    status_code = 503
+
+
+class ChainRefused(NodeError):
+    """The chain reverted a transaction of this node (the contract's error name is in the detail)."""
+
+    status_code = 409
+
+
+class CoordinatorUnavailable(NodeError):
+    """The coordinator did not answer (needed to fetch a job's manifest and terms)."""
+
+    status_code = 502
+
+
+class ApprovalTermsMismatch(NodeError):
+    """The coordinator's job manifest or chain terms disagree with what the department approved."""
+
+    status_code = 409
+
+
+class NotAuthorized(NodeError):
+    """No live authorization on chain for this job and this node's data (missing, expired, revoked,
+    not covering the dataset, another manifest, or no runs left), or this node never approved it."""
+
+    status_code = 403
+
+
+class ColumnNotApproved(NodeError):
+    """A task asks for a column beyond this node's approved slice of the manifest."""
+
+    status_code = 422
+
+
+class TaskMismatch(NodeError):
+    """A task request contradicts the approved manifest or the ports this node allocated."""
+
+    status_code = 422
+
+
+class TaskExists(NodeError):
+    status_code = 409
+
+
+class TaskNotFound(NodeError):
+    status_code = 404
+
+
+class OutputNotFound(NodeError):
+    """The task has no such output here (not in the receivers, not produced, or not finished)."""
+
+    status_code = 404
+
+
+class EngineStartFailed(NodeError):
+    """The engine party process could not be started."""
+
+    status_code = 500

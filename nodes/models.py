@@ -110,6 +110,10 @@ class ApprovalRecord(SQLModel, table=True):
     reason: str | None = None
     approval_json: str | None = None
     chain_ref: str | None = None
+    job_manifest_hash: str | None = None
+    """SM3 of the whole job manifest whose terms this node approved on chain (hex)."""
+    terms_json: str | None = None
+    """The chain terms this node approved (contracts.models.Terms JSON)."""
     decided_by: str | None = None
     decided_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -336,6 +340,9 @@ class ApprovalRequestIn(BaseModel):
     aggregate_group_size: int | None = None
     manifest_hash: str | None = None
     """The coordinator's SM3 of the manifest; when given, the node checks it against its own."""
+    job_manifest_hash: str | None = PField(default=None, pattern=r"^(0x)?[0-9a-fA-F]{64}$")
+    """SM3 of the whole job manifest (``Terms.manifest_hash``). When given it is part of the signed
+    slice, and the node approves on chain only terms carrying exactly this hash."""
 
 
 class ApprovalRequestOut(BaseModel):
@@ -354,7 +361,113 @@ class ApprovalRequestOut(BaseModel):
     created_at: datetime
 
 
+class NodeTask(SQLModel, table=True):
+    """One task of a job on this node; every state change is persisted before it is acted on."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True, unique=True)
+    status: str = "ports"  # ports | running | succeeded | failed | stopped
+    stage: str | None = None
+    error: str | None = None
+    endpoint_json: str
+    peers_json: str = "[]"
+    label_party: str = ""
+    datasets_json: str = "[]"
+    """[{"dataset", "columns", "rows"}] extracted for the run."""
+    intersection_rows: int | None = None
+    outputs_json: str = "{}"
+    """name -> {"receiver", "sm3", "size"}; only sealed copies are kept."""
+    result_hash: str | None = None
+    receipt_tx: str | None = None
+    extract_dir: str | None = None
+    pid: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Rejection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = PField(min_length=1, max_length=2000)
+
+
+class TaskPortsIn(BaseModel):
+    """The coordinator asks the node to reserve ports for a job's party."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    peers: list[str] = PField(default_factory=list)
+    label_party: str = PField(min_length=1)
+
+
+class TaskPortsOut(BaseModel):
+    host: str
+    endpoint: dict
+
+
+class TaskInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    columns: list[str] = PField(min_length=1)
+
+
+class TaskStartIn(BaseModel):
+    """What the coordinator sends to start this node's party of a job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    party: str
+    cluster: dict
+    """protocols.secretflow.spec.ClusterSpec JSON."""
+    join_key: str
+    label_party: str
+    label_column: str
+    psi_protocol: Literal["RR22", "ECDH", "ECDH_SM2"] = "RR22"
+    model: dict = PField(default_factory=dict)
+    """protocols.secretflow.spec.ModelParams JSON."""
+    inputs: list[TaskInput] = PField(min_length=1, max_length=1)
+    features: list[str] = PField(min_length=1)
+    receivers: dict[str, list[str]] = PField(default_factory=dict)
+    timeout_s: float = PField(default=600.0, gt=0, le=7 * 86400)
+
+
+class TaskStarted(BaseModel):
+    job_id: str
+    status: str
+
+
+class TaskOutputInfo(BaseModel):
+    name: str
+    receiver: str
+    sm3: str
+    size: int
+
+
+class TaskOut(BaseModel):
+    job_id: str
+    party: str
+    status: str
+    stage: str | None
+    error: str | None
+    intersection_rows: int | None
+    outputs: list[TaskOutputInfo]
+    result_hash: str | None
+    receipt_tx: str | None
+    started_at: float | None
+    finished_at: float | None
+
+
+class TaskStopped(BaseModel):
+    status: str
+
+
+class SealedOutput(BaseModel):
+    """An output sealed (SM2 envelope) to its receiver's registered key; never plaintext."""
+
+    name: str
+    receiver: str
+    envelope_b64: str
+    sm3: str

@@ -49,6 +49,24 @@ class NodeSettings(BaseSettings):
     keystore_path: Path | None = None
     """The node's member keystore (protocols.crypto.keystore); approvals are signed with it."""
     keystore_passphrase: SecretStr | None = None
+    keystore_passphrase_file: Path | None = None
+    """A file holding the keystore passphrase (used when ``keystore_passphrase`` is not set)."""
+
+    # ---------------------------------------------------------------- chain and coordinator
+    chain_rpc_url: str | None = None
+    """JSON-RPC URL of the permissioned chain; with a registry address the node is chain-wired."""
+    chain_registry: str | None = None
+    """Address of the Registry contract (Authorizations and Receipts are found from it)."""
+    chain_deployment_file: Path | None = None
+    """A JSON file with ``registry`` (or ``registry_address``) and optionally ``rpc_url`` — a
+    contracts Deployment or the federation state written by ``dcp up``; explicit fields win."""
+    coordinator_url: str | None = None
+    """Where the coordinator serves job manifests and terms (checked before approving on chain)."""
+    coordinator_timeout_s: float = 10.0
+    anchor_interval_s: float = 300.0
+    """Anchor the audit head on chain this often (seconds) while the service runs; 0 disables."""
+    task_kill_grace_s: float = 5.0
+    """How long a stopped party gets between SIGTERM and SIGKILL."""
 
     @field_validator("host")
     @classmethod
@@ -63,6 +81,51 @@ class NodeSettings(BaseSettings):
         if v <= 0:
             raise ValueError("must be positive")
         return v
+
+    @field_validator("anchor_interval_s", "task_kill_grace_s")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must not be negative")
+        return v
+
+    @field_validator("coordinator_timeout_s")
+    @classmethod
+    def _positive_float(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be positive")
+        return v
+
+    def passphrase(self) -> str | None:
+        """The keystore passphrase: the value, else the first line of the passphrase file."""
+        if self.keystore_passphrase is not None:
+            return self.keystore_passphrase.get_secret_value()
+        if self.keystore_passphrase_file is not None:
+            try:
+                return self.keystore_passphrase_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read keystore_passphrase_file: {exc.strerror}") from None
+        return None
+
+    def chain_target(self) -> tuple[str, str] | None:
+        """``(rpc_url, registry)`` when the node is chain-wired, else None (ConfigError if half-set)."""
+        rpc, registry = self.chain_rpc_url, self.chain_registry
+        if self.chain_deployment_file is not None:
+            import json
+
+            try:
+                doc = json.loads(self.chain_deployment_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot read chain_deployment_file {self.chain_deployment_file}: {exc}") from None
+            if not isinstance(doc, dict):
+                raise ConfigError(f"chain_deployment_file {self.chain_deployment_file} is not a JSON object")
+            registry = registry or doc.get("registry") or doc.get("registry_address")
+            rpc = rpc or doc.get("rpc_url")
+        if rpc is None and registry is None:
+            return None
+        if not rpc or not registry:
+            raise ConfigError("a chain-wired node needs both chain_rpc_url and chain_registry (or a deployment file)")
+        return str(rpc), str(registry)
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<work_dir>/<name>.db``."""
@@ -120,7 +183,9 @@ def load_node_settings(config: Path | None = None, **overrides: Any) -> NodeSett
     settings = NodeSettings.model_validate(loaded.model_dump())
     # relative paths in a config file are relative to the file
     base = config.parent
-    for field in ("work_dir", "policy_file", "anchor_file", "keystore_path"):
+    for field in (
+        "work_dir", "policy_file", "anchor_file", "keystore_path", "keystore_passphrase_file", "chain_deployment_file"
+    ):
         value = getattr(settings, field)
         if value is not None and not value.is_absolute() and field not in overrides:
             setattr(settings, field, (base / value).resolve())

@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
         except NodeError as exc:
             typer.echo(f"{exc.name}: {exc.detail}", err=True)
             raise typer.Exit(2) from None
-        typer.echo(f"node {settings.name} on http://{settings.host}:{settings.port} (db {settings.resolved_database_url()})")
+        typer.echo(
+            f"node {settings.name} on http://{settings.host}:{settings.port} (db {settings.resolved_database_url()})"
+        )
         uvicorn.run(fastapi_app, host=settings.host, port=settings.port, log_level="warning")
 
     @node.command("ingest")
@@ -53,14 +55,24 @@ def register(app: typer.Typer) -> None:
             data["key_column"] = key_column
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with file.open("rb") as fh:
-            r = httpx.post(f"{url}/datasets/upload", data=data, files={"file": (file.name, fh)}, headers=headers,
-                           timeout=None)
+            r = httpx.post(
+                f"{url}/datasets/upload",
+                data=data,
+                files={"file": (file.name, fh)},
+                headers=headers,
+                timeout=None,
+            )
         body = r.json()
         if r.status_code >= 400:
             typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
             raise typer.Exit(1)
-        typer.echo(json.dumps({"name": body["name"], "rows": body["row_count"], "quality": body["quality"]},
-                              ensure_ascii=False, indent=2))
+        typer.echo(
+            json.dumps(
+                {"name": body["name"], "rows": body["row_count"], "quality": body["quality"]},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
 
     @node.command("catalog")
     def catalog(url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL")) -> None:
@@ -74,6 +86,12 @@ def register(app: typer.Typer) -> None:
         t = Table("dataset", "rows", "columns", "max grade", "rows with issues", "updated")
         for e in r.json():
             q = e.get("quality") or {}
-            t.add_row(e["name"], str(e["row_count"]), ", ".join(f"{c['name']}:{c['dtype']}/g{c['grade']}" for c in e["columns"]),
-                      str(e["max_grade"]), str(q.get("rows_with_issues", "-")), e["updated_at"])
+            t.add_row(
+                e["name"],
+                str(e["row_count"]),
+                ", ".join(f"{c['name']}:{c['dtype']}/g{c['grade']}" for c in e["columns"]),
+                str(e["max_grade"]),
+                str(q.get("rows_with_issues", "-")),
+                e["updated_at"],
+            )
         Console().print(t)

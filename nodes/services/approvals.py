@@ -14,7 +14,6 @@ from nodes.errors import (
     ApprovalExists,
     ApprovalNotFound,
     ApprovalNotPending,
-    KeysUnavailable,
     ManifestMismatch,
     RequestExpired,
 )
@@ -29,7 +28,9 @@ from nodes.settings import NodeSettings
 class ApprovalRecorder(Protocol):
     """Puts a signed approval on chain (implemented over the chain client); returns a reference."""
 
-    def record_approval(self, approval: Any, manifest: dict[str, Any]) -> str: ...
+    def record_approval(self, approval: Any, manifest: dict[str, Any]) -> Any:
+        """A reference (str), or an object with ``ref``, ``terms_json`` and ``job_manifest_hash``."""
+        ...
 
 
 def _aware(dt: datetime) -> datetime:
@@ -38,7 +39,10 @@ def _aware(dt: datetime) -> datetime:
 
 def manifest_of(req: ApprovalRequestIn) -> dict[str, Any]:
     """The canonical manifest this node signs (everything but the coordinator's hash claim)."""
-    m = req.model_dump(mode="json", exclude={"manifest_hash"})
+    exclude = {"manifest_hash"} | ({"job_manifest_hash"} if req.job_manifest_hash is None else set())
+    m = req.model_dump(mode="json", exclude=exclude)
+    if req.job_manifest_hash is not None:
+        m["job_manifest_hash"] = req.job_manifest_hash.lower().removeprefix("0x")
     m["expiry"] = _aware(req.expiry).astimezone(timezone.utc).isoformat()
     return m
 
@@ -52,6 +56,7 @@ class ApprovalService:
         policy: PolicyService,
         datasets: DatasetService,
         recorder: ApprovalRecorder | None = None,
+        keys: Any = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -59,23 +64,16 @@ class ApprovalService:
         self.policy = policy
         self.datasets = datasets
         self.recorder = recorder
-        self._keys: Any = None
+        self._keys: Any = keys
 
     # ------------------------------------------------------------ keys
 
     def keys(self) -> Any:
         """The node's MemberKeys, decrypted once per service."""
         if self._keys is None:
-            from protocols.crypto.errors import CryptoError
-            from protocols.crypto.keystore import load_keystore
+            from nodes.services.chain import load_node_keys
 
-            s = self.settings
-            if s.keystore_path is None or s.keystore_passphrase is None:
-                raise KeysUnavailable("no keystore configured (keystore_path and keystore_passphrase)")
-            try:
-                self._keys = load_keystore(s.keystore_path, s.keystore_passphrase.get_secret_value())
-            except (CryptoError, OSError) as exc:
-                raise KeysUnavailable(f"cannot open the node keystore: {type(exc).__name__}") from None
+            self._keys = load_node_keys(self.settings)
         return self._keys
 
     # ------------------------------------------------------------ views
@@ -185,17 +183,21 @@ class ApprovalService:
         m = json.loads(r.manifest_json)
         self.policy.enforce(self._job(m))  # the policy may have changed since the request came in
         approval = sign_approval(self.keys(), r.job_id, r.manifest_hash)
-        ref = self.recorder.record_approval(approval, m) if self.recorder is not None else None
+        recorded = self.recorder.record_approval(approval, m) if self.recorder is not None else None
+        ref = recorded if recorded is None or isinstance(recorded, str) else str(recorded.ref)
+        terms_json = getattr(recorded, "terms_json", None)
+        job_manifest_hash = getattr(recorded, "job_manifest_hash", None)
         with self.audit.transaction() as session:
             r = self._get(session, request_id)
             if r.status != "pending":
                 raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
             r.status, r.decided_by, r.decided_at = "approved", actor, utcnow()
             r.approval_json, r.chain_ref = approval.model_dump_json(), ref
+            r.terms_json, r.job_manifest_hash = terms_json, job_manifest_hash
             session.add(r)
             self.audit.append(session, actor=actor, action="approval.approve", target=r.job_id,
                               detail={"manifest_hash": r.manifest_hash, "chain_ref": ref,
-                                      "sm2_sig": approval.sm2_sig[:16]})
+                                      "job_manifest_hash": job_manifest_hash, "sm2_sig": approval.sm2_sig[:16]})
             return self._out(r)
 
     def reject(self, request_id: int, reason: str, actor: str) -> ApprovalRequestOut:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import random
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -75,3 +79,214 @@ def tax_dataset(client: TestClient, tax_frame: pd.DataFrame) -> pd.DataFrame:
     r = upload(client, "tax_2024", csv_bytes(tax_frame), key_column="uscc")
     assert r.status_code == 201, r.text
     return tax_frame
+
+
+# ---------------------------------------------------------------- a real chain for chain-wired nodes
+
+PASSPHRASE = "node test passphrase"
+
+
+class JobBoard:
+    """The coordinator's manifest endpoint (``GET /jobs/{id}/manifest``) over real HTTP, serving
+    manifests and terms built by the coordinator's own functions (coordinator.manifest)."""
+
+    def __init__(self) -> None:
+        from fastapi import FastAPI
+        from fastapi.responses import JSONResponse
+
+        self.jobs: dict[str, dict] = {}
+        app = FastAPI()
+
+        @app.get("/jobs/{job_id}/manifest")
+        def manifest(job_id: str):  # noqa: ANN202
+            if job_id not in self.jobs:
+                return JSONResponse(status_code=404, content={"error": "JobNotFound", "detail": job_id})
+            return self.jobs[job_id]
+
+        self.app = app
+
+
+class ChainKit:
+    """An anvil chain with the dcp contracts, a coordinator, and members with real keystores."""
+
+    def __init__(self, anvil, keys_dir: Path, board_url: str, board: JobBoard) -> None:
+        from contracts.client import ChainClient
+
+        self.anvil = anvil
+        self.w3 = anvil.web3()
+        self.accounts = list(self.w3.eth.accounts)
+        self.governors = self.accounts[:3]
+        self.coordinator = self.accounts[3]
+        self.admin = ChainClient.deploy(self.w3, self.accounts[0], self.governors, 2)
+        self.registry = self.admin.deployment.registry
+        self.keys_dir = keys_dir
+        self.board_url = board_url
+        self.board = board
+        self.members: dict[str, tuple[Path, object]] = {}
+        from contracts.models import MemberAdmission, Role
+
+        self.admin.admit(self.governors, MemberAdmission(account=self.coordinator, role=Role.COORDINATOR,
+                                                         name="coordinator", sm2_public_key=b"\x01" * 64))
+
+    def member(self, name: str, role: str = "department") -> tuple[Path, object]:
+        """A member with a keystore, funded and admitted (created once per chain)."""
+        if name in self.members:
+            return self.members[name]
+        from contracts.models import MemberAdmission, Role
+        from protocols.crypto.keystore import create_keystore
+
+        path, keys = create_keystore(self.keys_dir, name, PASSPHRASE, scrypt_n=2**10)
+        addr = keys.public.chain_address
+        self.w3.eth.send_transaction({"from": self.accounts[0], "to": addr, "value": self.w3.to_wei(10, "ether")})
+        pub = keys.public
+        self.admin.admit(self.governors, MemberAdmission(
+            account=addr, role=Role.BANK if role == "bank" else Role.DEPARTMENT, name=name,
+            sm2_public_key=bytes.fromhex(pub.sm2_public_key), bls_public_key=bytes.fromhex(pub.bls_public_key),
+            bls_pop=bytes.fromhex(pub.bls_pop)))
+        self.members[name] = (path, keys)
+        return path, keys
+
+    def client_of(self, name: str):  # noqa: ANN201
+        """A ChainClient that signs as member ``name``."""
+        from eth_account import Account
+
+        from contracts.client import ChainClient
+
+        acct = Account.from_key(self.members[name][1].chain_private_key)
+        return ChainClient.connect(self.w3, self.registry, signers={acct.address: acct})
+
+    def register_dataset(self, member: str, dataset: str, grade: int = 2) -> bytes:
+        from nodes.services.chain import dataset_chain_id
+
+        did = dataset_chain_id(member, dataset)
+        if self.admin.dataset(did) is None:
+            addr = self.members[member][1].public.chain_address
+            self.client_of(member).register_dataset(addr, did, hashlib.sha256(did).digest(), grade)
+        return did
+
+    def now(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def advance(self, seconds: int) -> None:
+        self.w3.provider.make_request("evm_increaseTime", [int(seconds)])
+        self.w3.provider.make_request("evm_mine", [])
+
+    def node_settings(self, name: str, work: Path, **kw) -> NodeSettings:
+        path, _ = self.member(name, kw.pop("role", "department"))
+        pass_file = self.keys_dir / "passphrase"
+        pass_file.write_text(PASSPHRASE)
+        base = dict(name=name, work_dir=work, keystore_path=path, keystore_passphrase_file=pass_file,
+                    chain_rpc_url=self.anvil.url, chain_registry=self.registry, coordinator_url=self.board_url,
+                    anchor_interval_s=0)
+        base.update(kw)
+        return NodeSettings(**base)
+
+    def publish(self, spec_dict: dict, job_id: str, expires_in: int = 3600) -> tuple[dict, object]:
+        """Build the job manifest and terms as the coordinator does and serve them on the board."""
+        from datetime import datetime, timezone
+
+        from coordinator.manifest import build_manifest, manifest_sm3, terms_of
+        from coordinator.spec import JobSpec
+
+        spec = JobSpec.model_validate(spec_dict)
+        expiry = datetime.fromtimestamp(self.now() + expires_in, tz=timezone.utc)
+        manifest = build_manifest(spec, job_id, "bank", expiry=expiry)
+        requester = self.member(spec.requester, "bank")[1].public.chain_address
+        terms = terms_of(manifest, requester)
+        self.board.jobs[job_id] = {"manifest": manifest, "manifest_hash": manifest_sm3(manifest).hex(),
+                                   "terms": json.loads(terms.model_dump_json())}
+        return manifest, terms
+
+    def approve_as(self, member: str, terms) -> None:  # noqa: ANN001
+        addr = self.members[member][1].public.chain_address
+        self.client_of(member).approve(addr, terms)
+
+    def authorize(self, terms) -> None:  # noqa: ANN001
+        self.admin.authorize(self.coordinator, terms)
+
+
+@pytest.fixture(scope="module")
+def chain_kit(tmp_path_factory) -> Iterator[ChainKit]:
+    """A real anvil with the dcp contracts deployed and a coordinator manifest board on real HTTP."""
+    import threading
+
+    import uvicorn
+
+    from contracts.anvil import AnvilNode
+    from dcp.net import free_port
+
+    board = JobBoard()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(board.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    anvil = AnvilNode(accounts=10)
+    anvil.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        yield ChainKit(anvil, tmp_path_factory.mktemp("keys"), f"http://127.0.0.1:{port}", board)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        anvil.stop()
+
+
+TAX_FEATURES = ["tax_vat_paid", "tax_credit_grade", "tax_revenue_growth"]
+BANK_FEATURES = ["bank_loan_amount", "bank_tenure_months", "bank_overdue_count"]
+CHAIN_POLICY = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2, "allowed_roles": ["bank"]}
+
+
+@pytest.fixture(scope="module")
+def vertical_data(tmp_path_factory):  # noqa: ANN201
+    from protocols.secretflow.synthetic import make_vertical_data
+
+    return make_vertical_data(tmp_path_factory.mktemp("vertical"), n_rows=300, overlap=0.6, seed=5)
+
+
+@pytest.fixture(scope="module")
+def kit(chain_kit: ChainKit) -> ChainKit:
+    """The chain with members bank and tax and their datasets registered (before any snapshot)."""
+    chain_kit.member("bank", "bank")
+    chain_kit.member("tax")
+    chain_kit.register_dataset("bank", "bank_2024")
+    chain_kit.register_dataset("tax", "tax_2024")
+    chain_kit.register_dataset("tax", "tax_gaps")
+    return chain_kit
+
+
+@pytest.fixture
+def chain(kit: ChainKit) -> Iterator[ChainKit]:
+    """``kit`` for one test: the chain state is rolled back afterwards (evm_snapshot/evm_revert)."""
+    snap = kit.w3.provider.make_request("evm_snapshot", [])["result"]
+    try:
+        yield kit
+    finally:
+        kit.board.jobs.clear()
+        kit.w3.provider.make_request("evm_revert", [snap])
+
+
+def vertical_spec(job_tax_columns: list[str], **over) -> dict:
+    spec = {
+        "kind": "vertical_train", "requester": "bank",
+        "purpose": "pre-loan credit model for small enterprises (node test)", "join_key": "uscc",
+        "label": {"member": "bank", "dataset": "bank_2024", "column": "default"},
+        "inputs": [{"member": "bank", "dataset": "bank_2024", "columns": BANK_FEATURES},
+                   {"member": "tax", "dataset": over.pop("tax_dataset", "tax_2024"), "columns": job_tax_columns}],
+        "model": {"algorithm": "ss_lr", "params": {"epochs": 1, "batch_size": 64}},
+        "timeout_s": 300,
+    }
+    spec.update(over)
+    return spec
+
+
+@contextmanager
+def chain_node(kit: ChainKit, name: str, work: Path, datasets: dict[str, bytes], **kw) -> Iterator[TestClient]:
+    """A chain-wired node app (TestClient, lifespan running) with ``datasets`` (name -> CSV bytes) ingested."""
+    app = create_app(kit.node_settings(name, work, **kw))
+    with TestClient(app) as client:
+        for dataset, data in datasets.items():
+            r = upload(client, dataset, data, key_column="uscc")
+            assert r.status_code == 201, r.text
+        assert client.put("/policy", json=CHAIN_POLICY).status_code == 200
+        yield client

@@ -64,6 +64,15 @@ def _calls(tmp_path, frame) -> dict[tuple[str, str], list[dict]]:
         ("POST", "/audit/anchor"): [{}],
         ("POST", "/audit/prune"): [{}],
         ("DELETE", "/datasets/{name}"): [{"name": "dup_" + DS}],
+        # tasks: this node is not chain-wired and j1 is not approved, so each is a named refusal
+        ("POST", "/tasks/{job_id}/ports"): [{"job_id": "j1", "json": {"peers": ["bank_a"], "label_party": "bank_a"}}],
+        ("POST", "/tasks/{job_id}"): [{"job_id": "j1", "json": {
+            "job_id": "j1", "party": "tax", "cluster": {"parties": []}, "join_key": "uscc", "label_party": "bank_a",
+            "label_column": "default", "inputs": [{"dataset": DS, "columns": ["uscc", "vat_paid"]}],
+            "features": ["vat_paid"]}}],
+        ("GET", "/tasks/{job_id}"): [{"job_id": "j1"}],
+        ("POST", "/tasks/{job_id}/stop"): [{"job_id": "j1"}],
+        ("GET", "/tasks/{job_id}/outputs/{name}"): [{"job_id": "j1", "name": "predictions"}],
     }
 
 
@@ -84,6 +93,7 @@ def test_no_route_returns_real_values(client, tax_frame, tmp_path):
         for call in calls[(method, path)]:
             call = dict(call)
             url = path.replace("{name}", call.pop("name", "")).replace("{request_id}", call.pop("request_id", ""))
+            url = url.replace("{job_id}", call.pop("job_id", ""))
             r = client.request(method, url, **call)
             assert r.status_code < 500 or r.json()["error"] == "KeysUnavailable", (method, url, r.text)
             text = r.text

@@ -1,0 +1,314 @@
+"""The node's own view of the chain: its account, its approvals, its receipts, its audit anchors.
+
+* :class:`NodeChain` wraps a ``contracts.client.ChainClient`` that signs as the node's keystore
+  account. Writes are serialized (one nonce sequence per account) and chain failures become the
+  node's named errors: :class:`ChainRefused` for a revert (the contract's error name in the detail),
+  :class:`ChainUnavailable` when the chain does not answer.
+* :class:`ChainAnchor` is the chain-backed :class:`~nodes.services.audit.AuditAnchor`.
+* :class:`ChainApprovalRecorder` puts a department's approval on chain — after checking, without
+  trusting the coordinator, that the job manifest hashes to the terms' manifest hash, that the
+  manifest says exactly what the department approved about its own data, and that the terms name
+  this job, its expiry and runs, and this node's datasets.
+
+The identifiers are shared with the coordinator (``coordinator/manifest.py``): job key
+``sha256(utf8(job_id))``, dataset id ``SM3("dcp.dataset.v1:" member "/" dataset)``, manifest hash
+``SM3(canonical JSON of the whole job manifest)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import httpx
+
+from nodes.errors import (
+    ApprovalTermsMismatch,
+    ChainRefused,
+    ChainUnavailable,
+    ConfigError,
+    CoordinatorUnavailable,
+    KeysUnavailable,
+)
+
+DATASET_ID_DOMAIN = "dcp.dataset.v1:"
+T = TypeVar("T")
+
+
+def dataset_chain_id(member: str, dataset: str) -> bytes:
+    """The 32-byte on-chain id of ``member``'s dataset: ``SM3("dcp.dataset.v1:" member "/" dataset)``."""
+    from protocols.crypto.sm3 import sm3_digest
+
+    return sm3_digest(f"{DATASET_ID_DOMAIN}{member}/{dataset}".encode())
+
+
+def manifest_sm3(manifest: dict[str, Any]) -> bytes:
+    """SM3 of the canonical JSON of a whole job manifest (``Terms.manifest_hash``)."""
+    from protocols.crypto.approvals import manifest_hash
+
+    return manifest_hash(manifest)
+
+
+def receivers_of(manifest: dict[str, Any]) -> dict[str, list[str]]:
+    """Output name -> members that receive it, from a job manifest's ``outputs``."""
+    out: dict[str, list[str]] = {}
+    for o in manifest.get("outputs") or []:
+        out.setdefault(o["name"], []).append(o["receiver"])
+    return out
+
+
+def slice_matches(manifest: dict[str, Any], member: str, node_manifest: dict[str, Any]) -> bool:
+    """Whether the slice a node signed says exactly what the job manifest says about ``member``."""
+    try:
+        mine = [
+            {"dataset": i["dataset"], "columns": i["columns"]} for i in manifest["inputs"] if i["member"] == member
+        ]
+        got_expiry = datetime.fromisoformat(node_manifest["expiry"]).astimezone(timezone.utc)
+        return (
+            node_manifest.get("job_id") == manifest["job_id"]
+            and node_manifest.get("purpose") == manifest["purpose"]
+            and node_manifest.get("requester") == manifest["requester"]
+            and node_manifest.get("kind") == manifest["kind"]
+            and node_manifest.get("inputs") == mine
+            and node_manifest.get("receivers") == receivers_of(manifest)
+            and int(got_expiry.timestamp()) == int(manifest["expiry_unix"])
+            and node_manifest.get("max_runs") == manifest["max_runs"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def tx_hex(tx: Any) -> str:
+    """``0x``-hex of a ``TxResult``'s hash."""
+    return "0x" + bytes(tx.tx_hash).hex()
+
+
+class NodeChain:
+    """The chain as this node sees it, writing as ``account`` (the node's keystore chain key)."""
+
+    def __init__(self, client: Any, account: str, member: str) -> None:
+        self.client = client
+        self.account = account
+        self.member = member
+        self._write_lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, rpc_url: str, registry: str, keys: Any, member: str, timeout: float = 60.0) -> NodeChain:
+        """Attach to the deployment whose Registry is ``registry``, signing with ``keys.chain_private_key``."""
+        from eth_account import Account
+        from web3 import HTTPProvider, Web3
+
+        from contracts.client import ChainClient
+        from contracts.errors import ChainError
+
+        acct = Account.from_key(keys.chain_private_key)
+        w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        try:
+            client = ChainClient.connect(w3, registry, signers={acct.address: acct})
+        except ChainError as exc:
+            raise ConfigError(f"no dcp deployment at Registry {registry} on {rpc_url}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - connection refused, bad URL …
+            raise ChainUnavailable(f"the chain at {rpc_url} did not answer: {type(exc).__name__}") from None
+        return cls(client, acct.address, member)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        from contracts.errors import ChainError, ContractRevert
+
+        try:
+            return fn()
+        except ContractRevert as exc:
+            name = exc.error_name or type(exc).__name__
+            raise ChainRefused(f"{what}: the chain refused with {name}: {exc}") from None
+        except ChainError as exc:
+            raise ChainRefused(f"{what}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - transport errors, timeouts
+            raise ChainUnavailable(f"{what}: the chain did not answer ({type(exc).__name__})") from None
+
+    def _write(self, what: str, fn: Callable[[], Any]) -> str:
+        with self._write_lock:
+            return tx_hex(self._call(what, fn))
+
+    # ------------------------------------------------------------ reads
+
+    def chain_time(self) -> int:
+        """Timestamp of the latest block (the clock every expiry is judged by)."""
+        return self._call("reading the latest block", lambda: int(self.client.w3.eth.get_block("latest")["timestamp"]))
+
+    def authorization(self, job_key: bytes) -> Any:
+        """``contracts.models.Authorization`` of ``job_key`` or None."""
+        return self._call("reading the authorization", lambda: self.client.authorization(job_key))
+
+    def is_live(self, job_key: bytes) -> bool:
+        return self._call("reading the authorization", lambda: self.client.is_live(job_key))
+
+    def runs(self, job_key: bytes, dataset_id: bytes) -> int:
+        return self._call("reading the receipts", lambda: self.client.runs(job_key, dataset_id))
+
+    def approved_by_me(self, digest: bytes, dataset_id: bytes) -> bool:
+        """Whether this node's account approved ``dataset_id`` under approval digest ``digest``."""
+        fn = self.client.authorizations.functions.approvalOf(digest, dataset_id)
+        who = self._call("reading approvals", fn.call)
+        return str(who).lower() == self.account.lower()
+
+    def member_sm2_key(self, name: str) -> bytes | None:
+        """The SM2 public key the Registry holds for the active member called ``name``."""
+        for m in self._call("reading the registry", lambda: self.client.members(active_only=True)):
+            if m.name == name:
+                return bytes(m.sm2_public_key)
+        return None
+
+    def member_name(self, account: str) -> str | None:
+        """The name of the active member ``account`` (None if not an active member)."""
+        m = self._call("reading the registry", lambda: self.client.member(account))
+        return m.name if m is not None and m.active else None
+
+    def latest_anchor(self) -> tuple[int, str] | None:
+        """This node's latest anchored ``(entry_count, head_hash hex)``."""
+        a = self._call("reading the audit anchor", lambda: self.client.latest_anchor(self.account))
+        if a is None:
+            return None
+        return int(a.entry_count), bytes(a.head_hash).hex()
+
+    # ------------------------------------------------------------ writes
+
+    def approve(self, terms: Any, dataset_ids: Iterable[bytes]) -> str:
+        ids = list(dataset_ids)
+        return self._write("approving on chain", lambda: self.client.approve(self.account, terms, ids))
+
+    def record_usage(self, receipt: Any) -> str:
+        return self._write("recording the usage receipt", lambda: self.client.record_usage(self.account, receipt))
+
+    def anchor(self, head_hash: bytes, entry_count: int) -> str:
+        return self._write(
+            "anchoring the audit head", lambda: self.client.anchor_audit_head(self.account, head_hash, entry_count)
+        )
+
+
+class ChainAnchor:
+    """Audit heads anchored in the Receipts contract from the node's own account.
+
+    The anchor stores ``(head hash, entry count)``; the node's entry count is the head's sequence
+    number, which only grows (the contract refuses an anchor that does not advance)."""
+
+    def __init__(self, chain: NodeChain) -> None:
+        self.chain = chain
+
+    def anchor(self, node: str, seq: int, head_hash: str) -> str:
+        return self.chain.anchor(bytes.fromhex(head_hash), seq)
+
+    def latest(self, node: str) -> tuple[int, str] | None:
+        return self.chain.latest_anchor()
+
+
+class RecordedApproval:
+    """What a chain recorder reports back: the transaction and the terms it approved."""
+
+    def __init__(self, ref: str, terms_json: str, job_manifest_hash: str) -> None:
+        self.ref = ref
+        self.terms_json = terms_json
+        self.job_manifest_hash = job_manifest_hash
+
+
+class ChainApprovalRecorder:
+    """Approves on chain (``Authorizations.approve`` from the node's account) after every check."""
+
+    def __init__(
+        self, chain: NodeChain, coordinator_url: str | None, timeout: float = 10.0, http: httpx.Client | None = None
+    ) -> None:
+        self.chain = chain
+        self.member = chain.member
+        self.coordinator_url = coordinator_url.rstrip("/") if coordinator_url else None
+        self.timeout = timeout
+        self.http = http
+
+    def fetch(self, job_id: str) -> dict[str, Any]:
+        """The coordinator's ``{"manifest", "manifest_hash", "terms"}`` of ``job_id``."""
+        if self.coordinator_url is None:
+            raise CoordinatorUnavailable("no coordinator_url is configured: cannot fetch the job's terms")
+        url = f"{self.coordinator_url}/jobs/{job_id}/manifest"
+        try:
+            r = (self.http.get(url, timeout=self.timeout) if self.http is not None
+                 else httpx.get(url, timeout=self.timeout))
+        except httpx.HTTPError as exc:
+            raise CoordinatorUnavailable(f"the coordinator did not answer: {type(exc).__name__}") from None
+        if r.status_code != 200:
+            raise ApprovalTermsMismatch(f"the coordinator has no manifest for job {job_id!r} (HTTP {r.status_code})")
+        try:
+            body = r.json()
+        except ValueError:
+            raise ApprovalTermsMismatch("the coordinator's manifest answer is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("manifest"), dict) or "terms" not in body:
+            raise ApprovalTermsMismatch("the coordinator's answer lacks the manifest or the terms")
+        return body
+
+    def check(self, node_manifest: dict[str, Any], served: dict[str, Any]) -> tuple[Any, list[bytes]]:
+        """The terms to approve and this node's dataset ids in them (ApprovalTermsMismatch otherwise)."""
+        from pydantic import ValidationError
+
+        from contracts.errors import ChainError
+        from contracts.models import Terms
+        from protocols.crypto.approvals import job_key
+
+        manifest = served["manifest"]
+        try:
+            terms = Terms.model_validate(served["terms"])
+        except (ValidationError, ChainError) as exc:
+            raise ApprovalTermsMismatch(f"the coordinator's terms are malformed: {type(exc).__name__}") from None
+        job_id = node_manifest["job_id"]
+        if manifest_sm3(manifest) != terms.manifest_hash:
+            raise ApprovalTermsMismatch("the job manifest does not hash (SM3) to the terms' manifest hash")
+        bound = node_manifest.get("job_manifest_hash")
+        if bound and bytes.fromhex(bound.removeprefix("0x")) != terms.manifest_hash:
+            raise ApprovalTermsMismatch("the terms carry another job manifest than the one this node signed")
+        if not slice_matches(manifest, self.member, node_manifest):
+            raise ApprovalTermsMismatch("the job manifest says something else about this node's data than it approved")
+        if terms.job_id != job_key(job_id):
+            raise ApprovalTermsMismatch("the terms are for another job")
+        if terms.expiry != int(manifest["expiry_unix"]) or terms.max_runs != int(manifest["max_runs"]):
+            raise ApprovalTermsMismatch("the terms' expiry or maximum runs differ from the manifest")
+        if self.chain.member_name(terms.requester) != manifest["requester"]:
+            raise ApprovalTermsMismatch("the terms' requester account is not the member the manifest names")
+        mine = [dataset_chain_id(self.member, i["dataset"]) for i in node_manifest["inputs"]]
+        missing = [d.hex()[:16] for d in mine if d not in terms.dataset_ids]
+        if missing:
+            raise ApprovalTermsMismatch(f"the terms do not name this node's dataset(s) {', '.join(missing)}")
+        return terms, mine
+
+    def record_approval(self, approval: Any, manifest: dict[str, Any]) -> RecordedApproval:
+        """Check the coordinator's manifest and terms, then approve on chain; the tx and the terms."""
+        served = self.fetch(approval.job_id)
+        terms, mine = self.check(manifest, served)
+        ref = self.chain.approve(terms, mine)
+        return RecordedApproval(
+            ref=ref, terms_json=terms.model_dump_json(), job_manifest_hash=bytes(terms.manifest_hash).hex()
+        )
+
+
+def load_node_keys(settings: Any) -> Any:
+    """The node's MemberKeys from its keystore (KeysUnavailable when missing or not openable)."""
+    from protocols.crypto.errors import CryptoError
+    from protocols.crypto.keystore import load_keystore
+
+    passphrase = settings.passphrase()
+    if settings.keystore_path is None or passphrase is None:
+        raise KeysUnavailable("no keystore configured (keystore_path and a passphrase)")
+    try:
+        return load_keystore(settings.keystore_path, passphrase)
+    except (CryptoError, OSError) as exc:
+        raise KeysUnavailable(f"cannot open the node keystore: {type(exc).__name__}") from None
+
+
+def chain_from_recorder(recorder: Any) -> tuple[NodeChain, str | None] | None:
+    """The chain and coordinator URL a recorder carries (``coordinator.chain_recorder.ChainApprovalRecorder``
+    has ``chain``, ``account`` and ``coordinator_url``), so a node built around such a recorder wires its
+    own chain services (anchoring, tasks, approvals) to the same chain and account."""
+    client = getattr(recorder, "chain", None)
+    account = getattr(recorder, "account", None)
+    member = getattr(recorder, "member", None)
+    if client is None or not isinstance(account, str) or not hasattr(client, "record_usage"):
+        return None
+    return NodeChain(client, account, str(member or "")), getattr(recorder, "coordinator_url", None)

@@ -1,0 +1,621 @@
+"""Task execution: the node runs its engine party for a job only after checking everything itself.
+
+``start`` checks, in order, and refuses with a named error (each refusal audited):
+
+1. the task: ports allocated for this job (:class:`TaskNotFound`), not started before (:class:`TaskExists`),
+   addressed to this node and to the endpoint it allocated (:class:`TaskMismatch`);
+2. this node approved the job in its inbox (:class:`NotAuthorized`);
+3. **on chain**: an authorization exists, is not revoked, has not expired (chain time), covers this
+   node's dataset ids, carries the manifest hash this node approved (or this node's on-chain approval
+   of exactly its digest), and has runs left (:class:`NotAuthorized`);
+4. the requested dataset, columns, features and receivers are within the approved slice
+   (:class:`ColumnNotApproved`, :class:`TaskMismatch`); the node's policy still allows the job
+   (:class:`PolicyViolation`).
+
+Then it extracts exactly the approved columns into a private directory (mode 0700) and starts
+``python -m protocols.secretflow.party`` in its own process group. A follower thread (which also
+spawned the process, so the party dies with it) reads the party's JSON progress lines. On success the
+node seals each output to its receiver's SM2 key from the Registry, records its usage receipt on chain
+(row count = intersection rows, result hash = SM3 over the SM3 digests of every output the party
+produced, in name order), and keeps only the sealed copies. The extract and every plaintext output are
+deleted on success, failure and stop alike. Every state change is persisted before it is acted on and
+audited; a node that restarts fails the tasks it was running and deletes their extracts.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from dcp.net import free_ports
+from dcp.settings import project_root
+from nodes.errors import (
+    ChainUnavailable,
+    ColumnNotApproved,
+    EngineStartFailed,
+    NotAuthorized,
+    OutputNotFound,
+    TaskExists,
+    TaskMismatch,
+    TaskNotFound,
+)
+from nodes.models import (
+    ApprovalRecord,
+    JobCheck,
+    NodeTask,
+    SealedOutput,
+    TaskOut,
+    TaskOutputInfo,
+    TaskPortsIn,
+    TaskPortsOut,
+    TaskStarted,
+    TaskStartIn,
+    TaskStopped,
+    utcnow,
+)
+from nodes.services.audit import AuditLog
+from nodes.services.chain import NodeChain, dataset_chain_id
+from nodes.services.datasets import DatasetService
+from nodes.services.policy import PolicyService
+from nodes.settings import NodeSettings
+
+PARTY_MODULE = "protocols.secretflow.party"
+#: Output names of a job -> the party's file that holds it.
+OUTPUT_FILES = {"predictions": "predictions.csv", "metrics": "metrics.json", "intersection": "psi_output.csv"}
+TERMINAL = ("succeeded", "failed", "stopped")
+_VALUE_LIKE = re.compile(r"(?<![A-Za-z0-9_.])(?=[A-Za-z0-9.]*\d)[A-Za-z0-9][A-Za-z0-9.]{5,}(?![A-Za-z0-9_])")
+_PR_SET_PDEATHSIG = 1
+try:
+    _LIBC: Any = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not glibc: parties are still stopped by the node's shutdown and restart recovery
+    _LIBC = None
+
+
+def scrub(text: str, limit: int = 500) -> str:
+    """An engine message fit to leave the node: anything that looks like a cell value (IDs, codes,
+    numbers of six or more characters) is masked; column names and error kinds stay."""
+    return _VALUE_LIKE.sub("…", text)[:limit]
+
+
+def _die_with_follower() -> None:  # runs in the child between fork and exec
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _epoch(dt: datetime | None) -> float | None:
+    if dt is None:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def kill_group(pid: int, grace: float) -> None:
+    """SIGTERM the process group led by ``pid``; SIGKILL after ``grace`` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@dataclass
+class _Run:
+    """A live party process of this node (in memory only; the row in NodeTask is the record)."""
+
+    job_id: str
+    proc: subprocess.Popen[str] | None = None
+    thread: threading.Thread | None = None
+    spawned: threading.Event = field(default_factory=threading.Event)
+    spawn_error: str | None = None
+    stop_requested: bool = False
+    timed_out: bool = False
+
+
+class TaskService:
+    """The tasks of this node's jobs."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        engine: Engine,
+        audit: AuditLog,
+        datasets: DatasetService,
+        policy: PolicyService,
+        chain: NodeChain | None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.audit = audit
+        self.datasets = datasets
+        self.policy = policy
+        self.chain = chain
+        self.member = settings.name
+        self.outputs_root = settings.work_dir / "tasks"
+        self.scratch_root = settings.tmp_dir()
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ storage
+
+    def _row(self, session: Session, job_id: str) -> NodeTask | None:
+        return session.exec(select(NodeTask).where(NodeTask.job_id == job_id)).first()
+
+    def _get(self, job_id: str) -> NodeTask:
+        with Session(self.engine) as session:
+            t = self._row(session, job_id)
+        if t is None:
+            raise TaskNotFound(f"no task for job {job_id!r} on this node")
+        return t
+
+    def _update(self, job_id: str, audit: dict[str, Any] | None = None, **values: Any) -> NodeTask:
+        """Persist changes to the task (and, if given, an audit entry) in one transaction."""
+        with self.audit.transaction() as session:
+            t = self._row(session, job_id)
+            assert t is not None
+            for k, v in values.items():
+                setattr(t, k, v)
+            session.add(t)
+            if audit is not None:
+                self.audit.append(session, target=job_id, **audit)
+            session.flush()
+            return t
+
+    def job_dir(self, job_id: str) -> Path:
+        """Where the sealed outputs and the party's log of ``job_id`` stay (named by the job key)."""
+        from protocols.crypto.approvals import job_key
+
+        return self.outputs_root / job_key(job_id).hex()[:32]
+
+    def _out(self, t: NodeTask) -> TaskOut:
+        outs = json.loads(t.outputs_json or "{}")
+        return TaskOut(
+            job_id=t.job_id, party=self.member, status=t.status, stage=t.stage, error=t.error,
+            intersection_rows=t.intersection_rows,
+            outputs=[TaskOutputInfo(name=n, **o) for n, o in sorted(outs.items())],
+            result_hash=t.result_hash, receipt_tx=t.receipt_tx,
+            started_at=_epoch(t.started_at), finished_at=_epoch(t.finished_at),
+        )
+
+    # ------------------------------------------------------------ restart recovery
+
+    def recover(self) -> int:
+        """Fail the tasks a previous run of this node left running; delete their extracts."""
+        with Session(self.engine) as session:
+            stale = list(session.exec(select(NodeTask).where(NodeTask.status == "running")))
+        for t in stale:
+            if t.pid is not None and _is_party(t.pid):
+                kill_group(t.pid, 0.5)
+            removed = _remove_tree(t.extract_dir)
+            self._update(
+                t.job_id, status="failed", error="the node restarted during the task", extract_dir=None,
+                finished_at=utcnow(),
+                audit={"actor": "node", "action": "task.fail", "outcome": "ok",
+                       "detail": {"error": "node restarted", "extract_deleted": removed}},
+            )
+        return len(stale)
+
+    # ------------------------------------------------------------ the API
+
+    def get(self, job_id: str) -> TaskOut:
+        return self._out(self._get(job_id))
+
+    def _approval(self, job_id: str) -> ApprovalRecord:
+        with Session(self.engine) as session:
+            rec = session.exec(select(ApprovalRecord).where(ApprovalRecord.job_id == job_id)).first()
+        if rec is None or rec.status != "approved":
+            state = "never asked" if rec is None else rec.status
+            raise NotAuthorized(f"this node has not approved job {job_id!r} ({state})")
+        return rec
+
+    def ports(self, job_id: str, req: TaskPortsIn, actor: str) -> TaskPortsOut:
+        """Reserve this node's ports for the job's party (idempotent)."""
+        from protocols.secretflow.spec import PartyEndpoint, psi_peers
+
+        with self._lock:
+            with Session(self.engine) as session:
+                t = self._row(session, job_id)
+            if t is not None:
+                return TaskPortsOut(host=self.settings.host, endpoint=json.loads(t.endpoint_json))
+            self._approval(job_id)
+            names = sorted({*req.peers, self.member})
+            if req.label_party not in names:
+                raise TaskMismatch(f"label party {req.label_party!r} is neither this node nor one of its peers")
+            mine = psi_peers(self.member, req.label_party, names)
+            ports = free_ports(2 + len(mine), self.settings.host)
+            ep = PartyEndpoint(name=self.member, sf_port=ports[0], spu_port=ports[1],
+                               psi_ports=dict(zip(mine, ports[2:], strict=True)))
+            endpoint = json.loads(ep.model_dump_json())
+            with self.audit.transaction() as session:
+                session.add(NodeTask(job_id=job_id, status="ports", endpoint_json=json.dumps(endpoint),
+                                     peers_json=json.dumps(sorted(req.peers)), label_party=req.label_party))
+                self.audit.append(session, actor=actor, action="task.ports", target=job_id,
+                                  detail={"peers": sorted(req.peers), "label_party": req.label_party})
+            return TaskPortsOut(host=self.settings.host, endpoint=endpoint)
+
+    def check_authorization(self, job_id: str, datasets: list[str], approval: ApprovalRecord) -> Any:
+        """The live on-chain authorization of ``job_id`` for this node's ``datasets`` (NotAuthorized otherwise)."""
+        from protocols.crypto.approvals import job_key
+
+        if self.chain is None:
+            raise ChainUnavailable("this node is not wired to a chain; it runs nothing without an authorization on chain")
+        key = job_key(job_id)
+        auth = self.chain.authorization(key)
+        if auth is None:
+            raise NotAuthorized(f"job {job_id!r} has no authorization on chain")
+        if auth.revoked_at:
+            raise NotAuthorized(f"the authorization of job {job_id!r} was revoked on chain at {auth.revoked_at}")
+        now = self.chain.chain_time()
+        if now >= auth.terms.expiry:
+            raise NotAuthorized(f"the authorization of job {job_id!r} expired on chain at {auth.terms.expiry}")
+        if not self.chain.is_live(key):
+            raise NotAuthorized(f"the authorization of job {job_id!r} is not live on chain")
+        ids = {d: dataset_chain_id(self.member, d) for d in datasets}
+        for name, did in ids.items():
+            if did not in auth.terms.dataset_ids:
+                raise NotAuthorized(f"the authorization of job {job_id!r} does not cover dataset {name!r}")
+        if approval.job_manifest_hash:
+            if bytes(auth.terms.manifest_hash).hex() != approval.job_manifest_hash:
+                raise NotAuthorized("the authorization on chain is for another manifest than the one this node approved")
+        else:
+            for name, did in ids.items():
+                if not self.chain.approved_by_me(bytes(auth.digest), did):
+                    raise NotAuthorized(f"this node did not approve the authorized terms on chain for {name!r}")
+        for name, did in ids.items():
+            used = self.chain.runs(key, did)
+            if used >= auth.terms.max_runs:
+                raise NotAuthorized(f"dataset {name!r} has used all {auth.terms.max_runs} run(s) of job {job_id!r}")
+        return auth
+
+    def _check_slice(self, body: TaskStartIn, approved: dict[str, Any]) -> None:
+        """The requested data and outputs are within what this node approved."""
+        by_ds = {a["dataset"]: a["columns"] for a in approved.get("inputs", [])}
+        for inp in body.inputs:
+            if inp.dataset not in by_ds:
+                raise ColumnNotApproved(f"dataset {inp.dataset!r} is not in the approved manifest")
+            extra = [c for c in inp.columns if c not in by_ds[inp.dataset]]
+            if extra:
+                raise ColumnNotApproved(f"columns {extra} of {inp.dataset!r} are beyond the approved manifest")
+            if len(set(inp.columns)) != len(inp.columns):
+                raise TaskMismatch(f"columns of {inp.dataset!r} are listed twice")
+        cols = set(body.inputs[0].columns)
+        beyond = [f for f in body.features if f not in cols]
+        if beyond:
+            raise ColumnNotApproved(f"features {beyond} are not among the approved columns")
+        if body.join_key not in cols:
+            raise TaskMismatch(f"the join key {body.join_key!r} is not among this node's approved columns")
+        if body.label_party == self.member and body.label_column not in cols:
+            raise TaskMismatch(f"the label {body.label_column!r} is not among this node's approved columns")
+        allowed = approved.get("receivers", {})
+        for name, who in body.receivers.items():
+            if name not in allowed or any(w not in allowed[name] for w in who):
+                raise TaskMismatch(f"output {name!r} to {who} is not what this node approved")
+
+    def start(self, job_id: str, body: TaskStartIn, actor: str) -> TaskStarted:
+        """Check everything (see the module docstring), extract, start the party."""
+        from protocols.secretflow.spec import ClusterSpec, ModelParams, PartyConfig, PartySpec
+
+        if body.job_id != job_id:
+            raise TaskMismatch(f"the body is for job {body.job_id!r}, the path for {job_id!r}")
+        if body.party != self.member:
+            raise TaskMismatch(f"this node is {self.member!r}, not {body.party!r}")
+        with self._lock:
+            t = self._get(job_id)
+            if t.status != "ports" or job_id in self._runs:
+                raise TaskExists(f"the task of job {job_id!r} is already {t.status}")
+            approval = self._approval(job_id)
+            approved = json.loads(approval.manifest_json)
+            datasets = [i.dataset for i in body.inputs]
+            auth = self.check_authorization(job_id, datasets, approval)
+            self._check_slice(body, approved)
+            self.policy.enforce(JobCheck.model_validate({
+                "kind": approved["kind"], "requester": approved["requester"],
+                "requester_role": approved["requester_role"], "purpose": approved["purpose"],
+                "inputs": [i.model_dump() for i in body.inputs],
+                "aggregate_group_size": approved.get("aggregate_group_size"),
+            }))
+            try:
+                cluster = ClusterSpec.model_validate({**body.cluster, "recv_timeout_s": body.timeout_s})
+                model = ModelParams.model_validate(body.model or {})
+            except ValidationError as exc:
+                e = exc.errors()[0]
+                raise TaskMismatch(f"cluster or model: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+            try:
+                mine = cluster.endpoint(self.member)
+            except KeyError:
+                raise TaskMismatch(f"the cluster has no endpoint for {self.member!r}") from None
+            if json.loads(mine.model_dump_json()) != json.loads(t.endpoint_json):
+                raise TaskMismatch("the cluster gives this node another endpoint than the ports it allocated")
+
+            # checks passed: persist, then act
+            self.scratch_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private = Path(tempfile.mkdtemp(prefix="task-", dir=self.scratch_root))  # mode 0700
+            inp = body.inputs[0]
+            self._update(
+                job_id, status="running", stage="extract", extract_dir=str(private), started_at=utcnow(),
+                datasets_json=json.dumps([{"dataset": inp.dataset, "columns": inp.columns}]),
+                audit={"actor": actor, "action": "task.authorized", "detail": {
+                    "auth_digest": bytes(auth.digest).hex(), "manifest_hash": bytes(auth.terms.manifest_hash).hex(),
+                    "datasets": datasets}},
+            )
+            run = _Run(job_id=job_id)
+            self._runs[job_id] = run
+        try:
+            csv = private / "input.csv"
+            rows = self.datasets.extract_csv(inp.dataset, inp.columns, csv)
+            csv.chmod(0o600)
+            cfg = PartyConfig(
+                job_id=_party_job_id(job_id), cluster=cluster,
+                me=PartySpec(name=self.member, input_csv=csv, output_dir=private / "out", features=body.features),
+                join_key=body.join_key, label_party=body.label_party, label_column=body.label_column,
+                psi_protocol=body.psi_protocol, model=model,
+            )
+            (private / "out").mkdir(mode=0o700)
+            (private / "tmp").mkdir(mode=0o700)
+            (private / "party.json").write_text(cfg.model_dump_json())
+        except Exception as exc:
+            self._finish_failed(job_id, run, private, f"extract failed: {type(exc).__name__}")
+            if isinstance(exc, ValidationError):
+                raise TaskMismatch(f"party config: {exc.errors()[0]['msg']}") from None
+            raise
+        self._update(job_id, stage="start", audit={"actor": actor, "action": "task.start", "detail": {
+            "dataset": inp.dataset, "columns": inp.columns, "rows": rows, "features": body.features,
+            "extract_dir": private.name}})
+        receivers = {n: w[0] for n, w in body.receivers.items() if w}
+        run.thread = threading.Thread(
+            target=self._follow, args=(run, private, inp.dataset, receivers, body.timeout_s, body.join_key),
+            name=f"task-{self.member}-{job_id}", daemon=True,
+        )
+        run.thread.start()
+        run.spawned.wait(60)
+        if run.spawn_error is not None:
+            raise EngineStartFailed(f"the party process could not start: {run.spawn_error}")
+        return TaskStarted(job_id=job_id, status="running")
+
+    # ------------------------------------------------------------ the follower
+
+    def _follow(
+        self, run: _Run, private: Path, dataset: str, receivers: dict[str, str], timeout_s: float, join_key: str
+    ) -> None:
+        job_id = run.job_id
+        log_dir = self.job_dir(job_id)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *filter(None, [env.get("PYTHONPATH")])])
+        env.update({"PYTHONUNBUFFERED": "1", "TMPDIR": str(private / "tmp")})
+        if run.stop_requested:  # stopped while the extract was written: never start
+            self._finish_stopped(job_id, run, private)
+            run.spawned.set()
+            return
+        try:
+            with (log_dir / "party.stderr.log").open("w") as err:
+                run.proc = subprocess.Popen(  # spawned by this thread: PDEATHSIG follows the follower
+                    [sys.executable, "-m", PARTY_MODULE, "--config", str(private / "party.json"),
+                     "--party", self.member],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
+                    cwd=private / "tmp", env=env, start_new_session=True,
+                    preexec_fn=_die_with_follower,  # noqa: PLW1509 - one prctl call, no locks
+                )
+        except OSError as exc:
+            run.spawn_error = f"{type(exc).__name__}: {exc.strerror}"
+            self._finish_failed(job_id, run, private, f"cannot start the party: {run.spawn_error}")
+            run.spawned.set()
+            return
+        self._update(job_id, pid=run.proc.pid, stage="connect")
+        run.spawned.set()
+        timer = threading.Timer(timeout_s + 30.0, self._timeout, args=(run,))
+        timer.daemon = True
+        timer.start()
+        result: dict[str, Any] | None = None
+        error: str | None = None
+        try:
+            assert run.proc.stdout is not None
+            for line in run.proc.stdout:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if msg.get("event") == "stage":
+                    values: dict[str, Any] = {"stage": f"{msg.get('stage')}:{msg.get('status')}"}
+                    if msg.get("intersection_rows") is not None:
+                        values["intersection_rows"] = int(msg["intersection_rows"])
+                    try:
+                        self._update(job_id, **values)
+                    except Exception:  # noqa: BLE001 - progress is best effort; the outcome is not
+                        pass
+                elif msg.get("event") == "error":
+                    error = f"{msg.get('kind', 'error')}: {msg.get('message', '')}"
+                elif msg.get("event") == "result":
+                    result = msg.get("result")
+            rc = run.proc.wait()
+        finally:
+            timer.cancel()
+        try:
+            if run.stop_requested:
+                self._finish_stopped(job_id, run, private)
+            elif run.timed_out:
+                self._finish_failed(job_id, run, private, f"the party ran longer than {timeout_s:.0f}s and was stopped")
+            elif rc != 0 or result is None:
+                self._finish_failed(job_id, run, private, scrub(error or f"the party exited with {rc}"))
+            else:
+                self._finish_succeeded(job_id, run, private, dataset, receivers, result, join_key)
+        except Exception as exc:  # noqa: BLE001 - never leave a task running silently
+            self._finish_failed(job_id, run, private, scrub(f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"))
+
+    def _timeout(self, run: _Run) -> None:
+        if run.proc is not None and run.proc.poll() is None:
+            run.timed_out = True
+            kill_group(run.proc.pid, self.settings.task_kill_grace_s)
+
+    def _cleanup(self, job_id: str, private: Path) -> bool:
+        from protocols.secretflow.traces import remove_psi_traces
+
+        remove_psi_traces(str(private))  # libpsi's /tmp traces of a party killed mid-PSI
+        removed = _remove_tree(str(private))
+        with self._lock:
+            self._runs.pop(job_id, None)
+        return removed
+
+    def _finish_failed(self, job_id: str, run: _Run, private: Path, error: str) -> None:
+        removed = self._cleanup(job_id, private)
+        self._update(job_id, status="failed", error=error, extract_dir=None, finished_at=utcnow(),
+                     audit={"actor": "node", "action": "task.fail",
+                            "detail": {"error": error[:300], "extract_deleted": removed}})
+
+    def _finish_stopped(self, job_id: str, run: _Run, private: Path) -> None:
+        removed = self._cleanup(job_id, private)
+        self._update(job_id, status="stopped", error="stopped on request", extract_dir=None, finished_at=utcnow(),
+                     audit={"actor": "node", "action": "task.stopped", "detail": {"extract_deleted": removed}})
+
+    def _finish_succeeded(
+        self, job_id: str, run: _Run, private: Path, dataset: str, receivers: dict[str, str],
+        result: dict[str, Any], join_key: str,
+    ) -> None:
+        from contracts.models import UsageReceipt
+        from protocols.crypto.approvals import job_key
+        from protocols.crypto.envelope import seal
+        from protocols.crypto.sm3 import sm3_digest, sm3_file
+
+        assert self.chain is not None
+        out_dir = private / "out"
+        produced = sorted(p for p in out_dir.iterdir() if p.is_file())
+        digests = {p.name: sm3_file(p) for p in produced}
+        result_hash = sm3_digest(b"".join(bytes.fromhex(digests[n]) for n in sorted(digests)))
+        rows = int(result.get("intersection_rows") or 0)
+        job_dir = self.job_dir(job_id)
+        outputs: dict[str, dict[str, Any]] = {}
+        for name, receiver in sorted(receivers.items()):
+            path = out_dir / OUTPUT_FILES.get(name, name)
+            if not path.is_file():
+                continue  # another party holds this output
+            data = path.read_bytes()
+            if name == "intersection":  # the keys only: never this node's feature values
+                import pandas as pd
+
+                frame = pd.read_csv(path, dtype={join_key: str}, usecols=[join_key])
+                data = frame.to_csv(index=False).encode()
+            key = self.chain.member_sm2_key(receiver)
+            if key is None:
+                raise NotAuthorized(f"receiver {receiver!r} is not an active member on chain")
+            sealed = seal(key, data, f"{job_id}/{name}".encode())
+            target = job_dir / f"{name}.sealed"
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(sealed)
+            outputs[name] = {"receiver": receiver, "sm3": sm3_digest(data).hex(), "size": len(data)}
+        # the chain wants finishedAt <= block.timestamp: never claim a time ahead of the chain
+        t = self._get(job_id)
+        chain_now = self.chain.chain_time()
+        finished = min(int(time.time()), chain_now)
+        started = min(int(_epoch(t.started_at) or finished), finished)
+        receipt = UsageReceipt(job_id=job_key(job_id), dataset_id=dataset_chain_id(self.member, dataset),
+                               row_count=rows, result_hash=result_hash, started_at=started, finished_at=finished)
+        try:
+            tx = self.chain.record_usage(receipt)
+        except Exception:
+            for name in outputs:  # no receipt, no output
+                (job_dir / f"{name}.sealed").unlink(missing_ok=True)
+            raise
+        removed = self._cleanup(job_id, private)
+        self._update(
+            job_id, status="succeeded", stage="done", intersection_rows=rows, outputs_json=json.dumps(outputs),
+            result_hash=result_hash.hex(), receipt_tx=tx, extract_dir=None, finished_at=utcnow(),
+            audit={"actor": "node", "action": "task.succeed", "detail": {
+                "rows": rows, "result_hash": result_hash.hex(), "receipt_tx": tx,
+                "outputs": {n: {"receiver": o["receiver"], "sm3": o["sm3"]} for n, o in outputs.items()},
+                "extract_deleted": removed}},
+        )
+
+    # ------------------------------------------------------------ stop and outputs
+
+    def stop(self, job_id: str, actor: str) -> TaskStopped:
+        """Stop the party (its whole process group); idempotent."""
+        t = self._get(job_id)
+        with self._lock:
+            run = self._runs.get(job_id)
+        if t.status == "ports":
+            self._update(job_id, status="stopped", finished_at=utcnow(),
+                         audit={"actor": actor, "action": "task.stop", "detail": {"was": "ports"}})
+            return TaskStopped(status="stopped")
+        if t.status != "running" or run is None:
+            return TaskStopped(status=t.status)
+        run.stop_requested = True
+        self.audit.record(actor=actor, action="task.stop", target=job_id, detail={"was": "running"})
+        run.spawned.wait(60)
+        if run.proc is not None:
+            kill_group(run.proc.pid, self.settings.task_kill_grace_s)
+        if run.thread is not None and run.thread is not threading.current_thread():
+            run.thread.join(timeout=self.settings.task_kill_grace_s + 30)
+        return TaskStopped(status=self._get(job_id).status)
+
+    def stop_all(self) -> None:
+        """Stop every party this node runs (at shutdown)."""
+        with self._lock:
+            running = list(self._runs)
+        for job_id in running:
+            try:
+                self.stop(job_id, "node")
+            except Exception:  # noqa: BLE001 - keep stopping the others
+                continue
+
+    def output(self, job_id: str, name: str, actor: str) -> SealedOutput:
+        """An output sealed to its receiver; only for succeeded tasks and outputs in the receivers."""
+        t = self._get(job_id)
+        outs = json.loads(t.outputs_json or "{}")
+        if t.status != "succeeded" or name not in outs:
+            raise OutputNotFound(f"job {job_id!r} has no output {name!r} on this node")
+        path = self.job_dir(job_id) / f"{name}.sealed"
+        if not path.is_file():
+            raise OutputNotFound(f"the sealed output {name!r} of job {job_id!r} is gone")
+        o = outs[name]
+        self.audit.record(actor=actor, action="task.output", target=job_id,
+                          detail={"name": name, "receiver": o["receiver"], "sm3": o["sm3"]})
+        return SealedOutput(name=name, receiver=o["receiver"], sm3=o["sm3"],
+                            envelope_b64=base64.b64encode(path.read_bytes()).decode())
+
+
+def _party_job_id(job_id: str) -> str:
+    """A job id fit for the engine (``[A-Za-z0-9_.-]``, at most 64 characters)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", job_id)
+    return safe[:64]
+
+
+def _remove_tree(path: str | None) -> bool:
+    if not path:
+        return True
+    shutil.rmtree(path, ignore_errors=True)
+    return not Path(path).exists()
+
+
+def _is_party(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return PARTY_MODULE.encode() in cmdline
