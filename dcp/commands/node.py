@@ -10,7 +10,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the ``node`` command group to the CLI."""
-    node = typer.Typer(help="A department node: datasets, catalog, policy, audit log.", no_args_is_help=True)
+    node = typer.Typer(help="A department node: datasets, catalog, policy, approvals, audit log, tasks.", no_args_is_help=True)
     app.add_typer(node, name="node")
 
     @node.command("start")
@@ -18,15 +18,27 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, "--config", "-c", help="node config (.yaml/.toml)"),
         port: int = typer.Option(None, help="override the configured port"),
         host: str = typer.Option(None, help="override the configured address (never 0.0.0.0)"),
+        rpc: str = typer.Option(None, "--rpc", help="chain JSON-RPC URL (chain_rpc_url)"),
+        registry: str = typer.Option(None, "--registry", help="Registry contract address (chain_registry)"),
+        deployment: Path = typer.Option(
+            None, "--deployment", help="deployment JSON with registry (and rpc_url), e.g. federation.state.json"
+        ),
+        coordinator: str = typer.Option(None, "--coordinator", help="coordinator base URL (coordinator_url)"),
     ) -> None:
-        """Run the node's HTTP service (uvicorn) until interrupted."""
+        """Run the node's HTTP service (uvicorn) until interrupted.
+
+        With a chain (``--rpc`` and ``--registry``, or ``--deployment``, or the config) the node approves
+        on chain, anchors its audit head there and executes tasks; the keystore passphrase comes from
+        ``keystore_passphrase``/``DCP_NODE_KEYSTORE_PASSPHRASE`` or ``keystore_passphrase_file``."""
         import uvicorn
 
         from nodes.app import create_app
         from nodes.errors import NodeError
         from nodes.settings import load_node_settings
 
-        overrides = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+        given = {"port": port, "host": host, "chain_rpc_url": rpc, "chain_registry": registry,
+                 "chain_deployment_file": deployment, "coordinator_url": coordinator}
+        overrides = {k: v for k, v in given.items() if v is not None}
         try:
             settings = load_node_settings(config, **overrides)
             fastapi_app = create_app(settings)
@@ -36,6 +48,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"node {settings.name} on http://{settings.host}:{settings.port} (db {settings.resolved_database_url()})"
         )
+        chain = fastapi_app.state.ctx.chain
+        if chain is not None:
+            typer.echo(f"chain-wired as {chain.account}; audit anchors every {settings.anchor_interval_s:g}s")
         uvicorn.run(fastapi_app, host=settings.host, port=settings.port, log_level="warning")
 
     @node.command("ingest")
@@ -95,3 +110,30 @@ def register(app: typer.Typer) -> None:
                 e["updated_at"],
             )
         Console().print(t)
+
+    @node.command("anchor")
+    def anchor(url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
+               token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN", help="admin token")) -> None:
+        """Anchor the node's audit head now (on chain when the node is chain-wired)."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = httpx.post(f"{url}/audit/anchor", headers=headers, timeout=120)
+        body = r.json()
+        if r.status_code >= 400:
+            typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"anchored entry {body['seq']} ({body['hash'][:16]}…) in {body['ref']}")
+
+    @node.command("task")
+    def task(job_id: str = typer.Argument(..., help="the job"),
+             url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL")) -> None:
+        """Show this node's task of a job: status, stage, rows, outputs, receipt."""
+        import httpx
+
+        r = httpx.get(f"{url}/tasks/{job_id}", timeout=30)
+        body = r.json()
+        if r.status_code >= 400:
+            typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
+            raise typer.Exit(1)
+        typer.echo(json.dumps(body, ensure_ascii=False, indent=2))

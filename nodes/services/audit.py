@@ -262,7 +262,7 @@ class AuditLog:
         """Anchor when something was logged since the last anchor (its own ``audit.anchor`` entry aside)."""
         last = self.last_anchor()
         head = self.head()
-        if last is not None and head.seq <= last.seq + 1:
+        if head.seq == 0 or (last is not None and head.seq <= last.seq + 1):
             return None
         return self.anchor_now(actor)
 

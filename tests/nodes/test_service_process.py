@@ -95,3 +95,54 @@ def test_start_with_bad_config_exits_nonzero(tmp_path: Path):
     out = subprocess.run([sys.executable, "-m", "dcp", "node", "start", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60, cwd=project_root())
     assert out.returncode == 2 and "ConfigError" in out.stderr
+
+
+@pytest.mark.slow
+def test_chain_wired_node_process(tmp_path: Path, kit, no_leaked_processes):
+    """`dcp node start --rpc --registry --coordinator` with the passphrase from the environment:
+    the process anchors on chain (periodically and through `dcp node anchor`)."""
+    import os
+
+    from conftest import PASSPHRASE
+
+    path, keys = kit.members["tax"]
+    port = free_port()
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text(f"name: tax\nport: {port}\nwork_dir: state\nkeystore_path: {path}\nanchor_interval_s: 0.5\n")
+    env = {**os.environ, "DCP_NODE_KEYSTORE_PASSPHRASE": PASSPHRASE}
+    snap = kit.w3.provider.make_request("evm_snapshot", [])["result"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dcp", "node", "start", "--config", str(cfg), "--rpc", kit.anvil.url,
+         "--registry", kit.registry, "--coordinator", kit.board_url],
+        cwd=project_root(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(url, proc)
+        account = keys.public.chain_address
+        assert httpx.put(f"{url}/policy", json={"min_group_size": 4}).status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and kit.admin.latest_anchor(account) is None:
+            time.sleep(0.2)
+        first = kit.admin.latest_anchor(account)
+        assert first is not None, "the node process did not anchor on chain"
+        r = httpx.put(f"{url}/policy", json={"min_group_size": 5})
+        assert r.status_code == 200
+        out = subprocess.run([sys.executable, "-m", "dcp", "node", "anchor", "--url", url],
+                             capture_output=True, text=True, timeout=60, cwd=project_root())
+        assert out.returncode == 0, out.stderr
+        head = httpx.get(f"{url}/audit/head").json()
+        latest = kit.admin.latest_anchor(account)
+        assert latest.entry_count == head["seq"] - 1 and latest.sequence > first.sequence
+        assert latest.head_hash.hex()[:16] in out.stdout
+        out = subprocess.run([sys.executable, "-m", "dcp", "node", "task", "job-x", "--url", url],
+                             capture_output=True, text=True, timeout=60, cwd=project_root())
+        assert out.returncode == 1 and "TaskNotFound" in out.stderr
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        kit.w3.provider.make_request("evm_revert", [snap])
