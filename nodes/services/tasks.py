@@ -355,6 +355,7 @@ class TaskService:
 
             # checks passed: persist, then act
             self.scratch_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.scratch_root, 0o700)
             private = Path(tempfile.mkdtemp(prefix="task-", dir=self.scratch_root))  # mode 0700
             inp = body.inputs[0]
             self._update(
@@ -427,8 +428,12 @@ class TaskService:
             self._finish_failed(job_id, run, private, f"cannot start the party: {run.spawn_error}")
             run.spawned.set()
             return
-        self._update(job_id, pid=run.proc.pid, stage="connect")
-        run.spawned.set()
+        try:
+            self._update(job_id, pid=run.proc.pid, stage="connect")
+        except Exception:  # noqa: BLE001 - the pid is also in memory; the run goes on
+            pass
+        finally:
+            run.spawned.set()
         timer = threading.Timer(timeout_s + 30.0, self._timeout, args=(run,))
         timer.daemon = True
         timer.start()
