@@ -307,3 +307,23 @@ def test_chain_settings(tmp_path, kit):
 
     with pytest.raises(KeysUnavailable):
         create_app(s)
+
+
+def test_slice_bound_to_the_job_manifest_hash(chain, tax_node):
+    """With ``job_manifest_hash`` in the request the signed slice names the whole job manifest, and
+    the node approves on chain only terms carrying exactly that hash."""
+    c = tax_node
+    for job, good in (("job-bound-ok", True), ("job-bound-bad", False)):
+        manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2]), job)
+        body = node_request(manifest, "tax")
+        body.pop("manifest_hash")
+        body["job_manifest_hash"] = bytes(terms.manifest_hash).hex() if good else "ab" * 32
+        item = c.post("/approvals", json=body)
+        assert item.status_code == 201, item.text
+        assert item.json()["manifest"]["job_manifest_hash"] == body["job_manifest_hash"]
+        r = c.post(f"/approvals/{item.json()['id']}/approve")
+        if good:
+            assert r.status_code == 200 and r.json()["status"] == "approved"
+        else:
+            assert (r.status_code, r.json()["error"]) == (409, "ApprovalTermsMismatch")
+            assert "another job manifest" in r.json()["detail"]
