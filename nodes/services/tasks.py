@@ -212,6 +212,10 @@ class TaskService:
         for t in stale:
             if t.pid is not None and _is_party(t.pid):
                 kill_group(t.pid, 0.5)
+            if t.extract_dir:
+                from protocols.secretflow.traces import remove_psi_traces
+
+                remove_psi_traces(t.extract_dir)  # a party killed with the node cannot clean up its traces
             removed = _remove_tree(t.extract_dir)
             self._update(
                 t.job_id, status="failed", error="the node restarted during the task", extract_dir=None,
