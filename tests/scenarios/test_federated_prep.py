@@ -1,0 +1,167 @@
+"""The federated path's plumbing without processes: member preparation, job spec, result parsing, config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scenarios.bank_credit.baselines import holdout_mask, joined_frame
+from scenarios.bank_credit.demo import (
+    DEFAULT_CONFIG,
+    DEFAULT_JOB,
+    DemoConfigError,
+    load_demo_config,
+    resolve_job_template,
+)
+from scenarios.bank_credit.federated import (
+    DEFAULT_DEPARTMENTS,
+    ResultMismatchError,
+    ScenarioRunError,
+    calibrate,
+    federated_scores,
+    joined_rows,
+    monitoring_blocks,
+    plaintext_comparators,
+    prepare_members,
+    training_job_spec,
+    white_list,
+)
+from scenarios.bank_credit.generator import generate
+from scenarios.bank_credit.schema import KEY, LABEL
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prep")
+    data = generate(4000, seed=5)
+    prep = prepare_members(data, root / "prepared")
+    return data, prep, joined_rows(prep)
+
+
+def test_prepared_csvs_are_numeric_complete_and_graded(small):
+    data, prep, _ = small
+    assert prep.parties == ["bank_a", *DEFAULT_DEPARTMENTS]
+    for m, p in prep.members.items():
+        frame = pd.read_csv(p.csv_path, dtype={KEY: str})
+        assert list(frame.columns) == [KEY, *p.features] + ([LABEL] if m == "bank_a" else [])
+        assert len(frame) == len(data.table(m)) == p.rows
+        x = frame[p.features].to_numpy()
+        assert np.isfinite(x).all() and np.abs(x).max() <= 5.0 + 1e-9  # imputed, standardised, clipped
+        assert p.columns[KEY]["grade"] == 1
+        for f in p.features:  # every derived column carries its source column's grade
+            src = next(ff.name for ff in p.preprocessor.features if f in [o.replace(".", "_").replace("=", "_eq_").lower()
+                                                                        for o in ff.outputs])
+            assert p.columns[f]["grade"] == data.schemas[m].column(src).sensitivity
+    assert "tax_tax_credit_grade" in prep.members["tax"].features
+    assert prep.members["bank_a"].has_label and not prep.members["tax"].has_label
+
+
+def test_joined_rows_are_the_psi_intersection_and_the_split_is_the_baselines(small):
+    data, prep, rows = small
+    expected = joined_frame(data, "bank_a", list(DEFAULT_DEPARTMENTS), "inner")["bank_a"]
+    assert list(rows.keys) == list(expected[KEY])
+    assert np.array_equal(rows.y, expected[LABEL].to_numpy())
+    assert np.array_equal(rows.test, holdout_mask(expected[KEY]))
+    assert 0.2 < rows.test.mean() < 0.4
+
+
+def test_comparators_show_uplift_and_monitoring_scores(small):
+    data, prep, rows = small
+    bank_only, central = plaintext_comparators(prep, rows, "holdout")
+    assert central.auc_test > bank_only.auc_test + 0.03
+    mon = monitoring_blocks(prep, data, rows.keys)
+    s = central.scores(rows, "centralized", mon)
+    assert s.score_monitoring is not None and len(s.score_monitoring) == len(rows.keys)
+    assert np.all((s.score_monitoring >= 0) & (s.score_monitoring <= 1))
+
+
+def _preds(rows, score, **extra) -> str:
+    frame = pd.DataFrame({KEY: rows.keys, "score": score, LABEL: rows.y, **extra})
+    return frame.sample(frac=1.0, random_state=1).to_csv(index=False)  # order must not matter
+
+
+def test_federated_scores_align_calibrate_and_keep_the_ranking(small):
+    _, prep, rows = small
+    _, central = plaintext_comparators(prep, rows, "in-sample")
+    squashed = 0.45 + 0.1 * central.score  # well ranked, badly scaled (what a few SS-LR epochs give)
+    fed = federated_scores(_preds(rows, squashed), rows)
+    assert fed.evaluation == "in-sample"
+    assert fed.auc_test == pytest.approx(central.auc_test, abs=1e-9)
+    assert abs(fed.score.mean() - rows.y.mean()) < 0.01  # calibrated to the bank's default rate
+    split = np.where(rows.test, "test", "train")
+    assert federated_scores(_preds(rows, squashed, split=split), rows).evaluation == "holdout"
+
+
+def test_federated_scores_named_errors(small):
+    _, _, rows = small
+    good = np.full(len(rows.keys), 0.1) + 0.01 * rows.y
+    with pytest.raises(ResultMismatchError, match="no 'score' column"):
+        federated_scores(pd.DataFrame({KEY: rows.keys}).to_csv(index=False), rows)
+    with pytest.raises(ResultMismatchError, match="keys differ"):
+        federated_scores(_preds(rows, good).replace(rows.keys[0], "91330100MA00000000"), rows)
+    wrong = pd.DataFrame({KEY: rows.keys, "score": good, LABEL: 1 - rows.y}).to_csv(index=False)
+    with pytest.raises(ResultMismatchError, match="labels"):
+        federated_scores(wrong, rows)
+    with pytest.raises(ResultMismatchError, match="split differs"):
+        federated_scores(_preds(rows, good, split=np.where(rows.test, "train", "test")), rows)
+    with pytest.raises(ResultMismatchError, match="not probabilities"):
+        federated_scores(_preds(rows, good * 20), rows)
+    with pytest.raises(ResultMismatchError, match="backwards"):
+        calibrate(1 - good, rows.y, np.ones(len(good), dtype=bool))
+    with pytest.raises(ResultMismatchError, match="not a CSV"):
+        federated_scores(b"", rows)
+
+
+def test_white_list_is_the_low_pd_applicants(small):
+    _, _, rows = small
+    score = np.linspace(0.0, 0.2, len(rows.keys))
+    wl = white_list(rows, score, 0.05)
+    assert len(wl) == int((score <= 0.05).sum()) and wl["pd"].is_monotonic_increasing
+
+
+def test_prepare_refuses_unknown_members(tmp_path):
+    data = generate(300, seed=1)
+    with pytest.raises(ScenarioRunError, match="departments"):
+        prepare_members(data, tmp_path, departments=["tax", "weather"])
+    with pytest.raises(ScenarioRunError, match="unknown bank"):
+        prepare_members(data, tmp_path, bank="bank_z")
+
+
+def test_job_spec_and_template_agree_and_validate(small, tmp_path):
+    from coordinator.spec import parse_spec
+
+    _, prep, rows = small
+    spec = parse_spec(training_job_spec(prep, params={"epochs": 3}))
+    assert spec.members == prep.parties and spec.label.column == LABEL
+    catalog = [{"member": m, "dataset": p.dataset,
+                "columns": [{"name": c} for c in [KEY, *p.features] + ([LABEL] if p.has_label else [])]}
+               for m, p in prep.members.items()]
+    resolved = parse_spec(resolve_job_template(DEFAULT_JOB, catalog, len(rows.keys), 0.3))
+    assert {i.member: i.columns for i in resolved.inputs} == {i.member: i.columns for i in spec.inputs}
+    assert resolved.model.params["epochs"] >= 5
+    with pytest.raises(DemoConfigError, match="not in the federation's catalog"):
+        resolve_job_template(DEFAULT_JOB, catalog[:2], 100, 0.3)
+
+
+def test_demo_config_and_its_named_errors(tmp_path):
+    cfg = load_demo_config(DEFAULT_CONFIG)
+    assert cfg.bank == "bank_a" and cfg.departments == list(DEFAULT_DEPARTMENTS)
+    assert {m.name for m in cfg.members if m.auto_approve} == {"bank_a", "social", "power"}
+    fcfg = cfg.federation_config(tmp_path / "fed")
+    assert [m.name for m in fcfg.members] == ["bank_a", *DEFAULT_DEPARTMENTS] and not fcfg.members[0].datasets
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("members: [{name: bank_a, role: bank}, {name: tax, role: department}]\nbank: tax\n")
+    with pytest.raises(DemoConfigError, match="not a member with role bank"):
+        load_demo_config(bad)
+    bad.write_text("members: [{name: bank_a, role: bank, auto_approve: maybe}]\n")
+    with pytest.raises(DemoConfigError, match="members"):
+        load_demo_config(bad)
+    bad.write_text("members: [{name: bank_a, role: bank}, {name: bank_b, role: bank}]\n")
+    with pytest.raises(DemoConfigError, match="at least one department"):
+        load_demo_config(bad)
+    bad.write_text("members: [\n")
+    with pytest.raises(DemoConfigError, match="not valid YAML"):
+        load_demo_config(bad)
+    with pytest.raises(DemoConfigError, match="cannot read"):
+        load_demo_config(tmp_path / "missing.yaml")
