@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from coordinator.errors import EngineUnsupported, InvalidJobSpec, OutputNotToRequester, UnknownJobKind
 
-JOB_KINDS: tuple[str, ...] = ("psi", "vertical_train", "vertical_predict")
-JobKind = Literal["psi", "vertical_train", "vertical_predict"]
+JOB_KINDS: tuple[str, ...] = ("psi", "vertical_train", "vertical_predict", "he_score", "secure_stats")
+JobKind = Literal["psi", "vertical_train", "vertical_predict", "he_score", "secure_stats"]
+#: Kinds run on CKKS (TenSEAL) by coordinator/he_jobs.py instead of a SecretFlow party.
+HE_KINDS: tuple[str, ...] = ("he_score", "secure_stats")
 PsiProtocol = Literal["RR22", "ECDH", "ECDH_SM2"]
 Algorithm = Literal["ss_lr", "ss_xgb", "sgb"]
 
@@ -28,6 +30,8 @@ KIND_OUTPUTS: dict[str, tuple[str, ...]] = {
     "psi": ("intersection",),
     "vertical_train": ("metrics", "predictions"),
     "vertical_predict": ("predictions",),
+    "he_score": ("scores",),
+    "secure_stats": ("stats",),
 }
 #: What the engines in this build can run (kind, algorithm).
 RUNNABLE: set[tuple[str, str | None]] = {("vertical_train", "ss_lr")}
@@ -90,7 +94,7 @@ class JobSpec(_Model):
     kind: JobKind
     requester: str = Field(pattern=_NAME)
     purpose: str = Field(min_length=1, max_length=2000)
-    join_key: str = Field(min_length=1)
+    join_key: str | None = Field(default=None, min_length=1, description="not needed by secure_stats")
     label: LabelSpec | None = None
     inputs: list[InputSpec] = Field(min_length=1)
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -101,6 +105,9 @@ class JobSpec(_Model):
     expires_in_s: int | None = Field(default=None, gt=0, le=366 * 86400)
     max_runs: int = Field(default=1, ge=1, le=1000)
     timeout_s: float = Field(default=600.0, gt=0)
+    he: dict[str, Any] | None = Field(
+        default=None, description="he_score / secure_stats parameters (coordinator/he_jobs.py)"
+    )
 
     @field_validator("purpose")
     @classmethod
@@ -119,6 +126,10 @@ class JobSpec(_Model):
             if self.psi_protocol not in ("RR22", "ECDH_SM2"):
                 raise ValueError(f"gm_mode uses ECDH on the SM2 curve; psi_protocol {self.psi_protocol} conflicts")
             self.psi_protocol = "ECDH_SM2"
+        if self.join_key is None and self.kind != "secure_stats":
+            raise ValueError(f"a {self.kind} job needs a join_key")
+        if (self.he is None) == (self.kind in HE_KINDS):
+            raise ValueError(f"the he section is for {' and '.join(HE_KINDS)} jobs only, and they need it")
         if self.kind in ("vertical_train", "vertical_predict") and self.label is None:
             raise ValueError(f"a {self.kind} job needs a label (member, dataset, column)")
         seen: set[tuple[str, str]] = set()
@@ -194,11 +205,17 @@ def parse_spec(raw: Any) -> JobSpec:
             raise OutputNotToRequester(
                 f"output {o.name!r} would go to {o.receiver!r}; results go only to the requester {spec.requester!r}"
             )
+    if spec.kind in HE_KINDS:
+        from coordinator.he_jobs import check_he_spec
+
+        check_he_spec(spec)
     return spec
 
 
 def check_runnable(spec: JobSpec) -> None:
     """Refuse specs that are valid but that no engine in this build can run (EngineUnsupported)."""
+    if spec.kind in HE_KINDS:
+        return  # CKKS on TenSEAL: coordinator/he_jobs.py runs both kinds
     algo = spec.model.algorithm if spec.kind != "psi" else None
     if (spec.kind, algo) not in RUNNABLE:
         what = spec.kind if algo is None else f"{spec.kind} with {algo}"

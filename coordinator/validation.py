@@ -33,7 +33,7 @@ def check_against_catalog(
         cols = catalog.get((inp.member, inp.dataset))
         if cols is None:
             raise UnknownDataset(f"inputs: {inp.member} has no dataset {inp.dataset!r} in the catalog")
-        wanted = [spec.join_key, *inp.columns]
+        wanted = [*([spec.join_key] if spec.join_key else []), *inp.columns]  # secure_stats has no join key
         if spec.label is not None and spec.label.member == inp.member and spec.label.dataset == inp.dataset:
             wanted.append(spec.label.column)
         for c in wanted:

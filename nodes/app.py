@@ -13,13 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from nodes.api import approvals, audit, catalog, datasets, health, policy, tasks
+from nodes.api import approvals, audit, catalog, datasets, he, health, policy, tasks
 from nodes.api.deps import actor_of
 from nodes.context import NodeContext
 from nodes.errors import NodeError
 from nodes.services.approvals import ApprovalRecorder
 from nodes.services.audit import AuditAnchor
 from nodes.services.chain import NodeChain
+from nodes.services.he_tasks import HeService
 from nodes.settings import NodeSettings
 
 log = logging.getLogger("dcp.node")
@@ -57,6 +58,7 @@ def create_app(
 ) -> FastAPI:
     """The node's HTTP service over its own database (created if missing); see NodeContext.build."""
     ctx = NodeContext.build(settings, anchor, recorder, chain)
+    he_service = HeService.from_context(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -71,9 +73,11 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
             await run_in_threadpool(ctx.close)
+            he_service.close()
 
     app = FastAPI(title=f"dcp node {settings.name}", version="0.1.0", lifespan=lifespan)
     app.state.ctx = ctx
+    app.state.he = he_service
 
     @app.exception_handler(NodeError)
     async def _node_error(request: Request, exc: NodeError) -> JSONResponse:
@@ -94,6 +98,6 @@ def create_app(
         return JSONResponse(status_code=500, content={"error": "InternalError", "detail": type(exc).__name__})
 
     for r in (health.router, datasets.router, catalog.router, policy.router, approvals.router, audit.router,
-              tasks.router):
+              tasks.router, he.router):
         app.include_router(r)
     return app

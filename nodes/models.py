@@ -245,6 +245,17 @@ class Policy(BaseModel):
     allowed_requesters: list[str] = PField(default_factory=list)
     """Members allowed to ask; empty means any member holding an allowed role."""
     allowed_roles: list[str] = PField(default_factory=lambda: ["bank", "department", "regulator", "researcher"])
+    privacy_budgets: dict[str, float] = PField(default_factory=dict)
+    """Dataset -> total differential-privacy ε it may ever spend (secure_stats with epsilon); a DP query
+    on a dataset without a budget is refused. Spent ε is kept in the node's ledger (nodes/services/he_tasks.py)."""
+
+    @field_validator("privacy_budgets")
+    @classmethod
+    def _budgets(cls, v: dict[str, float]) -> dict[str, float]:
+        for ds, eps in v.items():
+            if not 0 <= eps < float("inf"):
+                raise ValueError(f"privacy budget of {ds!r} must be a finite ε >= 0")
+        return v
 
     @field_validator("max_grade")
     @classmethod
@@ -471,3 +482,38 @@ class SealedOutput(BaseModel):
     receiver: str
     envelope_b64: str
     sm3: str
+
+
+class HeModel(SQLModel, table=True):
+    """A requester's scoring model for he_score, kept on its own node (never sent anywhere in the clear)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    model_json: str
+    """{"intercept", "weights": {member: {column: weight}}} — the requester's own member name included."""
+    salt: str
+    commitment: str
+    """SM3 (hex) of the salted canonical model: what a job manifest names and departments sign."""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class HeTask(SQLModel, table=True):
+    """This node's part in one he_score / secure_stats job (nodes/services/he_tasks.py)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True, unique=True)
+    kind: str
+    roles: str = "[]"
+    """JSON list: "requester" and/or "department"."""
+    status: str = "running"  # running | succeeded | failed | stopped
+    stage: str | None = None
+    error: str | None = None
+    manifest_hash: str
+    private_dir: str | None = None
+    """0700 directory of the job's secrets (SM4-encrypted CKKS secret context, mask key); removed at the end."""
+    rows: int | None = None
+    result_hash: str | None = None
+    receipt_tx: str | None = None
+    outputs_json: str = "{}"
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
