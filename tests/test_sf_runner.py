@@ -188,13 +188,17 @@ def test_three_parties_psi_and_sslr_match_plaintext(tmp_path, no_leaked_processe
     assert key_columns[0] == key_columns[1] == key_columns[2]  # rows aligned across parties
 
     # each party wrote into its own directory only; only the label holder got predictions
-    assert sorted(p.name for p in (tmp_path / "out" / "tax").iterdir()) == ["psi_output.csv"]
-    assert sorted(p.name for p in (tmp_path / "out" / "power").iterdir()) == ["psi_output.csv"]
+    assert sorted(p.name for p in (tmp_path / "out" / "tax").iterdir()) == ["model", "psi_output.csv"]
+    assert sorted(p.name for p in (tmp_path / "out" / "power").iterdir()) == ["model", "psi_output.csv"]
     assert sorted(p.name for p in (tmp_path / "out" / "bank").iterdir()) == [
         "metrics.json",
+        "model",
         "predictions.csv",
         "psi_output.csv",
     ]
+    for name, res in result.parties.items():  # each party's private model part: its own share only
+        assert res.model_dir == tmp_path / "out" / name / "model"
+        assert sorted(p.name for p in res.model_dir.iterdir()) == ["model.json", "weights.share"]
     tax_cols = pd.read_csv(tmp_path / "out" / "tax" / "psi_output.csv", nrows=1).columns
     assert "default" not in tax_cols and not any(c.startswith("bank_") for c in tax_cols)
 

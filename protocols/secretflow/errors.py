@@ -34,6 +34,14 @@ class EmptyIntersectionError(PartyFailedError):
     """PSI found no common key, so there is nothing to train on (reported by the label holder)."""
 
 
+class SingleClassLabelError(PartyFailedError):
+    """The training rows' labels are all one class: nothing to learn and AUC is undefined."""
+
+
+class ModelInvalidError(PartyFailedError):
+    """A stored model part is missing, was modified, or does not fit the job or the other parties' parts."""
+
+
 class RunTimeoutError(DcpRunError):
     """The run did not finish within ``timeout_s``; every party was stopped."""
 

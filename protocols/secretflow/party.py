@@ -4,26 +4,41 @@
 
 Every party of a job runs this same driver with its own config. It
 
-1. validates its own input (exit 3 if the file is missing, 4 if it is unusable),
-2. joins the cluster (``sf.init(..., ray_mode=False)``, gRPC on 127.0.0.1),
+1. validates its own input (exit 3 if the file is missing, 4 if it is unusable, 7 if the
+   stored model part a prediction needs is missing or does not fit),
+2. joins the cluster (``sf.init(..., ray_mode=False)``, gRPC; each party listens on its own
+   host, :meth:`ClusterSpec.host_of`),
 3. intersects on the join key with two-party PSI (RR22 by default): the label
    holder runs PSI with each other party in turn, keeping the shrinking
    intersection to itself, then hands the final intersection to every other
    party (see :func:`psi_schedule`); with ``ECDH_3PC`` three parties intersect
    in one go on the job's SPU,
-4. trains SS-LR on an SPU shared by all parties and predicts jointly, the
-   predictions revealed to the label holder only,
-5. writes into its own ``output_dir`` only: ``psi_output.csv`` (its intersected
-   rows, sorted by join key) and, at the label holder, ``predictions.csv`` and
-   ``metrics.json``.
+4. per ``stages``: stops there (``["psi"]``); or **trains** (SS-LR, SS-XGB or SGB, see
+   :mod:`protocols.secretflow.learners`) on the train rows — every row, or those that
+   :func:`protocols.secretflow.split.holdout_mask` keeps out of the test set — and stores
+   its own private model part; or **loads** the part an earlier training job stored;
+   then **predicts** every intersection row jointly, the scores revealed to the label
+   holder only,
+5. writes into its own ``output_dir`` only: ``psi_output.csv`` (its intersected rows,
+   sorted by join key: the key and its own feature columns — with ``features: []`` the
+   keys only), its model part under ``model_dir`` (default ``output_dir/model``), and, at
+   the label holder, ``predictions.csv`` (key, score, label if known, split if any) and
+   ``metrics.json`` (AUC and KS on all / train / test rows).
 
 Progress goes to stdout as JSON lines (``{"event": "stage", ...}``), the last one
 ``{"event": "result", ...}``; SecretFlow's own logging goes to stderr.
+
+What is revealed beyond each party's own outputs: one bit after every PSI round (is the
+running intersection empty?), one bit after PSI when training (are the train rows'
+labels all one class?), and, before a stored model predicts, every party's model
+fingerprint (training job id, algorithm, parties, SPU protocol) so that mismatched
+parts fail by name.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -32,6 +47,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,18 +56,22 @@ import pandas as pd
 from pydantic import ValidationError
 
 from protocols.secretflow.spec import (
+    MODEL_PART_FILE,
     PSI_PROTOCOLS,
     LabelMetrics,
+    ModelPart,
     PartyConfig,
     PartyExit,
     PartyResult,
     StageTimes,
 )
+from protocols.secretflow.split import auc_ks, holdout_mask, two_classes
 from protocols.secretflow.traces import remove_psi_traces
 
 PSI_OUTPUT = "psi_output.csv"
 PREDICTIONS = "predictions.csv"
 METRICS = "metrics.json"
+MODEL_DIR = "model"
 
 
 def staging_dir(output_dir: Path, job_id: str) -> Path:
@@ -69,6 +89,14 @@ class InputInvalidError(Exception):
 
 class EmptyIntersectionError(Exception):
     """PSI found no common key: there is nothing to train on."""
+
+
+class SingleClassError(Exception):
+    """The training rows' labels are all one class: nothing to learn, AUC undefined."""
+
+
+class ModelInvalidError(Exception):
+    """The stored model part is missing, corrupt, or does not fit this job or the other parties' parts."""
 
 
 Emit = Callable[..., None]
@@ -92,15 +120,58 @@ def make_emitter(party: str, stream: Any = None) -> Emit:
     return emit
 
 
-def feature_columns(cfg: PartyConfig, columns: list[str]) -> list[str]:
-    """This party's feature columns: as configured, else all but the join key and label."""
+def is_predict_only(cfg: PartyConfig) -> bool:
+    """The job predicts with a stored model instead of training one."""
+    return "predict" in cfg.stages and "train" not in cfg.stages
+
+
+def feature_columns(cfg: PartyConfig, columns: list[str], part: ModelPart | None = None) -> list[str]:
+    """This party's feature columns: as configured, else the stored model's, else all but key and label."""
     if cfg.me.features is not None:
         return list(cfg.me.features)
-    skip = {cfg.join_key} | ({cfg.label_column} if cfg.me.name == cfg.label_party else set())
+    if part is not None:
+        return list(part.features)
+    skip = {cfg.join_key} | ({cfg.label_column} if cfg.me.name == cfg.label_party and cfg.label_column else set())
     return [c for c in columns if c not in skip]
 
 
-def validate_input(cfg: PartyConfig) -> int:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model_part(cfg: PartyConfig) -> ModelPart | None:
+    """This party's stored model part, checked against the job (None unless the job predicts with one)."""
+    if not is_predict_only(cfg):
+        return None
+    assert cfg.me.model_dir is not None  # enforced by the config
+    src = cfg.me.model_dir
+    path = src / MODEL_PART_FILE
+    if not path.is_file():
+        raise ModelInvalidError(f"no stored model part at {path}")
+    try:
+        part = ModelPart.model_validate_json(path.read_text())
+    except (OSError, ValidationError, UnicodeDecodeError) as exc:
+        raise ModelInvalidError(f"{path} is not a model part: {exc}") from exc
+    if part.party != cfg.me.name:
+        raise ModelInvalidError(f"{path} is the model part of {part.party!r}, not of {cfg.me.name!r}")
+    if part.parties != cfg.cluster.names:
+        raise ModelInvalidError(f"the model was trained by {part.parties}, this job has {cfg.cluster.names}")
+    if part.spu_protocol != cfg.spu_protocol:
+        raise ModelInvalidError(f"the model's shares are {part.spu_protocol}, the job asks for {cfg.spu_protocol}")
+    for name, digest in part.files_sha256.items():
+        f = src / name
+        if not f.is_file() or _sha256(f) != digest:
+            raise ModelInvalidError(f"model file {f} is missing or was modified")
+    if cfg.me.features is not None and list(cfg.me.features) != part.features:
+        raise ModelInvalidError(f"the model uses features {part.features}, the job gives {list(cfg.me.features)}")
+    return part
+
+
+def validate_input(cfg: PartyConfig, part: ModelPart | None = None) -> int:
     """Check this party's own CSV; return its row count or raise a named input error."""
     path = cfg.me.input_csv
     if not path.is_file():
@@ -120,22 +191,26 @@ def validate_input(cfg: PartyConfig) -> int:
         raise InputInvalidError(
             f"{path}: join key {cfg.join_key!r} has {len(dup)} duplicate values, e.g. {dup.iloc[0]!r}"
         )
-    feats = feature_columns(cfg, cols)
+    feats = feature_columns(cfg, cols, part)
     missing = [c for c in feats if c not in cols]
     if missing:
         raise InputInvalidError(f"{path}: feature columns missing: {missing}")
-    if not feats:
+    if not feats and cfg.stages != ["psi"]:
         raise InputInvalidError(f"{path}: no feature columns")
+    if cfg.join_key in feats:
+        raise InputInvalidError(f"{path}: the join key cannot be a feature")
     for c in feats:
         if not pd.api.types.is_numeric_dtype(frame[c]):
             raise InputInvalidError(f"{path}: feature column {c!r} is not numeric")
         if frame[c].isna().any():
             raise InputInvalidError(f"{path}: feature column {c!r} has missing values")
-    if cfg.me.name == cfg.label_party:
+    if cfg.me.name == cfg.label_party and cfg.label_column:
         if cfg.label_column not in cols:
             raise InputInvalidError(f"{path}: label column {cfg.label_column!r} is missing")
+        if cfg.label_column in feats:
+            raise InputInvalidError(f"{path}: the label cannot be a feature")
         labels = set(frame[cfg.label_column].dropna().unique().tolist())
-        if frame[cfg.label_column].isna().any() or not labels <= {0, 1}:
+        if cfg.stages != ["psi"] and (frame[cfg.label_column].isna().any() or not labels <= {0, 1}):
             raise InputInvalidError(
                 f"{path}: label column {cfg.label_column!r} must be 0/1, got {sorted(labels)[:5]}"
             )
@@ -166,8 +241,12 @@ def psi_schedule(label_party: str, names: list[str]) -> list[PsiRound]:
     return forward + [PsiRound(p, reveal_to_peer=True) for p in peers[:-1]]
 
 
+FIELD = "FM64"
+FXP_FRACTION_BITS = 18
+
+
 def _runtime_config(protocol: str) -> dict[str, Any]:
-    return {"protocol": protocol, "field": "FM64", "fxp_fraction_bits": 18}
+    return {"protocol": protocol, "field": FIELD, "fxp_fraction_bits": FXP_FRACTION_BITS}
 
 
 def _link_desc(cfg: PartyConfig) -> dict[str, Any]:
@@ -186,38 +265,52 @@ def _is_empty(path: str) -> bool:
         return not f.readline().strip()
 
 
-def _load_features(path: str, cols: list[str], standardize: bool) -> np.ndarray:
-    frame = pd.read_csv(path)
-    x = frame[cols].to_numpy(dtype=np.float32)
-    if standardize:
-        std = x.std(axis=0)
-        x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
-    return x.astype(np.float32)
+class _Rows(NamedTuple):
+    """This party's intersected rows, in key order, as plain local arrays (never leave the process)."""
 
-
-def _load_label(path: str, col: str) -> np.ndarray:
-    return pd.read_csv(path)[col].to_numpy(dtype=np.float32).reshape(-1, 1)
+    keys: np.ndarray
+    x: np.ndarray  # float32 features (standardized for SS-LR)
+    y: np.ndarray | None  # labels, at the label holder only
+    test: np.ndarray | None  # hold-out mask, if the job splits
 
 
 def _write_label_outputs(
-    pred: np.ndarray, psi_csv: str, key: str, label_col: str, out_dir: str
-) -> dict[str, Any]:
-    from sklearn.metrics import roc_auc_score
-
-    frame = pd.read_csv(psi_csv, dtype={key: str})
+    pred: Any, rows: _Rows, key: str, label_col: str | None, out_dir: Path, algorithm: str
+) -> LabelMetrics | None:
     score = np.asarray(pred, dtype=float).reshape(-1)
-    y = frame[label_col].to_numpy()
-    auc = float(roc_auc_score(y, score))
-    pd.DataFrame({key: frame[key], "score": score, label_col: y}).to_csv(
-        Path(out_dir) / PREDICTIONS, index=False
-    )
-    metrics = {"auc": auc, "n_rows": int(len(frame)), "positive_rate": float(y.mean())}
-    (Path(out_dir) / METRICS).write_text(json.dumps(metrics, indent=2))
+    frame = pd.DataFrame({key: rows.keys, "score": score})
+    if rows.y is not None and label_col:
+        frame[label_col] = rows.y.astype(int)
+    if rows.test is not None:
+        frame["split"] = np.where(rows.test, "test", "train")
+    frame.to_csv(out_dir / PREDICTIONS, index=False)
+    if rows.y is None:
+        return None
+    y = rows.y
+    overall = auc_ks(y, score)
+    if overall is None:
+        return None  # a prediction-only run on one-class labels: scores, but no AUC
+    m: dict[str, Any] = {
+        "algorithm": algorithm,
+        "auc": overall[0],
+        "ks": overall[1],
+        "n_rows": int(len(y)),
+        "positive_rate": float(y.mean()),
+    }
+    if rows.test is not None:
+        for name, mask in (("train", ~rows.test), ("test", rows.test)):
+            both = auc_ks(y[mask], score[mask])
+            m[f"auc_{name}"] = both[0] if both else None
+            m[f"ks_{name}"] = both[1] if both else None
+            m[f"n_{name}"] = int(mask.sum())
+            m[f"positive_rate_{name}"] = float(y[mask].mean()) if mask.any() else None
+    metrics = LabelMetrics.model_validate(m)
+    (out_dir / METRICS).write_text(metrics.model_dump_json(indent=2, exclude_none=True))
     return metrics
 
 
-def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
-    """Join the cluster and run PSI → SS-LR → prediction as party ``cfg.me.name``.
+def run_party(cfg: PartyConfig, input_rows: int, emit: Emit, part: ModelPart | None = None) -> PartyResult:
+    """Join the cluster and run the job's stages as party ``cfg.me.name``.
 
     Everything is written to a staging directory inside ``output_dir`` and moved into
     place only when the whole job has succeeded; on failure the staging is removed.
@@ -227,24 +320,42 @@ def run_party(cfg: PartyConfig, input_rows: int, emit: Emit) -> PartyResult:
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        result = _run_staged(cfg, input_rows, emit, stage)
+        result = _run_staged(cfg, input_rows, emit, stage, part)
         final = []
         for f in result.output_files:  # publish: one rename per file, same filesystem
             os.replace(f, out_dir / f.name)
             final.append(out_dir / f.name)
-        return result.model_copy(update={"output_files": final})
+        model_dir = None
+        if result.model_dir is not None:
+            model_dir = _publish_dir(result.model_dir, (cfg.me.model_dir or out_dir / MODEL_DIR).resolve())
+        return result.model_copy(update={"output_files": final, "model_dir": model_dir})
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> PartyResult:
+def _publish_dir(src: Path, target: Path) -> Path:
+    """Move the staged directory ``src`` to ``target``, replacing an older one only once the new is in place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    incoming = target.parent / f".{target.name}.incoming-{os.getpid()}"
+    shutil.rmtree(incoming, ignore_errors=True)
+    shutil.move(str(src), str(incoming))  # a rename on the same filesystem, else a copy
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(incoming, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _run_staged(
+    cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path, part: ModelPart | None
+) -> PartyResult:
     import secretflow as sf
-    from secretflow.data import FedNdarray, PartitionWay
     from secretflow.device import PYUObject
-    from secretflow.ml.linear.ss_sgd import SSRegression
 
     me = cfg.me.name
-    host = cfg.cluster.host
     names = cfg.cluster.names
     label = cfg.label_party
     times = StageTimes()
@@ -253,9 +364,10 @@ def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> P
     # ---- connect
     emit("stage", stage="connect", status="start")
     t0 = time.perf_counter()
+    host = cfg.cluster.host_of
     cluster_config = {
         "parties": {
-            ep.name: {"address": f"{host}:{ep.sf_port}", "listen_addr": f"{host}:{ep.sf_port}"}
+            ep.name: {"address": f"{host(ep.name)}:{ep.sf_port}", "listen_addr": f"{host(ep.name)}:{ep.sf_port}"}
             for ep in cfg.cluster.parties
         },
         "self_party": me,
@@ -273,16 +385,19 @@ def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> P
         },
         enable_waiting_for_other_parties_ready=True,
     )
+    model_dir: Path | None = None
+    metrics: LabelMetrics | None = None
+    files: list[Path] = []
     try:
         pyu = {n: sf.PYU(n) for n in names}
-        # the job's SPU over all parties: SS-LR runs on it, and so does 3-party PSI
+        # the job's SPU over all parties: the learners run on it, and so does 3-party PSI
         spu = sf.SPU(
             {
                 "nodes": [
                     {
                         "party": n,
-                        "address": f"{host}:{cfg.cluster.endpoint(n).spu_port}",
-                        "listen_address": f"{host}:{cfg.cluster.endpoint(n).spu_port}",
+                        "address": f"{host(n)}:{cfg.cluster.endpoint(n).spu_port}",
+                        "listen_address": f"{host(n)}:{cfg.cluster.endpoint(n).spu_port}",
                     }
                     for n in names
                 ],
@@ -309,8 +424,8 @@ def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> P
                     nodes = [
                         {
                             "party": n,
-                            "address": f"{host}:{cfg.cluster.endpoint(n).psi_ports[other]}",
-                            "listen_address": f"{host}:{cfg.cluster.endpoint(n).psi_ports[other]}",
+                            "address": f"{host(n)}:{cfg.cluster.endpoint(n).psi_ports[other]}",
+                            "listen_address": f"{host(n)}:{cfg.cluster.endpoint(n).psi_ports[other]}",
                         }
                         for n, other in ((label, peer), (peer, label))
                     ]
@@ -353,79 +468,27 @@ def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> P
         psi_final = stage / PSI_OUTPUT
         mine = pd.read_csv(current[me], dtype={cfg.join_key: str})
         mine = mine.sort_values(cfg.join_key, kind="stable").reset_index(drop=True)
-        my_feats = feature_columns(cfg, list(mine.columns))
+        my_feats = feature_columns(cfg, list(mine.columns), part)
         keep = [cfg.join_key, *my_feats]
-        if me == label:
-            keep.append(cfg.label_column)
+        has_label = me == label and bool(cfg.label_column) and cfg.label_column in mine.columns
+        if has_label:
+            keep.append(str(cfg.label_column))
         mine[keep].to_csv(psi_final, index=False)
         for f in stage.glob("psi-round*.csv"):
             f.unlink()
+        files.append(psi_final)
         n_inter = len(mine)
         times.psi = time.perf_counter() - t0
         emit("stage", stage="psi", status="done", seconds=round(times.psi, 3), intersection_rows=n_inter)
         for spu_dev in pair_spu.values():
             spu_dev.shutdown()
 
-        # ---- SS-LR
-        emit("stage", stage="train", status="start")
-        t0 = time.perf_counter()
-        my_path = str(psi_final)
-        x = FedNdarray(
-            partitions={
-                pyu[n]: pyu[n](_load_features)(
-                    my_path if n == me else "", my_feats if n == me else [], cfg.model.standardize
-                )
-                for n in names
-            },
-            partition_way=PartitionWay.VERTICAL,
-        )
-        y = FedNdarray(
-            partitions={
-                pyu[label]: pyu[label](_load_label)(my_path if me == label else "", cfg.label_column)
-            },
-            partition_way=PartitionWay.VERTICAL,
-        )
-        model = SSRegression(spu)
-        m = cfg.model
-        # SSRegression trains on full batches only: never let the batch exceed the rows
-        batch = min(m.batch_size, n_inter)
-        model.fit(
-            x,
-            y,
-            epochs=m.epochs,
-            learning_rate=m.learning_rate,
-            batch_size=batch,
-            sig_type=m.sig_type,
-            reg_type="logistic",
-            penalty=m.penalty,
-            l2_norm=m.l2_norm,
-        )
-        sf.wait(model.spu_w)
-        times.train = time.perf_counter() - t0
-        emit("stage", stage="train", status="done", seconds=round(times.train, 3))
-
-        # ---- joint prediction, revealed to the label holder only
-        emit("stage", stage="predict", status="start")
-        t0 = time.perf_counter()
-        pred = model.predict(x, batch_size=batch, to_pyu=pyu[label])
-        written = pyu[label](_write_label_outputs)(
-            pred.partitions[pyu[label]],
-            my_path if me == label else "",
-            cfg.join_key,
-            cfg.label_column,
-            str(stage) if me == label else "",
-        )
-        sf.wait(written)
-        times.predict = time.perf_counter() - t0
-        emit("stage", stage="predict", status="done", seconds=round(times.predict, 3))
+        if cfg.stages != ["psi"]:
+            model_dir, metrics = _learn(cfg, sf, spu, pyu, mine, my_feats, has_label, part, stage, emit, times)
+            files += [f for f in (stage / PREDICTIONS, stage / METRICS) if me == label and f.exists()]
     finally:
         sf.shutdown()
 
-    metrics = None
-    files = [psi_final]
-    if me == label:
-        metrics = LabelMetrics.model_validate_json((stage / METRICS).read_text())
-        files += [stage / PREDICTIONS, stage / METRICS]
     times.total = time.perf_counter() - t_start
     return PartyResult(
         party=me,
@@ -434,7 +497,146 @@ def _run_staged(cfg: PartyConfig, input_rows: int, emit: Emit, stage: Path) -> P
         output_files=files,
         stages=times,
         metrics=metrics,
+        model_dir=model_dir,
     )
+
+
+def _learn(
+    cfg: PartyConfig,
+    sf: Any,
+    spu: Any,
+    pyu: dict[str, Any],
+    mine: pd.DataFrame,
+    my_feats: list[str],
+    has_label: bool,
+    part: ModelPart | None,
+    stage: Path,
+    emit: Emit,
+    times: StageTimes,
+) -> tuple[Path | None, LabelMetrics | None]:
+    """Train (and store this party's model part) or load a stored part; then predict if asked."""
+    from secretflow.data import FedNdarray, PartitionWay
+
+    from protocols.secretflow.learners import LEARNERS, Session, standardize_stats
+
+    me, names, label = cfg.me.name, cfg.cluster.names, cfg.label_party
+    algorithm = part.algorithm if part is not None else cfg.model.algorithm
+    learner = LEARNERS[algorithm]
+    s = Session(sf=sf, spu=spu, pyu=pyu, me=me, names=names, label=label, params=cfg.model)
+    keys = mine[cfg.join_key].to_numpy()
+    x = mine[my_feats].to_numpy(dtype=np.float64)
+    y = mine[cfg.label_column].to_numpy() if has_label else None
+    test = None
+    if cfg.model.test_fraction is not None:
+        test = holdout_mask(keys, cfg.model.test_fraction, cfg.model.split_salt)
+    train_rows = ~test if test is not None else np.ones(len(keys), dtype=bool)
+
+    mean = std = None
+    if algorithm == "ss_lr":
+        if part is not None:
+            mean, std = np.asarray(part.mean), np.asarray(part.std)
+        elif cfg.model.standardize:
+            mean, std = standardize_stats(x[train_rows])
+        if mean is not None and std is not None:
+            x = (x - mean) / std
+    rows = _Rows(keys=keys, x=x.astype(np.float32), y=y, test=test)
+
+    def fed(arrays: dict[str, Any]) -> Any:
+        return FedNdarray(
+            partitions={pyu[n]: s.own(n, arrays.get(n)) for n in arrays}, partition_way=PartitionWay.VERTICAL
+        )
+
+    feats_of = dict.fromkeys(names)  # only this party's own entry is ever filled in
+    feats_of[me] = rows.x
+
+    model_dir: Path | None = None
+    if "train" in cfg.stages:
+        emit("stage", stage="train", status="start", algorithm=algorithm)
+        t0 = time.perf_counter()
+        # one bit, revealed to all: can the train rows teach anything (both classes present)?
+        one_class = sf.reveal(
+            pyu[label](_const_fn(not two_classes(y[train_rows])) if me == label else _none)()
+        )
+        if one_class:
+            raise SingleClassError(
+                f"the {int(train_rows.sum())} training rows' labels {cfg.label_column!r} are all one class"
+                if me == label
+                else "the training rows' labels are all one class (reported by the label holder)"
+            )
+        x_train = fed({n: (v[train_rows] if v is not None else None) for n, v in feats_of.items()})
+        y_train = fed({label: (y[train_rows].astype(np.float32).reshape(-1, 1) if me == label else None)})
+        n_train = int(train_rows.sum())
+        model = learner["train"](s, x_train, y_train, n_train)
+        emit("stage", stage="train", status="done", seconds=round(time.perf_counter() - t0, 3))
+        # store this party's part privately
+        model_dir = stage / MODEL_DIR
+        model_dir.mkdir()
+        fields = learner["save"](s, model, model_dir)
+        stored = sorted(p.name for p in model_dir.rglob("*") if p.is_file())
+        mpart = ModelPart(
+            model_id=cfg.job_id,
+            algorithm=algorithm,
+            party=me,
+            parties=names,
+            label_party=label,
+            features=my_feats,
+            spu_protocol=cfg.spu_protocol,
+            mean=None if mean is None else [float(v) for v in mean],
+            std=None if std is None else [float(v) for v in std],
+            files_sha256={
+                str(p.relative_to(model_dir)): _sha256(p) for p in sorted(model_dir.rglob("*")) if p.is_file()
+            },
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **fields,
+        )
+        (model_dir / MODEL_PART_FILE).write_text(mpart.model_dump_json(indent=2))
+        for p in model_dir.rglob("*"):  # a model part is private to its party
+            p.chmod(0o700 if p.is_dir() else 0o600)
+        model_dir.chmod(0o700)
+        assert stored  # every learner stores something for every party
+        times.train = time.perf_counter() - t0
+        emit("stage", stage="model", status="done", files=len(stored) + 1)
+    else:
+        assert part is not None and cfg.me.model_dir is not None
+        # every party's fingerprint, revealed to all: mismatched parts fail by name, not in the SPU
+        prints = sf.reveal(
+            [pyu[n](_const_fn(part.fingerprint()) if n == me else _none)() for n in names]
+        )
+        if len(set(prints)) != 1:
+            detail = ", ".join(f"{n}: {p.split('|')[0]}" for n, p in zip(names, prints, strict=True))
+            raise ModelInvalidError(f"the parties hold parts of different models ({detail})")
+        model = learner["load"](s, json.loads(part.model_dump_json()), cfg.me.model_dir)
+
+    metrics = None
+    if "predict" in cfg.stages:
+        emit("stage", stage="predict", status="start")
+        t0 = time.perf_counter()
+        x_all = fed(feats_of)
+        pred = learner["predict"](s, model, x_all, len(keys))
+        writer = (
+            (lambda p: _write_label_outputs(p, rows, cfg.join_key, cfg.label_column, stage, algorithm))
+            if me == label
+            else _none1
+        )
+        done = pyu[label](writer)(pred.partitions[pyu[label]])
+        sf.wait(done)
+        if me == label and (stage / METRICS).exists():
+            metrics = LabelMetrics.model_validate_json((stage / METRICS).read_text())
+        times.predict = time.perf_counter() - t0
+        emit("stage", stage="predict", status="done", seconds=round(times.predict, 3))
+    return model_dir, metrics
+
+
+def _const_fn(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _none() -> None:
+    return None
+
+
+def _none1(_: Any) -> None:
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,16 +665,23 @@ def main(argv: list[str] | None = None) -> int:
 
     emit("stage", stage="validate", status="start")
     try:
-        rows = validate_input(cfg)
+        part = load_model_part(cfg)
+        rows = validate_input(cfg, part)
     except InputMissingError as exc:
         return fail(PartyExit.INPUT_MISSING, str(exc))
     except InputInvalidError as exc:
         return fail(PartyExit.INPUT_INVALID, str(exc))
+    except ModelInvalidError as exc:
+        return fail(PartyExit.MODEL_INVALID, str(exc))
     emit("stage", stage="validate", status="done", rows=rows)
     try:
-        result = run_party(cfg, rows, emit)
+        result = run_party(cfg, rows, emit, part)
     except EmptyIntersectionError as exc:
         return fail(PartyExit.EMPTY_INTERSECTION, str(exc))
+    except SingleClassError as exc:
+        return fail(PartyExit.SINGLE_CLASS, str(exc))
+    except ModelInvalidError as exc:
+        return fail(PartyExit.MODEL_INVALID, str(exc))
     except Exception as exc:  # any engine failure: report it with its traceback
         traceback.print_exc(file=sys.stderr)
         return fail(PartyExit.RUNTIME, f"{type(exc).__name__}: {exc}")

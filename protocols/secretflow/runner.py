@@ -34,10 +34,12 @@ from dcp.settings import project_root
 from protocols.secretflow.errors import (
     EmptyIntersectionError,
     JobSpecError,
+    ModelInvalidError,
     PartyFailedError,
     PartyInputError,
     RunCancelledError,
     RunTimeoutError,
+    SingleClassLabelError,
 )
 from protocols.secretflow.party import staging_dir
 from protocols.secretflow.spec import (
@@ -62,13 +64,20 @@ def build_party_configs(spec: VerticalJobSpec, ports: list[int] | None = None) -
     names = sorted(p.name for p in spec.parties)
     wanted = [(n, kind) for n in names for kind in ("sf", "spu")]
     wanted += [(n, f"psi:{peer}") for n in names for peer in psi_peers(n, spec.label_party, names)]
-    ports = ports if ports is not None else free_ports(len(wanted), spec.host)
-    if len(ports) < len(wanted) or len(set(ports)) != len(ports):
+    if ports is None:  # each party's ports are free on its own address
+        ports = []
+        for n in names:
+            mine = [w for w in wanted if w[0] == n]
+            ports += free_ports(len(mine), spec.party_hosts.get(n, spec.host))
+        wanted = [w for n in names for w in wanted if w[0] == n]
+    bound = {(spec.party_hosts.get(w[0], spec.host), port) for w, port in zip(wanted, ports, strict=False)}
+    if len(ports) < len(wanted) or len(bound) != len(ports):
         raise JobSpecError(f"need {len(wanted)} distinct ports, got {ports}")
     by = dict(zip(wanted, ports, strict=False))
     endpoints = [
         PartyEndpoint(
             name=n,
+            host=spec.party_hosts.get(n),
             sf_port=by[(n, "sf")],
             spu_port=by[(n, "spu")],
             psi_ports={peer: by[(n, f"psi:{peer}")] for peer in psi_peers(n, spec.label_party, names)},
@@ -84,11 +93,16 @@ def build_party_configs(spec: VerticalJobSpec, ports: list[int] | None = None) -
             job_id=spec.job_id,
             cluster=cluster,
             me=p.model_copy(
-                update={"input_csv": p.input_csv.resolve(), "output_dir": p.output_dir.resolve()}
+                update={
+                    "input_csv": p.input_csv.resolve(),
+                    "output_dir": p.output_dir.resolve(),
+                    "model_dir": p.model_dir.resolve() if p.model_dir is not None else None,
+                }
             ),
             join_key=spec.join_key,
             label_party=spec.label_party,
             label_column=spec.label_column,
+            stages=spec.stages,
             psi_protocol=spec.psi_protocol,
             spu_protocol=spec.spu_protocol,
             model=spec.model,
@@ -198,6 +212,10 @@ def _failure(p: _Party, rc: int) -> PartyFailedError:
         return PartyInputError(p.name, rc, tail, p.error_message or PartyExit(rc).name)
     if rc == PartyExit.EMPTY_INTERSECTION:
         return EmptyIntersectionError(p.name, rc, tail, p.error_message)
+    if rc == PartyExit.SINGLE_CLASS:
+        return SingleClassLabelError(p.name, rc, tail, p.error_message)
+    if rc == PartyExit.MODEL_INVALID:
+        return ModelInvalidError(p.name, rc, tail, p.error_message)
     reason = p.error_message
     if not reason and rc < 0:
         with contextlib.suppress(ValueError):
@@ -383,6 +401,8 @@ def _root_cause(
         PartyExit.INPUT_MISSING,
         PartyExit.INPUT_INVALID,
         PartyExit.EMPTY_INTERSECTION,
+        PartyExit.SINGLE_CLASS,
+        PartyExit.MODEL_INVALID,
     }
     name, code = next(((n, c) for n, c in failures if c in diagnosed), failures[0])
     return _failure(by_name[name], code)

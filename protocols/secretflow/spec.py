@@ -18,6 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 PsiProtocolName = Literal["RR22", "ECDH", "ECDH_SM2", "ECDH_3PC"]
 SpuProtocolName = Literal["SEMI2K", "ABY3"]
+AlgorithmName = Literal["ss_lr", "ss_xgb", "sgb"]
+StageName = Literal["psi", "train", "predict"]
+
+DEFAULT_STAGES: list[StageName] = ["psi", "train", "predict"]
+# what a job may ask for: PSI alone, training (with or without the joint in-sample prediction),
+# or prediction with a model stored by an earlier training job
+STAGE_PLANS: tuple[tuple[str, ...], ...] = (
+    ("psi",),
+    ("psi", "train"),
+    ("psi", "train", "predict"),
+    ("psi", "predict"),
+)
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -40,6 +52,8 @@ class PartyExit(enum.IntEnum):
     INPUT_MISSING = 3  # the input CSV does not exist / cannot be read
     INPUT_INVALID = 4  # the input CSV lacks a column, has duplicate keys, non-numeric features …
     EMPTY_INTERSECTION = 5  # PSI found no common key
+    SINGLE_CLASS = 6  # the training rows' labels are all one class (AUC undefined, nothing to learn)
+    MODEL_INVALID = 7  # a stored model part is missing, corrupt, or does not fit this job
 
 
 class _Model(BaseModel):
@@ -55,6 +69,11 @@ class PartySpec(_Model):
     features: list[str] | None = Field(
         default=None, description="feature columns; None = every column but the join key and label"
     )
+    model_dir: Path | None = Field(
+        default=None,
+        description="this party's private model part: written by `train` (default output_dir/model), "
+        "read by a `predict` run without `train` (required there)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -64,20 +83,93 @@ class PartySpec(_Model):
         return v
 
 
-class ModelParams(_Model):
-    """SS-LR (secretflow.ml.linear.ss_sgd.SSRegression) training parameters."""
+_LR_ONLY = ("epochs", "batch_size", "sig_type", "penalty", "l2_norm", "standardize")
+_TREE_ONLY = (
+    "num_boost_round",
+    "max_depth",
+    "reg_lambda",
+    "subsample",
+    "colsample_by_tree",
+    "sketch_eps",
+    "base_score",
+    "seed",
+)
 
+
+class ModelParams(_Model):
+    """The model and its training parameters.
+
+    ``algorithm`` picks the learner: ``ss_lr`` (secretflow.ml.linear.ss_sgd.SSRegression,
+    logistic), ``ss_xgb`` (secretflow.ml.boost.ss_xgb_v.Xgb, every leaf weight secret-shared) or
+    ``sgb`` (secretflow.ml.boost.sgb_v.Sgb, SecureBoost on HEU: the label holder learns the leaf
+    weights). Parameters of the other family are rejected when set to a non-default value.
+
+    ``test_fraction`` turns on a deterministic hold-out: a row is a *test* row iff
+    ``int.from_bytes(sha256(split_salt.encode() + b"\\x00" + key.encode()).digest()[:4], "big")
+    < int(test_fraction * 2**32)`` — a pure function of the join key that every party computes on
+    its own (see :func:`protocols.secretflow.split.holdout_mask`). Training uses the train rows only;
+    prediction covers every intersection row.
+    """
+
+    algorithm: AlgorithmName = "ss_lr"
+    # SS-LR
     epochs: int = Field(default=5, ge=1, le=200)
-    learning_rate: float = Field(default=0.3, gt=0)
+    learning_rate: float = Field(default=0.3, gt=0, description="SS-LR step size, or the trees' shrinkage (<= 1)")
     batch_size: int = Field(default=1024, ge=16)
     sig_type: Literal["t1", "t3", "t5", "sr", "real", "df"] = "sr"
     penalty: Literal["None", "l2"] = "None"
     l2_norm: float = Field(default=0.0, ge=0)
     standardize: bool = Field(default=True, description="each party z-scores its own features locally")
+    # SS-XGB / SGB
+    num_boost_round: int = Field(default=10, ge=1, le=1024)
+    max_depth: int = Field(default=5, ge=1, le=16)
+    reg_lambda: float = Field(default=0.1, ge=0, le=10_000)
+    subsample: float = Field(default=1.0, gt=0, le=1)
+    colsample_by_tree: float = Field(default=1.0, gt=0, le=1)
+    sketch_eps: float = Field(default=0.1, gt=0, le=1)
+    base_score: float = Field(default=0.0, ge=-10, le=10)
+    seed: int = Field(default=42, ge=0)
+    # train/test split (every party computes it from the join key alone)
+    test_fraction: float | None = Field(default=None, gt=0, lt=1, description="None = train on every row")
+    split_salt: str = Field(default="split", max_length=256)
+
+    @model_validator(mode="after")
+    def _family(self) -> ModelParams:
+        is_tree = self.algorithm in ("ss_xgb", "sgb")
+        foreign = _LR_ONLY if is_tree else _TREE_ONLY
+        # a serialized ModelParams carries every field: only a non-default value is a mistake
+        wrong = sorted(
+            f for f in foreign if f in self.model_fields_set and getattr(self, f) != type(self).model_fields[f].default
+        )
+        if wrong:
+            raise ValueError(f"parameters {wrong} do not apply to algorithm {self.algorithm!r}")
+        if is_tree and self.learning_rate > 1:
+            raise ValueError("learning_rate of a tree model must be in (0, 1]")
+        return self
+
+
+def check_stages(
+    stages: list[str], label_column: str | None, model: ModelParams, parties: list[PartySpec]
+) -> None:
+    """Raise ``ValueError`` unless ``stages`` is a runnable plan for these parties and parameters."""
+    if tuple(stages) not in STAGE_PLANS:
+        raise ValueError(f"stages {stages} is not one of {[list(p) for p in STAGE_PLANS]}")
+    if "train" in stages and not label_column:
+        raise ValueError("training needs a label_column")
+    if "train" not in stages and model.test_fraction is not None:
+        raise ValueError("test_fraction splits training rows; it needs the train stage")
+    if "predict" in stages and "train" not in stages:
+        missing = [p.name for p in parties if p.model_dir is None]
+        if missing:
+            raise ValueError(f"prediction with a stored model needs model_dir for {missing}")
 
 
 class VerticalJobSpec(_Model):
-    """PSI on a join key, then SS-LR training and joint prediction revealed to the label holder."""
+    """PSI on a join key, then (per ``stages``) training and joint prediction revealed to the label holder.
+
+    ``label_party`` is the hub of the PSI and the receiver of predictions; in a PSI-only or
+    predict-only job it needs no label column.
+    """
 
     job_id: str = Field(
         default_factory=lambda: "sf-" + uuid.uuid4().hex[:12], pattern=r"^[A-Za-z0-9_.-]{1,64}$"
@@ -85,12 +177,16 @@ class VerticalJobSpec(_Model):
     parties: list[PartySpec] = Field(min_length=2)
     join_key: str
     label_party: str
-    label_column: str
+    label_column: str | None = None
+    stages: list[StageName] = Field(default_factory=lambda: list(DEFAULT_STAGES))
     psi_protocol: PsiProtocolName = "RR22"
     spu_protocol: SpuProtocolName = "SEMI2K"
     model: ModelParams = Field(default_factory=ModelParams)
     timeout_s: float = Field(default=600.0, gt=0)
     host: str = "127.0.0.1"
+    party_hosts: dict[str, str] = Field(
+        default_factory=dict, description="a party's own loopback address instead of `host` (e.g. 127.0.0.2)"
+    )
     work_dir: Path | None = Field(default=None, description="configs and logs; a temp dir if None")
 
     @model_validator(mode="after")
@@ -107,9 +203,14 @@ class VerticalJobSpec(_Model):
             raise ValueError("ABY3 needs exactly 3 parties")
         if self.psi_protocol == "ECDH_3PC" and len(names) != 3:
             raise ValueError("ECDH_3PC needs exactly 3 parties")
-        if self.host not in ("127.0.0.1", "localhost") and not self.host.startswith("127."):
-            # this runner starts every party on one machine; remote parties are the node's job
-            raise ValueError("the local runner binds loopback only (host must be 127.x.x.x)")
+        check_stages(self.stages, self.label_column, self.model, self.parties)
+        for h in (self.host, *self.party_hosts.values()):
+            if h != "localhost" and not h.startswith("127."):
+                # this runner starts every party on one machine; remote parties are the node's job
+                raise ValueError(f"the local runner binds loopback only (host must be 127.x.x.x, got {h!r})")
+        unknown = sorted(set(self.party_hosts) - set(names))
+        if unknown:
+            raise ValueError(f"party_hosts names unknown parties {unknown}")
         for p in self.parties:
             if p.features is not None:
                 if self.join_key in p.features:
@@ -127,16 +228,20 @@ class VerticalJobSpec(_Model):
 
 
 class PartyEndpoint(_Model):
-    """Where one party listens: SecretFlow gRPC, the job's SPU link, one PSI link per peer."""
+    """Where one party listens: SecretFlow gRPC, the job's SPU link, one PSI link per peer.
+
+    ``host`` is the party's own address (its machine); None means the cluster's ``host``.
+    """
 
     name: str
+    host: str | None = Field(default=None, min_length=1, max_length=253)
     sf_port: int = Field(gt=0, lt=65536)
     spu_port: int = Field(gt=0, lt=65536)
     psi_ports: dict[str, int] = Field(default_factory=dict)
 
 
 class ClusterSpec(_Model):
-    """The parties of one job and their endpoints (all on ``host``)."""
+    """The parties of one job and their endpoints (on ``host`` unless an endpoint names its own)."""
 
     host: str = "127.0.0.1"
     parties: list[PartyEndpoint]
@@ -155,6 +260,10 @@ class ClusterSpec(_Model):
                 return p
         raise KeyError(name)
 
+    def host_of(self, name: str) -> str:
+        """The address party ``name`` listens on: its own ``host``, else the cluster's."""
+        return self.endpoint(name).host or self.host
+
 
 class PartyConfig(_Model):
     """Everything one party process needs — its own data paths and nobody else's."""
@@ -164,13 +273,15 @@ class PartyConfig(_Model):
     me: PartySpec
     join_key: str
     label_party: str
-    label_column: str
+    label_column: str | None = None
+    stages: list[StageName] = Field(default_factory=lambda: list(DEFAULT_STAGES))
     psi_protocol: PsiProtocolName = "RR22"
     spu_protocol: SpuProtocolName = "SEMI2K"
     model: ModelParams = Field(default_factory=ModelParams)
 
     @model_validator(mode="after")
     def _consistent(self) -> PartyConfig:
+        check_stages(self.stages, self.label_column, self.model, [self.me])
         names = self.cluster.names
         if self.me.name not in names:
             raise ValueError(f"party {self.me.name!r} is not in the cluster {names}")
@@ -203,11 +314,26 @@ class StageTimes(_Model):
 
 
 class LabelMetrics(_Model):
-    """What the label holder learns about the jointly trained model (training set)."""
+    """What the label holder learns about the model's scores.
+
+    ``auc``/``ks``/``n_rows``/``positive_rate`` cover every scored row. With a split,
+    ``*_train`` cover the rows the model was trained on and ``*_test`` the held-out rows
+    (``auc_test``/``ks_test`` are None when the test rows hold one class only).
+    """
 
     auc: float
     n_rows: int
     positive_rate: float
+    ks: float | None = None
+    algorithm: AlgorithmName | None = None
+    auc_train: float | None = None
+    ks_train: float | None = None
+    n_train: int | None = None
+    positive_rate_train: float | None = None
+    auc_test: float | None = None
+    ks_test: float | None = None
+    n_test: int | None = None
+    positive_rate_test: float | None = None
 
 
 class PartyResult(_Model):
@@ -219,6 +345,7 @@ class PartyResult(_Model):
     output_files: list[Path]
     stages: StageTimes
     metrics: LabelMetrics | None = None
+    model_dir: Path | None = Field(default=None, description="where this party's model part was written")
 
 
 class RunResult(_Model):
@@ -246,3 +373,38 @@ class RunResult(_Model):
     def stages(self) -> StageTimes:
         """Stage times as measured at the label holder."""
         return self.parties[self.label_party].stages
+
+
+MODEL_FORMAT = "dcp.sf.model.v1"
+MODEL_PART_FILE = "model.json"
+
+
+class ModelPart(_Model):
+    """One party's stored part of a trained model (``model.json`` in its own model dir).
+
+    The files it lists (secret shares, own split nodes) sit next to it; see
+    :mod:`protocols.secretflow.learners` for what each algorithm stores where.
+    """
+
+    format: Literal["dcp.sf.model.v1"] = MODEL_FORMAT
+    model_id: str = Field(description="the training job's id; every party's part carries the same")
+    algorithm: AlgorithmName
+    party: str
+    parties: list[str] = Field(description="every party of the model, in the SPU's (sorted) order")
+    label_party: str
+    features: list[str] = Field(description="this party's feature columns, in model order")
+    spu_protocol: SpuProtocolName
+    mean: list[float] | None = Field(default=None, description="SS-LR: this party's own standardization")
+    std: list[float] | None = None
+    sig_type: str | None = None
+    objective: str | None = None
+    base: float | None = None
+    share_files: list[str] = Field(default_factory=list)
+    files_sha256: dict[str, str] = Field(default_factory=dict)
+    created_at: str
+
+    def fingerprint(self) -> str:
+        """What every party's part must agree on (compared across parties before predicting)."""
+        return "|".join(
+            [self.model_id, self.algorithm, ",".join(self.parties), self.label_party, self.spu_protocol]
+        )
