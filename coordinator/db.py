@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import create_engine
 
@@ -25,6 +25,15 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+#: Columns added after the first release: (table, column, SQL type), added to older databases.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("job", "authorization_mode", "VARCHAR"),)
+
+
 def init_db(engine: Engine) -> None:
-    """Create missing tables."""
+    """Create missing tables, and add the columns an older database lacks."""
     CoordBase.metadata.create_all(engine)
+    insp = inspect(engine)
+    for table, column, sql_type in ADDED_COLUMNS:
+        if column not in {c["name"] for c in insp.get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))

@@ -68,6 +68,9 @@ class CoordinatorConfig(_Model):
     port: int = Field(default=0, ge=0, lt=65536)
     node_timeout_s: float = 15.0
     poll_interval_s: float = 0.5
+    authorization_mode: Literal["auto", "per_owner", "bls_aggregate"] = "auto"
+    """See ``CoordinatorSettings.authorization_mode``: auto = one aggregated BLS authorization when every
+    owner has a BLS key (members admitted by ``dcp up`` all have one), else per-owner approvals on chain."""
 
 
 class FederationConfig(_Model):
@@ -208,8 +211,8 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     from contracts.client import ChainClient
     from contracts.models import MemberAdmission, Role
     from coordinator.chain import connect
-    from coordinator.manifest import dataset_chain_id
     from protocols.crypto.keystore import create_keystore, load_keystore
+    from protocols.manifest import dataset_chain_id
 
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
@@ -279,10 +282,10 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
         policy_file = d / "policy.yaml"
         policy_file.write_text(yaml.safe_dump(m.policy))
         node_cfgs[m.name] = d / "node.yaml"
-        node_cfgs[m.name].write_text(yaml.safe_dump({
+        node_cfgs[m.name].write_text(yaml.safe_dump({  # the passphrase comes from the environment
             "name": m.name, "host": m.host, "port": port, "work_dir": str(d),
             "policy_file": str(policy_file), "keystore_path": str(keys_dir / f"{m.name}.keystore.json"),
-            "anchor_file": str(d / "anchors.log"),
+            "chain_rpc_url": rpc_url, "chain_registry": registry, "coordinator_url": coord_url,
         }))
 
     # nodes
@@ -290,8 +293,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     commands: dict[str, list[str]] = {}
     for m in cfg.members:
         log = logs / f"{m.name}.log"
-        commands[m.name] = [sys.executable, "-m", "coordinator.nodehost", "--config", str(node_cfgs[m.name]),
-                            "--rpc", rpc_url, "--registry", registry, "--coordinator", coord_url]
+        commands[m.name] = [sys.executable, "-m", "dcp", "node", "start", "--config", str(node_cfgs[m.name])]
         procs[m.name] = _spawn(commands[m.name], log, {**env, "DCP_NODE_KEYSTORE_PASSPHRASE": passphrase})
         pids[m.name] = procs[m.name].pid
     for m in cfg.members:
@@ -324,7 +326,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
         "host": cfg.coordinator.host, "port": coord_port, "work_dir": str(cdir), "rpc_url": rpc_url,
         "registry_address": registry, "keystore_path": str(keys_dir / "coordinator.keystore.json"),
         "nodes": node_urls, "node_timeout_s": cfg.coordinator.node_timeout_s,
-        "poll_interval_s": cfg.coordinator.poll_interval_s,
+        "poll_interval_s": cfg.coordinator.poll_interval_s, "authorization_mode": cfg.coordinator.authorization_mode,
     }))
     clog = logs / "coordinator.log"
     commands["coordinator"] = [sys.executable, "-m", "coordinator", "--config", str(ccfg)]

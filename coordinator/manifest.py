@@ -1,8 +1,9 @@
 """The manifest: the canonical, hashed form of an accepted job spec — what departments approve.
 
 * :func:`build_manifest` turns a validated spec plus directory facts (roles, dataset ids) into a
-  plain JSON-able dict; :func:`canonical_bytes` is its canonical JSON (sorted keys, no whitespace,
-  UTF-8) and :func:`manifest_sm3` its SM3 hash (``Terms.manifest_hash`` on chain).
+  plain JSON-able dict; :func:`manifest_sm3` is the SM3 hash of its canonical JSON (sorted keys, no
+  whitespace, UTF-8), ``Terms.manifest_hash`` on chain. The identifiers and the slice check are
+  shared with the nodes through :mod:`protocols.manifest`.
 * :func:`node_request` is the slice one data owner receives in its approvals inbox (only its own
   inputs), in the node's ``ApprovalRequestIn`` shape, with the hash the node will recompute.
 * :func:`terms_of` gives the on-chain authorization terms.
@@ -14,26 +15,22 @@ from datetime import datetime, timezone
 from typing import Any
 
 from coordinator.spec import JobSpec
-from protocols.crypto.approvals import canonical_json, job_key
-from protocols.crypto.sm3 import sm3_digest
+from protocols.crypto.approvals import job_key
+from protocols.manifest import dataset_chain_id, inputs_of, manifest_sm3, receivers_of, slice_matches
 
 MANIFEST_VERSION = 1
-DATASET_ID_DOMAIN = "dcp.dataset.v1:"
 
-
-def dataset_chain_id(member: str, dataset: str) -> bytes:
-    """The 32-byte on-chain id of ``member``'s dataset: SM3("dcp.dataset.v1:" member "/" dataset)."""
-    return sm3_digest(f"{DATASET_ID_DOMAIN}{member}/{dataset}".encode())
-
-
-def canonical_bytes(manifest: dict[str, Any]) -> bytes:
-    """Canonical JSON: sorted keys, no whitespace, UTF-8."""
-    return canonical_json(manifest)
-
-
-def manifest_sm3(manifest: dict[str, Any]) -> bytes:
-    """SM3 of the canonical JSON of ``manifest``."""
-    return sm3_digest(canonical_bytes(manifest))
+__all__ = [
+    "build_manifest",
+    "dataset_chain_id",
+    "manifest_sm3",
+    "node_request",
+    "protocol_name",
+    "receivers_of",
+    "slice_matches",
+    "terms_of",
+    "used_columns",
+]
 
 
 def used_columns(spec: JobSpec, member: str) -> list[str]:
@@ -92,14 +89,6 @@ def build_manifest(
     }
 
 
-def receivers_of(manifest: dict[str, Any]) -> dict[str, list[str]]:
-    """Output name -> members that receive it."""
-    out: dict[str, list[str]] = {}
-    for o in manifest["outputs"]:
-        out.setdefault(o["name"], []).append(o["receiver"])
-    return out
-
-
 def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
     """The approvals-inbox request for ``member`` (its own inputs only) with its SM3 hash.
 
@@ -114,9 +103,7 @@ def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
         "requester": manifest["requester"],
         "requester_role": manifest["requester_role"],
         "purpose": manifest["purpose"],
-        "inputs": [
-            {"dataset": i["dataset"], "columns": i["columns"]} for i in manifest["inputs"] if i["member"] == member
-        ],
+        "inputs": inputs_of(manifest, member),
         "receivers": receivers_of(manifest),
         "expiry": manifest["expiry"],
         "max_runs": manifest["max_runs"],
@@ -124,24 +111,6 @@ def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
     req = ApprovalRequestIn.model_validate(body)
     body["manifest_hash"] = manifest_sm3(manifest_of(req)).hex()
     return body
-
-
-def slice_matches(manifest: dict[str, Any], member: str, node_manifest: dict[str, Any]) -> bool:
-    """Whether a node's signed slice says exactly what the job manifest says about ``member``."""
-    mine = [
-        {"dataset": i["dataset"], "columns": i["columns"]} for i in manifest["inputs"] if i["member"] == member
-    ]
-    got_expiry = datetime.fromisoformat(node_manifest["expiry"]).astimezone(timezone.utc)
-    return (
-        node_manifest.get("job_id") == manifest["job_id"]
-        and node_manifest.get("purpose") == manifest["purpose"]
-        and node_manifest.get("requester") == manifest["requester"]
-        and node_manifest.get("kind") == manifest["kind"]
-        and node_manifest.get("inputs") == mine
-        and node_manifest.get("receivers") == receivers_of(manifest)
-        and int(got_expiry.timestamp()) == manifest["expiry_unix"]
-        and node_manifest.get("max_runs") == manifest["max_runs"]
-    )
 
 
 def terms_of(manifest: dict[str, Any], requester_address: str) -> Any:

@@ -67,6 +67,8 @@ class Job(CoordBase, table=True):
     cluster_json: str | None = None
     results_json: str | None = None
     auth_tx: str | None = None
+    authorization_mode: str | None = None
+    """``per_owner`` or ``bls_aggregate`` (protocols.manifest.AuthorizationMode); None reads as per_owner."""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -50,7 +50,7 @@ from coordinator.models import (
 )
 from coordinator.nodeclient import NodeClient
 from coordinator.settings import CoordinatorSettings
-from coordinator.spec import HE_KINDS, JobSpec, check_runnable
+from coordinator.spec import JobSpec, check_runnable
 from coordinator.validation import check_against_catalog
 
 log = logging.getLogger("dcp.coordinator")
@@ -228,19 +228,14 @@ class Coordinator:
         check_against_catalog(spec, members, catalog, policies)
         check_runnable(spec)
         job_id = "job-" + uuid.uuid4().hex[:16]
-        if spec.kind in HE_KINDS:  # CKKS kinds: their own manifest engine section (coordinator/he_jobs.py)
-            from coordinator.he_jobs import build_he_manifest, complete_he_spec
-
-            spec = complete_he_spec(self, spec)
-            manifest = build_he_manifest(spec, job_id, members[spec.requester]["role"])
-        else:
-            manifest = build_manifest(spec, job_id, members[spec.requester]["role"])
+        manifest = build_manifest(spec, job_id, members[spec.requester]["role"])
         mhash = manifest_sm3(manifest).hex()
         with Session(self.engine) as session:
             session.add(Job(
                 job_id=job_id, kind=spec.kind, requester=spec.requester, purpose=spec.purpose,
                 spec_json=spec.model_dump_json(), manifest_json=json.dumps(manifest, ensure_ascii=False),
                 manifest_hash=mhash, expires_at=datetime.fromisoformat(manifest["expiry"]), max_runs=spec.max_runs,
+                authorization_mode=self.authorization_mode_for(spec.members),
             ))
             session.add(JobEvent(job_id=job_id, from_state=None, to_state=S.SUBMITTED.value))
             for member in spec.members:
@@ -294,7 +289,16 @@ class Coordinator:
         j = self.get_job(job_id)
         manifest = json.loads(j.manifest_json)
         terms = json.loads(j.terms_json) if j.terms_json else self._terms(j, manifest)
-        return {"manifest": manifest, "manifest_hash": j.manifest_hash, "terms": terms}
+        return {"manifest": manifest, "manifest_hash": j.manifest_hash, "terms": terms,
+                "authorization_mode": j.authorization_mode or "per_owner"}
+
+    def authorization_mode_for(self, members: list[str]) -> str:
+        """The authorization mode of a new job over ``members``' datasets (coordinator.authorization)."""
+        from coordinator.authorization import choose_mode
+
+        with Session(self.engine) as session:
+            keys = [(m.bls_public_key if (m := session.get(Member, name)) else "") for name in members]
+        return choose_mode(self.settings.authorization_mode, keys)
 
     def _terms(self, j: Job, manifest: dict[str, Any]) -> dict[str, Any]:
         with Session(self.engine) as session:
@@ -446,14 +450,10 @@ class Coordinator:
                     return S.FAILED
         if not all(a.status == "approved" and a.verified for a in self._approvals(job_id)):
             return S.PENDING_APPROVAL
-        # every owner approved: wait until each approval is on chain, then authorize
-        chain = self.chain()
-        terms = self._terms_model(j, manifest)
-        digest = chain.approval_digest(terms)
-        for d in terms.dataset_ids:
-            owner = chain.registry.functions.ownerOf(d).call()
-            if chain.authorizations.functions.approvalOf(digest, d).call() != owner:
-                return S.PENDING_APPROVAL  # the owner's node has not put its approval on chain yet
+        # every owner approved: the authorization goes on chain (as the job's mode says), then AUTHORIZED
+        pending = self._authorize_on_chain(j, manifest)
+        if pending is not None:
+            return pending
         self.lifecycle.transition(job_id, S.AUTHORIZED, expect=S.PENDING_APPROVAL)
         return self._step_authorized(self.get_job(job_id), manifest)
 
@@ -464,29 +464,53 @@ class Coordinator:
         return Terms.model_validate(data)
 
     def _verify_approval(self, job_id: str, a: ApprovalRecord) -> str | None:
-        from coordinator.chain import approval_matches_registry, member_by_name
-        from protocols.crypto.approvals import Approval, verify_approval
-        from protocols.crypto.errors import CryptoError
-        from protocols.crypto.keystore import PublicIdentity
+        """Why ``a``'s signed approval is unacceptable (None once verified): it must be signed with the
+        member's registered keys over the approval digest of this job's terms."""
+        from coordinator.authorization import check_approval
 
-        try:
-            approval = Approval.model_validate_json(a.approval_json or "{}")
-        except Exception as exc:  # noqa: BLE001 - pydantic error
-            return f"unreadable approval ({type(exc).__name__})"
-        reg = member_by_name(self.chain(), a.member)
-        if reg is None or not approval_matches_registry(approval, reg):
-            return "not signed with the keys the Registry holds for this member"
-        ident = PublicIdentity(
-            member=approval.member, key_version=approval.key_version, created_at=approval.signed_at,
-            sm2_user_id=approval.sm2_user_id, sm2_public_key=approval.sm2_public_key,
-            chain_address=approval.chain_address, bls_public_key=approval.bls_public_key, bls_pop="00" * 96,
+        j = self.get_job(job_id)
+        terms = self._terms_model(j, json.loads(j.manifest_json))
+        problem = check_approval(self.chain(), a.member, a.approval_json, job_id=job_id, terms=terms)
+        if problem is None:
+            a.verified = True
+            self._save(a)
+        return problem
+
+    def _authorize_on_chain(self, j: Job, manifest: dict[str, Any]) -> JobState | None:
+        """Write the authorization unless it is on chain. None once it is; PENDING_APPROVAL while an
+        owner's on-chain approval is missing (per_owner); FAILED when it cannot be written."""
+        from contracts.errors import ChainError
+        from coordinator.authorization import (
+            AggregateIncomplete,
+            aggregate_signature,
+            owners_approved_on_chain,
         )
+
+        chain = self.chain()
+        terms = self._terms_model(j, manifest)
+        if chain.authorization(terms.job_id) is not None:
+            return None
+        mode = j.authorization_mode or "per_owner"
         try:
-            verify_approval(approval, job_id=job_id, manifest_hash=a.request_hash, signer=ident)
-        except CryptoError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        a.verified = True
-        self._save(a)
+            if mode == "bls_aggregate":
+                signed = {a.member: a.approval_json for a in self._approvals(j.job_id) if a.verified and a.approval_json}
+                signature = aggregate_signature(chain, terms, signed)
+                with self._chain_lock:
+                    tx = chain.authorize_with_bls(self.account, terms, signature)
+            else:
+                if not owners_approved_on_chain(chain, terms):
+                    return S.PENDING_APPROVAL  # an owner's node has not put its approval on chain yet
+                with self._chain_lock:
+                    tx = chain.authorize(self.account, terms)
+        except (ChainError, AggregateIncomplete) as exc:
+            name = getattr(exc, "error_name", "") or type(exc).__name__
+            return self._fail(j.job_id, f"the authorization was refused ({mode}): {name}: {exc}")
+        with Session(self.engine) as session:
+            job = self._job(session, j.job_id)
+            job.auth_tx = "0x" + bytes(tx.tx_hash).hex()
+            session.add(job)
+            session.commit()
+        log.info("job %s authorized on chain (%s)", j.job_id, mode)
         return None
 
     # -- authorization and run
@@ -500,22 +524,9 @@ class Coordinator:
 
     def _step_authorized(self, j: Job, manifest: dict[str, Any]) -> JobState:
         job_id = j.job_id
-        chain = self.chain()
-        terms = self._terms_model(j, manifest)
-        if chain.authorization(terms.job_id) is None:
-            from contracts.errors import ChainError
-
-            try:
-                with self._chain_lock:
-                    tx = chain.authorize(self.account, terms)
-            except ChainError as exc:
-                self.lifecycle.transition(job_id, S.FAILED, f"the chain refused the authorization: {exc}")
-                return S.FAILED
-            with Session(self.engine) as session:
-                job = self._job(session, job_id)
-                job.auth_tx = "0x" + bytes(tx.tx_hash).hex()
-                session.add(job)
-                session.commit()
+        pending = self._authorize_on_chain(j, manifest)  # written already, unless an older coordinator left it
+        if pending is not None:
+            return S.AUTHORIZED if pending == S.PENDING_APPROVAL else pending
         reason = self._revoked(j)
         if reason:
             self.lifecycle.transition(job_id, S.REVOKED, reason)
@@ -563,10 +574,6 @@ class Coordinator:
         }
 
     def _step_running(self, j: Job, manifest: dict[str, Any]) -> JobState:
-        if j.kind in HE_KINDS:
-            from coordinator.he_jobs import step_he
-
-            return step_he(self, j, manifest)
         job_id = j.job_id
         reason = self._revoked(j)
         if reason:

@@ -6,7 +6,7 @@ Precedence (highest first): explicit arguments, environment variables, the confi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -46,6 +46,13 @@ class CoordinatorSettings(BaseSettings):
     http_timeout_s: float = Field(default=10.0, gt=0)
     worker: bool = True
     """Run the background scheduler (off in unit tests that drive it by hand)."""
+    authorization_mode: Literal["auto", "per_owner", "bls_aggregate"] = "auto"
+    """How the dataset owners' approvals become the authorization on chain (fixed per job at submission):
+    ``per_owner`` — each owner's node approves the terms on chain from its own account, then the
+    coordinator calls ``authorize``; ``bls_aggregate`` — the owners' nodes only sign, the coordinator
+    aggregates their BLS signatures over the approval digest and submits one ``authorizeWithBls``
+    (verified on chain with EIP-2537); ``auto`` — ``bls_aggregate`` when every owner of the job's
+    datasets has a BLS key in the Registry, else ``per_owner``."""
 
     @field_validator("host")
     @classmethod

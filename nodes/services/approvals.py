@@ -1,5 +1,10 @@
-"""The approvals inbox: requests from the coordinator, shown as a readable manifest, approved
-(signed with the node's SM2 + BLS keys) or rejected with a reason. Policy is re-checked on approval."""
+"""The approvals inbox: requests from the coordinator, shown as a readable manifest, approved or
+rejected with a reason. Policy is re-checked on approval.
+
+Approving signs (SM2 + BLS, the node's keystore) the chain's approval digest of the job's terms
+(:mod:`protocols.crypto.approvals`), after the recorder has fetched those terms from the coordinator
+and checked them against what this inbox shows (``nodes.services.chain.ChainApprovalRecorder``). So
+a node approves only when it is wired to a chain; without one it refuses with ChainUnavailable."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from nodes.errors import (
     ApprovalExists,
     ApprovalNotFound,
     ApprovalNotPending,
+    ChainUnavailable,
     ManifestMismatch,
     RequestExpired,
 )
@@ -26,10 +32,15 @@ from nodes.settings import NodeSettings
 
 @runtime_checkable
 class ApprovalRecorder(Protocol):
-    """Puts a signed approval on chain (implemented over the chain client); returns a reference."""
+    """Checks a job's chain terms before the node signs, and records the signed approval."""
 
-    def record_approval(self, approval: Any, manifest: dict[str, Any]) -> Any:
-        """A reference (str), or an object with ``ref``, ``terms_json`` and ``job_manifest_hash``."""
+    def prepare(self, job_id: str, node_manifest: dict[str, Any]) -> Any:
+        """The checked terms to sign: an object with ``terms``, ``digest`` (32 bytes), ``mode``,
+        ``terms_json`` and ``job_manifest_hash`` (``nodes.services.chain.PreparedApproval``)."""
+        ...
+
+    def record(self, prepared: Any, approval: Any) -> str | None:
+        """Record the signed approval (on chain when the mode asks for it); a reference or None."""
         ...
 
 
@@ -170,7 +181,7 @@ class ApprovalService:
         return n
 
     def approve(self, request_id: int, actor: str) -> ApprovalRequestOut:
-        """Re-check policy, sign the manifest with the node's keys, record (on chain when wired)."""
+        """Re-check policy, check the job's chain terms, sign their approval digest, record it."""
         from protocols.crypto.approvals import sign_approval
 
         self.expire_overdue()
@@ -182,22 +193,27 @@ class ApprovalService:
             raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
         m = json.loads(r.manifest_json)
         self.policy.enforce(self._job(m))  # the policy may have changed since the request came in
-        approval = sign_approval(self.keys(), r.job_id, r.manifest_hash)
-        recorded = self.recorder.record_approval(approval, m) if self.recorder is not None else None
-        ref = recorded if recorded is None or isinstance(recorded, str) else str(recorded.ref)
-        terms_json = getattr(recorded, "terms_json", None)
-        job_manifest_hash = getattr(recorded, "job_manifest_hash", None)
+        keys = self.keys()
+        if self.recorder is None:
+            raise ChainUnavailable(
+                "this node is not wired to a chain: an approval signs the job's chain terms, so approving needs "
+                "chain_rpc_url and chain_registry (or chain_deployment_file) and coordinator_url"
+            )
+        prepared = self.recorder.prepare(r.job_id, m)
+        approval = sign_approval(keys, r.job_id, bytes(prepared.terms.manifest_hash), prepared.digest)
+        ref = self.recorder.record(prepared, approval)
         with self.audit.transaction() as session:
             r = self._get(session, request_id)
             if r.status != "pending":
                 raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
             r.status, r.decided_by, r.decided_at = "approved", actor, utcnow()
             r.approval_json, r.chain_ref = approval.model_dump_json(), ref
-            r.terms_json, r.job_manifest_hash = terms_json, job_manifest_hash
+            r.terms_json, r.job_manifest_hash = prepared.terms_json, prepared.job_manifest_hash
             session.add(r)
             self.audit.append(session, actor=actor, action="approval.approve", target=r.job_id,
-                              detail={"manifest_hash": r.manifest_hash, "chain_ref": ref,
-                                      "job_manifest_hash": job_manifest_hash, "sm2_sig": approval.sm2_sig[:16]})
+                              detail={"manifest_hash": r.manifest_hash, "chain_ref": ref, "mode": prepared.mode,
+                                      "job_manifest_hash": prepared.job_manifest_hash, "digest": approval.digest,
+                                      "sm2_sig": approval.sm2_sig[:16]})
             return self._out(r)
 
     def reject(self, request_id: int, reason: str, actor: str) -> ApprovalRequestOut:

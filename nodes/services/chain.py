@@ -5,21 +5,23 @@
   node's named errors: :class:`ChainRefused` for a revert (the contract's error name in the detail),
   :class:`ChainUnavailable` when the chain does not answer.
 * :class:`ChainAnchor` is the chain-backed :class:`~nodes.services.audit.AuditAnchor`.
-* :class:`ChainApprovalRecorder` puts a department's approval on chain — after checking, without
-  trusting the coordinator, that the job manifest hashes to the terms' manifest hash, that the
-  manifest says exactly what the department approved about its own data, and that the terms name
-  this job, its expiry and runs, and this node's datasets.
+* :class:`ChainApprovalRecorder` prepares and records a department's approval. Before the node signs
+  anything it checks, without trusting the coordinator, that the job manifest hashes to the terms'
+  manifest hash, that the manifest says exactly what the department approved about its own data, and
+  that the terms name this job, its expiry and runs, the registered requester and this node's
+  datasets. The node then signs (SM2 + BLS) the chain's approval digest of those terms
+  (:mod:`protocols.crypto.approvals`). In the federation's ``per_owner`` mode it also approves the
+  terms on chain from its own account; in ``bls_aggregate`` mode it sends nothing: the coordinator
+  aggregates the owners' BLS signatures into one ``authorizeWithBls`` transaction.
 
-The identifiers are shared with the coordinator (``coordinator/manifest.py``): job key
-``sha256(utf8(job_id))``, dataset id ``SM3("dcp.dataset.v1:" member "/" dataset)``, manifest hash
-``SM3(canonical JSON of the whole job manifest)``.
+The identifiers are shared with the coordinator through :mod:`protocols.manifest`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -32,52 +34,19 @@ from nodes.errors import (
     CoordinatorUnavailable,
     KeysUnavailable,
 )
+from protocols.manifest import AUTHORIZATION_MODES, dataset_chain_id, manifest_sm3, slice_matches
 
-DATASET_ID_DOMAIN = "dcp.dataset.v1:"
 T = TypeVar("T")
 
-
-def dataset_chain_id(member: str, dataset: str) -> bytes:
-    """The 32-byte on-chain id of ``member``'s dataset: ``SM3("dcp.dataset.v1:" member "/" dataset)``."""
-    from protocols.crypto.sm3 import sm3_digest
-
-    return sm3_digest(f"{DATASET_ID_DOMAIN}{member}/{dataset}".encode())
-
-
-def manifest_sm3(manifest: dict[str, Any]) -> bytes:
-    """SM3 of the canonical JSON of a whole job manifest (``Terms.manifest_hash``)."""
-    from protocols.crypto.approvals import manifest_hash
-
-    return manifest_hash(manifest)
-
-
-def receivers_of(manifest: dict[str, Any]) -> dict[str, list[str]]:
-    """Output name -> members that receive it, from a job manifest's ``outputs``."""
-    out: dict[str, list[str]] = {}
-    for o in manifest.get("outputs") or []:
-        out.setdefault(o["name"], []).append(o["receiver"])
-    return out
-
-
-def slice_matches(manifest: dict[str, Any], member: str, node_manifest: dict[str, Any]) -> bool:
-    """Whether the slice a node signed says exactly what the job manifest says about ``member``."""
-    try:
-        mine = [
-            {"dataset": i["dataset"], "columns": i["columns"]} for i in manifest["inputs"] if i["member"] == member
-        ]
-        got_expiry = datetime.fromisoformat(node_manifest["expiry"]).astimezone(timezone.utc)
-        return (
-            node_manifest.get("job_id") == manifest["job_id"]
-            and node_manifest.get("purpose") == manifest["purpose"]
-            and node_manifest.get("requester") == manifest["requester"]
-            and node_manifest.get("kind") == manifest["kind"]
-            and node_manifest.get("inputs") == mine
-            and node_manifest.get("receivers") == receivers_of(manifest)
-            and int(got_expiry.timestamp()) == int(manifest["expiry_unix"])
-            and node_manifest.get("max_runs") == manifest["max_runs"]
-        )
-    except (KeyError, TypeError, ValueError):
-        return False
+__all__ = [
+    "ChainAnchor",
+    "ChainApprovalRecorder",
+    "NodeChain",
+    "PreparedApproval",
+    "dataset_chain_id",
+    "load_node_keys",
+    "tx_hex",
+]
 
 
 def tx_hex(tx: Any) -> str:
@@ -148,6 +117,10 @@ class NodeChain:
     def runs(self, job_key: bytes, dataset_id: bytes) -> int:
         return self._call("reading the receipts", lambda: self.client.runs(job_key, dataset_id))
 
+    def approval_digest(self, terms: Any) -> bytes:
+        """The approval digest of ``terms`` on this deployment (computed locally, equal to the contract's)."""
+        return bytes(self.client.approval_digest(terms))
+
     def approved_by_me(self, digest: bytes, dataset_id: bytes) -> bool:
         """Whether this node's account approved ``dataset_id`` under approval digest ``digest``."""
         fn = self.client.authorizations.functions.approvalOf(digest, dataset_id)
@@ -204,17 +177,29 @@ class ChainAnchor:
         return self.chain.latest_anchor()
 
 
-class RecordedApproval:
-    """What a chain recorder reports back: the transaction and the terms it approved."""
+@dataclass(frozen=True)
+class PreparedApproval:
+    """Checked terms of a job, ready to be signed: the approval digest and this node's datasets in them."""
 
-    def __init__(self, ref: str, terms_json: str, job_manifest_hash: str) -> None:
-        self.ref = ref
-        self.terms_json = terms_json
-        self.job_manifest_hash = job_manifest_hash
+    terms: Any
+    """``contracts.models.Terms``."""
+    digest: bytes
+    dataset_ids: list[bytes]
+    mode: str = "per_owner"
+    """How the federation turns approvals into an authorization (``protocols.manifest.AuthorizationMode``)."""
+
+    @property
+    def job_manifest_hash(self) -> str:
+        return bytes(self.terms.manifest_hash).hex()
+
+    @property
+    def terms_json(self) -> str:
+        return str(self.terms.model_dump_json())
 
 
 class ChainApprovalRecorder:
-    """Approves on chain (``Authorizations.approve`` from the node's account) after every check."""
+    """Checks the coordinator's terms of a job (:meth:`prepare`), then records the signed approval
+    (:meth:`record`): ``Authorizations.approve`` from the node's account in ``per_owner`` mode."""
 
     def __init__(
         self, chain: NodeChain, coordinator_url: str | None, timeout: float = 10.0, http: httpx.Client | None = None
@@ -226,7 +211,7 @@ class ChainApprovalRecorder:
         self.http = http
 
     def fetch(self, job_id: str) -> dict[str, Any]:
-        """The coordinator's ``{"manifest", "manifest_hash", "terms"}`` of ``job_id``."""
+        """The coordinator's ``{"manifest", "manifest_hash", "terms", "authorization_mode"}`` of ``job_id``."""
         if self.coordinator_url is None:
             raise CoordinatorUnavailable("no coordinator_url is configured: cannot fetch the job's terms")
         url = f"{self.coordinator_url}/jobs/{job_id}/manifest"
@@ -278,14 +263,21 @@ class ChainApprovalRecorder:
             raise ApprovalTermsMismatch(f"the terms do not name this node's dataset(s) {', '.join(missing)}")
         return terms, mine
 
-    def record_approval(self, approval: Any, manifest: dict[str, Any]) -> RecordedApproval:
-        """Check the coordinator's manifest and terms, then approve on chain; the tx and the terms."""
-        served = self.fetch(approval.job_id)
-        terms, mine = self.check(manifest, served)
-        ref = self.chain.approve(terms, mine)
-        return RecordedApproval(
-            ref=ref, terms_json=terms.model_dump_json(), job_manifest_hash=bytes(terms.manifest_hash).hex()
-        )
+    def prepare(self, job_id: str, node_manifest: dict[str, Any]) -> PreparedApproval:
+        """Fetch and check the coordinator's terms of ``job_id``; what the node is about to sign."""
+        served = self.fetch(job_id)
+        mode = served.get("authorization_mode", "per_owner")
+        if mode not in AUTHORIZATION_MODES:
+            raise ApprovalTermsMismatch(f"the coordinator asks for an unknown authorization mode {mode!r}")
+        terms, mine = self.check(node_manifest, served)
+        return PreparedApproval(terms=terms, digest=self.chain.approval_digest(terms), dataset_ids=mine, mode=mode)
+
+    def record(self, prepared: PreparedApproval, approval: Any) -> str | None:
+        """Put the approval on chain (``per_owner``): the transaction hash. ``bls_aggregate``: None —
+        the signed approval itself is the evidence; the coordinator submits the aggregate."""
+        if prepared.mode == "bls_aggregate":
+            return None
+        return self.chain.approve(prepared.terms, prepared.dataset_ids)
 
 
 def load_node_keys(settings: Any) -> Any:
@@ -303,9 +295,9 @@ def load_node_keys(settings: Any) -> Any:
 
 
 def chain_from_recorder(recorder: Any) -> tuple[NodeChain, str | None] | None:
-    """The chain and coordinator URL a recorder carries (``coordinator.chain_recorder.ChainApprovalRecorder``
-    has ``chain``, ``account`` and ``coordinator_url``), so a node built around such a recorder wires its
-    own chain services (anchoring, tasks, approvals) to the same chain and account."""
+    """The chain and coordinator URL a recorder carries (any object with a chain client ``chain``, an
+    ``account`` and a ``coordinator_url``), so a node built around such a recorder wires its own chain
+    services (anchoring, tasks, approvals) to the same chain and account."""
     client = getattr(recorder, "chain", None)
     account = getattr(recorder, "account", None)
     member = getattr(recorder, "member", None)

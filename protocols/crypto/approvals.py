@@ -1,30 +1,43 @@
-"""Signed approvals of a job manifest (SM2 + BLS).
+"""Signed approvals of a job's authorization terms (SM2 + BLS).
 
-The approval message (shared with the chain)
-============================================
+The approval message (one message, shared with the chain)
+=========================================================
 
-Every approver of a job signs the same 80-byte message, with SM2 (identity, GB/T 32918,
-SM3 inside, the member's own user ID in Z_A) and with BLS12-381 (aggregated on chain)::
+Every approver of a job signs the same 32 bytes: the **approval digest** of the job's chain terms,
+exactly what ``Authorizations.approvalDigest(terms)`` computes on chain and what
+``authorizeWithBls`` verifies the aggregate BLS signature over::
 
-    approval_message(job_id, manifest_hash) =
-        b"DCP-APPROVAL-V1:"            # 16 ASCII bytes, domain separation / version
-        || job_key(job_id)             # 32 bytes
-        || manifest_hash               # 32 bytes: the SM3 digest of the canonical manifest
+    approval_message(digest) = digest            # 32 bytes
 
-    job_key(job_id) = sha256(utf8(job_id))       # Solidity: sha256(bytes(jobId))
+    digest = keccak256(abi.encode(
+        keccak256("dcp.Authorization.v1"),       # domain tag / version (APPROVAL_TYPEHASH)
+        chainid,                                 # uint256: the chain
+        authorizations,                          # address: the Authorizations contract
+        terms.jobId,                             # bytes32: job_key(job_id) = sha256(utf8(job_id))
+        terms.manifestHash,                      # bytes32: SM3 of the canonical JSON of the job manifest
+        keccak256(abi.encodePacked(terms.datasetIds)),   # every dataset id, in order
+        terms.requester,                         # address
+        terms.expiry,                            # uint64, unix seconds
+        terms.maxRuns))                          # uint32
 
-The contract does not need SM3: it receives ``manifest_hash`` as a ``bytes32`` and
-recomputes the 80-byte message with ``abi.encodePacked("DCP-APPROVAL-V1:", jobKey,
-manifestHash)``; the BLS signature is over those 80 bytes with the IETF POP ciphersuite
-(DST ``BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_``), see :mod:`protocols.crypto.bls`
-and the shared vectors in ``tests/crypto/vectors/bls_vectors.json``.  Binding the job key
-and the manifest hash into the message is what makes an approval for one job (or one
-manifest) useless for any other.
+``contracts.client.approval_digest(terms, chain_id, authorizations)`` (or
+``ChainClient.approval_digest(terms)``) computes it off chain.  This module does not import the
+contracts package: callers pass the 32-byte digest in, together with the job id and manifest hash it
+was derived from (kept in the approval so a refusal can say *what* differs).
 
-Verification (:func:`verify_approval`) checks, in order: the job (:class:`ReplayedApproval`),
-the manifest (:class:`ManifestMismatch`), the signer against the expected registered
-identity (:class:`WrongSigner`), signature lengths (:class:`BadSignatureLength`) and both
-signatures (:class:`InvalidSignature`).
+The approval is signed twice: with SM2 (identity, GB/T 32918, SM3 inside, the member's own user ID
+in Z_A) and with BLS12-381 under the IETF POP ciphersuite (DST
+``BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_``, see :mod:`protocols.crypto.bls`), so the
+coordinator can aggregate the departments' BLS signatures into one that the contract verifies with
+the EIP-2537 precompiles against the sum of the owners' registered keys.  Because the digest binds
+the chain, the contract, the job, the whole manifest, the datasets, the requester, the expiry and the
+run limit, an approval is useless for any other job, manifest, chain, deployment or terms.
+
+Verification (:func:`verify_approval`) checks, in order: the job (:class:`ReplayedApproval`), the
+manifest (:class:`ManifestMismatch`), the rest of the terms (:class:`TermsMismatch`, a replay of an
+approval made for other terms), the signer against the expected registered identity
+(:class:`WrongSigner`), signature lengths (:class:`BadSignatureLength`) and both signatures over the
+expected digest (:class:`InvalidSignature`).
 """
 
 from __future__ import annotations
@@ -49,8 +62,15 @@ from protocols.crypto.errors import (
 from protocols.crypto.keystore import MemberKeys, PublicIdentity
 from protocols.crypto.sm3 import sm3_digest
 
-APPROVAL_DOMAIN = b"DCP-APPROVAL-V1:"
+#: The text whose keccak256 is the domain tag (``APPROVAL_TYPEHASH``) inside every approval digest.
+APPROVAL_TYPEHASH_TEXT = "dcp.Authorization.v1"
 MANIFEST_HASH_LENGTH = 32
+DIGEST_LENGTH = 32
+
+
+class TermsMismatch(ReplayedApproval):
+    """The approval was signed over other terms than these (another chain, contract, dataset list,
+    requester, expiry or run limit) although it names the same job and manifest: a replay."""
 
 
 def job_key(job_id: str) -> bytes:
@@ -69,29 +89,39 @@ def manifest_hash(manifest: bytes | Mapping[str, Any]) -> bytes:
     return sm3_digest(data)
 
 
-def _hash_bytes(h: bytes | str) -> bytes:
-    if isinstance(h, str):
+def _bytes32(value: bytes | str, what: str, error: type[CryptoError]) -> bytes:
+    if isinstance(value, str):
         try:
-            h = bytes.fromhex(h.removeprefix("0x"))
+            value = bytes.fromhex(value.removeprefix("0x"))
         except ValueError as exc:
-            raise ManifestMismatch(f"manifest hash is not hex: {exc}") from exc
-    if len(h) != MANIFEST_HASH_LENGTH:
-        raise ManifestMismatch(f"manifest hash must be {MANIFEST_HASH_LENGTH} bytes, got {len(h)}")
-    return bytes(h)
+            raise error(f"{what} is not hex: {exc}") from exc
+    if len(value) != 32:
+        raise error(f"{what} must be 32 bytes, got {len(value)}")
+    return bytes(value)
 
 
-def approval_message(job_id: str, manifest_hash: bytes | str) -> bytes:
-    """The 80-byte message every approver signs (see the module docstring)."""
-    return APPROVAL_DOMAIN + job_key(job_id) + _hash_bytes(manifest_hash)
+def _hash_bytes(h: bytes | str) -> bytes:
+    return _bytes32(h, "manifest hash", ManifestMismatch)
+
+
+def _digest_bytes(d: bytes | str) -> bytes:
+    return _bytes32(d, "approval digest", TermsMismatch)
+
+
+def approval_message(digest: bytes | str) -> bytes:
+    """The message every approver signs: the 32-byte approval digest of the job's terms (see the
+    module docstring); raises :class:`TermsMismatch` for anything that is not 32 bytes."""
+    return _digest_bytes(digest)
 
 
 class Approval(BaseModel):
-    """One member's signed approval of one job's manifest."""
+    """One member's signed approval of one job's terms."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     job_id: str
-    manifest_hash: str  # SM3, 64 hex chars
+    manifest_hash: str  # SM3 of the whole job manifest (Terms.manifest_hash), 64 hex chars
+    digest: str  # the approval digest of the terms (the signed message), 64 hex chars
     member: str
     sm2_user_id: str
     chain_address: str
@@ -102,7 +132,7 @@ class Approval(BaseModel):
     bls_sig: str  # 192 hex chars
     signed_at: datetime
 
-    @field_validator("manifest_hash", "sm2_sig", "bls_sig", "sm2_public_key", "bls_public_key")
+    @field_validator("manifest_hash", "digest", "sm2_sig", "bls_sig", "sm2_public_key", "bls_public_key")
     @classmethod
     def _hex(cls, v: str) -> str:
         v = v.lower().removeprefix("0x")
@@ -111,18 +141,25 @@ class Approval(BaseModel):
 
     def message(self) -> bytes:
         """The signed message."""
-        return approval_message(self.job_id, self.manifest_hash)
+        return approval_message(self.digest)
 
 
 def sign_approval(
-    keys: MemberKeys, job_id: str, manifest_hash: bytes | str, *, now: datetime | None = None
+    keys: MemberKeys,
+    job_id: str,
+    manifest_hash: bytes | str,
+    digest: bytes | str,
+    *,
+    now: datetime | None = None,
 ) -> Approval:
-    """Approve ``manifest_hash`` for ``job_id`` with the member's SM2 and BLS keys."""
-    msg = approval_message(job_id, manifest_hash)
+    """Approve the terms whose approval digest is ``digest`` (job ``job_id``, job manifest
+    ``manifest_hash``) with the member's SM2 and BLS keys."""
+    msg = approval_message(digest)
     pub = keys.public
     return Approval(
         job_id=job_id,
         manifest_hash=_hash_bytes(manifest_hash).hex(),
+        digest=msg.hex(),
         member=pub.member,
         sm2_user_id=pub.sm2_user_id,
         chain_address=pub.chain_address,
@@ -140,14 +177,21 @@ def verify_approval(
     *,
     job_id: str,
     manifest_hash: bytes | str,
+    digest: bytes | str,
     signer: PublicIdentity,
 ) -> None:
-    """Accept ``approval`` only for this job, this manifest and this registered signer; raise otherwise."""
+    """Accept ``approval`` only for this job, this manifest, these terms (``digest``) and this
+    registered signer; raise the named error otherwise (see the module docstring)."""
     if approval.job_id != job_id:
         raise ReplayedApproval(f"approval was made for job {approval.job_id!r}, not {job_id!r}")
-    expected = _hash_bytes(manifest_hash)
-    if approval.manifest_hash != expected.hex():
+    if approval.manifest_hash != _hash_bytes(manifest_hash).hex():
         raise ManifestMismatch("approval is for a different manifest (manifest changed after approval?)")
+    expected = approval_message(digest)
+    if approval.digest != expected.hex():
+        raise TermsMismatch(
+            f"approval of job {job_id!r} was signed over other terms (chain, contract, datasets, requester, "
+            "expiry or runs differ)"
+        )
     if (
         approval.member != signer.member
         or approval.sm2_public_key != signer.sm2_public_key
@@ -162,26 +206,22 @@ def verify_approval(
         raise BadSignatureLength(
             f"approval signatures must be {sm2.SIGNATURE_LENGTH} (SM2) and {bls.SIGNATURE_LENGTH} (BLS) bytes"
         )
-    msg = approval_message(job_id, expected)
     pub_sm2 = bytes.fromhex(signer.sm2_public_key)
-    if not sm2.verify(pub_sm2, msg, sm2_sig, signer.sm2_user_id.encode("utf-8")):
-        raise InvalidSignature(
-            f"SM2 signature of {signer.member!r} does not verify for this job and manifest"
-        )
-    if not bls.verify(bytes.fromhex(signer.bls_public_key), msg, bls_sig):
-        raise InvalidSignature(
-            f"BLS signature of {signer.member!r} does not verify for this job and manifest"
-        )
+    if not sm2.verify(pub_sm2, expected, sm2_sig, signer.sm2_user_id.encode("utf-8")):
+        raise InvalidSignature(f"SM2 signature of {signer.member!r} does not verify for these terms")
+    if not bls.verify(bytes.fromhex(signer.bls_public_key), expected, bls_sig):
+        raise InvalidSignature(f"BLS signature of {signer.member!r} does not verify for these terms")
 
 
 class AggregateApproval(BaseModel):
-    """What the coordinator submits on chain: one BLS signature for all approvers of one manifest."""
+    """What the coordinator submits on chain: one BLS signature of all approvers over one digest."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     job_id: str
     job_key: str  # hex, sha256(job_id)
     manifest_hash: str
+    digest: str
     members: list[str]
     bls_public_keys: list[str]
     bls_signature: str
@@ -192,9 +232,11 @@ def aggregate_approvals(
     *,
     job_id: str,
     manifest_hash: bytes | str,
+    digest: bytes | str,
     signers: Mapping[str, PublicIdentity],
 ) -> AggregateApproval:
-    """Verify every approval against its registered signer, then aggregate the BLS signatures."""
+    """Verify every approval against its registered signer and these terms, then aggregate the BLS
+    signatures (the order of ``approvals`` is kept)."""
     if not approvals:
         raise CryptoError("no approvals to aggregate")
     seen: set[str] = set()
@@ -204,23 +246,26 @@ def aggregate_approvals(
         seen.add(a.member)
         if a.member not in signers:
             raise WrongSigner(f"{a.member!r} is not an expected approver")
-        verify_approval(a, job_id=job_id, manifest_hash=manifest_hash, signer=signers[a.member])
+        verify_approval(a, job_id=job_id, manifest_hash=manifest_hash, digest=digest, signer=signers[a.member])
     agg = bls.aggregate([bytes.fromhex(a.bls_sig) for a in approvals])
     return AggregateApproval(
         job_id=job_id,
         job_key=job_key(job_id).hex(),
         manifest_hash=_hash_bytes(manifest_hash).hex(),
+        digest=approval_message(digest).hex(),
         members=[a.member for a in approvals],
         bls_public_keys=[a.bls_public_key for a in approvals],
         bls_signature=agg.hex(),
     )
 
 
-def verify_aggregate(aggregate: AggregateApproval, *, job_id: str, manifest_hash: bytes | str) -> bool:
-    """True iff the aggregate BLS signature covers every listed key for this job and manifest."""
+def verify_aggregate(aggregate: AggregateApproval, *, job_id: str, digest: bytes | str) -> bool:
+    """True iff the aggregate BLS signature covers every listed key for these terms (``digest``)."""
     if aggregate.job_id != job_id:
         raise ReplayedApproval(f"aggregate was made for job {aggregate.job_id!r}, not {job_id!r}")
-    msg = approval_message(job_id, manifest_hash)
+    msg = approval_message(digest)
+    if aggregate.digest != msg.hex():
+        raise TermsMismatch(f"aggregate of job {job_id!r} was made over other terms")
     return bls.fast_aggregate_verify(
         [bytes.fromhex(k) for k in aggregate.bls_public_keys], msg, bytes.fromhex(aggregate.bls_signature)
     )  # full per-key checks: an aggregate may come from outside

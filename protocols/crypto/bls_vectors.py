@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from protocols.crypto import bls
-from protocols.crypto.approvals import APPROVAL_DOMAIN, approval_message, job_key
+from protocols.crypto.approvals import APPROVAL_TYPEHASH_TEXT, approval_message, job_key
 
 VECTOR_MEMBERS = 5
 VECTOR_JOB_ID = "job-2024-credit-0001"
 #: Stand-in manifest hash (32 bytes) so the vectors do not depend on the manifest format.
 VECTOR_MANIFEST_HASH = bytes(range(32))
+#: Stand-in approval digest (32 bytes; the message is the digest of the job's chain terms, see
+#: protocols.crypto.approvals) so the vectors do not depend on the terms' ABI encoding.
+VECTOR_DIGEST = bytes(range(32, 64))
 
 
 def _h(b: bytes) -> str:
@@ -27,7 +30,7 @@ def _h(b: bytes) -> str:
 
 def build_vectors() -> dict[str, Any]:
     """Compute the vector set (takes a few seconds: py_ecc is pure Python)."""
-    message = approval_message(VECTOR_JOB_ID, VECTOR_MANIFEST_HASH)
+    message = approval_message(VECTOR_DIGEST)
     members = []
     sks = []
     for i in range(1, VECTOR_MEMBERS + 1):
@@ -55,7 +58,7 @@ def build_vectors() -> dict[str, Any]:
     agg_pk = bls.aggregate_pubkeys(pks)
     u0, u1 = bls.hash_to_field_eip2537(message)
     pop_u0, pop_u1 = bls.hash_to_field_eip2537(pks[0], bls.POP_DST)
-    tampered = approval_message(VECTOR_JOB_ID, bytes(31) + b"\x01")
+    tampered = approval_message(VECTOR_DIGEST[:-1] + bytes([VECTOR_DIGEST[-1] ^ 1]))
     return {
         "description": "BLS12-381 G2ProofOfPossession (IETF) vectors with EIP-2537 encodings; see protocols/crypto/bls.py",
         "ciphersuite": bls.SIGN_DST.decode(),
@@ -71,10 +74,11 @@ def build_vectors() -> dict[str, Any]:
         },
         "neg_g1_generator_eip2537": _h(bls.neg_g1_generator_eip2537()),
         "approval": {
-            "domain": _h(APPROVAL_DOMAIN),
+            "typehash_text": APPROVAL_TYPEHASH_TEXT,
             "job_id": VECTOR_JOB_ID,
             "job_key": _h(job_key(VECTOR_JOB_ID)),
             "manifest_hash": _h(VECTOR_MANIFEST_HASH),
+            "digest": _h(VECTOR_DIGEST),
             "message": _h(message),
             "hash_to_field_u0_eip2537": _h(u0),
             "hash_to_field_u1_eip2537": _h(u1),

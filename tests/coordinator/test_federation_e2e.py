@@ -47,7 +47,7 @@ def fed(tmp_path_factory):
     ]
     cfg = FederationConfig.model_validate({
         "work_dir": str(root / "fed"), "members": members, "scrypt_n": 2**12,
-        "coordinator": {"node_timeout_s": 6.0, "poll_interval_s": 0.3},
+        "coordinator": {"node_timeout_s": 6.0, "poll_interval_s": 0.3, "authorization_mode": "per_owner"},
     })
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     state = up(cfg)

@@ -16,9 +16,10 @@ from coordinator.errors import (
     UnknownJobKind,
     UnknownMember,
 )
-from coordinator.manifest import build_manifest, canonical_bytes, dataset_chain_id, manifest_sm3, node_request
+from coordinator.manifest import build_manifest, dataset_chain_id, manifest_sm3, node_request
 from coordinator.spec import check_runnable, load_spec, load_spec_text, parse_spec
 from coordinator.validation import check_against_catalog
+from protocols.crypto.approvals import canonical_json as canonical_bytes
 
 
 def base() -> dict:

@@ -24,7 +24,7 @@ from protocols.crypto.errors import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MSG = approval_message("job-1", bytes(32))
+MSG = approval_message(bytes(range(32)))
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Member keystores (SM4-GCM under scrypt, atomic writes, rotation) and signed approvals."""
+"""Member keystores (SM4-GCM under scrypt, atomic writes, rotation); signed approvals are in test_approvals.py."""
 
 from __future__ import annotations
 
@@ -8,18 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from protocols.crypto import approvals, bls, keystore, sm2
+from protocols.crypto import bls, keystore, sm2
 from protocols.crypto.errors import (
     AuthenticationFailed,
-    BadSignatureLength,
     InvalidMemberName,
-    InvalidSignature,
     KeystoreExists,
     MalformedKeystore,
-    ManifestMismatch,
-    ReplayedApproval,
     WrongPassphrase,
-    WrongSigner,
 )
 
 N = 2**10  # cheap scrypt for tests; the default is 2**15
@@ -165,99 +160,3 @@ def test_rotate_archives_and_replaces(tmp_path: Path) -> None:
         keystore.load_keystore(path, "pw1")
     assert archive.parent == tmp_path / "archive"
     assert keystore.load_keystore(archive, "pw1").public == old.public
-
-
-# --------------------------------------------------------------------------- approvals
-
-
-def test_manifest_hash_is_sm3_of_canonical_json() -> None:
-    h = approvals.manifest_hash(MANIFEST)
-    reordered = dict(reversed(list(MANIFEST.items())))
-    assert approvals.manifest_hash(reordered) == h
-    from protocols.crypto.sm3 import sm3_digest
-
-    assert h == sm3_digest(approvals.canonical_json(MANIFEST))
-    assert len(approvals.approval_message("j", h)) == 80
-
-
-def test_approval_sign_and_verify(store) -> None:
-    _, keys = store
-    h = approvals.manifest_hash(MANIFEST)
-    a = approvals.sign_approval(keys, "job-1", h)
-    approvals.verify_approval(a, job_id="job-1", manifest_hash=h, signer=keys.public)
-    # survives JSON transport
-    again = approvals.Approval.model_validate_json(a.model_dump_json())
-    approvals.verify_approval(again, job_id="job-1", manifest_hash=h.hex(), signer=keys.public)
-
-
-def test_approval_rejections(store, other_keys) -> None:
-    _, keys = store
-    h = approvals.manifest_hash(MANIFEST)
-    a = approvals.sign_approval(keys, "job-1", h)
-    tampered_manifest = approvals.manifest_hash({**MANIFEST, "purpose": "marketing"})
-    with pytest.raises(ManifestMismatch):
-        approvals.verify_approval(a, job_id="job-1", manifest_hash=tampered_manifest, signer=keys.public)
-    # replay for another job, as is and with the job id rewritten
-    with pytest.raises(ReplayedApproval):
-        approvals.verify_approval(a, job_id="job-2", manifest_hash=h, signer=keys.public)
-    with pytest.raises(InvalidSignature):
-        approvals.verify_approval(
-            a.model_copy(update={"job_id": "job-2"}), job_id="job-2", manifest_hash=h, signer=keys.public
-        )
-    # manifest hash rewritten in the approval to match a tampered manifest
-    forged = a.model_copy(update={"manifest_hash": tampered_manifest.hex()})
-    with pytest.raises(InvalidSignature):
-        approvals.verify_approval(forged, job_id="job-1", manifest_hash=tampered_manifest, signer=keys.public)
-    # wrong signer: court's approval presented as tax-bureau's, and tax-bureau's checked against court
-    court = approvals.sign_approval(other_keys, "job-1", h)
-    with pytest.raises(WrongSigner):
-        approvals.verify_approval(court, job_id="job-1", manifest_hash=h, signer=keys.public)
-    impostor = court.model_copy(
-        update={
-            "member": "tax-bureau",
-            "sm2_public_key": keys.public.sm2_public_key,
-            "bls_public_key": keys.public.bls_public_key,
-            "sm2_user_id": "tax-bureau",
-        }
-    )
-    with pytest.raises(InvalidSignature):
-        approvals.verify_approval(impostor, job_id="job-1", manifest_hash=h, signer=keys.public)
-    with pytest.raises(WrongSigner):
-        approvals.verify_approval(a, job_id="job-1", manifest_hash=h, signer=other_keys.public)
-    # wrong signature lengths
-    with pytest.raises(BadSignatureLength):
-        approvals.verify_approval(
-            a.model_copy(update={"sm2_sig": a.sm2_sig[:-2]}),
-            job_id="job-1",
-            manifest_hash=h,
-            signer=keys.public,
-        )
-    with pytest.raises(BadSignatureLength):
-        approvals.verify_approval(
-            a.model_copy(update={"bls_sig": a.bls_sig + "00"}),
-            job_id="job-1",
-            manifest_hash=h,
-            signer=keys.public,
-        )
-
-
-def test_aggregate_approvals(store, other_keys) -> None:
-    _, keys = store
-    h = approvals.manifest_hash(MANIFEST)
-    a1 = approvals.sign_approval(keys, "job-3", h)
-    a2 = approvals.sign_approval(other_keys, "job-3", h)
-    signers = {"tax-bureau": keys.public, "court": other_keys.public}
-    agg = approvals.aggregate_approvals([a1, a2], job_id="job-3", manifest_hash=h, signers=signers)
-    assert agg.members == ["tax-bureau", "court"]
-    assert approvals.verify_aggregate(agg, job_id="job-3", manifest_hash=h)
-    assert not approvals.verify_aggregate(agg, job_id="job-3", manifest_hash=bytes(32))
-    missing = agg.model_copy(update={"bls_public_keys": agg.bls_public_keys[:1]})
-    assert not approvals.verify_aggregate(missing, job_id="job-3", manifest_hash=h)
-    with pytest.raises(ReplayedApproval):
-        approvals.verify_aggregate(agg, job_id="job-4", manifest_hash=h)
-    with pytest.raises(WrongSigner):
-        approvals.aggregate_approvals([a1, a1], job_id="job-3", manifest_hash=h, signers=signers)
-    with pytest.raises(WrongSigner):
-        approvals.aggregate_approvals(
-            [a1, a2], job_id="job-3", manifest_hash=h, signers={"tax-bureau": keys.public}
-        )

@@ -1,4 +1,5 @@
-"""The approvals inbox: readable manifests, policy on submit and on approve, SM2+BLS signatures."""
+"""The approvals inbox: readable manifests, policy on submit and on approve, SM2+BLS signatures over
+the chain's approval digest of the job's terms (per_owner and bls_aggregate modes)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def _req(**kw) -> dict:
     return r
 
 
-def test_inbox_approve_signs_manifest(keyed):
-    c, keys = keyed
+def test_inbox_shows_the_request_and_an_unwired_node_cannot_approve(keyed):
+    c, _ = keyed
     r = c.post("/approvals", json=_req())
     assert r.status_code == 201, r.text
     item = r.json()
@@ -53,20 +54,74 @@ def test_inbox_approve_signs_manifest(keyed):
     assert any("Purpose: find shared" in line for line in item["summary"])
     assert item["manifest_hash"] == manifest_hash(item["manifest"]).hex()
     assert [i["job_id"] for i in c.get("/approvals?status=pending").json()] == ["job-0001"]
+    # an approval signs the job's chain terms: a node without a chain cannot approve, and loses nothing
     r = c.post(f"/approvals/{item['id']}/approve", headers={"X-DCP-Actor": "director_li"})
-    assert r.status_code == 200, r.text
-    done = r.json()
-    assert done["status"] == "approved" and done["decided_by"] == "director_li"
-    from protocols.crypto.approvals import Approval
-
-    approval = Approval.model_validate(done["approval"])
-    verify_approval(approval, job_id="job-0001", manifest_hash=item["manifest_hash"], signer=keys.public)
-    assert c.get("/approvals?status=pending").json() == []
+    assert (r.status_code, r.json()["error"]) == (503, "ChainUnavailable"), r.text
+    assert c.get(f"/approvals/{item['id']}").json()["status"] == "pending"
+    # it can still reject
+    r = c.post(f"/approvals/{item['id']}/reject", json={"reason": "not this quarter"})
+    assert r.status_code == 200 and r.json()["status"] == "rejected"
     # decided requests cannot be decided again
     r = c.post(f"/approvals/{item['id']}/reject", json={"reason": "changed my mind"})
     assert r.status_code == 409 and r.json()["error"] == "ApprovalNotPending"
     actions = [e["action"] for e in c.get("/audit?limit=1000").json() if e["outcome"] == "ok"]
-    assert actions[-2:] == ["approval.request", "approval.approve"]
+    assert actions[-2:] == ["approval.request", "approval.reject"]
+
+
+@pytest.mark.parametrize("mode", ["per_owner", "bls_aggregate"])
+def test_approve_signs_the_chain_digest_of_the_terms(chain, vertical_data, tmp_path, mode):
+    """The node signs (SM2 + BLS) exactly the digest the contract computes for the job's terms; in
+    per_owner mode it also approves on chain, in bls_aggregate mode it sends nothing."""
+    from conftest import TAX_FEATURES, chain_node, vertical_spec
+
+    from coordinator.manifest import node_request
+    from protocols.crypto.approvals import Approval
+    from protocols.crypto.errors import InvalidSignature
+    from protocols.manifest import dataset_chain_id
+
+    tax_csv = next(p for p in vertical_data.parties if p.name == "tax").csv_path
+    job = f"job-sign-{mode}"
+    with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": tax_csv.read_bytes()}) as c:
+        manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2]), job)
+        chain.board.jobs[job]["authorization_mode"] = mode
+        item = c.post("/approvals", json=node_request(manifest, "tax")).json()
+        r = c.post(f"/approvals/{item['id']}/approve", headers={"X-DCP-Actor": "director_li"})
+        assert r.status_code == 200, r.text
+        done = r.json()
+        assert done["status"] == "approved" and done["decided_by"] == "director_li"
+        approval = Approval.model_validate(done["approval"])
+        digest = chain.admin.approval_digest(terms)
+        assert approval.digest == digest.hex() == chain.admin.authorizations.functions.approvalDigest(
+            terms.as_tuple()).call().hex()
+        tax = chain.members["tax"][1]
+        verify_approval(approval, job_id=job, manifest_hash=terms.manifest_hash, digest=digest, signer=tax.public)
+        # the signature is worthless for other terms (one more run)
+        other = chain.admin.approval_digest(terms.model_copy(update={"max_runs": terms.max_runs + 1}))
+        with pytest.raises(InvalidSignature):
+            verify_approval(approval.model_copy(update={"digest": other.hex()}), job_id=job,
+                            manifest_hash=terms.manifest_hash, digest=other, signer=tax.public)
+        on_chain = chain.admin.authorizations.functions.approvalOf(digest, dataset_chain_id("tax", "tax_2024")).call()
+        entry = [e for e in c.get("/audit?limit=1000").json() if e["action"] == "approval.approve"][-1]
+        assert entry["detail"]["mode"] == mode and entry["detail"]["digest"] == digest.hex()
+        if mode == "per_owner":
+            assert done["chain_ref"].startswith("0x") and on_chain == tax.public.chain_address
+        else:
+            assert done["chain_ref"] is None and on_chain == "0x" + "0" * 40
+
+
+def test_unknown_authorization_mode_is_refused(chain, vertical_data, tmp_path):
+    from conftest import TAX_FEATURES, chain_node, vertical_spec
+
+    from coordinator.manifest import node_request
+
+    tax_csv = next(p for p in vertical_data.parties if p.name == "tax").csv_path
+    with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": tax_csv.read_bytes()}) as c:
+        manifest, _ = chain.publish(vertical_spec(TAX_FEATURES[:2]), "job-mode")
+        chain.board.jobs["job-mode"]["authorization_mode"] = "trust_me"
+        item = c.post("/approvals", json=node_request(manifest, "tax")).json()
+        r = c.post(f"/approvals/{item['id']}/approve")
+        assert (r.status_code, r.json()["error"]) == (409, "ApprovalTermsMismatch")
+        assert c.get(f"/approvals/{item['id']}").json()["status"] == "pending"
 
 
 def test_reject_records_reason(keyed):
