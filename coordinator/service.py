@@ -50,7 +50,7 @@ from coordinator.models import (
 )
 from coordinator.nodeclient import NodeClient
 from coordinator.settings import CoordinatorSettings
-from coordinator.spec import JobSpec, check_runnable
+from coordinator.spec import HE_KINDS, JobSpec, check_runnable
 from coordinator.validation import check_against_catalog
 
 log = logging.getLogger("dcp.coordinator")
@@ -228,7 +228,13 @@ class Coordinator:
         check_against_catalog(spec, members, catalog, policies)
         check_runnable(spec)
         job_id = "job-" + uuid.uuid4().hex[:16]
-        manifest = build_manifest(spec, job_id, members[spec.requester]["role"])
+        if spec.kind in HE_KINDS:  # CKKS kinds: their own manifest engine section (coordinator/he_jobs.py)
+            from coordinator.he_jobs import build_he_manifest, complete_he_spec
+
+            spec = complete_he_spec(self, spec)
+            manifest = build_he_manifest(spec, job_id, members[spec.requester]["role"])
+        else:
+            manifest = build_manifest(spec, job_id, members[spec.requester]["role"])
         mhash = manifest_sm3(manifest).hex()
         with Session(self.engine) as session:
             session.add(Job(
@@ -574,6 +580,10 @@ class Coordinator:
         }
 
     def _step_running(self, j: Job, manifest: dict[str, Any]) -> JobState:
+        if j.kind in HE_KINDS:
+            from coordinator.he_jobs import step_he
+
+            return step_he(self, j, manifest)
         job_id = j.job_id
         reason = self._revoked(j)
         if reason:
