@@ -296,6 +296,11 @@ def _fail(coord: Coordinator, job_id: str, members: list[str], reason: str) -> J
     return S.FAILED
 
 
+def participants_of(manifest: dict[str, Any]) -> list[str]:
+    """Every node with a part in an HE job: the requester and the departments."""
+    return sorted({*manifest["engine"]["he"]["departments"], manifest["requester"]})
+
+
 def step_he(coord: Coordinator, j: Job, manifest: dict[str, Any]) -> JobState:
     """Advance a RUNNING he_score / secure_stats job as far as it goes (idempotent; see the module doc)."""
     from protocols.he.errors import HeError
@@ -305,7 +310,7 @@ def step_he(coord: Coordinator, j: Job, manifest: dict[str, Any]) -> JobState:
     requester = manifest["requester"]
     departments = sorted(he["departments"])
     contributors = sorted({*departments, requester}) if j.kind == "he_score" else departments
-    participants = sorted({*contributors, requester})
+    participants = participants_of(manifest)
     reason = coord._revoked(j)
     if reason:
         coord.lifecycle.transition(job_id, S.REVOKED, reason)
@@ -370,7 +375,9 @@ def step_he(coord: Coordinator, j: Job, manifest: dict[str, Any]) -> JobState:
         _task(coord, job_id, exc.member, status="failed", error=f"{exc.error}: {exc.node_detail}"[:500])
         return _fail(coord, job_id, participants, f"{exc.member} refused: {exc.error}: {exc.node_detail}")
     except NodeUnavailable as exc:
-        t = _task(coord, job_id, member)
+        with Session(coord.engine) as session:  # last_seen as it was: silence is measured from there
+            t = session.exec(select(TaskRecord).where(TaskRecord.job_id == job_id, TaskRecord.member == member)).first()
+        t = t or _task(coord, job_id, member)
         state = coord._unreachable(job_id, t, exc)
         if state == S.FAILED:
             abort_he(coord, job_id, participants)

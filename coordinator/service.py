@@ -550,6 +550,12 @@ class Coordinator:
         return S.FAILED
 
     def _stop_tasks(self, job_id: str) -> None:
+        j = self.get_job(job_id)
+        if j.kind in HE_KINDS:  # the HE steps: every participant drops the job, the requester its secret key
+            from coordinator.he_jobs import abort_he, participants_of
+
+            abort_he(self, job_id, participants_of(json.loads(j.manifest_json)))
+            return
         for t in self._tasks(job_id):
             if t.status in ("succeeded", "failed", "stopped", "new", "ports"):
                 continue

@@ -231,9 +231,19 @@ class HeService:
 
     @classmethod
     def from_context(cls, ctx: Any) -> HeService:
-        """Wire the service over a ``NodeContext``."""
-        return cls(ctx.settings, ctx.engine, ctx.audit, ctx.datasets, ctx.policy, ctx.tasks, ctx.chain,
-                   ctx.approvals.keys)
+        """Wire the service over a ``NodeContext``; HE tasks a previous run left running are failed."""
+        svc = cls(ctx.settings, ctx.engine, ctx.audit, ctx.datasets, ctx.policy, ctx.tasks, ctx.chain,
+                  ctx.approvals.keys)
+        svc.recover()
+        return svc
+
+    def recover(self) -> int:
+        """Fail the HE tasks a previous run of this node left running; delete their secrets."""
+        with Session(self.engine) as session:
+            stale = [t.job_id for t in session.exec(select(HeTask).where(HeTask.status == "running"))]
+        for job_id in stale:
+            self._end(job_id, "failed", "the node restarted during the task")
+        return len(stale)
 
     def ledger(self) -> Any:
         """The node's ε ledger (its own database)."""
