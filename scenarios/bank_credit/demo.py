@@ -360,6 +360,7 @@ def approve_as_members(
         else:
             node.decide(int(req["id"]), False, f"{m} declined in the demo")
             result.approvals[m] = "rejected"
+            result.state = "REJECTED"
             console.print(f"  [red]✗[/red] {m} rejected the request")
             raise ApprovalRefused(f"{m} rejected job {job_id}")
 

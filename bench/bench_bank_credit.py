@@ -1,0 +1,140 @@
+"""The bank-credit scenario end to end: time per stage, the ratio to bare SecretFlow, governance overhead,
+peak memory per node.
+
+    .venv/bin/python bench/bench_bank_credit.py [--n 20000 100000] [--try-1m] [--out DIR]
+
+For each N the whole demo runs once (``scenarios.bank_credit.demo.run_demo`` with every approval
+automatic): a real anvil, coordinator and five node processes (bank_a, tax, social, power, court),
+five SecretFlow parties over gRPC. Then a bare SecretFlow run (``protocols.secretflow.runner.
+run_vertical_job``) does the same PSI and training on the same member CSVs, with the federation down.
+
+* platform = ingest + job (submit → SUCCEEDED) + fetching/opening the results;
+* ratio = platform / bare SecretFlow (target ≤ 1.15 at N = 100k);
+* governance = approvals + on-chain authorization + receipts (the time after the engine finished
+  until the job is SUCCEEDED: usage receipts, sealing) as a share of the platform time (target ≤ 5 %);
+* peak RSS per node = the node process plus its SecretFlow party, sampled every 0.25 s.
+
+Stage times inside the run come from polling the label holder's task stage (±0.3 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+STAGES = ("generate", "prepare", "federation_up", "ingest", "approvals", "authorization", "run_setup",
+          "engine_start", "psi", "train", "predict", "receipts", "results", "report", "audit", "federation_down")
+
+
+def bare_secretflow(out: Path, res) -> float:  # noqa: ANN001
+    """Wall seconds of run_vertical_job on the same prepared CSVs and parameters."""
+    from protocols.secretflow.runner import run_vertical_job
+    from scenarios.bank_credit.demo import load_demo_config
+    from scenarios.bank_credit.federated import sslr_params
+    from scenarios.bank_credit.schema import KEY, LABEL
+
+    cfg = load_demo_config()
+    parties = [cfg.bank, *cfg.departments]
+    import pandas as pd
+
+    spec = {
+        "parties": [], "join_key": KEY, "label_party": cfg.bank, "label_column": LABEL,
+        "model": sslr_params(res.intersection_rows or 0), "work_dir": str(out / "bare" / "run"),
+        "timeout_s": 3600,
+    }
+    for m in parties:
+        csv = out / "prepared" / f"{m}_2024.csv"
+        cols = list(pd.read_csv(csv, nrows=1).columns)
+        feats = [c for c in cols if c not in (KEY, LABEL)]
+        spec["parties"].append({"name": m, "input_csv": str(csv), "output_dir": str(out / "bare" / m),
+                                "features": feats})
+    t0 = time.perf_counter()
+    run_vertical_job(spec)
+    return time.perf_counter() - t0
+
+
+def run_one(n: int, root: Path, console: Console) -> dict:
+    from scenarios.bank_credit.demo import run_demo
+
+    out = root / f"n{n}"
+    log = io.StringIO()
+    t0 = time.perf_counter()
+    res = run_demo(n, 7, out, auto_approve=True, console=Console(file=log, width=140), interactive=False,
+                   sample_rss=True)
+    wall = time.perf_counter() - t0
+    if res.state != "SUCCEEDED":
+        raise RuntimeError(f"N={n}: the job ended {res.state}: {res.reason}\n{log.getvalue()[-2000:]}")
+    bare = bare_secretflow(out, res)
+    platform = res.seconds("ingest") + res.seconds("job_total") + res.seconds("results")
+    governance = res.seconds("approvals") + res.seconds("authorization") + res.seconds("receipts")
+    return {"n": n, "res": res, "wall": wall, "bare": bare, "platform": platform, "governance": governance}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[20_000, 100_000])
+    ap.add_argument("--try-1m", action="store_true", help="also try N = 1,000,000 once and report why it fails")
+    ap.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temp dir)")
+    args = ap.parse_args()
+    console = Console(width=max(Console().width, 150))
+    sizes = list(args.n) + ([1_000_000] if args.try_1m else [])
+    root = args.out or Path(tempfile.mkdtemp(prefix="bench-bank-credit-"))
+    runs, failures = [], {}
+    for n in sizes:
+        console.print(f"N = {n:,} …")
+        try:
+            runs.append(run_one(n, root, console))
+        except Exception as exc:  # noqa: BLE001 - a size that cannot run is reported, not faked
+            failures[n] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            traceback.print_exc(limit=3)
+
+    table = Table(title=f"bank-credit end to end, 5 parties (bank_a + tax, social, power, court), SS-LR — "
+                        f"{os.cpu_count()} cores, seconds")
+    table.add_column("stage")
+    for r in runs:
+        table.add_column(f"N={r['n']:,}", justify="right")
+    for s in STAGES:
+        table.add_row(s, *[f"{r['res'].seconds(s):.1f}" for r in runs])
+    rows = [
+        ("∩ rows (PSI)", lambda r: f"{r['res'].intersection_rows:,}"),
+        ("platform (ingest+job+results)", lambda r: f"{r['platform']:.1f}"),
+        ("bare SecretFlow (same PSI+train)", lambda r: f"{r['bare']:.1f}"),
+        ("ratio platform / bare", lambda r: f"{r['platform'] / r['bare']:.2f}"),
+        ("ratio job only / bare", lambda r: f"{r['res'].seconds('job_total') / r['bare']:.2f}"),
+        ("governance (approvals+auth+receipts)", lambda r: f"{r['governance']:.1f}"),
+        ("governance share of platform", lambda r: f"{r['governance'] / r['platform']:.1%}"),
+        ("demo wall (incl. generate, up, report)", lambda r: f"{r['wall']:.1f}"),
+        ("AUC federated / centralized / bank-only", lambda r: " / ".join(
+            f"{r['res'].model(k).auc:.3f}" for k in ("federated", "centralized", "bank_only"))),
+        ("evaluation", lambda r: r["res"].evaluation),
+        ("peak RSS per node, MB (max)", lambda r: f"{max(r['res'].peak_rss_mb.values()):.0f}"),
+    ]
+    for label, fn in rows:
+        table.add_row(label, *[fn(r) for r in runs], style="bold" if label.startswith("ratio") else None)
+    console.print(table)
+    if runs:
+        mem = Table(title="peak RSS per node (node process + its SecretFlow party), MB")
+        mem.add_column("N")
+        names = list(runs[0]["res"].peak_rss_mb)
+        for name in names:
+            mem.add_column(name, justify="right")
+        for r in runs:
+            mem.add_row(f"{r['n']:,}", *[f"{r['res'].peak_rss_mb.get(nm, 0):.0f}" for nm in names])
+        console.print(mem)
+    for n, why in failures.items():
+        console.print(f"[red]N = {n:,} did not complete:[/red] {why}")
+
+
+if __name__ == "__main__":
+    main()
