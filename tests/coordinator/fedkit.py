@@ -1,0 +1,92 @@
+"""Helpers of the real-federation tests: bring a three-member federation up (anvil, contracts,
+coordinator, nodes in their own processes) and down again with nothing left behind, find engine
+party processes, reach the chain as a member, and wait for a job stage."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from coordinator.federation import FederationConfig, down, up
+from coordinator.sdk import DcpClient
+
+POLICY = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2}
+
+
+def party_procs(root: Path) -> list[psutil.Process]:
+    """The SecretFlow party processes whose command line mentions ``root``."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "protocols.secretflow.party" in cmd and str(root) in cmd:
+            out.append(p)
+    return out
+
+
+@contextmanager
+def federation(root: Path, n_rows: int, seed: int, coordinator: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A federation of bank, tax and power over synthetic vertical data; down (and checked) on exit."""
+    from protocols.secretflow.synthetic import make_vertical_data
+
+    data = make_vertical_data(root / "data", n_rows=n_rows, overlap=0.6, seed=seed)
+    members = [
+        {"name": p.name, "role": "bank" if p.name == "bank" else "department", "policy": POLICY,
+         "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": "uscc"}]}
+        for p in data.parties
+    ]
+    cfg = FederationConfig.model_validate({
+        "work_dir": str(root / "fed"), "members": members, "scrypt_n": 2**12, "coordinator": coordinator,
+    })
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    state = up(cfg)
+    try:
+        yield {"state": state, "data": data, "root": root, "client": DcpClient(state.coordinator_url)}
+    finally:
+        down(state.work_dir)
+        time.sleep(0.5)
+        left = [p for p in psutil.Process().children(recursive=True)
+                if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+        assert not left, f"federation processes left behind: {[p.cmdline()[:4] for p in left]}"
+        assert not party_procs(root)
+
+
+def vertical_spec(fed: dict[str, Any], purpose: str, **over: Any) -> dict[str, Any]:
+    """An SS-LR job of the bank over every member's dataset."""
+    base = {
+        "kind": "vertical_train", "requester": "bank", "purpose": purpose, "join_key": "uscc",
+        "label": {"member": "bank", "dataset": "bank_2024", "column": "default"},
+        "inputs": [{"member": p.name, "dataset": f"{p.name}_2024", "columns": p.features} for p in fed["data"].parties],
+        "model": {"algorithm": "ss_lr", "params": {"epochs": 2, "batch_size": 256}},
+        "expires_in_s": 900,
+    }
+    base.update(over)
+    return base
+
+
+def chain(fed: dict[str, Any], member: str | None = None) -> Any:
+    """A chain client of the federation, signing as ``member``'s keystore account when given."""
+    from coordinator.chain import connect
+    from protocols.crypto.keystore import load_keystore
+
+    st = fed["state"]
+    key = None
+    if member is not None:
+        keys = load_keystore(st.keys_dir / f"{member}.keystore.json", st.passphrase_file.read_text().strip())
+        key = keys.chain_private_key
+    return connect(st.rpc_url, st.registry, key)
+
+
+def wait_stage(c: DcpClient, job: str, pred: Any, timeout: float = 180) -> Any:
+    """Poll the job until ``pred(status)`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = c.status(job)
+        if pred(st):
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"job never reached the stage: {c.status(job)}")
