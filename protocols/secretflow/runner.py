@@ -354,7 +354,7 @@ def _watch(
         if rc != 0 or p.result is None:
             _drain_lines(events, p, on_event)
         if rc != 0:
-            raise _root_cause(name, rc, by_name, exited, events, on_event)
+            raise _root_cause(name, rc, by_name, exited, events, on_event, label_party=spec.label_party)
         if p.result is None:
             raise PartyFailedError(name, rc, p.stderr_tail(), "exited 0 without reporting a result")
     return RunResult(
@@ -374,6 +374,7 @@ def _root_cause(
     events: queue.Queue[tuple[str, str, Any]],
     on_event: ProgressCallback | None,
     window_s: float = 1.0,
+    label_party: str = "",
 ) -> PartyFailedError:
     """The error to report once ``first`` failed.
 
@@ -404,7 +405,9 @@ def _root_cause(
         PartyExit.SINGLE_CLASS,
         PartyExit.MODEL_INVALID,
     }
-    name, code = next(((n, c) for n, c in failures if c in diagnosed), failures[0])
+    # a diagnosis by the label holder (it sees the labels and the running intersection) reads best
+    ranked = sorted(failures, key=lambda f: (f[1] not in diagnosed, f[0] != label_party))
+    name, code = ranked[0]
     return _failure(by_name[name], code)
 
 
