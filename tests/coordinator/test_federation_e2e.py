@@ -13,74 +13,30 @@ import signal
 import time
 
 import httpx
-import psutil
 import pytest
 
-from coordinator.federation import FederationConfig, down, read_state, respawn, up
+from coordinator.federation import read_state, respawn
 from coordinator.manifest import dataset_chain_id
-from coordinator.sdk import DcpClient, RemoteError
+from coordinator.sdk import RemoteError
 from protocols.crypto.approvals import job_key
-from protocols.secretflow.synthetic import make_vertical_data
+
+from .fedkit import chain, federation, vertical_spec, wait_stage
+from .fedkit import party_procs as _party_procs
 
 pytestmark = pytest.mark.slow
-
-POLICY = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2}
-
-
-def _party_procs(root) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "protocols.secretflow.party" in cmd and str(root) in cmd:
-            out.append(p)
-    return out
 
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fed")
-    data = make_vertical_data(root / "data", n_rows=1500, overlap=0.6, seed=11)
-    members = [
-        {"name": p.name, "role": "bank" if p.name == "bank" else "department", "policy": POLICY,
-         "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": "uscc"}]}
-        for p in data.parties
-    ]
-    cfg = FederationConfig.model_validate({
-        "work_dir": str(root / "fed"), "members": members, "scrypt_n": 2**12,
-        "coordinator": {"node_timeout_s": 6.0, "poll_interval_s": 0.3, "authorization_mode": "per_owner"},
-    })
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    state = up(cfg)
-    try:
-        yield {"state": state, "data": data, "root": root, "client": DcpClient(state.coordinator_url)}
-    finally:
-        down(state.work_dir)
-        time.sleep(0.5)
-        left = [p for p in psutil.Process().children(recursive=True)
-                if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
-        assert not left, f"federation processes left behind: {[p.cmdline()[:4] for p in left]}"
-        assert not _party_procs(root)
+    # per_owner: each department approves on chain from its own account (test_governance_e2e.py runs
+    # the default, bls_aggregate)
+    coordinator = {"node_timeout_s": 6.0, "poll_interval_s": 0.3, "authorization_mode": "per_owner"}
+    with federation(tmp_path_factory.mktemp("fed"), 1500, 11, coordinator) as f:
+        yield f
 
 
 def spec(fed, **over) -> dict:
-    d = fed["data"]
-    base = {
-        "kind": "vertical_train", "requester": "bank",
-        "purpose": "pre-loan credit model for small enterprises (test)", "join_key": "uscc",
-        "label": {"member": "bank", "dataset": "bank_2024", "column": "default"},
-        "inputs": [{"member": p.name, "dataset": f"{p.name}_2024", "columns": p.features} for p in d.parties],
-        "model": {"algorithm": "ss_lr", "params": {"epochs": 2, "batch_size": 256}},
-        "expires_in_s": 900,
-    }
-    base.update(over)
-    return base
-
-
-def chain(fed):
-    from coordinator.chain import connect
-
-    st = fed["state"]
-    return connect(st.rpc_url, st.registry)
+    return vertical_spec(fed, "pre-loan credit model for small enterprises (test)", **over)
 
 
 def approve_all(fed, job_id, members=("bank", "tax", "power")):
@@ -193,21 +149,11 @@ def test_revocation_mid_wait(fed, no_leaked_processes):
     assert chain(fed).authorization(job_key(job)) is None
 
 
-def _wait_stage(c, job, pred, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = c.status(job)
-        if pred(st):
-            return st
-        time.sleep(0.2)
-    raise AssertionError(f"job never reached the stage: {c.status(job)}")
-
-
 def test_coordinator_killed_and_restarted_mid_run(fed):
     c, st = fed["client"], fed["state"]
     job = c.submit(spec(fed))
     approve_all(fed, job)
-    _wait_stage(c, job, lambda s: s.state.value == "RUNNING" and any(
+    wait_stage(c, job, lambda s: s.state.value == "RUNNING" and any(
         (t.get("stage") or "").startswith(("psi", "train")) for t in s.tasks.values()))
     os.killpg(read_state(st.work_dir).pids["coordinator"], signal.SIGKILL)
     with pytest.raises(httpx.HTTPError):
@@ -225,7 +171,7 @@ def test_node_killed_mid_run_fails_job_and_stops_the_others(fed):
     c, st = fed["client"], fed["state"]
     job = c.submit(spec(fed, model={"algorithm": "ss_lr", "params": {"epochs": 30, "batch_size": 64}}))
     approve_all(fed, job)
-    _wait_stage(c, job, lambda s: s.state.value == "RUNNING" and any(
+    wait_stage(c, job, lambda s: s.state.value == "RUNNING" and any(
         (t.get("stage") or "").startswith("train") for t in s.tasks.values()))
     t0 = time.monotonic()
     os.killpg(read_state(st.work_dir).pids["power"], signal.SIGKILL)
