@@ -1,4 +1,4 @@
-"""``dcp sf``: run SecretFlow vertical jobs (PSI → SS-LR → joint prediction) from a spec file."""
+"""``dcp sf``: run SecretFlow vertical jobs (PSI → SS-LR / SS-XGB / SGB → joint prediction) from a spec file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from protocols.secretflow.spec import RunResult, VerticalJobSpec
 
-STAGES = ("validate", "connect", "psi", "train", "predict")
+STAGES = ("validate", "connect", "psi", "train", "model", "predict")
 
 EXAMPLE_SPEC = """\
 # dcp sf run job.yaml — paths are relative to this file
@@ -21,9 +21,12 @@ join_key: uscc
 label_party: bank
 label_column: default
 psi_protocol: RR22        # RR22 | ECDH | ECDH_SM2 (国密) | ECDH_3PC (exactly 3 parties)
-model: {epochs: 5, learning_rate: 0.3, batch_size: 1024}
+stages: [psi, train, predict]   # [psi] = intersection only; [psi, predict] = score with stored model parts
+# algorithm: ss_lr | ss_xgb {num_boost_round, max_depth, learning_rate, ...} | sgb (HEU SecureBoost)
+# test_fraction: hold out rows by a hash of the join key (salt: split_salt); metrics on train and test
+model: {algorithm: ss_lr, epochs: 5, learning_rate: 0.3, batch_size: 1024, test_fraction: 0.3}
 timeout_s: 600
-parties:
+parties:   # each party's model part goes to model_dir (default: <output_dir>/model)
   - {name: bank,  input_csv: data/bank.csv,  output_dir: out/bank}
   - {name: tax,   input_csv: data/tax.csv,   output_dir: out/tax}
   - {name: power, input_csv: data/power.csv, output_dir: out/power}
@@ -56,7 +59,7 @@ def load_spec(path: Path) -> VerticalJobSpec:
 
     for p in raw.get("parties") or []:
         if isinstance(p, dict):
-            for k in ("input_csv", "output_dir"):
+            for k in ("input_csv", "output_dir", "model_dir"):
                 if k in p:
                     p[k] = rel(p[k])
     if raw.get("work_dir"):
@@ -116,7 +119,10 @@ def result_table(result: RunResult) -> Table:
     """One row per party: rows in, intersection, stage times, output files (in its own output_dir)."""
     from rich.table import Table
 
-    table = Table(title=f"SecretFlow job {result.job_id} ({result.psi_protocol} PSI, SS-LR)")
+    label = result.parties[result.label_party]
+    algo = label.metrics.algorithm if label.metrics is not None and label.metrics.algorithm else None
+    what = f"{result.psi_protocol} PSI" + (f", {algo}" if algo else "")
+    table = Table(title=f"SecretFlow job {result.job_id} ({what})")
     table.add_column("party", no_wrap=True)
     for col in ("rows", "∩ rows", "psi", "train", "predict"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -133,14 +139,31 @@ def result_table(result: RunResult) -> Table:
     return table
 
 
+def summary_line(result: RunResult) -> str:
+    """One line: intersection size, the label holder's AUC/KS (train and test when split), time."""
+    parts = [f"intersection {result.intersection_rows} rows"]
+    m = result.parties[result.label_party].metrics
+    if m is not None:
+        text = f"{m.algorithm or 'model'} AUC {m.auc:.4f}"
+        if m.ks is not None:
+            text += f" KS {m.ks:.4f}"
+        if m.auc_test is not None:
+            text += f" (train AUC {m.auc_train:.4f}, test AUC {m.auc_test:.4f} on {m.n_test} rows)"
+        parts.append(text + f" at {result.label_party}")
+    parts.append(f"{result.elapsed_s:.1f}s in all")
+    return " · ".join(parts)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``sf`` command group."""
-    sf_app = typer.Typer(help="SecretFlow jobs: PSI, SS-LR training and joint prediction across parties.")
+    sf_app = typer.Typer(
+        help="SecretFlow jobs: PSI, SS-LR / SS-XGB / SGB training, joint prediction with stored model parts."
+    )
     app.add_typer(sf_app, name="sf")
 
     @sf_app.command("run")
     def run(spec_file: Path = typer.Argument(..., help="job spec (YAML); see `dcp sf example`")) -> None:
-        """Run a vertical job: one real SecretFlow party process per party, on this machine."""
+        """Run a vertical job (per its `stages`): one real SecretFlow party process per party, on this machine."""
         from rich.console import Console
 
         from protocols.secretflow.errors import DcpRunError
@@ -157,11 +180,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]run failed ({type(exc).__name__}):[/red] {exc}", highlight=False)
             raise typer.Exit(1) from None
         console.print(result_table(result))
-        m = result.metrics
-        console.print(
-            f"intersection {result.intersection_rows} rows · SS-LR training AUC {m.auc:.4f} at "
-            f"{result.label_party} · {result.elapsed_s:.1f}s in all"
-        )
+        console.print(summary_line(result), highlight=False)
 
     @sf_app.command("example")
     def example() -> None:

@@ -239,3 +239,28 @@ def test_missing_model_part_and_feature_mismatch_are_named(tmp_path):
     pd.DataFrame({"x": [1]}).to_csv(tmp_path / "m" / "model.json")  # not a model part at all
     with pytest.raises(party_mod.ModelInvalidError, match="is not a model part"):
         party_mod.load_model_part(cfg)
+
+
+def test_cli_summary_line_without_and_with_metrics(tmp_path):
+    from dcp.commands.sf import EXAMPLE_SPEC, load_spec, summary_line
+    from protocols.secretflow.spec import LabelMetrics, PartyResult, RunResult, StageTimes
+
+    def result(metrics: LabelMetrics | None) -> RunResult:
+        parties = {
+            n: PartyResult(party=n, input_rows=10, intersection_rows=7, output_files=[], stages=StageTimes(),
+                           metrics=metrics if n == "bank" else None)
+            for n in ("bank", "tax")
+        }
+        return RunResult(job_id="j", label_party="bank", psi_protocol="RR22", parties=parties, elapsed_s=3.0)
+
+    assert summary_line(result(None)) == "intersection 7 rows · 3.0s in all"  # a PSI-only run
+    m = LabelMetrics(auc=0.8, ks=0.5, n_rows=7, positive_rate=0.3, algorithm="ss_xgb", auc_train=0.85,
+                     auc_test=0.7, n_test=2)
+    line = summary_line(result(m))
+    assert "ss_xgb AUC 0.8000 KS 0.5000" in line and "test AUC 0.7000 on 2 rows" in line
+    # the example spec is a valid training job with a split; model_dir paths are relative to the file
+    (tmp_path / "job.yaml").write_text(EXAMPLE_SPEC.replace(
+        "output_dir: out/tax}", "output_dir: out/tax, model_dir: models/tax}"))
+    spec = load_spec(tmp_path / "job.yaml")
+    assert spec.model.test_fraction == 0.3 and spec.stages == ["psi", "train", "predict"]
+    assert spec.party("tax").model_dir == tmp_path / "models" / "tax"
