@@ -324,45 +324,60 @@ def approve_as_members(
     client: Any, state: Any, job_id: str, cfg: DemoConfig, parties: list[str], auto_approve: bool | None,
     console: Any, interactive: bool, result: DemoResult,
 ) -> None:
-    """Show each member's pending request (the manifest in words) and decide it through the member's node."""
+    """Show each member's pending request (the manifest in words) and decide it through the member's node.
+
+    Members decide independently: automatic approvals run concurrently (each signs and sends its own
+    on-chain approval), a person's decisions are asked one after the other.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.panel import Panel
 
     from coordinator.nodeclient import NodeClient
 
-    for m in parties:
-        node = NodeClient(m, state.nodes[m], timeout=60.0)
-        deadline = time.monotonic() + 60
-        while (req := node.find_approval(job_id)) is None:
-            if time.monotonic() > deadline:
-                raise DemoError(f"no approval request for job {job_id} reached {m}'s inbox within 60 s")
-            time.sleep(0.2)
-        if req["status"] != "pending":
-            raise DemoError(f"the request for job {job_id} in {m}'s inbox is {req['status']}, not pending")
-        auto = cfg.member(m).auto_approve if auto_approve is None else auto_approve
-        body = "\n".join(req["summary"]) + f"\n[dim]manifest SM3 {req['manifest_hash'][:32]}…[/dim]"
-        console.print(Panel(body, title=f"[bold]{m}[/bold]'s inbox — request #{req['id']} ({req['status']})",
-                            border_style="yellow", expand=False))
-        if auto:
-            decision, how = True, "auto-approved (federation.yaml: auto_approve)"
-            result.auto_approved.append(m)
-        elif interactive:
-            decision, how = _ask(console, f"Approve this request as [bold]{m}[/bold]?"), "decided by you"
-        elif auto_approve is False:
-            raise DemoConfigError(f"{m} needs a person to decide and there is no terminal to ask "
-                                  "(run on a terminal, or leave auto_approve unset)")
-        else:
-            decision, how = True, "approved by the demo on the officer's behalf (no terminal to ask)"
-        if decision:
-            out = node.decide(int(req["id"]), True)
-            result.approvals[m] = "approved"
-            console.print(f"  [green]✓[/green] {m} approved through its node — {how}; SM2 + BLS signature, "
-                          f"on chain in tx {str(out.get('chain_ref'))[:18]}…")
-        else:
-            node.decide(int(req["id"]), False, f"{m} declined in the demo")
-            result.approvals[m] = "rejected"
-            result.state = "REJECTED"
-            console.print(f"  [red]✗[/red] {m} rejected the request")
-            raise ApprovalRefused(f"{m} rejected job {job_id}")
+    def approve(m: str, node: Any, rid: int, how: str) -> None:
+        out = node.decide(rid, True)
+        result.approvals[m] = "approved"
+        console.print(f"  [green]✓[/green] {m} approved through its node — {how}; SM2 + BLS signature, "
+                      f"on chain in tx {str(out.get('chain_ref'))[:18]}…")
+
+    with ThreadPoolExecutor(max_workers=len(parties)) as pool:
+        pending = []
+        for m in parties:
+            node = NodeClient(m, state.nodes[m], timeout=60.0)
+            deadline = time.monotonic() + 60
+            while (req := node.find_approval(job_id)) is None:
+                if time.monotonic() > deadline:
+                    raise DemoError(f"no approval request for job {job_id} reached {m}'s inbox within 60 s")
+                time.sleep(0.2)
+            if req["status"] != "pending":
+                raise DemoError(f"the request for job {job_id} in {m}'s inbox is {req['status']}, not pending")
+            auto = cfg.member(m).auto_approve if auto_approve is None else auto_approve
+            body = "\n".join(req["summary"]) + f"\n[dim]manifest SM3 {req['manifest_hash'][:32]}…[/dim]"
+            console.print(Panel(body, title=f"[bold]{m}[/bold]'s inbox — request #{req['id']} ({req['status']})",
+                                border_style="yellow", expand=False))
+            rid = int(req["id"])
+            if auto:
+                result.auto_approved.append(m)
+                pending.append(pool.submit(approve, m, node, rid, "auto-approved (federation.yaml: auto_approve)"))
+                continue
+            if interactive:
+                decision, how = _ask(console, f"Approve this request as [bold]{m}[/bold]?"), "decided by you"
+            elif auto_approve is False:
+                raise DemoConfigError(f"{m} needs a person to decide and there is no terminal to ask "
+                                      "(run on a terminal, or leave auto_approve unset)")
+            else:
+                decision, how = True, "approved by the demo on the officer's behalf (no terminal to ask)"
+            if decision:
+                approve(m, node, rid, how)
+            else:
+                node.decide(rid, False, f"{m} declined in the demo")
+                result.approvals[m] = "rejected"
+                result.state = "REJECTED"
+                console.print(f"  [red]✗[/red] {m} rejected the request")
+                raise ApprovalRefused(f"{m} rejected job {job_id}")
+        for f in pending:
+            f.result()  # re-raise a failed automatic approval
 
 
 def _task_line(tasks: dict[str, dict[str, Any]], parties: list[str]) -> str:
@@ -516,7 +531,7 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
               f"{bytes(auth.terms.manifest_hash).hex()[:16]}…, max runs {auth.terms.max_runs}")
 
     con.rule("running: PSI → SS-LR → joint prediction (scores revealed to the bank only)")
-    seen: dict[str, float] = {}
+    timeline: list[tuple[float, str]] = []
     last = {"state": "", "line": ""}
     t_auth = time.perf_counter()
 
@@ -524,11 +539,10 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
         now = time.perf_counter()
         if s.state.value != last["state"]:
             last["state"] = s.state.value
-            seen.setdefault(f"state:{s.state.value}", now)
             con.print(f"  [bold]{s.state.value}[/bold]")
         bank_stage = (s.tasks.get(cfg.bank) or {}).get("stage")
-        if bank_stage:
-            seen.setdefault(bank_stage, now)
+        if bank_stage and (not timeline or timeline[-1][1] != bank_stage):
+            timeline.append((now, bank_stage))
         line = _task_line(s.tasks, prep.parties)
         if line != last["line"] and s.tasks:
             last["line"] = line
@@ -540,7 +554,7 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
     result.state = final.state.value
     result.reason = final.reason
     result.events = [e["to"] for e in final.events]
-    _record_run_stages(clock, seen, t_auth, t_done)
+    _record_run_stages(clock, timeline, t_auth, t_done)
     governance = (t_approved - t_submit) + (t_auth - t_approved)
     clock.add("job_total", t_done - t_submit)
     clock.add("governance_pre_run", governance)
@@ -595,26 +609,28 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
     _print_audit(con, audit, result)
 
 
-def _record_run_stages(clock: Clock, seen: dict[str, float], t_auth: float, t_done: float) -> None:
-    """Stage times of the run, from the label holder's task stages as first seen by polling (±0.3 s)."""
-    def at(key: str) -> float | None:
-        return seen.get(key)
+_STAGE_GROUPS = {"connect": "engine_start", "validate": "engine_start", "psi": "psi", "train": "train",
+                 "predict": "predict", "done": "receipts", "succeeded": "receipts"}
 
-    marks = [("engine_start", at("connect:start") or at("validate:start") or at("connect")),
-             ("psi", at("psi:start")), ("train", at("train:start")), ("predict", at("predict:start"))]
-    t_prev = at("state:RUNNING") or t_auth
-    prev = "run_setup"
-    for name, t in marks:
-        if t is None:
-            continue
-        clock.add(prev, max(0.0, t - t_prev))
-        prev, t_prev = name, t
-    end_predict = at("predict:done")
-    if end_predict is not None and prev == "predict":
-        clock.add("predict", max(0.0, end_predict - t_prev))
-        clock.add("receipts", max(0.0, t_done - end_predict))
-    else:
-        clock.add(prev, max(0.0, t_done - t_prev))
+
+def _stage_group(stage: str) -> str:
+    """The bench stage a node task stage belongs to (``psi:round`` → ``psi``; ``extract`` → ``run_setup``)."""
+    head = stage.split(":")[0]
+    if stage == "predict:done":
+        return "receipts"  # the engine is done; sealing outputs, receipts on chain, clean-up
+    return _STAGE_GROUPS.get(head, "run_setup")
+
+
+def _record_run_stages(clock: Clock, timeline: list[tuple[float, str]], t_auth: float, t_done: float) -> None:
+    """Stage times of the run from the label holder's task stages as seen by polling (±0.3 s):
+    each group lasts from its first sighting to the first sighting of the next group."""
+    marks: list[tuple[float, str]] = [(t_auth, "run_setup")]
+    for t, stage in timeline:
+        group = _stage_group(stage)
+        if group != marks[-1][1]:
+            marks.append((t, group))
+    for (t0, group), (t1, _) in zip(marks, [*marks[1:], (t_done, "")], strict=True):
+        clock.add(group, max(0.0, t1 - t0))
 
 
 def _print_summary(con: Any, result: DemoResult, summary: Any, rows: Any) -> None:

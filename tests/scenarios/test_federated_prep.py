@@ -165,3 +165,17 @@ def test_demo_config_and_its_named_errors(tmp_path):
         load_demo_config(bad)
     with pytest.raises(DemoConfigError, match="cannot read"):
         load_demo_config(tmp_path / "missing.yaml")
+
+
+def test_run_stage_timeline_groups_the_label_holders_task_stages():
+    from scenarios.bank_credit.demo import Clock, DemoResult, _record_run_stages
+
+    res = DemoResult(n_enterprises=1, seed=1, out_dir=".", bank="bank_a", departments=["tax"])
+    timeline = [(10.0, "extract"), (11.0, "connect"), (12.0, "validate:done"), (15.0, "psi:start"),
+                (16.0, "psi:round"), (20.0, "train:start"), (30.0, "predict:start"), (31.0, "predict:done"),
+                (33.0, "done")]
+    _record_run_stages(Clock(res), timeline, t_auth=9.0, t_done=34.0)
+    got = {s.stage: s.seconds for s in res.stages}
+    assert got == {"run_setup": 2.0, "engine_start": 4.0, "psi": 5.0, "train": 10.0, "predict": 1.0,
+                   "receipts": 3.0}
+    assert res.seconds("train") == 10.0 and res.seconds("nothing") == 0.0
