@@ -37,7 +37,7 @@ def used_columns(spec: JobSpec, member: str) -> list[str]:
     """Every column of ``member`` the computation touches: join key, features, label."""
     inp = spec.input_of(member)
     cols = [spec.join_key, *inp.columns]
-    if spec.label is not None and spec.label.member == member:
+    if spec.label is not None and spec.label.member == member and spec.kind != "psi":
         cols.append(spec.label.column)
     return cols
 
@@ -46,6 +46,8 @@ def protocol_name(spec: JobSpec) -> str:
     """A short engine/protocol label (shown to approvers)."""
     if spec.kind == "psi":
         return f"secretflow/psi-{spec.psi_protocol}"
+    if spec.kind == "vertical_predict":
+        return f"secretflow/psi-{spec.psi_protocol}+{spec.model.algorithm}-predict"
     return f"secretflow/psi-{spec.psi_protocol}+{spec.model.algorithm}"
 
 
@@ -54,7 +56,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest of ``spec`` as job ``job_id``."""
     exp = (expiry or spec.expiry_at()).astimezone(timezone.utc).replace(microsecond=0)
-    return {
+    manifest = {
         "version": MANIFEST_VERSION,
         "job_id": job_id,
         "job_key": job_key(job_id).hex(),
@@ -87,6 +89,10 @@ def build_manifest(
         "max_runs": spec.max_runs,
         "timeout_s": spec.timeout_s,
     }
+    if spec.kind == "vertical_predict":
+        # the departments approve scoring with the model parts of exactly this training job
+        manifest["model_from"] = spec.model_from
+    return manifest
 
 
 def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
@@ -108,6 +114,8 @@ def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
         "expiry": manifest["expiry"],
         "max_runs": manifest["max_runs"],
     }
+    if manifest.get("model_from"):
+        body["model_from"] = manifest["model_from"]
     req = ApprovalRequestIn.model_validate(body)
     body["manifest_hash"] = manifest_sm3(manifest_of(req)).hex()
     return body

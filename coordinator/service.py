@@ -50,8 +50,8 @@ from coordinator.models import (
 )
 from coordinator.nodeclient import NodeClient
 from coordinator.settings import CoordinatorSettings
-from coordinator.spec import HE_KINDS, JobSpec, check_runnable
-from coordinator.validation import check_against_catalog
+from coordinator.spec import HE_KINDS, KIND_STAGES, JobSpec, check_runnable
+from coordinator.validation import check_against_catalog, check_model_from
 
 log = logging.getLogger("dcp.coordinator")
 S = JobState
@@ -227,6 +227,8 @@ class Coordinator:
             members, catalog, policies = self._validation_inputs()
         check_against_catalog(spec, members, catalog, policies)
         check_runnable(spec)
+        if spec.kind == "vertical_predict":
+            check_model_from(spec, self._training_of(spec.model_from or ""))
         job_id = "job-" + uuid.uuid4().hex[:16]
         if spec.kind in HE_KINDS:  # CKKS kinds: their own manifest engine section (coordinator/he_jobs.py)
             from coordinator.he_jobs import build_he_manifest, complete_he_spec
@@ -566,17 +568,25 @@ class Coordinator:
             except CoordinatorError as exc:
                 log.warning("job %s: could not stop %s: %s", job_id, t.member, exc.detail)
 
+    def _training_of(self, job_id: str) -> dict[str, Any] | None:
+        """The kind, state and spec of job ``job_id`` (a vertical_predict's ``model_from``), or None."""
+        with Session(self.engine) as session:
+            job = session.exec(select(Job).where(Job.job_id == job_id)).first()
+        if job is None:
+            return None
+        return {"kind": job.kind, "state": job.state, "spec": JobSpec.model_validate_json(job.spec_json)}
+
     def _task_body(self, j: Job, manifest: dict[str, Any], member: str, cluster: dict[str, Any]) -> dict[str, Any]:
         spec = JobSpec.model_validate_json(j.spec_json)
         inp = next(i for i in manifest["inputs"] if i["member"] == member)
         label = manifest["label"]
-        return {
+        body: dict[str, Any] = {
             "job_id": j.job_id,
             "party": member,
             "cluster": cluster,
             "join_key": manifest["join_key"],
-            "label_party": label["member"],
-            "label_column": label["column"],
+            "label_party": hub_of(manifest),
+            "label_column": label["column"] if label else None,
             "psi_protocol": manifest["engine"]["psi_protocol"],
             "model": manifest["engine"]["params"],
             "inputs": [{"dataset": inp["dataset"], "columns": inp["columns"]}],
@@ -584,6 +594,11 @@ class Coordinator:
             "receivers": {o["name"]: [o["receiver"]] for o in manifest["outputs"]},
             "timeout_s": spec.timeout_s,
         }
+        if j.kind in KIND_STAGES and j.kind != "vertical_train":  # a training body stays as it always was
+            body["stages"] = KIND_STAGES[j.kind]
+        if manifest.get("model_from"):
+            body["model_from"] = manifest["model_from"]
+        return body
 
     def _step_running(self, j: Job, manifest: dict[str, Any]) -> JobState:
         if j.kind in HE_KINDS:
@@ -597,7 +612,7 @@ class Coordinator:
             self._stop_tasks(job_id)
             return S.REVOKED
         tasks = self._tasks(job_id)
-        label_party = manifest["label"]["member"]
+        label_party = hub_of(manifest)
         members = [t.member for t in tasks]
         # 1. ports
         for t in tasks:
@@ -691,6 +706,15 @@ class Coordinator:
         if silent >= self.settings.node_timeout_s:
             return self._fail(job_id, f"node {t.member} stopped answering for {silent:.0f}s: {exc.detail}")
         return S.RUNNING
+
+
+def hub_of(manifest: dict[str, Any]) -> str:
+    """The party that holds a SecretFlow job's outputs: the label holder, or (psi, no label) the
+    requester when it brings data, else the first input's member."""
+    if manifest.get("label"):
+        return manifest["label"]["member"]
+    members = [i["member"] for i in manifest["inputs"]]
+    return manifest["requester"] if manifest["requester"] in members else members[0]
 
 
 def _iso(value: str | None) -> datetime | None:

@@ -33,8 +33,23 @@ KIND_OUTPUTS: dict[str, tuple[str, ...]] = {
     "he_score": ("scores",),
     "secure_stats": ("stats",),
 }
-#: What the engines in this build can run (kind, algorithm).
-RUNNABLE: set[tuple[str, str | None]] = {("vertical_train", "ss_lr")}
+#: What the engines in this build can run (kind, algorithm): PSI alone, training with each learner,
+#: and prediction with a model stored by an earlier training job (``model_from``).
+RUNNABLE: set[tuple[str, str | None]] = {
+    ("psi", None),
+    ("vertical_train", "ss_lr"),
+    ("vertical_train", "ss_xgb"),
+    ("vertical_train", "sgb"),
+    ("vertical_predict", "ss_lr"),
+    ("vertical_predict", "ss_xgb"),
+    ("vertical_predict", "sgb"),
+}
+#: The engine stages each SecretFlow kind runs (protocols.secretflow.spec.STAGE_PLANS).
+KIND_STAGES: dict[str, list[str]] = {
+    "psi": ["psi"],
+    "vertical_train": ["psi", "train", "predict"],
+    "vertical_predict": ["psi", "predict"],
+}
 
 _NAME = r"^[a-z][a-z0-9_]{0,31}$"
 
@@ -74,17 +89,21 @@ class OutputSpec(_Model):
 
 
 class ModelSpec(_Model):
-    """The algorithm and its parameters (SS-LR: epochs, learning_rate, batch_size, ...)."""
+    """The algorithm and its parameters (SS-LR: epochs, learning_rate, batch_size, ...; SS-XGB / SGB:
+    num_boost_round, max_depth, ...; any: test_fraction, split_salt), validated by the engine's
+    ``ModelParams`` for every algorithm."""
 
     algorithm: Algorithm = "ss_lr"
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _params(self) -> ModelSpec:
-        if self.algorithm == "ss_lr":
-            from protocols.secretflow.spec import ModelParams
+        from protocols.secretflow.spec import ModelParams
 
-            ModelParams.model_validate(self.params)  # ValidationError names the bad parameter
+        if "algorithm" in self.params and self.params["algorithm"] != self.algorithm:
+            raise ValueError(f"params.algorithm {self.params['algorithm']!r} contradicts algorithm {self.algorithm!r}")
+        # a ValidationError names the bad parameter
+        ModelParams.model_validate({**self.params, "algorithm": self.algorithm})
         return self
 
 
@@ -107,6 +126,10 @@ class JobSpec(_Model):
     timeout_s: float = Field(default=600.0, gt=0)
     he: dict[str, Any] | None = Field(
         default=None, description="he_score / secure_stats parameters (coordinator/he_jobs.py)"
+    )
+    model_from: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="vertical_predict: the training job whose stored model parts each node uses",
     )
 
     @field_validator("purpose")
@@ -132,6 +155,12 @@ class JobSpec(_Model):
             raise ValueError(f"the he section is for {' and '.join(HE_KINDS)} jobs only, and they need it")
         if self.kind in ("vertical_train", "vertical_predict") and self.label is None:
             raise ValueError(f"a {self.kind} job needs a label (member, dataset, column)")
+        if (self.model_from is None) == (self.kind == "vertical_predict"):
+            raise ValueError("model_from names the training job of a vertical_predict job; only that kind takes it")
+        if self.kind == "psi" and self.label is not None:
+            raise ValueError("a psi job has no label (it intersects keys only)")
+        if self.kind == "vertical_predict" and self.model.params.get("test_fraction") is not None:
+            raise ValueError("test_fraction splits training rows; a vertical_predict job scores every row")
         seen: set[tuple[str, str]] = set()
         for i in self.inputs:
             if (i.member, i.dataset) in seen:
@@ -221,7 +250,7 @@ def check_runnable(spec: JobSpec) -> None:
         what = spec.kind if algo is None else f"{spec.kind} with {algo}"
         raise EngineUnsupported(
             f"{what} is a valid job but the SecretFlow party runner in this build does not run it yet "
-            f"(it runs: vertical_train with ss_lr)"
+            f"(it runs: {', '.join(sorted(k if a is None else f'{k} with {a}' for k, a in RUNNABLE))})"
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.errors import PolicyForbidden, UnknownColumn, UnknownDataset, UnknownMember
+from coordinator.errors import InvalidJobSpec, PolicyForbidden, UnknownColumn, UnknownDataset, UnknownMember
 from coordinator.spec import JobSpec
 
 
@@ -69,3 +69,51 @@ def _check_policy(
             raise PolicyForbidden(
                 f"{member}/{dataset}.{c} has grade {m['grade']}; {member}'s policy allows at most {limit} for {spec.kind}"
             )
+
+
+class UnknownTrainingJob(InvalidJobSpec):
+    """A vertical_predict job's ``model_from`` is not a succeeded vertical_train job of its requester."""
+
+
+class PredictColumnsMismatch(InvalidJobSpec):
+    """A vertical_predict job's members or columns differ from those of the training job it relies on."""
+
+
+def check_model_from(spec: JobSpec, training: dict[str, Any] | None) -> None:
+    """Check a vertical_predict spec against the training job it names (``model_from``).
+
+    ``training``: None when no such job exists, else ``{"kind", "state", "spec"}`` with ``spec`` the
+    training job's validated :class:`JobSpec`. The predict job must be the same requester's, over the
+    same members with exactly the same columns per member (the stored model parts expect them), the
+    same label holder, and the same algorithm; each node re-checks its own part before it runs."""
+    if spec.kind != "vertical_predict":
+        return
+    ref = spec.model_from
+    if training is None:
+        raise UnknownTrainingJob(f"model_from: there is no job {ref!r}")
+    if training["kind"] != "vertical_train":
+        raise UnknownTrainingJob(f"model_from: job {ref!r} is a {training['kind']} job, not vertical_train")
+    if training["state"] != "SUCCEEDED":
+        raise UnknownTrainingJob(f"model_from: job {ref!r} is {training['state']}; only a succeeded training has a model")
+    tspec: JobSpec = training["spec"]
+    if tspec.requester != spec.requester:
+        raise UnknownTrainingJob(f"model_from: job {ref!r} was requested by {tspec.requester!r}, not {spec.requester!r}")
+    if sorted(tspec.members) != sorted(spec.members):
+        raise PredictColumnsMismatch(
+            f"model_from: the model of {ref!r} has parts at {sorted(tspec.members)}, the job names {sorted(spec.members)}"
+        )
+    for inp in spec.inputs:
+        want = tspec.input_of(inp.member).columns
+        if list(inp.columns) != list(want):
+            raise PredictColumnsMismatch(
+                f"inputs: {inp.member}'s columns {inp.columns} differ from the training job's {want} (model_from {ref!r})"
+            )
+    assert spec.label is not None and tspec.label is not None
+    if spec.label.member != tspec.label.member:
+        raise PredictColumnsMismatch(
+            f"label: the model of {ref!r} reveals scores to {tspec.label.member!r}, not {spec.label.member!r}"
+        )
+    if spec.model.algorithm != tspec.model.algorithm:
+        raise PredictColumnsMismatch(
+            f"model.algorithm: the model of {ref!r} is {tspec.model.algorithm}, not {spec.model.algorithm}"
+        )

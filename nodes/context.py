@@ -14,7 +14,6 @@ from nodes.services.chain import (
     ChainAnchor,
     ChainApprovalRecorder,
     NodeChain,
-    chain_from_recorder,
     load_node_keys,
 )
 from nodes.services.datasets import DatasetService
@@ -45,8 +44,7 @@ class NodeContext:
         """Open (and create) the database, connect the chain, seed the policy, wire the services.
 
         The chain comes from ``chain``, else from the settings (``chain_rpc_url`` + ``chain_registry``
-        or ``chain_deployment_file``, signing with the keystore's chain key), else from a recorder
-        that carries one (``coordinator.chain_recorder.ChainApprovalRecorder``). A chain-wired node
+        or ``chain_deployment_file``, signing with the keystore's chain key). A chain-wired node
         anchors its audit head on chain, approves on chain and executes tasks; without a chain it
         does everything else (anchors go to ``anchor_file`` if set).
         """
@@ -58,10 +56,6 @@ class NodeContext:
             if target is not None:
                 keys = load_node_keys(settings)
                 chain = NodeChain.connect(*target, keys=keys, member=settings.name)
-            elif recorder is not None and (found := chain_from_recorder(recorder)) is not None:
-                chain, coordinator_url = found[0], coordinator_url or found[1]
-                chain.member = settings.name
-                recorder = None  # the node approves through its own recorder on that same chain
         if chain is not None:
             chain.member = settings.name
             if anchor is None:

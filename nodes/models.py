@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, field_validator, model_serializer
 from pydantic import Field as PField
 from sqlmodel import Field, SQLModel, UniqueConstraint
 
@@ -354,6 +354,16 @@ class ApprovalRequestIn(BaseModel):
     job_manifest_hash: str | None = PField(default=None, pattern=r"^(0x)?[0-9a-fA-F]{64}$")
     """SM3 of the whole job manifest (``Terms.manifest_hash``). When given it is part of the signed
     slice, and the node approves on chain only terms carrying exactly this hash."""
+    model_from: str | None = PField(default=None, min_length=1, max_length=200)
+    """vertical_predict: the training job whose stored model part this node would use (signed with the
+    slice; absent from the canonical form of every other kind, so their hashes are unchanged)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_no_model(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("model_from") is None:
+            data.pop("model_from", None)
+        return data
 
 
 class ApprovalRequestOut(BaseModel):
@@ -391,6 +401,10 @@ class NodeTask(SQLModel, table=True):
     result_hash: str | None = None
     receipt_tx: str | None = None
     extract_dir: str | None = None
+    model_dir: str | None = None
+    """vertical_train: this node's private model part (kept after the task, never sent anywhere)."""
+    model_from: str | None = None
+    """vertical_predict: the training job whose model part this task used."""
     pid: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -435,12 +449,18 @@ class TaskStartIn(BaseModel):
     """protocols.secretflow.spec.ClusterSpec JSON."""
     join_key: str
     label_party: str
-    label_column: str
+    label_column: str | None = None
+    """None in a psi job (no label)."""
     psi_protocol: Literal["RR22", "ECDH", "ECDH_SM2"] = "RR22"
     model: dict = PField(default_factory=dict)
     """protocols.secretflow.spec.ModelParams JSON."""
+    stages: list[Literal["psi", "train", "predict"]] | None = None
+    """The engine stages; None = the engine's default (psi, train, predict)."""
+    model_from: str | None = PField(default=None, min_length=1, max_length=200)
+    """vertical_predict: the training job (on this node) whose stored model part to use."""
     inputs: list[TaskInput] = PField(min_length=1, max_length=1)
-    features: list[str] = PField(min_length=1)
+    features: list[str] = PField(default_factory=list)
+    """Empty in a psi job."""
     receivers: dict[str, list[str]] = PField(default_factory=dict)
     timeout_s: float = PField(default=600.0, gt=0, le=7 * 86400)
 

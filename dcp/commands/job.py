@@ -141,7 +141,10 @@ def register(app: typer.Typer) -> None:
             out = DcpClient("http://unused").approve(job_id, member, _node_url(member, node, fed_dir), token=token)
         except CoordinatorError as exc:
             _fail(exc)
-        typer.echo(f"{member} approved {job_id} (chain tx {out.get('chain_ref')})")
+        ref = out.get("chain_ref")
+        # bls_aggregate: the node signs, the coordinator writes one aggregated authorization on chain
+        how = f"chain tx {ref}" if ref else "signed (aggregated by the coordinator)"
+        typer.echo(f"{member} approved {job_id} ({how})")
 
     @job.command("reject")
     def reject(job_id: str, member: str = typer.Option(..., "--as"), reason: str = typer.Option(...),

@@ -51,6 +51,7 @@ from nodes.errors import (
     ChainUnavailable,
     ColumnNotApproved,
     EngineStartFailed,
+    NodeError,
     NotAuthorized,
     OutputNotFound,
     TaskExists,
@@ -77,7 +78,27 @@ from nodes.services.datasets import DatasetService
 from nodes.services.policy import PolicyService
 from nodes.settings import NodeSettings
 
+
+class ModelNotAvailable(NodeError):
+    """A vertical_predict task names a training job that this node did not run to success, or whose
+    stored model part is gone."""
+
+    status_code = 422
+
+
+class PredictColumnsMismatch(NodeError):
+    """A vertical_predict task asks for other columns or features than the training job used here."""
+
+    status_code = 422
+
+
 PARTY_MODULE = "protocols.secretflow.party"
+#: The engine stages each SecretFlow kind may run (the node derives them from the kind it approved).
+KIND_STAGES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "psi": (("psi",),),
+    "vertical_train": (("psi", "train", "predict"), ("psi", "train")),
+    "vertical_predict": (("psi", "predict"),),
+}
 #: Output names of a job -> the party's file that holds it.
 OUTPUT_FILES = {"predictions": "predictions.csv", "metrics": "metrics.json", "intersection": "psi_output.csv"}
 TERMINAL = ("succeeded", "failed", "stopped")
@@ -314,12 +335,61 @@ class TaskService:
             raise ColumnNotApproved(f"features {beyond} are not among the approved columns")
         if body.join_key not in cols:
             raise TaskMismatch(f"the join key {body.join_key!r} is not among this node's approved columns")
-        if body.label_party == self.member and body.label_column not in cols:
+        if body.label_party == self.member and body.label_column and body.label_column not in cols:
             raise TaskMismatch(f"the label {body.label_column!r} is not among this node's approved columns")
         allowed = approved.get("receivers", {})
         for name, who in body.receivers.items():
             if name not in allowed or any(w not in allowed[name] for w in who):
                 raise TaskMismatch(f"output {name!r} to {who} is not what this node approved")
+
+    def model_dir(self, job_id: str) -> Path:
+        """Where this node keeps its private model part of training job ``job_id`` (never sent anywhere)."""
+        from protocols.crypto.approvals import job_key
+
+        return self.settings.work_dir / "models" / job_key(job_id).hex()[:32]
+
+    def _plan(self, job_id: str, body: TaskStartIn, approved: dict[str, Any]) -> tuple[tuple[str, ...], Path | None]:
+        """The engine stages and this party's model dir, from the kind this node approved.
+
+        A vertical_predict task must name the training job of the approved manifest; that job must
+        have been this node's own and have succeeded, its model part must still be here, and the
+        predict columns and features must equal the training task's (else a named error)."""
+        kind = approved.get("kind")
+        plans = KIND_STAGES.get(str(kind))
+        if plans is None:
+            raise TaskMismatch(f"a {kind} job does not run on the SecretFlow party")
+        stages = tuple(body.stages) if body.stages is not None else plans[0]
+        if stages not in plans:
+            raise TaskMismatch(f"a {kind} job runs stages {[list(p) for p in plans]}, not {list(stages)}")
+        if kind != "vertical_predict":
+            if body.model_from is not None:
+                raise TaskMismatch(f"a {kind} job uses no stored model (model_from {body.model_from!r})")
+            return stages, (self.model_dir(job_id) if "train" in stages else None)
+        ref = body.model_from
+        if ref is None or ref != approved.get("model_from"):
+            raise TaskMismatch(
+                f"the task names model_from {ref!r}; this node approved {approved.get('model_from')!r}"
+            )
+        with Session(self.engine) as session:
+            trained = self._row(session, ref)
+        if trained is None:
+            raise ModelNotAvailable(f"job {ref!r} did not run on this node; it holds no model part of it")
+        if trained.status != "succeeded" or not trained.model_dir:
+            raise ModelNotAvailable(f"job {ref!r} is {trained.status} on this node and left no model part")
+        if not (Path(trained.model_dir) / "model.json").is_file():
+            raise ModelNotAvailable(f"the model part of job {ref!r} is gone from this node")
+        used = json.loads(trained.datasets_json or "[]")
+        if not used:
+            raise ModelNotAvailable(f"job {ref!r} recorded no columns on this node")
+        if list(body.inputs[0].columns) != list(used[0]["columns"]):
+            raise PredictColumnsMismatch(
+                f"the columns {body.inputs[0].columns} differ from those job {ref!r} trained on here {used[0]['columns']}"
+            )
+        if "features" in used[0] and list(body.features) != list(used[0]["features"]):
+            raise PredictColumnsMismatch(
+                f"the features {body.features} differ from those job {ref!r} trained on here {used[0]['features']}"
+            )
+        return stages, Path(trained.model_dir)
 
     def start(self, job_id: str, body: TaskStartIn, actor: str) -> TaskStarted:
         """Check everything (see the module docstring), extract, start the party."""
@@ -344,6 +414,7 @@ class TaskService:
                 "inputs": [i.model_dump() for i in body.inputs],
                 "aggregate_group_size": approved.get("aggregate_group_size"),
             }))
+            stages, model_dir = self._plan(job_id, body, approved)
             try:
                 cluster = ClusterSpec.model_validate({**body.cluster, "recv_timeout_s": body.timeout_s})
                 model = ModelParams.model_validate(body.model or {})
@@ -364,7 +435,8 @@ class TaskService:
             inp = body.inputs[0]
             self._update(
                 job_id, status="running", stage="extract", extract_dir=str(private), started_at=utcnow(),
-                datasets_json=json.dumps([{"dataset": inp.dataset, "columns": inp.columns}]),
+                datasets_json=json.dumps([{"dataset": inp.dataset, "columns": inp.columns, "features": body.features}]),
+                model_from=body.model_from,
                 audit={"actor": actor, "action": "task.authorized", "detail": {
                     "auth_digest": bytes(auth.digest).hex(), "manifest_hash": bytes(auth.terms.manifest_hash).hex(),
                     "datasets": datasets}},
@@ -377,9 +449,10 @@ class TaskService:
             csv.chmod(0o600)
             cfg = PartyConfig(
                 job_id=_party_job_id(job_id), cluster=cluster,
-                me=PartySpec(name=self.member, input_csv=csv, output_dir=private / "out", features=body.features),
+                me=PartySpec(name=self.member, input_csv=csv, output_dir=private / "out", features=body.features,
+                             model_dir=model_dir),
                 join_key=body.join_key, label_party=body.label_party, label_column=body.label_column,
-                psi_protocol=body.psi_protocol, model=model,
+                psi_protocol=body.psi_protocol, model=model, stages=list(stages),
             )
             (private / "out").mkdir(mode=0o700)
             (private / "tmp").mkdir(mode=0o700)
@@ -493,6 +566,7 @@ class TaskService:
 
     def _finish_failed(self, job_id: str, run: _Run, private: Path, error: str) -> None:
         removed = self._cleanup(job_id, private)
+        shutil.rmtree(self.model_dir(job_id), ignore_errors=True)  # a failed training keeps no model part
         self._update(job_id, status="failed", error=error, extract_dir=None, finished_at=utcnow(),
                      audit={"actor": "node", "action": "task.fail",
                             "detail": {"error": error[:300], "extract_deleted": removed}})
@@ -523,6 +597,8 @@ class TaskService:
             path = out_dir / OUTPUT_FILES.get(name, name)
             if not path.is_file():
                 continue  # another party holds this output
+            if name == "intersection" and self._get(job_id).label_party != self.member:
+                continue  # every party has the keys; the hub alone releases them
             data = path.read_bytes()
             if name == "intersection":  # the keys only: never this node's feature values
                 import pandas as pd
@@ -552,9 +628,11 @@ class TaskService:
                 (job_dir / f"{name}.sealed").unlink(missing_ok=True)
             raise
         removed = self._cleanup(job_id, private)
+        kept = self.model_dir(job_id)
+        model_dir = str(kept) if t.model_from is None and (kept / "model.json").is_file() else None
         self._update(
             job_id, status="succeeded", stage="done", intersection_rows=rows, outputs_json=json.dumps(outputs),
-            result_hash=result_hash.hex(), receipt_tx=tx, extract_dir=None, finished_at=utcnow(),
+            result_hash=result_hash.hex(), receipt_tx=tx, extract_dir=None, finished_at=utcnow(), model_dir=model_dir,
             audit={"actor": "node", "action": "task.succeed", "detail": {
                 "rows": rows, "result_hash": result_hash.hex(), "receipt_tx": tx,
                 "outputs": {n: {"receiver": o["receiver"], "sm3": o["sm3"]} for n, o in outputs.items()},

@@ -148,9 +148,13 @@ def test_policy_forbidden_columns():
         check_against_catalog(parse_spec(base()), MEMBERS, CATALOG, strict)
 
 
-def test_engine_unsupported_is_named():
+def test_engine_unsupported_is_named(monkeypatch):
+    import coordinator.spec as spec_mod
+
     raw = base()
     raw["model"] = {"algorithm": "ss_xgb"}
+    check_runnable(parse_spec(raw))  # the engine runs SS-XGB now
+    monkeypatch.setattr(spec_mod, "RUNNABLE", spec_mod.RUNNABLE - {("vertical_train", "ss_xgb")})
     with pytest.raises(EngineUnsupported, match="vertical_train with ss_xgb"):
         check_runnable(parse_spec(raw))
 
