@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from protocols.secretflow.spec import RunResult, VerticalJobSpec
 
-STAGES = ("validate", "connect", "psi", "train", "model", "predict")
+STAGES = ("validate", "connect", "psi", "train", "model", "load", "predict")
 
 EXAMPLE_SPEC = """\
 # dcp sf run job.yaml — paths are relative to this file

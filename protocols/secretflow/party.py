@@ -598,6 +598,8 @@ def _learn(
         emit("stage", stage="model", status="done", files=len(stored) + 1)
     else:
         assert part is not None and cfg.me.model_dir is not None
+        emit("stage", stage="load", status="start", algorithm=algorithm)
+        t0 = time.perf_counter()
         # every party's fingerprint, revealed to all: mismatched parts fail by name, not in the SPU
         prints = sf.reveal(
             [pyu[n](_const_fn(part.fingerprint()) if n == me else _none)() for n in names]
@@ -606,6 +608,8 @@ def _learn(
             detail = ", ".join(f"{n}: {p.split('|')[0]}" for n, p in zip(names, prints, strict=True))
             raise ModelInvalidError(f"the parties hold parts of different models ({detail})")
         model = learner["load"](s, json.loads(part.model_dump_json()), cfg.me.model_dir)
+        times.load = time.perf_counter() - t0
+        emit("stage", stage="load", status="done", seconds=round(times.load, 3))
 
     metrics = None
     if "predict" in cfg.stages:

@@ -309,6 +309,7 @@ class StageTimes(_Model):
     connect: float = 0.0
     psi: float = 0.0
     train: float = 0.0
+    load: float = 0.0  # loading stored model parts (a prediction-only run)
     predict: float = 0.0
     total: float = 0.0
 

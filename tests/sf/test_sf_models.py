@@ -172,6 +172,7 @@ def test_sslr_split_stored_shares_and_prediction_on_a_fresh_population(tmp_path,
     fresh = fresh_population(data, tmp_path, seed=23)
     scored = run_vertical_job(predict_spec(spec, tmp_path, fresh))
     assert scored.parties["bank"].metrics is None  # no labels were given
+    assert scored.stages.train == 0 and scored.stages.load > 0 and scored.stages.predict > 0
     new = scores(tmp_path / "scored" / "bank" / "predictions.csv")
     old = scores(tmp_path / "out" / "bank" / "predictions.csv")
     both = new.index.intersection(old.index)
