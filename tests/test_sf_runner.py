@@ -448,7 +448,7 @@ def test_sf_run_cli_reports_a_failed_party_with_exit_1(tmp_path, no_leaked_proce
 
 @pytest.mark.slow
 def test_demo_command_runs_end_to_end(tmp_path, no_leaked_processes):
-    res = _cli(["demo", "--rows", "1500", "--epochs", "3", "--out", str(tmp_path / "demo")])
+    res = _cli(["demo-engine", "--rows", "1500", "--epochs", "3", "--out", str(tmp_path / "demo")])
     assert res.exit_code == 0, res.output
     assert "900 rows (true overlap 900)" in res.output
     metrics = json.loads((tmp_path / "demo" / "out" / "bank" / "metrics.json").read_text())

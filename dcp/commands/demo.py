@@ -1,10 +1,13 @@
-"""``dcp demo``: three parties' synthetic data, one real SecretFlow job, and what it achieved.
+"""``dcp demo``: the bank-credit scenario through a real local federation (what ``make demo`` runs).
 
-Until the bank-credit scenario lands this is the SecretFlow foundation demo: a bank
-(labels) and two departments (tax, power) hold ~10k enterprises each with partial
-overlap; PSI finds the common ones, SS-LR trains across all three without any party
-seeing another's rows, and the result is compared with scikit-learn on the plaintext
-join (the accuracy limit).
+``dcp demo`` generates the synthetic federation (six departments, three banks), starts anvil, the
+contracts, the coordinator and one node per member, ingests each member's data into its own node,
+submits the pre-loan training job as the bank, shows the departments' approval step, runs PSI and
+SS-LR in real SecretFlow party processes, prints the credit-risk report and the regulator's audit,
+and stops everything (see :mod:`scenarios.bank_credit.demo`).
+
+``dcp demo-engine`` is the smaller foundation demo: three parties' synthetic data and one
+SecretFlow job run directly by the runner, without the federation around it.
 """
 
 from __future__ import annotations
@@ -15,10 +18,29 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``demo`` command."""
+    """Add the ``demo`` and ``demo-engine`` commands."""
 
     @app.command("demo")
     def demo(
+        n: int = typer.Option(20_000, "--n", min=500, help="enterprises to generate"),
+        seed: int = typer.Option(7, help="seed of the synthetic federation"),
+        out: Path = typer.Option(None, help="output directory (default var/bank_credit_demo)"),
+        auto_approve: bool = typer.Option(
+            None, "--auto-approve/--ask", help="approve every request automatically / ask for every decision"
+        ),
+    ) -> None:
+        """The bank-credit demo: federation up, ingest, approvals, chain, PSI + SS-LR, report, audit, down."""
+        from scenarios.bank_credit.demo import main as demo_main
+
+        argv = ["--n", str(n), "--seed", str(seed)]
+        if out is not None:
+            argv += ["--out", str(out)]
+        if auto_approve is not None:
+            argv.append("--auto-approve" if auto_approve else "--ask")
+        raise typer.Exit(demo_main(argv))
+
+    @app.command("demo-engine")
+    def demo_engine(
         rows: int = typer.Option(10_000, min=100, help="rows per party"),
         overlap: float = typer.Option(
             0.6, min=0.01, max=1.0, help="fraction of rows all three parties share"
