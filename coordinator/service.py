@@ -588,7 +588,9 @@ class Coordinator:
             "label_party": hub_of(manifest),
             "label_column": label["column"] if label else None,
             "psi_protocol": manifest["engine"]["psi_protocol"],
-            "model": manifest["engine"]["params"],
+            # the engine's ModelParams: the approved parameters and the algorithm they belong to
+            "model": {**manifest["engine"]["params"],
+                      **({"algorithm": manifest["engine"]["algorithm"]} if manifest["engine"]["algorithm"] else {})},
             "inputs": [{"dataset": inp["dataset"], "columns": inp["columns"]}],
             "features": inp["features"],
             "receivers": {o["name"]: [o["receiver"]] for o in manifest["outputs"]},

@@ -87,10 +87,21 @@ def _inputs(fed: dict[str, Any], year: str) -> list[dict[str, Any]]:
     return [{"member": p.name, "dataset": f"{p.name}_{year}", "columns": p.features} for p in fed["data"].parties]
 
 
-def _run(fed: dict[str, Any], spec: dict[str, Any]) -> str:
+def _run(fed: dict[str, Any], spec: dict[str, Any], cli_approver: str | None = None) -> str:
     c, nodes = fed["client"], fed["state"].nodes
     job = c.submit(spec)
     for m in [i["member"] for i in spec["inputs"]]:
+        if m == cli_approver:  # as a department would, with `dcp job approve`
+            from typer.testing import CliRunner
+
+            from dcp.cli import build_app
+
+            out = CliRunner().invoke(build_app(), ["job", "approve", job, "--as", m,
+                                                   "--federation-dir", str(fed["state"].work_dir)])
+            assert out.exit_code == 0, out.output
+            # bls_aggregate (the default): the node signs, the coordinator writes one aggregated authorization
+            assert f"{m} approved {job} (signed (aggregated by the coordinator))" in out.output
+            continue
         assert c.approve(job, m, nodes[m])["status"] == "approved"
     final = c.wait(job, timeout=300)
     assert final.state.value == "SUCCEEDED", final.reason
@@ -151,7 +162,7 @@ def test_train_then_predict_a_fresh_population_with_the_stored_model(fed, no_lea
 def test_psi_only_job_returns_the_intersection_keys_to_the_requester(fed, no_leaked_processes):
     inputs = [{"member": p.name, "dataset": f"{p.name}_2024", "columns": []} for p in fed["data"].parties]
     job = _run(fed, {"kind": "psi", "requester": "bank", "purpose": "common customers (kinds test)",
-                     "join_key": KEY, "inputs": inputs, "expires_in_s": 900})
+                     "join_key": KEY, "inputs": inputs, "expires_in_s": 900}, cli_approver="tax")
     keys = pd.read_csv(io.BytesIO(_result(fed, job, "intersection")), dtype={KEY: str})
     assert list(keys.columns) == [KEY]  # the keys only, never a feature
     assert len(keys) == fed["data"].true_intersection
