@@ -71,7 +71,7 @@ def run_one(n: int, root: Path, console: Console) -> dict:
     log = io.StringIO()
     t0 = time.perf_counter()
     res = run_demo(n, 7, out, auto_approve=True, console=Console(file=log, width=140), interactive=False,
-                   sample_rss=True)
+                   sample_rss=True, node_timeout_s=max(30.0, n / 1000))  # nodes extract in the start call
     wall = time.perf_counter() - t0
     if res.state != "SUCCEEDED":
         raise RuntimeError(f"N={n}: the job ended {res.state}: {res.reason}\n{log.getvalue()[-2000:]}")

@@ -422,12 +422,14 @@ def run_demo(
     interactive: bool | None = None,
     scrypt_n: int | None = None,
     sample_rss: bool = False,
+    node_timeout_s: float | None = None,
 ) -> DemoResult:
     """Run the whole scenario through a real local federation and stop it again (see the module docstring).
 
     ``auto_approve``: None = per member as ``federation.yaml`` says; True = approve every request
     automatically; False = a person decides every request (needs a terminal). ``interactive``
-    defaults to whether stdin is a terminal.
+    defaults to whether stdin is a terminal. ``node_timeout_s`` overrides how long the coordinator waits
+    for a node's answer (a node extracts its rows inside the task-start call: ~1 minute at N = 1M).
     """
     from dcp.settings import project_root
     from scenarios.bank_credit.generator import generate
@@ -436,6 +438,8 @@ def run_demo(
     cfg = load_demo_config(config)
     if scrypt_n is not None:
         cfg.scrypt_n = scrypt_n
+    if node_timeout_s is not None:
+        cfg.coordinator["node_timeout_s"] = node_timeout_s
     out = Path(out_dir) if out_dir is not None else project_root() / "var" / "bank_credit_demo"
     out = out.resolve()
     if interactive is None:
