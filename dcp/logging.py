@@ -20,4 +20,7 @@ def configure_logging(level: str = "INFO") -> None:
         datefmt="[%X]",
         handlers=[RichHandler(rich_tracebacks=False, show_path=False)],
     )
+    # one line per HTTP request drowns the progress displays; keep the clients' warnings only
+    for noisy in ("httpx", "httpcore", "urllib3", "web3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _CONFIGURED["done"] = True
