@@ -601,8 +601,8 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
     result.white_list_size = len(wl)
     result.white_list_default_rate = float(rows.y[in_wl].mean()) if in_wl.any() else None
     result.not_yet_possible = [
-        "in-loan batch scoring of current borrowers: needs a vertical_predict job (the engine has none yet)",
-        "post-loan monitoring (re-score the monitoring snapshot, list high-risk enterprises): needs vertical_predict",
+        "in-loan batch scoring of current borrowers: the demo does not yet submit the vertical_predict job it needs",
+        "post-loan monitoring (re-score the monitoring snapshot, list high-risk enterprises): same, not yet in the demo",
     ]
     _print_summary(con, result, summary, rows)
 
