@@ -35,7 +35,7 @@ from eth_utils import to_checksum_address
 from pydantic import BaseModel, ConfigDict
 from web3 import Web3
 
-from contracts.client import approval_digest, fetch_events
+from contracts.client import approval_digest, fetch_events, terms_from_abi
 from contracts.errors import DeploymentError
 from contracts.models import ZERO_ADDRESS, Address, EventRecord, HexBytes, Role, Terms
 
@@ -274,15 +274,7 @@ def _terms_from_event(raw: Any) -> Terms:
             expiry=raw["expiry"],
             max_runs=raw["maxRuns"],
         )
-    job_id, manifest_hash, dataset_ids, requester, expiry, max_runs = raw
-    return Terms(
-        job_id=job_id,
-        manifest_hash=manifest_hash,
-        dataset_ids=tuple(dataset_ids),
-        requester=requester,
-        expiry=expiry,
-        max_runs=max_runs,
-    )
+    return terms_from_abi(raw)
 
 
 def _on_authorization(

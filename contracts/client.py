@@ -398,7 +398,7 @@ class ChainClient:
         if created_at == 0:
             return None
         return Authorization(
-            terms=_terms(terms_raw),
+            terms=terms_from_abi(terms_raw),
             digest=digest,
             coordinator=coordinator,
             created_at=created_at,
@@ -525,7 +525,8 @@ def _check32(value: bytes, what: str) -> None:
         raise InvalidInput(f"{what} must be 32 bytes")
 
 
-def _terms(raw: Any) -> Terms:
+def terms_from_abi(raw: Any) -> Terms:
+    """Terms from the ABI tuple the contracts return (jobId, manifestHash, datasetIds, requester, expiry, maxRuns)."""
     job_id, manifest_hash, dataset_ids, requester, expiry, max_runs = raw
     return Terms(
         job_id=job_id,
