@@ -13,11 +13,10 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 from coordinator.errors import FederationError
-from dcp.settings import project_root
+from dcp.settings import file_settings_sources, project_root
 
 
 class CoordinatorSettings(BaseSettings):
@@ -78,10 +77,7 @@ class CoordinatorSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if settings_cls.model_config.get("yaml_file"):
-            sources.append(YamlConfigSettingsSource(settings_cls))
-        return tuple(sources)
+        return file_settings_sources(settings_cls, init_settings, env_settings)
 
 
 def load_coordinator_settings(config: Path | None = None, **overrides: Any) -> CoordinatorSettings:

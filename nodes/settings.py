@@ -13,11 +13,9 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
-    YamlConfigSettingsSource,
 )
 
-from dcp.settings import project_root
+from dcp.settings import file_settings_sources, project_root
 from nodes.errors import ConfigError
 
 GIB = 1024**3
@@ -146,12 +144,7 @@ class NodeSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if settings_cls.model_config.get("yaml_file"):
-            sources.append(YamlConfigSettingsSource(settings_cls))
-        if settings_cls.model_config.get("toml_file"):
-            sources.append(TomlConfigSettingsSource(settings_cls))
-        return tuple(sources)
+        return file_settings_sources(settings_cls, init_settings, env_settings)
 
 
 def load_node_settings(config: Path | None = None, **overrides: Any) -> NodeSettings:
