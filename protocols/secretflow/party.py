@@ -63,6 +63,7 @@ from protocols.secretflow.spec import (
     PartyConfig,
     PartyExit,
     PartyResult,
+    Scorecard,
     StageTimes,
 )
 from protocols.secretflow.split import auc_ks, holdout_mask, two_classes
@@ -275,10 +276,21 @@ class _Rows(NamedTuple):
 
 
 def _write_label_outputs(
-    pred: Any, rows: _Rows, key: str, label_col: str | None, out_dir: Path, algorithm: str
+    pred: Any,
+    rows: _Rows,
+    key: str,
+    label_col: str | None,
+    out_dir: Path,
+    algorithm: str,
+    scorecard: Scorecard | None = None,
 ) -> LabelMetrics | None:
-    score = np.asarray(pred, dtype=float).reshape(-1)
-    frame = pd.DataFrame({key: rows.keys, "score": score})
+    if scorecard is None:
+        score = np.asarray(pred, dtype=float).reshape(-1)
+        frame = pd.DataFrame({key: rows.keys, "score": score})
+    else:  # a WOE scorecard reveals the log-odds: PD and points follow exactly
+        logit = np.asarray(pred, dtype=float).reshape(-1)
+        score = 1.0 / (1.0 + np.exp(-logit))
+        frame = pd.DataFrame({key: rows.keys, "score": score, "points": scorecard.points(logit)})
     if rows.y is not None and label_col:
         frame[label_col] = rows.y.astype(int)
     if rows.test is not None:
@@ -518,6 +530,16 @@ def _learn(
     from secretflow.data import FedNdarray, PartitionWay
 
     from protocols.secretflow.learners import LEARNERS, Session, standardize_stats
+    from protocols.secretflow.woe import (
+        WOE_IV,
+        WOE_RULES,
+        WoeRulesError,
+        fit_woe,
+        load_rules,
+        predict_logit,
+        substitute,
+        write_points_tables,
+    )
 
     me, names, label = cfg.me.name, cfg.cluster.names, cfg.label_party
     algorithm = part.algorithm if part is not None else cfg.model.algorithm
@@ -531,8 +553,40 @@ def _learn(
         test = holdout_mask(keys, cfg.model.test_fraction, cfg.model.split_salt)
     train_rows = ~test if test is not None else np.ones(len(keys), dtype=bool)
 
+    t_train = time.perf_counter()
+    if "train" in cfg.stages:
+        emit("stage", stage="train", status="start", algorithm=algorithm)
+        # one bit, revealed to all: can the train rows teach anything (both classes present)?
+        one_class = sf.reveal(
+            pyu[label](_const_fn(not two_classes(y[train_rows])) if me == label else _none)()
+        )
+        if one_class:
+            raise SingleClassError(
+                f"the {int(train_rows.sum())} training rows' labels {cfg.label_column!r} are all one class"
+                if me == label
+                else "the training rows' labels are all one class (reported by the label holder)"
+            )
+
     mean = std = None
-    if algorithm == "ss_lr":
+    rules: dict[str, Any] | None = None
+    woe_iv: dict[str, Any] | None = None
+    scorecard = part.scorecard if part is not None else cfg.model.scorecard
+    if algorithm == "ss_lr" and scorecard is not None:
+        # SS-LR on WOE: bin rules fitted on the train rows now, or the stored ones
+        if part is not None:
+            assert part.woe_rules is not None and cfg.me.model_dir is not None
+            try:
+                rules = load_rules(cfg.me.model_dir / part.woe_rules, my_feats)
+            except WoeRulesError as exc:
+                raise ModelInvalidError(str(exc)) from exc
+        else:
+            t0 = time.perf_counter()
+            emit("stage", stage="woe", status="start", bins=cfg.model.woe_bins, method=cfg.model.woe_method)
+            rules, woe_iv = fit_woe(s, x[train_rows], y[train_rows] if y is not None else None, my_feats, stage)
+            times.woe = time.perf_counter() - t0
+            emit("stage", stage="woe", status="done", seconds=round(times.woe, 3))
+        x = substitute(rules, x, my_feats)
+    elif algorithm == "ss_lr":
         if part is not None:
             mean, std = np.asarray(part.mean), np.asarray(part.std)
         elif cfg.model.standardize:
@@ -551,18 +605,7 @@ def _learn(
 
     model_dir: Path | None = None
     if "train" in cfg.stages:
-        emit("stage", stage="train", status="start", algorithm=algorithm)
-        t0 = time.perf_counter()
-        # one bit, revealed to all: can the train rows teach anything (both classes present)?
-        one_class = sf.reveal(
-            pyu[label](_const_fn(not two_classes(y[train_rows])) if me == label else _none)()
-        )
-        if one_class:
-            raise SingleClassError(
-                f"the {int(train_rows.sum())} training rows' labels {cfg.label_column!r} are all one class"
-                if me == label
-                else "the training rows' labels are all one class (reported by the label holder)"
-            )
+        t0 = t_train
         x_train = fed({n: (v[train_rows] if v is not None else None) for n, v in feats_of.items()})
         y_train = fed({label: (y[train_rows].astype(np.float32).reshape(-1, 1) if me == label else None)})
         n_train = int(train_rows.sum())
@@ -572,6 +615,14 @@ def _learn(
         model_dir = stage / MODEL_DIR
         model_dir.mkdir()
         fields = learner["save"](s, model, model_dir)
+        if rules is not None:
+            (model_dir / WOE_RULES).write_text(json.dumps(rules, indent=1))
+            if woe_iv is not None:
+                (model_dir / WOE_IV).write_text(json.dumps(woe_iv, indent=1))
+            if cfg.model.points_tables:
+                assert scorecard is not None
+                write_points_tables(s, model, rules, scorecard, len(my_feats), model_dir)
+            fields |= {"woe_rules": WOE_RULES, "scorecard": scorecard}
         stored = sorted(p.name for p in model_dir.rglob("*") if p.is_file())
         mpart = ModelPart(
             model_id=cfg.job_id,
@@ -616,9 +667,12 @@ def _learn(
         emit("stage", stage="predict", status="start")
         t0 = time.perf_counter()
         x_all = fed(feats_of)
-        pred = learner["predict"](s, model, x_all, len(keys))
+        if scorecard is not None:
+            pred = predict_logit(s, model, x_all, len(keys))  # the scorecard's log-odds
+        else:
+            pred = learner["predict"](s, model, x_all, len(keys))
         writer = (
-            (lambda p: _write_label_outputs(p, rows, cfg.join_key, cfg.label_column, stage, algorithm))
+            (lambda p: _write_label_outputs(p, rows, cfg.join_key, cfg.label_column, stage, algorithm, scorecard))
             if me == label
             else _none1
         )

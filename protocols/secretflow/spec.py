@@ -9,10 +9,11 @@ process, so no party ever learns another party's paths or columns.
 from __future__ import annotations
 
 import enum
+import math
 import re
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -83,7 +84,10 @@ class PartySpec(_Model):
         return v
 
 
-_LR_ONLY = ("epochs", "batch_size", "sig_type", "penalty", "l2_norm", "standardize")
+_WOE = ("woe_bins", "woe_method", "woe_device", "score_base_points", "score_base_odds", "score_pdo", "points_tables")
+_LR_ONLY = ("epochs", "batch_size", "sig_type", "penalty", "l2_norm", "standardize", *_WOE)
+WoeMethod = Literal["quantile", "eq_range", "chimerge"]
+WoeDevice = Literal["spu", "heu"]
 _TREE_ONLY = (
     "num_boost_round",
     "max_depth",
@@ -119,7 +123,21 @@ class ModelParams(_Model):
     sig_type: Literal["t1", "t3", "t5", "sr", "real", "df"] = "sr"
     penalty: Literal["None", "l2"] = "None"
     l2_norm: float = Field(default=0.0, ge=0)
-    standardize: bool = Field(default=True, description="each party z-scores its own features locally")
+    standardize: bool = Field(
+        default=True, description="each party z-scores its own features locally (not with woe_bins: WOE is used as is)"
+    )
+    # SS-LR on WOE-binned features and its points scorecard
+    woe_bins: int | None = Field(
+        default=None, ge=2, le=64, description="None = raw features; else the maximum bins per feature"
+    )
+    woe_method: WoeMethod = "quantile"
+    woe_device: WoeDevice = Field(default="spu", description="where the label is kept while bins are counted")
+    score_base_points: float = Field(default=600.0, ge=0, le=100_000)
+    score_base_odds: float = Field(default=50.0, gt=0, le=1e6, description="good:bad odds at score_base_points")
+    score_pdo: float = Field(default=20.0, gt=0, le=10_000, description="points to double the good:bad odds")
+    points_tables: bool = Field(
+        default=False, description="reveal each party its own weights so it can keep its own bins' points table"
+    )
     # SS-XGB / SGB
     num_boost_round: int = Field(default=10, ge=1, le=1024)
     max_depth: int = Field(default=5, ge=1, le=16)
@@ -133,6 +151,19 @@ class ModelParams(_Model):
     test_fraction: float | None = Field(default=None, gt=0, lt=1, description="None = train on every row")
     split_salt: str = Field(default="split", max_length=256)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _woe_link(cls, data: Any) -> Any:
+        # the scorecard's points are log-odds, so WOE-SS-LR trains with the exact logistic link
+        if (
+            isinstance(data, dict)
+            and data.get("woe_bins") is not None
+            and data.get("algorithm", "ss_lr") == "ss_lr"
+            and "sig_type" not in data
+        ):
+            return {**data, "sig_type": "real"}
+        return data
+
     @model_validator(mode="after")
     def _family(self) -> ModelParams:
         is_tree = self.algorithm in ("ss_xgb", "sgb")
@@ -145,7 +176,51 @@ class ModelParams(_Model):
             raise ValueError(f"parameters {wrong} do not apply to algorithm {self.algorithm!r}")
         if is_tree and self.learning_rate > 1:
             raise ValueError("learning_rate of a tree model must be in (0, 1]")
+        if self.woe_bins is None:
+            woe_only = sorted(
+                f
+                for f in _WOE
+                if f != "woe_bins"
+                and f in self.model_fields_set
+                and getattr(self, f) != type(self).model_fields[f].default
+            )
+            if woe_only:
+                raise ValueError(f"parameters {woe_only} need woe_bins (the WOE scorecard)")
+        elif self.sig_type != "real":
+            raise ValueError(f"woe_bins needs sig_type 'real' (points are exact log-odds), got {self.sig_type!r}")
         return self
+
+    @property
+    def scorecard(self) -> Scorecard | None:
+        """The points scaling of a WOE model (None without ``woe_bins``)."""
+        if self.woe_bins is None:
+            return None
+        return Scorecard(base_points=self.score_base_points, base_odds=self.score_base_odds, pdo=self.score_pdo)
+
+
+class Scorecard(_Model):
+    """Points scaling: ``base_points`` at good:bad odds ``base_odds``:1, ``pdo`` points to double the odds.
+
+    ``points = offset - factor * logit(PD)``, ``logit(PD) = ln(PD / (1 - PD))`` (bad:good log-odds).
+    """
+
+    base_points: float = 600.0
+    base_odds: float = Field(default=50.0, gt=0)
+    pdo: float = Field(default=20.0, gt=0)
+
+    @property
+    def factor(self) -> float:
+        """Points per unit of log-odds."""
+        return self.pdo / math.log(2.0)
+
+    @property
+    def offset(self) -> float:
+        """The points of a row whose log-odds are 0 (PD = 0.5)."""
+        return self.base_points - self.factor * math.log(self.base_odds)
+
+    def points(self, logit: Any) -> Any:
+        """Points of a (numpy array of) bad:good log-odds."""
+        return self.offset - self.factor * logit
 
 
 def check_stages(
@@ -309,6 +384,7 @@ class StageTimes(_Model):
     connect: float = 0.0
     psi: float = 0.0
     train: float = 0.0
+    woe: float = 0.0  # WOE binning (SS-LR scorecard), part of train
     load: float = 0.0  # loading stored model parts (a prediction-only run)
     predict: float = 0.0
     total: float = 0.0
@@ -401,6 +477,8 @@ class ModelPart(_Model):
     objective: str | None = None
     base: float | None = None
     share_files: list[str] = Field(default_factory=list)
+    woe_rules: str | None = Field(default=None, description="SS-LR on WOE: this party's own bin rules (file name)")
+    scorecard: Scorecard | None = Field(default=None, description="SS-LR on WOE: the points scaling")
     files_sha256: dict[str, str] = Field(default_factory=dict)
     created_at: str
 
