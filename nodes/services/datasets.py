@@ -3,14 +3,15 @@ together or not at all), schema edits, catalog metadata, reading and extraction.
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, Table, Text, inspect
-from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
@@ -39,7 +40,7 @@ from nodes.services.tabular import ROW_COL, _cell_str, convert_column, default_g
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SQL_TYPES = {"int": BigInteger, "float": Float, "bool": Boolean}
-_INSERT_BATCH = 5000
+_INSERT_BATCH = 20_000
 
 
 def _data_table(name: str, cols: Sequence[tuple[str, str]]) -> Table:
@@ -51,19 +52,35 @@ def _data_table(name: str, cols: Sequence[tuple[str, str]]) -> Table:
     )
 
 
+def _placeholders(conn: Connection, n: int) -> list[str] | None:
+    style = conn.dialect.paramstyle
+    if style == "qmark":
+        return ["?"] * n
+    if style == "format":
+        return ["%s"] * n
+    if style == "numeric":
+        return [f":{i + 1}" for i in range(n)]
+    return None
+
+
 def _insert_rows(conn: Connection, table: Table, rows: pd.Index, data: dict[str, list[object]]) -> None:
+    """Insert the typed cells (one list per column, None for NULL) as rows numbered ``rows``.
+
+    Rows go to the DB-API's ``executemany`` as plain tuples in batches (no per-row dicts)."""
     names = list(data)
-    batch: list[dict[str, object]] = []
-    for i, r in enumerate(rows):
-        rec = {ROW_COL: int(r)}
-        for n in names:
-            rec[n] = data[n][i]
-        batch.append(rec)
-        if len(batch) >= _INSERT_BATCH:
+    marks = _placeholders(conn, len(names) + 1)
+    columns = [[int(r) for r in rows], *(list(data[n]) for n in names)]
+    tuples = zip(*columns, strict=True)
+    if marks is None:  # a driver with named parameters: SQLAlchemy's executemany
+        keys = [ROW_COL, *names]
+        while batch := [dict(zip(keys, t, strict=True)) for t in itertools.islice(tuples, _INSERT_BATCH)]:
             conn.execute(table.insert(), batch)
-            batch = []
-    if batch:
-        conn.execute(table.insert(), batch)
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in [ROW_COL, *names])}) "
+           f"VALUES ({', '.join(marks)})")
+    while batch := list(itertools.islice(tuples, _INSERT_BATCH)):
+        conn.exec_driver_sql(sql, batch)
 
 
 class DatasetService:
@@ -329,8 +346,17 @@ class DatasetService:
             return _read(session.connection(), table, [m.name for m in metas])
 
     def extract_csv(self, name: str, columns: Sequence[str], dest: Path) -> int:
-        """Write exactly ``columns`` of ``name`` to ``dest`` (CSV); return the row count."""
-        df = self.read_frame(name, columns)[list(columns)]
+        """Write exactly ``columns`` of ``name`` to ``dest`` (CSV); return the row count.
+
+        Read column-wise from the database and written by pandas in the columns' own types."""
+        with Session(self.engine) as session:
+            ds = self._get(session, name)
+            metas = {m.name: m for m in self._columns(session, ds)}
+            missing = [c for c in columns if c not in metas]
+            if missing:
+                raise InvalidSchemaEdit(f"no such columns in {name!r}: {missing}")
+            table = _data_table(ds.table_name, [(c, metas[c].dtype) for c in columns])
+            df = _typed(session.connection(), table, list(columns), {c: metas[c].dtype for c in columns})
         dest.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(dest, index=False)
         return len(df)
@@ -340,11 +366,54 @@ def _rules(m: ColumnMeta) -> ColumnRules:
     return ColumnRules(m.name, m.dtype, m.min_value, m.max_value)
 
 
+def _raw_columns(conn: Connection, table: Table, columns: Sequence[str]) -> tuple[list[int], list[tuple[object, ...]]]:
+    """Row numbers and one tuple of raw driver values per column, in row order."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = [ROW_COL, *columns]
+    sql = f"SELECT {', '.join(quote(c) for c in names)} FROM {quote(table.name)} ORDER BY {quote(ROW_COL)}"
+    cur = conn.connection.cursor()  # the DB-API cursor of this connection (inside its transaction)
+    try:
+        cur.execute(sql)
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    if not rows:
+        return [], [() for _ in columns]
+    cols = list(zip(*rows, strict=True))
+    return list(cols[0]), cols[1:]
+
+
+def _as_bool(v: object) -> object:
+    return None if v is None else bool(v)
+
+
 def _read(conn: Connection, table: Table, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    cols = [table.c[ROW_COL]] + [table.c[c] for c in (columns if columns is not None else [c.name for c in table.c if c.name != ROW_COL])]
-    result = conn.execute(sa_select(*cols).order_by(table.c[ROW_COL]))
-    rows = result.fetchall()
-    names = [c.name for c in cols]
-    df = pd.DataFrame([tuple(r) for r in rows], columns=names).astype(object)
-    df = df.where(pd.notna(df), None)
-    return df.set_index(ROW_COL)
+    """Cells as Python objects (None for NULL) indexed by row number."""
+    names = list(columns) if columns is not None else [c.name for c in table.c if c.name != ROW_COL]
+    index, cols = _raw_columns(conn, table, names)
+    data: dict[str, pd.Series] = {}
+    for name, col in zip(names, cols, strict=True):
+        vals = list(col)
+        if isinstance(table.c[name].type, Boolean):
+            vals = [_as_bool(v) for v in vals]
+        data[name] = pd.Series(vals, dtype=object)
+    df = pd.DataFrame(data, columns=names)
+    df.index = pd.Index(index, name=ROW_COL)
+    return df
+
+
+def _typed(conn: Connection, table: Table, columns: Sequence[str], dtypes: dict[str, str]) -> pd.DataFrame:
+    """The cells in column types fit for writing (float64, nullable Int64, bool objects, text)."""
+    _, cols = _raw_columns(conn, table, columns)
+    data: dict[str, object] = {}
+    for name, col in zip(columns, cols, strict=True):
+        dtype = dtypes[name]
+        if dtype == "float":
+            data[name] = pd.Series(np.array(col, dtype=np.float64))
+        elif dtype == "int":
+            data[name] = pd.Series(pd.array(list(col), dtype="Int64"))
+        elif dtype == "bool":
+            data[name] = pd.Series([_as_bool(v) for v in col], dtype=object)
+        else:
+            data[name] = pd.Series(col, dtype=object)
+    return pd.DataFrame(data, columns=list(columns))

@@ -173,13 +173,26 @@ def _cell_str(v: object) -> str:
     return str(v)
 
 
+def _clean_cells(s: pd.Series) -> pd.Series:
+    """Cells stripped of surrounding whitespace; empty or blank cells become None.
+
+    Columns of strings only (every CSV column) are cleaned vectorized; others cell by cell."""
+    if pd.api.types.infer_dtype(s, skipna=False) == "string":
+        stripped = s.str.strip()
+        return stripped.mask(stripped == "", None).astype(object)
+    return pd.Series(
+        [None if v is None or (isinstance(v, str) and v.strip() == "") else (v.strip() if isinstance(v, str) else v)
+         for v in s],
+        index=s.index, dtype=object,
+    )
+
+
 def _normalize(df: pd.DataFrame) -> pd.DataFrame:
     df.columns = [str(c).strip() for c in df.columns]
     if ROW_COL in df.columns:
         raise BadDataFile(f"column name {ROW_COL!r} is reserved")
     df = df.astype(object)
-    for c in df.columns:
-        df[c] = [None if v is None or (isinstance(v, str) and v.strip() == "") else (v.strip() if isinstance(v, str) else v) for v in df[c]]
+    df = pd.DataFrame({c: _clean_cells(df[c]) for c in df.columns}, index=df.index)
     df.index = pd.RangeIndex(1, len(df) + 1)  # 1-based data row numbers
     return df
 
@@ -190,7 +203,29 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
 def _share(values: list[str], pred) -> float:  # noqa: ANN001
     if not values:
         return 0.0
-    return sum(1 for v in values if pred(v)) / len(values)
+    return sum(map(bool, map(pred, values))) / len(values)
+
+
+_CHUNK = 8192
+
+
+def _fits(values: list[str], pattern: re.Pattern[str], share: float) -> bool:
+    """Whether at least ``share`` of ``values`` match ``pattern`` (the same test as
+    ``_share(values, pattern.match) >= share``), giving up as soon as too many cells missed."""
+    n = len(values)
+    if n == 0:
+        return False
+    give_up = n * (1.0 - share) + 1.0  # safely past the threshold: no rounding question
+    good = bad = 0
+    match = pattern.match
+    for start in range(0, n, _CHUNK):
+        chunk = values[start:start + _CHUNK]
+        hit = sum(1 for v in chunk if match(v) is not None)
+        good += hit
+        bad += len(chunk) - hit
+        if bad > give_up:
+            return False
+    return good / n >= share
 
 
 def _is_date(v: str) -> bool:
@@ -205,7 +240,7 @@ def _is_date(v: str) -> bool:
 
 def infer_dtype(name: str, values: pd.Series) -> str:
     """The most specific type that at least ``TYPE_SHARE`` of the non-null cells fit."""
-    vals = [v for v in values if v is not None]
+    vals = [v for v in values.tolist() if v is not None]
     if not vals:
         return "string"
     lname = name.lower()
@@ -213,9 +248,9 @@ def infer_dtype(name: str, values: pd.Series) -> str:
         return "resident_id"
     if any(h in lname for h in _USCC_HINTS):
         return "uscc"
-    if _share(vals, lambda v: bool(_INT_RE.match(v))) >= TYPE_SHARE:
+    if _fits(vals, _INT_RE, TYPE_SHARE):
         return "int"
-    if _share(vals, lambda v: bool(_FLOAT_RE.match(v))) >= TYPE_SHARE:
+    if _fits(vals, _FLOAT_RE, TYPE_SHARE):
         return "float"
     if _share(vals, lambda v: v.lower() in _TRUE | _FALSE) >= TYPE_SHARE:
         return "bool"
@@ -245,39 +280,38 @@ class Converted:
 
 def convert_column(values: pd.Series, dtype: str) -> Converted:
     """Convert string cells to ``dtype``; misfits become None and are listed by row number."""
-    out: list[object] = []
+    cells = values.tolist()
+    rows = values.index.tolist()
+    out: list[object] = [None] * len(cells)
     bad: list[int] = []
-    for row, v in zip(values.index, values, strict=True):
-        if v is None:
-            out.append(None)
-            continue
-        v = str(v)
-        try:
-            if dtype == "int":
-                if not _INT_RE.match(v):
-                    raise ValueError
-                out.append(int(v))
-            elif dtype == "float":
-                if not _FLOAT_RE.match(v):
-                    raise ValueError
-                out.append(float(v))
-            elif dtype == "bool":
-                lv = v.lower()
-                if lv in _TRUE or lv == "1":
-                    out.append(True)
-                elif lv in _FALSE or lv == "0":
-                    out.append(False)
-                else:
-                    raise ValueError
-            elif dtype == "date":
-                if not _is_date(v):
-                    raise ValueError
-                out.append(v)
-            elif dtype in ("uscc", "resident_id"):
-                out.append(v.upper())
+    present = [i for i, v in enumerate(cells) if v is not None]
+    texts = [str(cells[i]) for i in present]
+    if dtype in ("int", "float", "date"):
+        if dtype == "date":
+            fits = [_is_date(v) for v in texts]
+            make = str
+        else:
+            match = (_INT_RE if dtype == "int" else _FLOAT_RE).match
+            fits = [match(v) is not None for v in texts]
+            make = int if dtype == "int" else float
+        for i, v, ok in zip(present, texts, fits, strict=True):
+            if ok:
+                out[i] = make(v)
             else:
-                out.append(v)
-        except ValueError:
-            out.append(None)
-            bad.append(int(row))
+                bad.append(int(rows[i]))
+    elif dtype == "bool":
+        for i, v in zip(present, texts, strict=True):
+            lv = v.lower()
+            if lv in _TRUE or lv == "1":
+                out[i] = True
+            elif lv in _FALSE or lv == "0":
+                out[i] = False
+            else:
+                bad.append(int(rows[i]))
+    elif dtype in ("uscc", "resident_id"):
+        for i, v in zip(present, texts, strict=True):
+            out[i] = v.upper()
+    else:
+        for i, v in zip(present, texts, strict=True):
+            out[i] = v
     return Converted(out, bad)

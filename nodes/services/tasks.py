@@ -12,9 +12,11 @@
    (:class:`ColumnNotApproved`, :class:`TaskMismatch`); the node's policy still allows the job
    (:class:`PolicyViolation`).
 
-Then it extracts exactly the approved columns into a private directory (mode 0700) and starts
-``python -m protocols.secretflow.party`` in its own process group. A follower thread (which also
-spawned the process, so the party dies with it) reads the party's JSON progress lines. On success the
+Then it answers at once (202); the task's own follower thread extracts exactly the approved columns
+into a private directory (mode 0700; stage ``extract``) and starts ``python -m protocols.secretflow.party``
+in its own process group (stage ``start``). The follower (which spawned the process, so the party dies
+with it) reads the party's JSON progress lines. A failed extract or spawn fails the task (its status
+says why). On success the
 node seals each output to its receiver's SM2 key from the Registry, records its usage receipt on chain
 (row count = intersection rows, result hash = SM3 over the SM3 digests of every output the party
 produced, in name order), and keeps only the sealed copies. The extract and every plaintext output are
@@ -50,7 +52,6 @@ from dcp.settings import project_root
 from nodes.errors import (
     ChainUnavailable,
     ColumnNotApproved,
-    EngineStartFailed,
     NodeError,
     NotAuthorized,
     OutputNotFound,
@@ -443,10 +444,8 @@ class TaskService:
             )
             run = _Run(job_id=job_id)
             self._runs[job_id] = run
+        csv = private / "input.csv"
         try:
-            csv = private / "input.csv"
-            rows = self.datasets.extract_csv(inp.dataset, inp.columns, csv)
-            csv.chmod(0o600)
             cfg = PartyConfig(
                 job_id=_party_job_id(job_id), cluster=cluster,
                 me=PartySpec(name=self.member, input_csv=csv, output_dir=private / "out", features=body.features,
@@ -454,34 +453,49 @@ class TaskService:
                 join_key=body.join_key, label_party=body.label_party, label_column=body.label_column,
                 psi_protocol=body.psi_protocol, model=model, stages=list(stages),
             )
-            (private / "out").mkdir(mode=0o700)
-            (private / "tmp").mkdir(mode=0o700)
-            (private / "party.json").write_text(cfg.model_dump_json())
-        except Exception as exc:
-            self._finish_failed(job_id, run, private, f"extract failed: {type(exc).__name__}")
-            if isinstance(exc, ValidationError):
-                raise TaskMismatch(f"party config: {exc.errors()[0]['msg']}") from None
-            raise
-        self._update(job_id, stage="start", audit={"actor": actor, "action": "task.start", "detail": {
-            "dataset": inp.dataset, "columns": inp.columns, "rows": rows, "features": body.features,
-            "extract_dir": private.name}})
+        except ValidationError as exc:
+            self._finish_failed(job_id, run, private, "party config refused")
+            raise TaskMismatch(f"party config: {exc.errors()[0]['msg']}") from None
         receivers = {n: w[0] for n, w in body.receivers.items() if w}
+        # the extract and the party's start happen in the task's own thread: this call returns at once
+        # and the task's stage (extract → start → connect → …) shows the progress
         run.thread = threading.Thread(
-            target=self._follow, args=(run, private, inp.dataset, receivers, body.timeout_s, body.join_key),
+            target=self._follow,
+            args=(run, private, inp.dataset, receivers, body.timeout_s, body.join_key),
+            kwargs={"extract": (list(inp.columns), body.features, cfg, actor)},
             name=f"task-{self.member}-{job_id}", daemon=True,
         )
         run.thread.start()
-        run.spawned.wait(60)
-        if run.spawn_error is not None:
-            raise EngineStartFailed(f"the party process could not start: {run.spawn_error}")
         return TaskStarted(job_id=job_id, status="running")
+
+    def _extract(self, run: _Run, private: Path, dataset: str, columns: list[str], features: list[str],
+                 cfg: Any, actor: str) -> None:
+        """Write exactly the approved columns and the party's config into the private directory."""
+        t0 = time.perf_counter()
+        csv = private / "input.csv"
+        rows = self.datasets.extract_csv(dataset, columns, csv)
+        csv.chmod(0o600)
+        (private / "out").mkdir(mode=0o700)
+        (private / "tmp").mkdir(mode=0o700)
+        (private / "party.json").write_text(cfg.model_dump_json())
+        self._update(run.job_id, stage="start", audit={"actor": actor, "action": "task.start", "detail": {
+            "dataset": dataset, "columns": columns, "rows": rows, "features": features,
+            "extract_dir": private.name, "extract_s": round(time.perf_counter() - t0, 3)}})
 
     # ------------------------------------------------------------ the follower
 
     def _follow(
-        self, run: _Run, private: Path, dataset: str, receivers: dict[str, str], timeout_s: float, join_key: str
+        self, run: _Run, private: Path, dataset: str, receivers: dict[str, str], timeout_s: float, join_key: str,
+        extract: tuple[list[str], list[str], Any, str] | None = None,
     ) -> None:
         job_id = run.job_id
+        if extract is not None and not run.stop_requested:
+            try:
+                self._extract(run, private, dataset, *extract)
+            except Exception as exc:  # noqa: BLE001 - the task fails with a named reason, never silently
+                self._finish_failed(job_id, run, private, f"extract failed: {type(exc).__name__}")
+                run.spawned.set()
+                return
         log_dir = self.job_dir(job_id)
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = dict(os.environ)

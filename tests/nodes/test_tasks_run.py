@@ -80,7 +80,11 @@ def test_two_nodes_run_a_job_and_record_receipts(chain, vertical_data, tmp_path,
         for name, c in (("bank", bank), ("tax", tax)):
             r = c.post(f"/tasks/{job}", json=_task_body(manifest, name, cluster))
             assert (r.status_code, r.json()) == (202, {"job_id": job, "status": "running"}), r.text
-        # while it runs: the extract is private and holds exactly the approved columns
+        # while it runs: the extract (written by the task's thread after the 202) is private and holds
+        # exactly the approved columns
+        deadline = time.monotonic() + 60
+        while tax.get(f"/tasks/{job}").json()["stage"] == "extract" and time.monotonic() < deadline:
+            time.sleep(0.05)
         private = _private_dirs(tax)
         assert len(private) == 1
         assert stat.S_IMODE(private[0].stat().st_mode) == 0o700
@@ -178,7 +182,7 @@ def test_stop_kills_the_party_and_deletes_the_extract(chain, vertical_data, tmp_
         assert tax.post(f"/tasks/{job}", json=body).status_code == 202
         # the bank never shows up: the party waits for its peer until stopped
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and tax.get(f"/tasks/{job}").json()["stage"] in ("start", "connect"):
+        while time.monotonic() < deadline and tax.get(f"/tasks/{job}").json()["stage"] in ("extract", "start", "connect"):
             time.sleep(0.2)
         pid = tax.app.state.ctx.tasks._get(job).pid
         assert pid is not None and _private_dirs(tax)
@@ -194,3 +198,70 @@ def test_stop_kills_the_party_and_deletes_the_extract(chain, vertical_data, tmp_
         assert chain.admin.runs(job_key(job), dataset_chain_id("tax", "tax_2024")) == 0
         actions = [e["action"] for e in tax.get("/audit?limit=1000").json() if e["target"] == job]
         assert actions[-2:] == ["task.stop", "task.stopped"]
+
+
+def _start_alone(chain, tax, job: str, manifest: dict, terms) -> dict:
+    """Approve and authorize ``job`` for tax alone (its bank peer never shows up); the task body."""
+    _approve_in(tax, manifest, "tax")
+    chain.approve_as("bank", terms)
+    chain.authorize(terms)
+    ep = tax.post(f"/tasks/{job}/ports", json={"peers": ["bank"], "label_party": "bank"}).json()["endpoint"]
+    p = free_ports(3)
+    bank_ep = {"name": "bank", "sf_port": p[0], "spu_port": p[1], "psi_ports": {"tax": p[2]}}
+    return _task_body(manifest, "tax", {"host": "127.0.0.1", "parties": [bank_ep, ep]})
+
+
+def test_start_answers_before_the_extract_and_a_stop_during_it_starts_nothing(
+    chain, vertical_data, tmp_path, no_leaked_processes,
+):
+    import threading
+
+    job = "job-run-slow-extract"
+    manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2]), job)
+    with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
+        body = _start_alone(chain, tax, job, manifest, terms)
+        datasets = tax.app.state.ctx.datasets
+        real_extract, gate, entered = datasets.extract_csv, threading.Event(), threading.Event()
+
+        def held_extract(*args, **kw):  # the real extract, held until the test lets it go
+            entered.set()
+            assert gate.wait(60)
+            return real_extract(*args, **kw)
+
+        datasets.extract_csv = held_extract
+        t0 = time.monotonic()
+        r = tax.post(f"/tasks/{job}", json=body)
+        assert (r.status_code, r.json()) == (202, {"job_id": job, "status": "running"})
+        assert time.monotonic() - t0 < 30 and entered.wait(30) and not gate.is_set()  # answered mid-extract
+        t = tax.get(f"/tasks/{job}").json()
+        assert (t["status"], t["stage"]) == ("running", "extract")
+        assert tax.app.state.ctx.tasks._get(job).pid is None  # no party yet
+        threading.Timer(0.5, gate.set).start()
+        assert tax.post(f"/tasks/{job}/stop").json() == {"status": "stopped"}
+        assert tax.app.state.ctx.tasks._get(job).pid is None  # the extract finished, but nothing started
+        assert _private_dirs(tax) == []
+        actions = [e["action"] for e in tax.get("/audit?limit=1000").json() if e["target"] == job]
+        # the stop is recorded when asked, the extract's task.start when it ended, then the stop takes effect
+        assert actions[-3:] == ["task.stop", "task.start", "task.stopped"], actions
+        assert chain.admin.runs(job_key(job), dataset_chain_id("tax", "tax_2024")) == 0
+
+
+def test_a_failed_extract_fails_the_task_and_leaves_nothing(chain, vertical_data, tmp_path, no_leaked_processes):
+    job = "job-run-bad-extract"
+    manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2]), job)
+    with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
+        body = _start_alone(chain, tax, job, manifest, terms)
+
+        def broken_extract(name, columns, dest):  # the disk is full
+            dest.write_text("uscc\n")
+            raise OSError(28, "No space left on device")
+
+        tax.app.state.ctx.datasets.extract_csv = broken_extract
+        assert tax.post(f"/tasks/{job}", json=body).status_code == 202
+        t = _wait(tax, job, {"succeeded", "failed", "stopped"}, timeout=60)
+        assert (t["status"], t["error"]) == ("failed", "extract failed: OSError")
+        assert tax.app.state.ctx.tasks._get(job).pid is None
+        assert _private_dirs(tax) == []
+        fail = [e for e in tax.get("/audit?limit=1000").json() if e["action"] == "task.fail"]
+        assert len(fail) == 1 and fail[0]["detail"]["extract_deleted"] is True
+        assert chain.admin.runs(job_key(job), dataset_chain_id("tax", "tax_2024")) == 0
