@@ -5,6 +5,8 @@
   (stages: PSI only; PSI → train → predict; PSI → predict with stored model parts).
 * :mod:`protocols.secretflow.learners` — SS-LR, SS-XGB, SGB: train, store each party's private
   model part (SPU secret shares, own split nodes), load, predict.
+* :mod:`protocols.secretflow.woe` — SS-LR on WOE bins (SecretFlow's ``VertWoeBinning``) and the
+  points scorecard; who learns what.
 * :mod:`protocols.secretflow.split` — the key-hash train/test split and AUC/KS.
 * :mod:`protocols.secretflow.runner` — :func:`run_vertical_job`: start, watch and clean up parties.
 * :mod:`protocols.secretflow.synthetic` — seeded vertical data for tests, demo and bench.

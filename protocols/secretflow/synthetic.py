@@ -183,3 +183,66 @@ def plaintext_reference(spec: VerticalJobSpec, standardize: bool = True) -> Plai
     y = joined[spec.label_column].to_numpy()
     model = LogisticRegression(max_iter=1000).fit(x, y)
     return PlaintextReference(auc=float(roc_auc_score(y, model.predict_proba(x)[:, 1])), n_rows=len(joined))
+
+
+WIDE_PARTIES = ("bank", "tax", "social", "power", "court")
+
+
+def make_wide_vertical_data(
+    out_dir: Path,
+    n_rows: int = 6_000,
+    features_per_party: int = 12,
+    parties: tuple[str, ...] = WIDE_PARTIES,
+    overlap: float = 0.9,
+    seed: int = 11,
+) -> SyntheticVertical:
+    """A wider federation for benchmarks: ``parties`` (the first holds the label), each with
+    ``features_per_party`` columns of mixed kinds — skewed amounts, 1..5 grades, counts and 0/1
+    flags — and a label from a hidden logistic model over about half of all the columns.
+
+    Every party holds ``n_rows`` rows; ``overlap`` of them are common to all parties, the rest
+    are private to the party.
+    """
+    if not 0 < overlap <= 1:
+        raise ValueError("overlap must be in (0, 1]")
+    if n_rows < 10 or features_per_party < 1 or len(parties) < 2:
+        raise ValueError("need n_rows >= 10, features_per_party >= 1 and at least two parties")
+    common = round(overlap * n_rows)
+    private = n_rows - common
+    total = common + private * len(parties)
+    keys = np.array(_unique_usccs(random.Random(seed), total))
+    gen = np.random.default_rng(seed)
+    logit = np.full(total, -1.6)
+    cols: dict[str, dict[str, np.ndarray]] = {}
+    for p in parties:
+        cols[p] = {}
+        for j in range(features_per_party):
+            z = gen.standard_normal(total)
+            kind = j % 4
+            if kind == 0:
+                v = np.round(np.exp(10 + 1.0 * z), 2)  # an amount
+            elif kind == 1:
+                v = np.clip(np.round(3 + 1.1 * z), 1, 5)  # a grade
+            elif kind == 2:
+                v = np.round(np.maximum(0, 1 + 1.5 * z))  # a count
+            else:
+                v = (z > 1.3).astype(float)  # a rare flag
+            name = f"{p}_{('amount', 'grade', 'count', 'flag')[kind]}_{j}"
+            cols[p][name] = v
+            if gen.random() < 0.5:
+                signal = (v - v.mean()) / (v.std() or 1.0) if kind != 0 else z
+                logit += gen.choice([-1, 1]) * gen.uniform(0.15, 0.45) * signal
+    label = (gen.random(total) < 1 / (1 + np.exp(-logit))).astype(int)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out: list[SyntheticParty] = []
+    for i, p in enumerate(parties):
+        idx = np.concatenate([np.arange(common), common + i * private + np.arange(private)])
+        gen.shuffle(idx)
+        frame = pd.DataFrame({JOIN_KEY: keys[idx], **{c: v[idx] for c, v in cols[p].items()}})
+        if i == 0:
+            frame[LABEL_COLUMN] = label[idx]
+        path = out_dir / f"{p}.csv"
+        frame.to_csv(path, index=False)
+        out.append(SyntheticParty(name=p, csv_path=path, features=list(cols[p]), n_rows=len(frame)))
+    return SyntheticVertical(parties=out, label_party=parties[0], true_intersection=common, seed=seed)
