@@ -71,6 +71,7 @@ class Coordinator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._chain_lock = threading.Lock()
+        self._bls_keys: dict[bytes, Any] = {}  # registered BLS keys already validated (subgroup) -> G1 point
 
     # ------------------------------------------------------------------ plumbing
 
@@ -348,6 +349,12 @@ class Coordinator:
         """Start the background scheduler thread."""
         if self._thread is not None:
             return
+        # what the first job needs, imported now rather than inside its first step (~1 s: the node
+        # request hash reuses the nodes' manifest code, which brings pandas and SQLModel along)
+        import coordinator.authorization  # noqa: F401
+        import nodes.services.approvals  # noqa: F401
+        import protocols.crypto.approvals  # noqa: F401
+
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="dcp-coordinator-worker", daemon=True)
         self._thread.start()
@@ -451,10 +458,14 @@ class Coordinator:
             if a.status == "expired":
                 self.lifecycle.transition(job_id, S.EXPIRED, f"{a.member}'s approval request expired")
                 return S.EXPIRED
-            if a.status == "approved" and not a.verified:
-                problem = self._verify_approval(job_id, a)
-                if problem:
-                    self.lifecycle.transition(job_id, S.FAILED, f"{a.member}'s approval is invalid: {problem}")
+        # every signed approval that came in is verified (all of this pass at once: one BLS batch)
+        unverified = [a for a in self._approvals(job_id) if a.status == "approved" and not a.verified]
+        if unverified:
+            problems = self._verify_approvals(j, manifest, unverified)
+            for a in unverified:
+                if problems.get(a.member):
+                    self.lifecycle.transition(job_id, S.FAILED,
+                                              f"{a.member}'s approval is invalid: {problems[a.member]}")
                     return S.FAILED
         if not all(a.status == "approved" and a.verified for a in self._approvals(job_id)):
             return S.PENDING_APPROVAL
@@ -471,18 +482,21 @@ class Coordinator:
         data = json.loads(j.terms_json) if j.terms_json else self._terms(j, manifest)
         return Terms.model_validate(data)
 
-    def _verify_approval(self, job_id: str, a: ApprovalRecord) -> str | None:
-        """Why ``a``'s signed approval is unacceptable (None once verified): it must be signed with the
-        member's registered keys over the approval digest of this job's terms."""
-        from coordinator.authorization import check_approval
+    def _verify_approvals(self, j: Job, manifest: dict[str, Any], recs: list[ApprovalRecord]) -> dict[str, str | None]:
+        """Verify several signed approvals of ``j`` together (``coordinator.authorization.verify_approvals``);
+        the verified ones are marked; member -> problem (None when fine)."""
+        from coordinator.authorization import verify_approvals
 
-        j = self.get_job(job_id)
-        terms = self._terms_model(j, json.loads(j.manifest_json))
-        problem = check_approval(self.chain(), a.member, a.approval_json, job_id=job_id, terms=terms)
-        if problem is None:
-            a.verified = True
-            self._save(a)
-        return problem
+        terms = self._terms_model(j, manifest)
+        t0 = time.perf_counter()
+        problems = verify_approvals(self.chain(), {a.member: a.approval_json for a in recs}, job_id=j.job_id,
+                                    terms=terms, key_cache=self._bls_keys)
+        log.info("job %s: verified %d approval(s) in %.2fs", j.job_id, len(recs), time.perf_counter() - t0)
+        for a in recs:
+            if problems.get(a.member) is None:
+                a.verified = True
+                self._save(a)
+        return problems
 
     def _authorize_on_chain(self, j: Job, manifest: dict[str, Any]) -> JobState | None:
         """Write the authorization unless it is on chain. None once it is; PENDING_APPROVAL while an
@@ -616,18 +630,19 @@ class Coordinator:
         tasks = self._tasks(job_id)
         label_party = hub_of(manifest)
         members = [t.member for t in tasks]
-        # 1. ports
-        for t in tasks:
-            if t.status == "new":
-                try:
-                    got = self.node(t.member).allocate_ports(
-                        job_id, [m for m in members if m != t.member], label_party)
-                except NodeRefused as exc:
-                    return self._fail(job_id, f"{t.member} refused to prepare the task: {exc.error}: {exc.node_detail}")
-                except NodeUnavailable as exc:
-                    return self._unreachable(job_id, t, exc)
-                t.endpoint_json, t.status, t.last_seen = json.dumps(got), "ports", utcnow()
-                self._save(t)
+        # 1. ports (every node asked at once; answers handled in task order)
+        fresh = [t for t in tasks if t.status == "new"]
+        answers = _concurrently(fresh, lambda t: self.node(t.member).allocate_ports(
+            job_id, [m for m in members if m != t.member], label_party))
+        for t, (got, error) in zip(fresh, answers, strict=True):
+            if isinstance(error, NodeRefused):
+                return self._fail(job_id, f"{t.member} refused to prepare the task: {error.error}: {error.node_detail}")
+            if isinstance(error, NodeUnavailable):
+                return self._unreachable(job_id, t, error)
+            if error is not None:
+                raise error
+            t.endpoint_json, t.status, t.last_seen = json.dumps(got), "ports", utcnow()
+            self._save(t)
         # 2. cluster and dispatch
         if j.cluster_json is None:
             eps = [json.loads(t.endpoint_json or "{}") for t in tasks]
@@ -639,17 +654,21 @@ class Coordinator:
                 session.commit()
             j = self.get_job(job_id)
         cluster = json.loads(j.cluster_json or "{}")
-        for t in tasks:
-            if t.status == "ports":
-                try:
-                    self.node(t.member).start_task(job_id, self._task_body(j, manifest, t.member, cluster))
-                except NodeRefused as exc:
-                    if exc.error != "TaskExists":
-                        return self._fail(job_id, f"{t.member} refused the task: {exc.error}: {exc.node_detail}")
-                except NodeUnavailable as exc:
-                    return self._unreachable(job_id, t, exc)
-                t.status, t.last_seen = "running", utcnow()
-                self._save(t)
+        # each node checks the authorization on chain and answers at once (it extracts in the background):
+        # the start calls go out together
+        ready = [t for t in tasks if t.status == "ports"]
+        answers = _concurrently(ready, lambda t: self.node(t.member).start_task(
+            job_id, self._task_body(j, manifest, t.member, cluster)))
+        for t, (_, error) in zip(ready, answers, strict=True):
+            if isinstance(error, NodeRefused):
+                if error.error != "TaskExists":
+                    return self._fail(job_id, f"{t.member} refused the task: {error.error}: {error.node_detail}")
+            elif isinstance(error, NodeUnavailable):
+                return self._unreachable(job_id, t, error)
+            elif error is not None:
+                raise error
+            t.status, t.last_seen = "running", utcnow()
+            self._save(t)
         # 3. follow
         for t in tasks:
             if t.status != "running":
@@ -708,6 +727,29 @@ class Coordinator:
         if silent >= self.settings.node_timeout_s:
             return self._fail(job_id, f"node {t.member} stopped answering for {silent:.0f}s: {exc.detail}")
         return S.RUNNING
+
+
+def _concurrently(items: list[Any], call: Any) -> list[tuple[Any, Exception | None]]:
+    """``call(item)`` for every item at the same time (threads: the calls wait on other processes);
+    ``(result, None)`` or ``(None, exception)`` per item, in order."""
+    if len(items) <= 1:
+        out: list[tuple[Any, Exception | None]] = []
+        for it in items:
+            try:
+                out.append((call(it), None))
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller
+                out.append((None, exc))
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(it: Any) -> tuple[Any, Exception | None]:
+        try:
+            return call(it), None
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller
+            return None, exc
+
+    with ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="dcp-dispatch") as pool:
+        return list(pool.map(one, items))
 
 
 def hub_of(manifest: dict[str, Any]) -> str:
