@@ -454,3 +454,40 @@ def test_demo_command_runs_end_to_end(tmp_path, no_leaked_processes):
     metrics = json.loads((tmp_path / "demo" / "out" / "bank" / "metrics.json").read_text())
     assert metrics["n_rows"] == 900 and 0.5 < metrics["auc"] <= 1.0
     assert party_processes(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_taken_link_port_fails_the_job_instead_of_hanging(tmp_path, monkeypatch, no_leaked_processes):
+    """Another process holds one party's PSI link port: that party cannot start its link server.
+    Every party must leave (no shutdown barrier after a failure, no engine thread keeping the process)
+    and the job fails with a named error long before its timeout."""
+    import socket
+
+    from protocols.secretflow import runner as runner_mod
+
+    real = runner_mod.free_ports
+    held: list[socket.socket] = []
+
+    def ports_with_one_taken(n: int, host: str = "127.0.0.1") -> list[int]:
+        got = real(n, host)
+        if not held:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, got[-1]))  # the first party's last port: a PSI link port
+            s.listen()
+            held.append(s)
+        return got
+
+    monkeypatch.setattr(runner_mod, "free_ports", ports_with_one_taken)
+    data = make_vertical_data(tmp_path / "data", n_rows=300, seed=8)
+    spec = data.job_spec(tmp_path / "out", work_dir=tmp_path / "work", timeout_s=600)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(PartyFailedError) as info:
+            run_vertical_job(spec, grace_s=3)
+    finally:
+        for s in held:
+            s.close()
+    assert time.monotonic() - t0 < 120, "the job waited instead of failing"
+    assert info.value.exit_code == PartyExit.RUNTIME  # the party left on its own, it was not killed
+    assert "brpc server failed start" in str(info.value) or "link" in str(info.value).lower()
+    assert party_processes(tmp_path) == []

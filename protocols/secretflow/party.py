@@ -400,6 +400,7 @@ def _run_staged(
     model_dir: Path | None = None
     metrics: LabelMetrics | None = None
     files: list[Path] = []
+    failed = True
     try:
         pyu = {n: sf.PYU(n) for n in names}
         # the job's SPU over all parties: the learners run on it, and so does 3-party PSI
@@ -498,8 +499,12 @@ def _run_staged(
         if cfg.stages != ["psi"]:
             model_dir, metrics = _learn(cfg, sf, spu, pyu, mine, my_feats, has_label, part, stage, emit, times)
             files += [f for f in (stage / PREDICTIONS, stage / METRICS) if me == label and f.exists()]
+        failed = False
     finally:
-        sf.shutdown()
+        if failed:
+            _shutdown_after_error(sf)
+        else:
+            sf.shutdown()
 
     times.total = time.perf_counter() - t_start
     return PartyResult(
@@ -689,6 +694,23 @@ def _const_fn(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
+def _shutdown_after_error(sf: Any, grace_s: float = 10.0) -> None:
+    """Leave the cluster after a failure without the shutdown barrier: a failed peer would never answer
+    it, and every party would wait until the job's timeout. SecretFlow's own teardown can still block on
+    sends that never complete, so it gets ``grace_s`` in a daemon thread; the exit code is what counts."""
+    import threading
+
+    def _down() -> None:
+        try:
+            sf.shutdown(barrier_on_shutdown=False, on_error=True)
+        except Exception:  # noqa: BLE001 - already failing; the original error is what gets reported
+            pass
+
+    t = threading.Thread(target=_down, name="sf-shutdown-after-error", daemon=True)
+    t.start()
+    t.join(grace_s)
+
+
 def _none() -> None:
     return None
 
@@ -750,4 +772,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code != 0:
+        # after a failure an engine thread (a PSI that lost its peer) may never end, and the
+        # interpreter would wait for it at exit: the error is reported, so leave now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
