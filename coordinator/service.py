@@ -165,6 +165,7 @@ class Coordinator:
             with Session(self.engine) as session:
                 for old in session.exec(select(CatalogEntry).where(CatalogEntry.member == m.name)):
                     session.delete(old)
+                session.flush()  # the deletes first: re-adding (member, dataset) in the same flush would collide
                 for e in entries:
                     cols = e.get("columns", [])
                     cats = sorted({c.get("category") for c in cols if c.get("category")})

@@ -109,3 +109,27 @@ def test_catalog_search(coord):
         assert [e["dataset"] for e in client.get("/catalog", params={"department": "bank"}).json()] == ["loans"]
         assert client.get("/catalog", params={"max_grade": 2}).json() == []
         assert len(client.get("/catalog").json()) == 2
+
+
+def test_catalog_refresh_replaces_entries_and_takes_new_datasets(coord, monkeypatch):
+    """A member publishes another dataset (next year's snapshot): the refresh replaces its entries."""
+
+    class Node:
+        def __init__(self, names: list[str]) -> None:
+            self.names = names
+
+        def catalog(self) -> list[dict]:
+            return [{"name": n, "columns": [{"name": "uscc", "grade": 3}], "row_count": 5, "max_grade": 3}
+                    for n in self.names]
+
+        def policy(self) -> dict:
+            return POLICY
+
+    nodes = {"bank": Node(["loans"]), "tax": Node(["tax"])}
+    monkeypatch.setattr(coord, "node", lambda member: nodes[member])
+    assert coord.refresh_catalog() == {"bank": "ok", "tax": "ok"}
+    nodes["bank"].names = ["loans", "loans_2025"]
+    assert coord.refresh_catalog() == {"bank": "ok", "tax": "ok"}
+    with Session(coord.engine) as s:
+        got = sorted((e.member, e.dataset) for e in s.exec(select(CatalogEntry)))
+    assert got == [("bank", "loans"), ("bank", "loans_2025"), ("tax", "tax")]
