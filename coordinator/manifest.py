@@ -37,7 +37,7 @@ def used_columns(spec: JobSpec, member: str) -> list[str]:
     """Every column of ``member`` the computation touches: join key, features, label."""
     inp = spec.input_of(member)
     cols = [spec.join_key, *inp.columns]
-    if spec.label is not None and spec.label.member == member and spec.kind != "psi":
+    if spec.label is not None and spec.label.column and spec.label.member == member and spec.kind != "psi":
         cols.append(spec.label.column)
     return cols
 

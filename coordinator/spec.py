@@ -74,11 +74,14 @@ class InputSpec(_Model):
 
 
 class LabelSpec(_Model):
-    """Where the label lives."""
+    """Where the label lives: the label holder, who also receives the scores.
+
+    A ``vertical_predict`` job scores rows whose outcome is not known yet (current borrowers): it names
+    the label holder's dataset and may leave ``column`` out."""
 
     member: str = Field(pattern=_NAME)
     dataset: str = Field(min_length=1)
-    column: str = Field(min_length=1)
+    column: str | None = Field(default=None, min_length=1)
 
 
 class OutputSpec(_Model):
@@ -155,6 +158,8 @@ class JobSpec(_Model):
             raise ValueError(f"the he section is for {' and '.join(HE_KINDS)} jobs only, and they need it")
         if self.kind in ("vertical_train", "vertical_predict") and self.label is None:
             raise ValueError(f"a {self.kind} job needs a label (member, dataset, column)")
+        if self.kind == "vertical_train" and self.label is not None and self.label.column is None:
+            raise ValueError("a vertical_train job needs the label's column (a vertical_predict job may omit it)")
         if (self.model_from is None) == (self.kind == "vertical_predict"):
             raise ValueError("model_from names the training job of a vertical_predict job; only that kind takes it")
         if self.kind == "psi" and self.label is not None:
@@ -168,7 +173,7 @@ class JobSpec(_Model):
             seen.add((i.member, i.dataset))
             if self.join_key in i.columns:
                 raise ValueError(f"{i.member}/{i.dataset}: the join key {self.join_key!r} is not a feature")
-            if self.label and (i.member, i.dataset) == (self.label.member, self.label.dataset) and (
+            if self.label and self.label.column and (i.member, i.dataset) == (self.label.member, self.label.dataset) and (
                 self.label.column in i.columns
             ):
                 raise ValueError(f"{i.member}/{i.dataset}: the label {self.label.column!r} is not a feature")

@@ -34,8 +34,9 @@ def check_against_catalog(
         if cols is None:
             raise UnknownDataset(f"inputs: {inp.member} has no dataset {inp.dataset!r} in the catalog")
         wanted = [*([spec.join_key] if spec.join_key else []), *inp.columns]  # secure_stats has no join key
-        if spec.label is not None and spec.label.member == inp.member and spec.label.dataset == inp.dataset:
-            wanted.append(spec.label.column)
+        label = spec.label
+        if label is not None and label.column and (label.member, label.dataset) == (inp.member, inp.dataset):
+            wanted.append(label.column)
         for c in wanted:
             if c not in cols:
                 what = "join key" if c == spec.join_key else ("label" if spec.label and c == spec.label.column else "column")

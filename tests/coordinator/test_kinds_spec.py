@@ -133,6 +133,23 @@ def test_the_slices_of_other_kinds_do_not_change():
     assert "model_from" not in m and "model_from" not in node_request(m, "tax")
 
 
+def test_predict_of_current_borrowers_needs_no_label_column():
+    """In-loan scoring: the outcome is not known yet; the label holder's dataset has no label column."""
+    spec = parse_spec(predict(label={"member": "bank", "dataset": "loans"}))
+    assert spec.label is not None and spec.label.column is None
+    check_model_from(spec, training())
+    check_against_catalog(spec, MEMBERS, {**CATALOG, ("bank", "loans"): {
+        k: v for k, v in CATALOG[("bank", "loans")].items() if k != "default"}},
+        {m: {**p, "max_grade": {"vertical_predict": 3}} for m, p in POLICIES.items()})
+    assert used_columns(spec, "bank") == ["uscc", "bank_loan_amount"]  # no label column is touched
+    m = build_manifest(spec, "job-p2", "bank")
+    assert m["label"] == {"member": "bank", "dataset": "loans", "column": None}
+    assert hub_of(m) == "bank"  # the scores still go to the label holder
+    # training cannot do without it
+    with pytest.raises(InvalidJobSpec, match="needs the label's column"):
+        parse_spec({**base(), "label": {"member": "bank", "dataset": "loans"}})
+
+
 def test_model_from_belongs_to_predict_only():
     with pytest.raises(InvalidJobSpec, match="model_from"):
         parse_spec(predict(model_from=None))
