@@ -382,7 +382,13 @@ class TaskService:
         used = json.loads(trained.datasets_json or "[]")
         if not used:
             raise ModelNotAvailable(f"job {ref!r} recorded no columns on this node")
-        if list(body.inputs[0].columns) != list(used[0]["columns"]):
+        want, got = list(used[0]["columns"]), list(body.inputs[0].columns)
+        dropped = [c for c in want if c not in got]
+        feats = used[0].get("features")
+        # the same columns, except that scoring rows without an outcome may leave out the training label
+        if [c for c in want if c in got] != got or len(dropped) > 1 or (
+            feats is not None and any(c in feats for c in dropped)
+        ):
             raise PredictColumnsMismatch(
                 f"the columns {body.inputs[0].columns} differ from those job {ref!r} trained on here {used[0]['columns']}"
             )
