@@ -16,6 +16,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy import delete as sa_delete
 from sqlmodel import Session, select
 
 from coordinator.db import init_db, make_engine
@@ -71,6 +72,7 @@ class Coordinator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._chain_lock = threading.Lock()
+        self._catalog_lock = threading.Lock()
         self._bls_keys: dict[bytes, Any] = {}  # registered BLS keys already validated (subgroup) -> G1 point
 
     # ------------------------------------------------------------------ plumbing
@@ -151,7 +153,14 @@ class Coordinator:
             session.commit()
 
     def refresh_catalog(self) -> dict[str, str]:
-        """Pull every node's catalog and policy; member -> "ok" or the error."""
+        """Pull every node's catalog and policy; member -> "ok" or the error.
+
+        One refresh at a time: two interleaved ones would each delete the rows they saw and both
+        re-add a member's entries (a UNIQUE (member, dataset) violation)."""
+        with self._catalog_lock:
+            return self._refresh_catalog()
+
+    def _refresh_catalog(self) -> dict[str, str]:
         status: dict[str, str] = {}
         for m in self.members():
             if not (m.node_url or self.settings.nodes.get(m.name)):
@@ -163,9 +172,8 @@ class Coordinator:
                 status[m.name] = f"{exc.name}: {exc.detail}"
                 continue
             with Session(self.engine) as session:
-                for old in session.exec(select(CatalogEntry).where(CatalogEntry.member == m.name)):
-                    session.delete(old)
-                session.flush()  # the deletes first: re-adding (member, dataset) in the same flush would collide
+                # whatever rows the member has now, deleted by one statement before the new ones go in
+                session.execute(sa_delete(CatalogEntry).where(CatalogEntry.member == m.name))
                 for e in entries:
                     cols = e.get("columns", [])
                     cats = sorted({c.get("category") for c in cols if c.get("category")})

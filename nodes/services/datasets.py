@@ -36,7 +36,7 @@ from nodes.models import (
 )
 from nodes.services.audit import AuditLog, canonical_json, sm3_hex
 from nodes.services.quality import ColumnRules, run_rules, summarize
-from nodes.services.tabular import ROW_COL, _cell_str, convert_column, default_grade, infer_dtype
+from nodes.services.tabular import ROW_COL, _cell_str, convert_column, default_grade, infer_and_convert
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SQL_TYPES = {"int": BigInteger, "float": Float, "bool": Boolean}
@@ -181,8 +181,7 @@ class DatasetService:
         mismatches: dict[str, list[int]] = {}
         for pos, name in enumerate(frame.columns):
             hint = opts.columns.get(name)
-            dtype = (hint.dtype if hint and hint.dtype else None) or infer_dtype(name, frame[name])
-            conv = convert_column(frame[name], dtype)
+            dtype, conv = infer_and_convert(name, frame[name], (hint.dtype if hint and hint.dtype else None) or None)
             data[name] = conv.values
             if conv.mismatched_rows:
                 mismatches[name] = conv.mismatched_rows

@@ -209,23 +209,23 @@ def _share(values: list[str], pred) -> float:  # noqa: ANN001
 _CHUNK = 8192
 
 
-def _fits(values: list[str], pattern: re.Pattern[str], share: float) -> bool:
-    """Whether at least ``share`` of ``values`` match ``pattern`` (the same test as
-    ``_share(values, pattern.match) >= share``), giving up as soon as too many cells missed."""
+def _fits(values: list[str], pattern: re.Pattern[str], share: float) -> list[bool] | None:
+    """Whether each of ``values`` matches ``pattern`` if at least ``share`` of them do (the same test
+    as ``_share(values, pattern.match) >= share``), else None — given up as soon as too many missed."""
     n = len(values)
     if n == 0:
-        return False
+        return None
     give_up = n * (1.0 - share) + 1.0  # safely past the threshold: no rounding question
-    good = bad = 0
+    flags: list[bool] = []
+    bad = 0
     match = pattern.match
     for start in range(0, n, _CHUNK):
-        chunk = values[start:start + _CHUNK]
-        hit = sum(1 for v in chunk if match(v) is not None)
-        good += hit
-        bad += len(chunk) - hit
+        hits = [match(v) is not None for v in values[start:start + _CHUNK]]
+        flags.extend(hits)
+        bad += len(hits) - sum(hits)
         if bad > give_up:
-            return False
-    return good / n >= share
+            return None
+    return flags if (n - bad) / n >= share else None
 
 
 def _is_date(v: str) -> bool:
@@ -240,18 +240,41 @@ def _is_date(v: str) -> bool:
 
 def infer_dtype(name: str, values: pd.Series) -> str:
     """The most specific type that at least ``TYPE_SHARE`` of the non-null cells fit."""
+    return _infer(name, values)[0]
+
+
+def infer_and_convert(name: str, values: pd.Series, dtype: str | None = None) -> tuple[str, Converted]:
+    """``dtype`` (inferred when None, see :func:`infer_dtype`) and the column converted to it; the
+    pattern matches of the inference are reused by the conversion."""
+    fits = None
+    if dtype is None:
+        dtype, fits = _infer(name, values)
+    return dtype, convert_column(values, dtype, fits)
+
+
+def _infer(name: str, values: pd.Series) -> tuple[str, list[bool] | None]:
     vals = [v for v in values.tolist() if v is not None]
     if not vals:
-        return "string"
+        return "string", None
     lname = name.lower()
     if any(h in lname for h in _RID_HINTS):
-        return "resident_id"
+        return "resident_id", None
     if any(h in lname for h in _USCC_HINTS):
-        return "uscc"
-    if _fits(vals, _INT_RE, TYPE_SHARE):
-        return "int"
-    if _fits(vals, _FLOAT_RE, TYPE_SHARE):
-        return "float"
+        return "uscc", None
+    if all(isinstance(v, str) for v in vals):  # the matches can serve the conversion as well
+        if (fits := _fits(vals, _INT_RE, TYPE_SHARE)) is not None:
+            return "int", fits
+        if (fits := _fits(vals, _FLOAT_RE, TYPE_SHARE)) is not None:
+            return "float", fits
+    else:
+        if _fits([str(v) for v in vals], _INT_RE, TYPE_SHARE) is not None:
+            return "int", None
+        if _fits([str(v) for v in vals], _FLOAT_RE, TYPE_SHARE) is not None:
+            return "float", None
+    return _infer_other(vals), None
+
+
+def _infer_other(vals: list[str]) -> str:
     if _share(vals, lambda v: v.lower() in _TRUE | _FALSE) >= TYPE_SHARE:
         return "bool"
     if _share(vals, _is_date) >= TYPE_SHARE:
@@ -278,8 +301,11 @@ class Converted:
     mismatched_rows: list[int] = field(default_factory=list)
 
 
-def convert_column(values: pd.Series, dtype: str) -> Converted:
-    """Convert string cells to ``dtype``; misfits become None and are listed by row number."""
+def convert_column(values: pd.Series, dtype: str, fits: list[bool] | None = None) -> Converted:
+    """Convert string cells to ``dtype``; misfits become None and are listed by row number.
+
+    ``fits``: for int and float, whether each non-null cell (in order) matches the type's pattern,
+    when already known (:func:`infer_and_convert`)."""
     cells = values.tolist()
     rows = values.index.tolist()
     out: list[object] = [None] * len(cells)
@@ -291,8 +317,9 @@ def convert_column(values: pd.Series, dtype: str) -> Converted:
             fits = [_is_date(v) for v in texts]
             make = str
         else:
-            match = (_INT_RE if dtype == "int" else _FLOAT_RE).match
-            fits = [match(v) is not None for v in texts]
+            if fits is None or len(fits) != len(texts):
+                match = (_INT_RE if dtype == "int" else _FLOAT_RE).match
+                fits = [match(v) is not None for v in texts]
             make = int if dtype == "int" else float
         for i, v, ok in zip(present, texts, fits, strict=True):
             if ok:
