@@ -9,11 +9,15 @@
 5. show each member's pending approval request (the manifest in words) and approve it through the
    member's own node — automatically where ``federation.yaml`` says ``auto_approve``, else asked;
 6. the coordinator writes the authorization on chain; the job runs (PSI, SS-LR, joint prediction);
-7. the bank fetches its sealed results and opens them with its own key;
-8. the report: federated vs bank-only vs centralized on the same rows and split (AUC, KS, uplift,
-   gap, PSI, score bands, ROC/KS plots, HTML), plus the pre-loan white list;
-9. the regulator's audit of the chain;
-10. everything is stopped — also on error and Ctrl-C.
+7. the bank fetches its sealed results and opens them with its own key; further pre-loan models
+   (``extra_models`` in ``federation.yaml``, e.g. SGB) are trained the same way;
+8. a year later: every member ingests its new snapshot; the bank submits the in-loan scoring job
+   (``vertical_predict`` with the stored model parts of step 6, after the same approvals) and
+   monitors its current borrowers (PSI, PDs that rose, the post-loan watch list);
+9. the report: federated vs bank-only vs centralized on the same rows and split (AUC, KS, uplift,
+   gap, PSI, score bands, ROC/KS plots, HTML), the pre-loan white list and the post-loan section;
+10. the regulator's audit of the chain;
+11. everything is stopped — also on error and Ctrl-C.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scenarios.bank_credit.federated import (
+    PostLoanSummary,
     PreparedFederation,
     ScenarioRunError,
-    sslr_params,
+    auto_params,
 )
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "federation.yaml"
@@ -80,6 +85,10 @@ class DemoConfig(_Model):
     coordinator: dict[str, Any] = Field(default_factory=dict)
     members: list[DemoMember] = Field(min_length=2)
     scrypt_n: int = 2**14
+    extra_models: list[Path] = Field(default_factory=list)
+    """Further pre-loan training job templates (relative to ``jobs/``) run after the main one, e.g. SGB."""
+    in_loan_job: Path = Path("in_loan_scoring.yaml")
+    """The in-loan scoring job template (relative to ``jobs/``)."""
 
     @property
     def departments(self) -> list[str]:
@@ -135,7 +144,7 @@ def load_demo_config(path: Path = DEFAULT_CONFIG) -> DemoConfig:
 
 def resolve_job_template(path: Path, catalog: list[dict[str, Any]], n_rows: int, test_fraction: float) -> dict[str, Any]:
     """The job spec from a template: ``columns: published`` → every published column but the key and label
-    (from the coordinator's catalog); ``params: auto`` → :func:`sslr_params`."""
+    (from the coordinator's catalog); ``params: auto`` → :func:`~scenarios.bank_credit.federated.auto_params`."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -155,7 +164,7 @@ def resolve_job_template(path: Path, catalog: list[dict[str, Any]], n_rows: int,
         inp["columns"] = [c["name"] for c in entry["columns"] if c["name"] not in skip]
     model = raw.setdefault("model", {})
     if model.get("params") == "auto":
-        model["params"] = sslr_params(n_rows, test_fraction)
+        model["params"] = auto_params(str(model.get("algorithm", "ss_lr")), n_rows, test_fraction)
     return raw
 
 
@@ -177,6 +186,20 @@ class ModelLine(BaseModel):
     auc: float
     ks: float
     psi: float | None = None
+
+
+class JobLine(BaseModel):
+    """One job the demo ran: who decided what, how it ended, its receipts."""
+
+    title: str
+    kind: str
+    job_id: str | None = None
+    state: str = "NOT_STARTED"
+    reason: str | None = None
+    events: list[str] = Field(default_factory=list)
+    approvals: dict[str, str] = Field(default_factory=dict)
+    auto_approved: list[str] = Field(default_factory=list)
+    receipts: dict[str, int] = Field(default_factory=dict)
 
 
 class DemoResult(BaseModel):
@@ -206,7 +229,9 @@ class DemoResult(BaseModel):
     report_files: list[str] = Field(default_factory=list)
     white_list_size: int | None = None
     white_list_default_rate: float | None = None
-    not_yet_possible: list[str] = Field(default_factory=list)
+    jobs: list[JobLine] = Field(default_factory=list)
+    """Every job in the order submitted; the first is the pre-loan training (also in the fields above)."""
+    post_loan: PostLoanSummary | None = None
     stages: list[StageTime] = Field(default_factory=list)
     peak_rss_mb: dict[str, float] = Field(default_factory=dict)
 
@@ -322,7 +347,7 @@ def _ask(console: Any, question: str) -> bool:
 
 def approve_as_members(
     client: Any, state: Any, job_id: str, cfg: DemoConfig, parties: list[str], auto_approve: bool | None,
-    console: Any, interactive: bool, result: DemoResult,
+    console: Any, interactive: bool, line: JobLine,
 ) -> None:
     """Show each member's pending request (the manifest in words) and decide it through the member's node.
 
@@ -337,9 +362,11 @@ def approve_as_members(
 
     def approve(m: str, node: Any, rid: int, how: str) -> None:
         out = node.decide(rid, True)
-        result.approvals[m] = "approved"
-        console.print(f"  [green]✓[/green] {m} approved through its node — {how}; SM2 + BLS signature, "
-                      f"on chain in tx {str(out.get('chain_ref'))[:18]}…")
+        line.approvals[m] = "approved"
+        ref = out.get("chain_ref")
+        where = (f"its approval on chain in tx {str(ref)[:18]}…" if ref else
+                 "the coordinator aggregates the BLS signatures into one on-chain authorization")
+        console.print(f"  [green]✓[/green] {m} approved through its node — {how}; SM2 + BLS signature, {where}")
 
     with ThreadPoolExecutor(max_workers=len(parties)) as pool:
         pending = []
@@ -358,7 +385,7 @@ def approve_as_members(
                                 border_style="yellow", expand=False))
             rid = int(req["id"])
             if auto:
-                result.auto_approved.append(m)
+                line.auto_approved.append(m)
                 pending.append(pool.submit(approve, m, node, rid, "auto-approved (federation.yaml: auto_approve)"))
                 continue
             if interactive:
@@ -372,8 +399,8 @@ def approve_as_members(
                 approve(m, node, rid, how)
             else:
                 node.decide(rid, False, f"{m} declined in the demo")
-                result.approvals[m] = "rejected"
-                result.state = "REJECTED"
+                line.approvals[m] = "rejected"
+                line.state = "REJECTED"
                 console.print(f"  [red]✗[/red] {m} rejected the request")
                 raise ApprovalRefused(f"{m} rejected job {job_id}")
         for f in pending:
@@ -486,47 +513,34 @@ def run_demo(
     return result
 
 
-def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, data: Any, out: Path,
-             auto_approve: bool | None, interactive: bool, job_template: Path, result: DemoResult,
-             clock: Clock) -> None:
-    from contracts.audit import run_audit
+def _governed_job(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: dict[str, Any], parties: list[str],
+                  auto_approve: bool | None, interactive: bool, clock: Clock, line: JobLine, headline: str,
+                  prefix: str = "") -> Any:
+    """Submit ``spec`` as the bank, let every owner decide through its node, wait for the authorization on
+    chain, run it with live progress and return the final status (stages timed as ``<prefix><stage>``)."""
     from coordinator.chain import connect
-    from coordinator.manifest import dataset_chain_id
     from coordinator.models import JobState
-    from coordinator.sdk import DcpClient
     from protocols.crypto.approvals import job_key
-    from scenarios.bank_credit.federated import (
-        federated_scores,
-        joined_rows,
-        monitoring_blocks,
-        plaintext_comparators,
-        white_list,
-    )
-    from scenarios.bank_credit.report import build_report
 
-    with clock.stage("ingest"), con.status("ingesting each member's data into its own node …"):
-        ingest(state, prep, lambda msg: con.print(f"  · {msg}"))
-    con.print("[green]✓[/green] datasets ingested, quality-checked and registered on chain")
-
-    client = DcpClient(state.coordinator_url, timeout=120)
-    rows = joined_rows(prep)  # the evaluator's view (plaintext), used only for the comparison
-    spec = resolve_job_template(job_template, client.catalog(), len(rows.keys), prep.test_fraction)
-    spec["requester"] = cfg.bank
     t_submit = time.perf_counter()
     job = client.submit(spec)
-    result.job_id = job
+    line.job_id = job
     ncols = sum(len(i["columns"]) for i in spec["inputs"])
-    con.print(f"[green]✓[/green] {cfg.bank} submitted job [bold]{job}[/bold]: PSI on uscc + "
-              f"{spec['model']['algorithm'].upper()} over {ncols} columns of {len(spec['inputs'])} members")
+    what = spec["model"]["algorithm"].upper() + (" prediction" if spec["kind"] == "vertical_predict" else "")
+    con.print(f"[green]✓[/green] {spec['requester']} submitted {line.title} job [bold]{job}[/bold]: PSI on "
+              f"{spec['join_key']} + {what} over {ncols} columns of {len(spec['inputs'])} members")
 
-    con.rule("approvals: each data owner decides through its own node")
-    with clock.stage("approvals"):
-        approve_as_members(client, state, job, cfg, prep.parties, auto_approve, con, interactive, result)
-    t_approved = time.perf_counter()
-    with clock.stage("authorization"), con.status("coordinator writes the authorization on chain …"):
-        st = client.wait(job, timeout=120, poll=0.2,
-                         until={JobState.AUTHORIZED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED,
-                                JobState.REJECTED, JobState.EXPIRED, JobState.REVOKED})
+    con.rule(f"{line.title}: each data owner decides through its own node")
+    with clock.stage(f"{prefix}approvals"):
+        try:
+            approve_as_members(client, state, job, cfg, parties, auto_approve, con, interactive, line)
+        except ApprovalRefused:
+            line.state = "REJECTED"
+            raise
+    terminal = {JobState.AUTHORIZED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.REJECTED,
+                JobState.EXPIRED, JobState.REVOKED}
+    with clock.stage(f"{prefix}authorization"), con.status("coordinator writes the authorization on chain …"):
+        st = client.wait(job, timeout=120, poll=0.2, until=terminal)
     ch = connect(state.rpc_url, state.registry)
     auth = ch.authorization(job_key(job))
     if auth is None:
@@ -534,7 +548,7 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
     con.print(f"[green]✓[/green] authorization on chain: {len(auth.approvers)} approvers, manifest SM3 "
               f"{bytes(auth.terms.manifest_hash).hex()[:16]}…, max runs {auth.terms.max_runs}")
 
-    con.rule("running: PSI → SS-LR → joint prediction (scores revealed to the bank only)")
+    con.rule(headline)
     timeline: list[tuple[float, str]] = []
     last = {"state": "", "line": ""}
     t_auth = time.perf_counter()
@@ -547,49 +561,115 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
         bank_stage = (s.tasks.get(cfg.bank) or {}).get("stage")
         if bank_stage and (not timeline or timeline[-1][1] != bank_stage):
             timeline.append((now, bank_stage))
-        line = _task_line(s.tasks, prep.parties)
-        if line != last["line"] and s.tasks:
-            last["line"] = line
-            con.print(f"    {line}", style="dim")
+        text = _task_line(s.tasks, parties)
+        if text != last["line"] and s.tasks:
+            last["line"] = text
+            con.print(f"    {text}", style="dim")
 
-    with con.status("job running …"):
+    with con.status(f"{line.title} running …"):
         final = client.wait(job, timeout=float(spec.get("timeout_s", 1800)) + 120, poll=0.3, on_update=on_update)
     t_done = time.perf_counter()
-    result.state = final.state.value
-    result.reason = final.reason
-    result.events = [e["to"] for e in final.events]
-    _record_run_stages(clock, timeline, t_auth, t_done)
-    governance = (t_approved - t_submit) + (t_auth - t_approved)
-    clock.add("job_total", t_done - t_submit)
-    clock.add("governance_pre_run", governance)
+    line.state = final.state.value
+    line.reason = final.reason
+    line.events = [e["to"] for e in final.events]
+    _record_run_stages(clock, timeline, t_auth, t_done, prefix)
+    clock.add(f"{prefix}job_total", t_done - t_submit)
+    clock.add(f"{prefix}governance_pre_run", t_auth - t_submit)
     if final.state != JobState.SUCCEEDED:
-        raise DemoError(f"job {job} ended {final.state.value}: {final.reason}")
-    con.print(f"[green]✓[/green] job {job} SUCCEEDED ({' → '.join(result.events)})")
+        raise DemoError(f"{line.title} job {job} ended {final.state.value}: {final.reason}")
+    con.print(f"[green]✓[/green] {line.title} job {job} SUCCEEDED ({' → '.join(line.events)})")
+    from coordinator.manifest import dataset_chain_id
+
+    for inp in spec["inputs"]:
+        line.receipts[inp["member"]] = ch.runs(job_key(job), dataset_chain_id(inp["member"], inp["dataset"]))
+    return final
+
+
+def _open(client: Any, state: Any, cfg: DemoConfig, job: str, output: str) -> bytes:
+    """The bank fetches one sealed output of ``job`` and opens it with its own keystore."""
+    passphrase = state.passphrase_file.read_text().strip()
+    return client.result(job, output, state.keys_dir / f"{cfg.bank}.keystore.json", passphrase)
+
+
+def _load_template(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DemoConfigError(f"cannot read the job template {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DemoConfigError(f"{path}: a job template is a mapping")
+    return raw
+
+
+def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, data: Any, out: Path,
+             auto_approve: bool | None, interactive: bool, job_template: Path, result: DemoResult,
+             clock: Clock) -> None:
+    import pandas as pd
+
+    from contracts.audit import run_audit
+    from coordinator.chain import connect
+    from coordinator.sdk import DcpClient
+    from scenarios.bank_credit.federated import (
+        federated_scores,
+        joined_rows,
+        monitoring_blocks,
+        plaintext_comparators,
+        white_list,
+    )
+
+    with clock.stage("ingest"), con.status("ingesting each member's data into its own node …"):
+        ingest(state, prep, lambda msg: con.print(f"  · {msg}"))
+    con.print("[green]✓[/green] datasets ingested, quality-checked and registered on chain")
+
+    client = DcpClient(state.coordinator_url, timeout=120)
+    rows = joined_rows(prep)  # the evaluator's view (plaintext), used only for the comparison
+    spec = resolve_job_template(job_template, client.catalog(), len(rows.keys), prep.test_fraction)
+    spec["requester"] = cfg.bank
+    train = JobLine(title="pre-loan training", kind="vertical_train")
+    result.jobs.append(train)
+    try:
+        _governed_job(con, cfg, state, client, spec, prep.parties, auto_approve, interactive, clock, train,
+                      f"running: PSI → {spec['model']['algorithm'].upper()} → joint prediction "
+                      "(scores revealed to the bank only)")
+    finally:
+        result.job_id, result.state, result.reason, result.events = train.job_id, train.state, train.reason, train.events
+        result.approvals, result.auto_approved = train.approvals, train.auto_approved
+    result.receipts = train.receipts
 
     with clock.stage("results"):
-        passphrase = state.passphrase_file.read_text().strip()
-        keystore = state.keys_dir / f"{cfg.bank}.keystore.json"
-        metrics = json.loads(client.result(job, "metrics", keystore, passphrase))
-        preds = client.result(job, "predictions", keystore, passphrase)
+        metrics = json.loads(_open(client, state, cfg, train.job_id, "metrics"))
+        preds = _open(client, state, cfg, train.job_id, "predictions")
     result.intersection_rows = int(metrics.get("n_rows", 0)) or None
     con.print(f"[green]✓[/green] {cfg.bank} opened its sealed results with its own SM2 key: "
               f"{result.intersection_rows:,} scored rows")
+    fed = federated_scores(preds, rows, metrics)
+    result.evaluation = fed.evaluation
 
-    for m in prep.parties:
-        result.receipts[m] = ch.runs(job_key(job), dataset_chain_id(m, prep.members[m].dataset))
+    extra = []  # further pre-loan models (e.g. SGB) trained through the federation on the same rows and split
+    for tmpl in cfg.extra_models:
+        extra.append(_extra_model(con, cfg, state, client, prep, rows, Path(tmpl), auto_approve, interactive,
+                                  clock, result))
+
+    pop, watch, post = _in_loan_and_post_loan(con, cfg, state, client, prep, data, out, spec, fed, rows,
+                                              auto_approve, interactive, clock, result)
 
     with clock.stage("report"), con.status("building the report …"):
-        fed = federated_scores(preds, rows, metrics)
-        result.evaluation = fed.evaluation
+        from scenarios.bank_credit.report import build_report
+
         bank_only, central = plaintext_comparators(prep, rows, fed.evaluation)
-        mon = monitoring_blocks(prep, data, rows.keys)
+        mon = None if pop is None else monitoring_blocks(prep, data, pop.keys)
         report_dir = out / "report"
-        summary = build_report([fed.scores(rows), bank_only.scores(rows, "bank_only", mon),
-                                central.scores(rows, "centralized", mon)], report_dir,
+        models = [fed.scores(rows, pop), *(e.scores(rows, role="other") for e in extra),
+                  bank_only.scores(rows, "bank_only", mon), central.scores(rows, "centralized", mon)]
+        summary = build_report(models, report_dir,
                                title=f"Bank credit — {cfg.bank} with {', '.join(prep.departments)} "
-                                     f"(N = {result.n_enterprises:,}, {fed.evaluation})")
+                                     f"(N = {result.n_enterprises:,}, {fed.evaluation})",
+                               post_loan=None if post is None else _post_loan_rows(post))
         wl = white_list(rows, fed.score, WHITE_LIST_MAX_PD)
         wl.to_csv(report_dir / "white_list.csv", index=False)
+        if pop is not None and watch is not None:
+            pd.DataFrame({"uscc": pop.keys, "pd": pop.pd}).to_csv(report_dir / "in_loan_scores.csv", index=False)
+            watch.to_csv(report_dir / "post_loan_watch_list.csv", index=False)
     result.report_dir = report_dir
     result.report_files = sorted(p.name for p in report_dir.iterdir())
     result.n_test = int(rows.test.sum())
@@ -600,17 +680,100 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
     in_wl = rows.test & (fed.score <= WHITE_LIST_MAX_PD)
     result.white_list_size = len(wl)
     result.white_list_default_rate = float(rows.y[in_wl].mean()) if in_wl.any() else None
-    result.not_yet_possible = [
-        "in-loan batch scoring of current borrowers: the demo does not yet submit the vertical_predict job it needs",
-        "post-loan monitoring (re-score the monitoring snapshot, list high-risk enterprises): same, not yet in the demo",
-    ]
+    result.post_loan = post
     _print_summary(con, result, summary, rows)
 
     with clock.stage("audit"), con.status("the regulator audits the chain …"):
-        audit = run_audit(ch.w3, state.registry)
+        audit = run_audit(connect(state.rpc_url, state.registry).w3, state.registry)
     result.audit_clean = audit.clean
     result.audit_findings = [f"{f.kind}: {getattr(f, 'detail', '')}" for f in audit.findings]
     _print_audit(con, audit, result)
+
+
+def _extra_model(con: Any, cfg: DemoConfig, state: Any, client: Any, prep: PreparedFederation, rows: Any,
+                 template: Path, auto_approve: bool | None, interactive: bool, clock: Clock,
+                 result: DemoResult) -> Any:
+    """Another pre-loan model (``jobs/pre_loan_<algorithm>.yaml``) on the same rows and split."""
+    from scenarios.bank_credit.federated import federated_scores
+
+    if not template.is_absolute():
+        template = DEFAULT_JOB.parent / template
+    spec = resolve_job_template(template, client.catalog(), len(rows.keys), prep.test_fraction)
+    spec["requester"] = cfg.bank
+    algo = spec["model"]["algorithm"]
+    line = JobLine(title=f"pre-loan {algo.upper()}", kind="vertical_train")
+    result.jobs.append(line)
+    _governed_job(con, cfg, state, client, spec, prep.parties, auto_approve, interactive, clock, line,
+                  f"running: PSI → {algo.upper()} → joint prediction (scores revealed to the bank only)",
+                  prefix=f"{algo}_")
+    with clock.stage(f"{algo}_results"):
+        metrics = json.loads(_open(client, state, cfg, line.job_id, "metrics"))
+        preds = _open(client, state, cfg, line.job_id, "predictions")
+    return federated_scores(preds, rows, metrics, name=f"federated {algo.upper().replace('_', '-')}")
+
+
+def _in_loan_and_post_loan(con: Any, cfg: DemoConfig, state: Any, client: Any, prep: PreparedFederation,
+                           data: Any, out: Path, training_spec: dict[str, Any], fed: Any, rows: Any,
+                           auto_approve: bool | None, interactive: bool, clock: Clock,
+                           result: DemoResult) -> tuple[Any, Any, Any]:
+    """A year later: the members publish their new snapshot, the bank scores its current borrowers with the
+    stored joint model (``vertical_predict``), and monitors them: PSI, PDs that rose, the watch list."""
+    import pandas as pd
+
+    from scenarios.bank_credit.federated import (
+        inner_keys,
+        post_loan_summary,
+        post_loan_watch_list,
+        predict_job_spec,
+        prepare_monitoring,
+        scored_population,
+    )
+
+    tmpl = _load_template(cfg.in_loan_job if Path(cfg.in_loan_job).is_absolute()
+                          else DEFAULT_JOB.parent / cfg.in_loan_job)
+    con.rule("a year later: in-loan batch scoring of current borrowers")
+    with clock.stage("in_loan_prepare"), con.status("each member prepares its new snapshot …"):
+        mon = prepare_monitoring(data, prep, out / "prepared" / "monitoring")
+    with clock.stage("in_loan_ingest"), con.status("ingesting the new snapshot into each node …"):
+        ingest(state, mon, lambda msg: con.print(f"  · {msg}"))
+    spec = predict_job_spec(training_spec, str(result.job_id), mon, purpose=str(tmpl.get("purpose", "")).strip(),
+                            expires_in_s=int(tmpl.get("expires_in_s", 3600)),
+                            timeout_s=float(tmpl.get("timeout_s", 1800)))
+    line = JobLine(title="in-loan scoring", kind="vertical_predict")
+    result.jobs.append(line)
+    try:
+        _governed_job(con, cfg, state, client, spec, mon.parties, auto_approve, interactive, clock, line,
+                      "running: PSI → prediction with the stored model parts (scores revealed to the bank only)",
+                      prefix="in_loan_")
+    except ApprovalRefused as exc:
+        con.print(f"[yellow]in-loan scoring was declined ({exc}); no post-loan monitoring this time[/yellow]")
+        return None, None, None
+    with clock.stage("in_loan_results"):
+        pop = scored_population(_open(client, state, cfg, line.job_id, "predictions"), fed.calibration,
+                                inner_keys(mon))
+    con.print(f"[green]✓[/green] {cfg.bank} opened the in-loan scores of {len(pop.keys):,} current borrowers")
+    with clock.stage("post_loan_monitoring"):
+        origination = pd.Series(fed.score, index=rows.keys)
+        watch = post_loan_watch_list(pop, origination, HIGH_RISK_MIN_PD)
+        loans = data.truth_table("loans")  # evaluation only: what happened in the following 12 months
+        loans = loans[loans["bank"] == cfg.bank].set_index("uscc")["default_12m_monitoring"]
+        post = post_loan_summary(pop, watch, origination, HIGH_RISK_MIN_PD, outcomes=loans)
+    return pop, watch, post
+
+
+def _post_loan_rows(post: Any) -> dict[str, str]:
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{v:.1%}"
+
+    return {
+        "current borrowers re-scored (known to every member)": f"{post.scored:,}",
+        "mean PD at origination → now": f"{pct(post.mean_pd_origination)} → {pct(post.mean_pd_now)}",
+        f"watch list (PD ≥ {post.min_pd:.0%}, or PD doubled and above average)":
+            f"{post.high_risk:,} ({post.deteriorated:,} because the PD doubled)",
+        "default rate in the next 12 months: watch list / the rest (hidden outcomes, evaluation only)":
+            f"{pct(post.default_rate_high_risk)} / {pct(post.default_rate_rest)}",
+        "AUC of the re-scored PDs on those outcomes": "—" if post.outcome_auc is None else f"{post.outcome_auc:.3f}",
+    }
 
 
 _STAGE_GROUPS = {"connect": "engine_start", "validate": "engine_start", "psi": "psi", "train": "train",
@@ -625,7 +788,8 @@ def _stage_group(stage: str) -> str:
     return _STAGE_GROUPS.get(head, "run_setup")
 
 
-def _record_run_stages(clock: Clock, timeline: list[tuple[float, str]], t_auth: float, t_done: float) -> None:
+def _record_run_stages(clock: Clock, timeline: list[tuple[float, str]], t_auth: float, t_done: float,
+                       prefix: str = "") -> None:
     """Stage times of the run from the label holder's task stages as seen by polling (±0.3 s):
     each group lasts from its first sighting to the first sighting of the next group."""
     marks: list[tuple[float, str]] = [(t_auth, "run_setup")]
@@ -634,7 +798,7 @@ def _record_run_stages(clock: Clock, timeline: list[tuple[float, str]], t_auth: 
         if group != marks[-1][1]:
             marks.append((t, group))
     for (t0, group), (t1, _) in zip(marks, [*marks[1:], (t_done, "")], strict=True):
-        clock.add(group, max(0.0, t1 - t0))
+        clock.add(f"{prefix}{group}", max(0.0, t1 - t0))
 
 
 def _print_summary(con: Any, result: DemoResult, summary: Any, rows: Any) -> None:
@@ -648,7 +812,7 @@ def _print_summary(con: Any, result: DemoResult, summary: Any, rows: Any) -> Non
     bank_auc = next(m.auc for m in summary.models if m.role == "bank_only")
     for m in summary.models:
         t.add_row(m.name, f"{m.auc:.3f}", f"{m.ks:.3f}", f"{m.auc - bank_auc:+.3f}",
-                  "n/a (needs vertical_predict)" if m.psi is None else f"{m.psi:.3f} ({m.psi_verdict})")
+                  "—" if m.psi is None else f"{m.psi:.3f} ({m.psi_verdict})")
     con.print(t)
     con.print(f"uplift over bank-only: [bold]{result.uplift:+.3f}[/bold] AUC; gap to centralized: "
               f"[bold]{result.gap_to_centralized:+.3f}[/bold] (target ≤ 0.01)")
@@ -658,8 +822,11 @@ def _print_summary(con: Any, result: DemoResult, summary: Any, rows: Any) -> Non
     rate = "n/a" if result.white_list_default_rate is None else f"{result.white_list_default_rate:.1%}"
     con.print(f"pre-loan white list (PD ≤ {WHITE_LIST_MAX_PD:.0%}): {result.white_list_size:,} enterprises; "
               f"default rate among its test rows {rate}")
-    for item in result.not_yet_possible:
-        con.print(f"[yellow]not yet possible:[/yellow] {item}")
+    post = result.post_loan
+    if post is not None:
+        rows_ = _post_loan_rows(post)
+        con.print("post-loan monitoring: " + "; ".join(f"{k}: [bold]{v}[/bold]" for k, v in rows_.items()))
+    con.print("jobs: " + "; ".join(f"{j.title} {j.job_id} {j.state}" for j in result.jobs))
     con.print(f"report: {result.report_dir / 'report.html'} ({', '.join(result.report_files)})")
 
 
@@ -667,7 +834,8 @@ def _print_audit(con: Any, audit: Any, result: DemoResult) -> None:
     con.rule("the regulator's audit (from the chain alone)")
     con.print(f"{audit.members} members, {audit.datasets} datasets, {audit.authorizations_count} authorizations, "
               f"{audit.receipts_count} usage receipts, {audit.anchors_count} audit anchors")
-    con.print("receipts of this job: " + ", ".join(f"{m} {n}" for m, n in result.receipts.items()))
+    for j in result.jobs:
+        con.print(f"receipts of the {j.title} job: " + (", ".join(f"{m} {n}" for m, n in j.receipts.items()) or "none"))
     if audit.clean:
         con.print("[bold green]audit clean[/bold green]: every use of data was authorized by its owner")
     else:

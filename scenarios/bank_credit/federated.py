@@ -210,6 +210,19 @@ def sslr_params(n_rows: int, test_fraction: float = TEST_FRACTION) -> dict[str, 
     return params
 
 
+def tree_params(n_rows: int, test_fraction: float = TEST_FRACTION) -> dict[str, Any]:
+    """SGB / SS-XGB parameters for the scenario: shallow trees, a few rounds (2 cores; see the README)."""
+    params: dict[str, Any] = {"num_boost_round": 10, "max_depth": 3, "learning_rate": 0.3, "sketch_eps": 0.1}
+    if engine_split_param():
+        params["test_fraction"] = test_fraction
+    return params
+
+
+def auto_params(algorithm: str, n_rows: int, test_fraction: float = TEST_FRACTION) -> dict[str, Any]:
+    """``params: auto`` in a job template: :func:`sslr_params` or :func:`tree_params`."""
+    return sslr_params(n_rows, test_fraction) if algorithm == "ss_lr" else tree_params(n_rows, test_fraction)
+
+
 # ---------------------------------------------------------------- comparators and report inputs
 
 class JoinedRows(BaseModel):
@@ -310,20 +323,31 @@ class FederatedScores(BaseModel):
     auc_test: float
     ks_test: float
     engine_metrics: dict[str, Any] = Field(default_factory=dict)
+    calibration: Calibration
 
-    def scores(self, rows: JoinedRows) -> ModelScores:
-        """Report input."""
-        return ModelScores(name=self.name, role="federated", y_test=rows.y[rows.test],
-                           score_test=self.score[rows.test])
+    def scores(self, rows: JoinedRows, monitoring: ScoredPopulation | None = None,
+               role: Literal["federated", "other"] = "federated") -> ModelScores:
+        """Report input; with the post-loan re-scoring also training vs monitoring (PSI)."""
+        return ModelScores(name=self.name, role=role, y_test=rows.y[rows.test], score_test=self.score[rows.test],
+                           score_train=None if monitoring is None else self.score[~rows.test],
+                           score_monitoring=None if monitoring is None else monitoring.pd)
 
 
-def calibrate(score: np.ndarray, y: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
-    """Platt-calibrate PDs on ``fit_rows``: the bank maps the joint model's scores to its own default rates.
+class Calibration(BaseModel):
+    """The bank's Platt map from the joint model's raw score to a PD: ``sigmoid(a + b·logit(raw))``."""
 
-    SS-LR after a few epochs ranks well but its PDs are compressed towards 0.5 (the intercept is
-    still moving); a one-feature logistic fit on ``logit(score)`` — done by the bank, on its own labels
-    and scores — fixes the scale. Monotone, so AUC and KS are unchanged.
-    """
+    a: float
+    b: float
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated PDs of raw engine scores (monotone in ``raw``)."""
+        eps = 1e-6
+        r = np.clip(np.asarray(raw, dtype=np.float64), eps, 1 - eps)
+        return 1.0 / (1.0 + np.exp(-(self.a + self.b * np.log(r / (1 - r)))))
+
+
+def fit_calibration(score: np.ndarray, y: np.ndarray, fit_rows: np.ndarray) -> Calibration:
+    """Fit the Platt map on ``fit_rows`` (see :func:`calibrate`)."""
     from sklearn.linear_model import LogisticRegression
 
     eps = 1e-6
@@ -333,7 +357,18 @@ def calibrate(score: np.ndarray, y: np.ndarray, fit_rows: np.ndarray) -> np.ndar
     model = LogisticRegression(C=1e6, max_iter=1000).fit(z[fit_rows], y[fit_rows])
     if model.coef_[0][0] <= 0:  # a model that ranks backwards is not something to rescale silently
         raise ResultMismatchError("the joint model's scores rank defaults backwards; refusing to calibrate")
-    return model.predict_proba(z)[:, 1]
+    return Calibration(a=float(model.intercept_[0]), b=float(model.coef_[0][0]))
+
+
+def calibrate(score: np.ndarray, y: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
+    """Platt-calibrate PDs on ``fit_rows``: the bank maps the joint model's scores to its own default rates.
+
+    SS-LR after a few epochs ranks well but its PDs are compressed towards 0.5 (the intercept is
+    still moving); a one-feature logistic fit on ``logit(score)`` — done by the bank, on its own labels
+    and scores — fixes the scale. Monotone, so AUC and KS are unchanged. The same map is applied to
+    later scores of the model (:func:`scored_population`).
+    """
+    return fit_calibration(score, y, fit_rows).apply(score)
 
 
 def federated_scores(predictions_csv: bytes | str, rows: JoinedRows, engine_metrics: dict[str, Any] | None = None,
@@ -365,10 +400,12 @@ def federated_scores(predictions_csv: bytes | str, rows: JoinedRows, engine_metr
     raw = frame["score"].to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(raw)) or (raw < 0).any() or (raw > 1).any():
         raise ResultMismatchError("the predictions contain scores that are not probabilities")
-    score = calibrate(raw, rows.y, ~rows.test if evaluation == "holdout" else np.ones(len(raw), dtype=bool))
+    cal = fit_calibration(raw, rows.y, ~rows.test if evaluation == "holdout" else np.ones(len(raw), dtype=bool))
+    score = cal.apply(raw)
     return FederatedScores(name=name, evaluation=evaluation, score=score, raw_score=raw,
                            auc_test=auc(rows.y[rows.test], score[rows.test]),
-                           ks_test=ks(rows.y[rows.test], score[rows.test]).ks, engine_metrics=engine_metrics or {})
+                           ks_test=ks(rows.y[rows.test], score[rows.test]).ks, engine_metrics=engine_metrics or {},
+                           calibration=cal)
 
 
 def white_list(rows: JoinedRows, score: np.ndarray, max_pd: float) -> pd.DataFrame:
@@ -376,3 +413,139 @@ def white_list(rows: JoinedRows, score: np.ndarray, max_pd: float) -> pd.DataFra
     keep = score <= max_pd
     out = pd.DataFrame({KEY: rows.keys[keep], "pd": score[keep]}).sort_values("pd", kind="stable")
     return out.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- in-loan scoring and post-loan monitoring
+
+def prepare_monitoring(data: FederationData, prep: PreparedFederation, out_dir: Path) -> PreparedFederation:
+    """A year later: every member applies its *training* preprocessor to its monitoring snapshot (the bank's
+    current borrowers, no outcome yet) and publishes the result as a new dataset (``<member>_2025_monitoring``)."""
+    members = {m: prepare_member(data, m, out_dir, prep.test_fraction, snapshot="monitoring",
+                                 preprocessor=p.preprocessor) for m, p in prep.members.items()}
+    for m, p in members.items():
+        if p.features != prep.members[m].features:
+            raise ScenarioRunError(f"{m}: the monitoring snapshot's columns differ from the training columns")
+    return PreparedFederation(bank=prep.bank, departments=prep.departments, test_fraction=prep.test_fraction,
+                              members=members)
+
+
+def inner_keys(prep: PreparedFederation) -> np.ndarray:
+    """The keys every member of ``prep`` knows (what PSI yields), sorted."""
+    keys: pd.Index | None = None
+    for p in prep.members.values():
+        own = pd.Index(pd.read_csv(p.csv_path, usecols=[KEY], dtype={KEY: str})[KEY])
+        keys = own if keys is None else keys.intersection(own)
+    assert keys is not None
+    return np.sort(keys.to_numpy())
+
+
+def predict_job_spec(training_spec: dict[str, Any], training_job: str, mon: PreparedFederation,
+                     purpose: str, expires_in_s: int = 3600, timeout_s: float = 1800.0) -> dict[str, Any]:
+    """The in-loan scoring job: ``vertical_predict`` with the training job's stored model parts over the
+    members' monitoring datasets — the same members and columns the model was trained on, no label column."""
+    bank = mon.bank
+    inputs = []
+    for inp in training_spec["inputs"]:
+        m = inp["member"]
+        if m not in mon.members:
+            raise ScenarioRunError(f"{m} took part in training {training_job} but has no monitoring dataset")
+        inputs.append({"member": m, "dataset": mon.members[m].dataset, "columns": list(inp["columns"])})
+    return {
+        "kind": "vertical_predict",
+        "requester": training_spec["requester"],
+        "purpose": purpose,
+        "join_key": training_spec["join_key"],
+        "label": {"member": bank, "dataset": mon.members[bank].dataset},
+        "inputs": inputs,
+        "psi_protocol": training_spec.get("psi_protocol", "RR22"),
+        "model": {"algorithm": training_spec["model"]["algorithm"]},
+        "model_from": training_job,
+        "outputs": [{"name": "predictions", "receiver": training_spec["requester"]}],
+        "expires_in_s": expires_in_s,
+        "max_runs": 1,
+        "timeout_s": timeout_s,
+    }
+
+
+class ScoredPopulation(BaseModel):
+    """The bank's decrypted in-loan scores of its current borrowers (the monitoring population)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    keys: np.ndarray
+    raw: np.ndarray = Field(repr=False)
+    pd: np.ndarray = Field(repr=False)
+    """Through the training job's calibration (:class:`Calibration`)."""
+
+
+def scored_population(predictions_csv: bytes | str, calibration: Calibration,
+                      expected_keys: np.ndarray) -> ScoredPopulation:
+    """Parse a ``vertical_predict`` job's ``predictions`` and check that it covers exactly ``expected_keys``."""
+    import io
+
+    text = predictions_csv.decode() if isinstance(predictions_csv, bytes) else predictions_csv
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype={KEY: str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultMismatchError(f"the in-loan predictions are not a CSV: {exc}") from None
+    for col in (KEY, "score"):
+        if col not in frame.columns:
+            raise ResultMismatchError(f"the in-loan predictions have no {col!r} column (columns: {list(frame.columns)})")
+    if len(frame) != len(expected_keys) or set(frame[KEY]) != set(expected_keys):
+        raise ResultMismatchError(f"the in-loan predictions cover {len(frame)} keys, the monitoring intersection has "
+                                  f"{len(expected_keys)} ({len(set(frame[KEY]) ^ set(expected_keys))} keys differ)")
+    frame = frame.set_index(KEY).loc[expected_keys]
+    raw = frame["score"].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(raw)) or (raw < 0).any() or (raw > 1).any():
+        raise ResultMismatchError("the in-loan predictions contain scores that are not probabilities")
+    return ScoredPopulation(keys=np.asarray(expected_keys), raw=raw, pd=calibration.apply(raw))
+
+
+class PostLoanSummary(BaseModel):
+    """Post-loan monitoring of the bank's current borrowers, from the in-loan re-scoring."""
+
+    scored: int
+    min_pd: float
+    high_risk: int
+    deteriorated: int
+    """Borrowers whose PD at least doubled since origination and is above the portfolio's default rate."""
+    mean_pd_origination: float | None
+    mean_pd_now: float
+    outcome_auc: float | None = None
+    """Evaluation only (the generator's hidden outcomes a year on): AUC of the re-scored PDs."""
+    default_rate_high_risk: float | None = None
+    default_rate_rest: float | None = None
+
+
+def post_loan_watch_list(pop: ScoredPopulation, origination: pd.Series, min_pd: float) -> pd.DataFrame:
+    """Borrowers the bank should review: PD now ≥ ``min_pd``, or PD at least doubled since origination and
+    above the portfolio's mean PD — highest PD first. ``origination``: key → PD when the loan was granted."""
+    now = pd.Series(pop.pd, index=pop.keys)
+    then = origination.reindex(pop.keys)
+    ratio = now / then
+    flag = (now >= min_pd) | ((ratio >= 2.0) & (now >= float(now.mean())))
+    out = pd.DataFrame({KEY: pop.keys, "pd_now": now.to_numpy(), "pd_origination": then.to_numpy(),
+                        "reason": np.where(now >= min_pd, "pd_above_limit", "pd_doubled")})[flag.to_numpy()]
+    return out.sort_values("pd_now", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def post_loan_summary(pop: ScoredPopulation, watch: pd.DataFrame, origination: pd.Series, min_pd: float,
+                      outcomes: pd.Series | None = None) -> PostLoanSummary:
+    """Numbers of the post-loan monitoring; ``outcomes`` (key → defaulted in the following 12 months) only
+    for evaluation — the bank does not know them yet."""
+    then = origination.reindex(pop.keys).dropna()
+    out = PostLoanSummary(scored=len(pop.keys), min_pd=min_pd, high_risk=len(watch),
+                          deteriorated=int((watch["reason"] == "pd_doubled").sum()),
+                          mean_pd_origination=float(then.mean()) if len(then) else None,
+                          mean_pd_now=float(pop.pd.mean()))
+    if outcomes is not None:
+        y = outcomes.reindex(pop.keys)
+        if y.isna().any():
+            raise ResultMismatchError(f"{int(y.isna().sum())} re-scored borrowers have no recorded outcome")
+        y = y.to_numpy(dtype=np.int64)
+        flagged = np.isin(pop.keys, watch[KEY].to_numpy())
+        if 0 < y.sum() < len(y):
+            out.outcome_auc = auc(y, pop.pd)
+        out.default_rate_high_risk = float(y[flagged].mean()) if flagged.any() else None
+        out.default_rate_rest = float(y[~flagged].mean()) if (~flagged).any() else None
+    return out

@@ -99,6 +99,8 @@ class ReportSummary(BaseModel):
     files: dict[str, str] = {}
     notes: list[str] = []
     feature_iv: list[FeatureIvRow] = []
+    post_loan: dict[str, str] = {}
+    """Post-loan monitoring, as label → formatted value (empty when there was no re-scoring)."""
 
     def model(self, name: str) -> ModelSummary:
         """The summary of model ``name``."""
@@ -296,6 +298,9 @@ points = scorecard points (600 at odds 50:1, 20 points to double the odds, 300�
 {% for f in s.feature_iv %}<tr><td class="l">{{ f.member }}</td><td class="l">{{ f.column }}</td><td>{{ "%.3f"|format(f.iv) }}</td>
 <td class="l">{{ f.strength }}</td><td>{{ "%.1f"|format(100 * f.missing_rate) }}%</td></tr>{% endfor %}</table>{% endif %}
 
+{% if s.post_loan %}<h2>Post-loan monitoring (in-loan re-scoring of current borrowers)</h2>
+<table>{% for k, v in s.post_loan.items() %}<tr><td class="l">{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>{% endif %}
+
 {% if s.files.psi %}<h2>Population stability (training → monitoring)</h2><img src="{{ s.files.psi }}" alt="PSI">
 <p class="small">PSI &lt; 0.1 stable, 0.1–0.25 moderate shift, &gt; 0.25 significant shift; bins are deciles of the
 training scores.</p>
@@ -312,11 +317,12 @@ training scores.</p>
 
 def build_report(models: Sequence[ModelScores], out_dir: Path, title: str = "Bank credit — joint model report",
                  notes: Sequence[str] = (), edges: Sequence[float] = POINT_EDGES,
-                 feature_iv: Sequence[BaseModel] = ()) -> ReportSummary:
+                 feature_iv: Sequence[BaseModel] = (), post_loan: dict[str, str] | None = None) -> ReportSummary:
     """Compute every model's numbers, draw the plots and write ``report.html`` and ``summary.json``.
 
     ``feature_iv`` (e.g. from :func:`~scenarios.bank_credit.baselines.information_values`)
-    adds a table of the features' information values.
+    adds a table of the features' information values; ``post_loan`` (label → value) a table of the
+    post-loan monitoring.
     """
     import jinja2
 
@@ -326,7 +332,7 @@ def build_report(models: Sequence[ModelScores], out_dir: Path, title: str = "Ban
     out_dir.mkdir(parents=True, exist_ok=True)
     by_role = {s.role: s for s in summaries}
     summary = ReportSummary(title=title, generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                            models=summaries, notes=list(notes),
+                            models=summaries, notes=list(notes), post_loan=dict(post_loan or {}),
                             feature_iv=[FeatureIvRow.model_validate(f, from_attributes=True) for f in feature_iv])
     fed, bank, cent = by_role.get("federated"), by_role.get("bank_only"), by_role.get("centralized")
     if cent and bank:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 
+import pandas as pd
 import psutil
 import pytest
 from rich.console import Console
@@ -59,17 +60,35 @@ def test_demo_end_to_end(tmp_path, no_leaked_processes):
     assert abs(fed.auc - central.auc) <= AUC_TOLERANCE, (fed, central)
     assert fed.auc - bank.auc >= 0.05 and res.uplift == pytest.approx(fed.auc - bank.auc, abs=1e-9)
     assert 0.3 < fed.ks < 0.9
-    assert central.psi is not None and fed.psi is None  # no federated re-scoring without vertical_predict
-    assert res.not_yet_possible
+    # in-loan scoring: a vertical_predict job with the stored model over the new snapshot, approved and
+    # receipted like the training; post-loan monitoring from its scores
+    train, in_loan = res.jobs
+    assert (train.kind, train.job_id, train.state) == ("vertical_train", res.job_id, "SUCCEEDED")
+    assert (in_loan.kind, in_loan.state) == ("vertical_predict", "SUCCEEDED") and in_loan.job_id != res.job_id
+    assert in_loan.approvals == dict.fromkeys(parties, "approved")
+    assert in_loan.receipts == dict.fromkeys(parties, 1)
+    assert "tax_2025_monitoring" in text and "vertical_predict" in text
+    post = res.post_loan
+    assert post is not None and post.scored > 0.5 * res.intersection_rows
+    assert 0 < post.high_risk < post.scored
+    # the watch list is worth a look: its borrowers default far more often in the following year
+    assert post.default_rate_high_risk > 2 * post.default_rate_rest
+    assert post.outcome_auc > 0.7
+    assert fed.psi is not None and central.psi is not None and abs(fed.psi - central.psi) < 0.05
     # report files written
-    for f in ("report.html", "roc.png", "ks.png", "bands.png", "psi.png", "summary.json", "white_list.csv"):
+    for f in ("report.html", "roc.png", "ks.png", "bands.png", "psi.png", "summary.json", "white_list.csv",
+              "in_loan_scores.csv", "post_loan_watch_list.csv"):
         assert (res.report_dir / f).stat().st_size > 0, f
+    scores = pd.read_csv(res.report_dir / "in_loan_scores.csv", dtype={"uscc": str})
+    assert len(scores) == post.scored and scores["pd"].between(0, 1).all()
+    assert "Post-loan monitoring" in (res.report_dir / "report.html").read_text()
     summary = json.loads((res.report_dir / "summary.json").read_text())
     assert {m["role"] for m in summary["models"]} == {"federated", "bank_only", "centralized"}
     saved = json.loads((out / "demo_result.json").read_text())
     assert saved["state"] == "SUCCEEDED" and saved["job_id"] == res.job_id
     stages = {s.stage for s in res.stages}
     assert {"federation_up", "ingest", "approvals", "authorization", "psi", "train", "receipts",
+            "in_loan_ingest", "in_loan_approvals", "in_loan_psi", "in_loan_predict", "post_loan_monitoring",
             "federation_down"} <= stages
     # everything stopped, nothing of the federation left in the process table
     assert not (out / "federation" / "federation.state.json").exists()

@@ -179,3 +179,84 @@ def test_run_stage_timeline_groups_the_label_holders_task_stages():
     assert got == {"run_setup": 2.0, "engine_start": 4.0, "psi": 5.0, "train": 10.0, "predict": 1.0,
                    "receipts": 3.0}
     assert res.seconds("train") == 10.0 and res.seconds("nothing") == 0.0
+
+
+# ---------------------------------------------------------------- in-loan scoring and post-loan monitoring
+
+
+def test_monitoring_snapshot_is_prepared_with_the_training_transform(small, tmp_path):
+    from scenarios.bank_credit.federated import inner_keys, prepare_monitoring
+
+    data, prep, rows = small
+    mon = prepare_monitoring(data, prep, tmp_path / "mon")
+    assert mon.parties == prep.parties
+    for m, p in mon.members.items():
+        assert p.dataset == f"{m}_2025_monitoring" and not p.has_label  # no outcome a year on
+        assert p.features == prep.members[m].features
+        frame = pd.read_csv(p.csv_path, dtype={KEY: str})
+        assert LABEL not in frame.columns
+    keys = inner_keys(mon)
+    blocks = monitoring_blocks(prep, data, keys)  # the same transform applied by the evaluator
+    bank = pd.read_csv(mon.members["bank_a"].csv_path, dtype={KEY: str}).set_index(KEY).loc[keys]
+    assert np.allclose(bank[prep.members["bank_a"].features].to_numpy(), blocks["bank_a"], atol=1e-6)
+    assert len(keys) > 0.5 * len(rows.keys)
+
+
+def test_predict_job_spec_reuses_the_training_columns_without_the_label(small, tmp_path):
+    from coordinator.spec import parse_spec
+    from scenarios.bank_credit.federated import predict_job_spec, prepare_monitoring
+
+    data, prep, _ = small
+    mon = prepare_monitoring(data, prep, tmp_path / "mon")
+    train = training_job_spec(prep)
+    spec = predict_job_spec(train, "job-t1", mon, purpose="in-loan scoring of current borrowers")
+    parsed = parse_spec(spec)
+    assert parsed.kind == "vertical_predict" and parsed.model_from == "job-t1"
+    assert parsed.label is not None and parsed.label.column is None
+    assert parsed.label.dataset == "bank_a_2025_monitoring"
+    assert [i.columns for i in parsed.inputs] == [i["columns"] for i in train["inputs"]]
+    assert [i.dataset for i in parsed.inputs] == [mon.members[m].dataset for m in mon.parties]
+    with pytest.raises(ScenarioRunError, match="no monitoring dataset"):
+        predict_job_spec({**train, "inputs": [*train["inputs"], {"member": "housing", "dataset": "h",
+                                                                  "columns": []}]}, "job-t1", mon, purpose="x")
+
+
+def test_in_loan_scores_use_the_training_calibration_and_name_mismatches(small):
+    from scenarios.bank_credit.federated import Calibration, scored_population
+
+    _, _, rows = small
+    keys = rows.keys[:200]
+    raw = np.linspace(0.3, 0.7, 200)
+    cal = Calibration(a=-2.0, b=3.0)
+    csv = pd.DataFrame({KEY: keys, "score": raw}).sample(frac=1.0, random_state=2).to_csv(index=False)
+    pop = scored_population(csv, cal, keys)
+    assert list(pop.keys) == list(keys)
+    expected = 1 / (1 + np.exp(-(-2.0 + 3.0 * np.log(raw / (1 - raw)))))
+    assert np.allclose(pop.pd, expected) and np.all(np.diff(pop.pd) > 0)
+    with pytest.raises(ResultMismatchError, match="cover 200 keys"):
+        scored_population(csv, cal, rows.keys[:201])
+    with pytest.raises(ResultMismatchError, match="no 'score' column"):
+        scored_population(pd.DataFrame({KEY: keys}).to_csv(index=False), cal, keys)
+    with pytest.raises(ResultMismatchError, match="not probabilities"):
+        scored_population(pd.DataFrame({KEY: keys, "score": raw * 3}).to_csv(index=False), cal, keys)
+
+
+def test_post_loan_watch_list_flags_high_and_doubled_pds():
+    from scenarios.bank_credit.federated import ScoredPopulation, post_loan_summary, post_loan_watch_list
+
+    keys = np.array([f"k{i}" for i in range(6)])
+    now = np.array([0.30, 0.15, 0.16, 0.04, 0.02, 0.01])  # mean 0.113
+    then = pd.Series([0.25, 0.20, 0.05, 0.03, 0.01, 0.02], index=keys)
+    pop = ScoredPopulation(keys=keys, raw=now, pd=now)
+    watch = post_loan_watch_list(pop, then, min_pd=0.2)
+    # k0 is above the limit; k2 more than doubled and is above the mean; k4 doubled but stays low
+    assert list(watch[KEY]) == ["k0", "k2"]
+    assert list(watch["reason"]) == ["pd_above_limit", "pd_doubled"]
+    assert list(watch["pd_origination"]) == [0.25, 0.05]
+    y = pd.Series([1, 0, 1, 0, 0, 0], index=keys)
+    s = post_loan_summary(pop, watch, then, 0.2, outcomes=y)
+    assert (s.scored, s.high_risk, s.deteriorated) == (6, 2, 1)
+    assert s.default_rate_high_risk == 1.0 and s.default_rate_rest == 0.0 and s.outcome_auc == 1.0
+    assert s.mean_pd_now == pytest.approx(now.mean()) and s.mean_pd_origination == pytest.approx(then.mean())
+    with pytest.raises(ResultMismatchError, match="no recorded outcome"):
+        post_loan_summary(pop, watch, then, 0.2, outcomes=y.iloc[:5])
