@@ -429,38 +429,50 @@ class Coordinator:
 
     def _step_approvals(self, j: Job, manifest: dict[str, Any]) -> JobState:
         job_id = j.job_id
-        for a in self._approvals(job_id):
+
+        def ask(a: ApprovalRecord) -> dict[str, Any] | None:
+            """The node's answer for ``a``: the request it filed (unsent) or its current state (pending)."""
             client = self.node(a.member)
-            try:
-                if a.status == "unsent":
-                    try:
-                        got = client.submit_approval(node_request(manifest, a.member))
-                    except NodeRefused as exc:
-                        if exc.error != "ApprovalExists":
-                            raise
-                        got = client.find_approval(job_id)
-                        if got is None:
-                            raise
-                    if got["manifest_hash"] != a.request_hash:
-                        a.status, a.reason = "rejected", f"{a.member} hashed the request differently"
-                    else:
-                        a.node_request_id, a.status = got["id"], got["status"]
-                    a.updated_at = utcnow()
-                    self._save(a)
-                elif a.status == "pending" and a.node_request_id is not None:
-                    got = client.approval(a.node_request_id)
-                    if got["status"] != "pending":
-                        a.status, a.reason = got["status"], got.get("reason")
-                        a.approval_json = json.dumps(got["approval"]) if got.get("approval") else None
-                        a.updated_at = utcnow()
-                        self._save(a)
-            except NodeRefused as exc:
+            if a.status == "unsent":
+                try:
+                    return client.submit_approval(node_request(manifest, a.member))
+                except NodeRefused as exc:
+                    if exc.error != "ApprovalExists":
+                        raise
+                    got = client.find_approval(job_id)
+                    if got is None:
+                        raise
+                    return got
+            if a.status == "pending" and a.node_request_id is not None:
+                return client.approval(a.node_request_id)
+            return None
+
+        records = self._approvals(job_id)
+        asking = [a for a in records if a.status == "unsent" or (a.status == "pending" and a.node_request_id is not None)]
+        answers = dict(zip((a.member for a in asking), _concurrently(asking, ask), strict=True))  # every node at once
+        for a in records:
+            got, error = answers.get(a.member, (None, None))
+            if isinstance(error, NodeRefused):
                 self.lifecycle.transition(job_id, S.REJECTED, f"{a.member}'s node refused the request: "
-                                          f"{exc.error}: {exc.node_detail}")
+                                          f"{error.error}: {error.node_detail}")
                 return S.REJECTED
-            except NodeUnavailable as exc:
-                log.warning("job %s: %s", job_id, exc.detail)
+            if isinstance(error, NodeUnavailable):
+                log.warning("job %s: %s", job_id, error.detail)
                 continue
+            if error is not None:
+                raise error
+            if got is not None and a.status == "unsent":
+                if got["manifest_hash"] != a.request_hash:
+                    a.status, a.reason = "rejected", f"{a.member} hashed the request differently"
+                else:
+                    a.node_request_id, a.status = got["id"], got["status"]
+                a.updated_at = utcnow()
+                self._save(a)
+            elif got is not None and got["status"] != "pending":
+                a.status, a.reason = got["status"], got.get("reason")
+                a.approval_json = json.dumps(got["approval"]) if got.get("approval") else None
+                a.updated_at = utcnow()
+                self._save(a)
             if a.status == "rejected":
                 self.lifecycle.transition(job_id, S.REJECTED, f"{a.member} rejected: {a.reason or 'no reason given'}")
                 return S.REJECTED
