@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -144,7 +145,8 @@ def load_demo_config(path: Path = DEFAULT_CONFIG) -> DemoConfig:
 
 def resolve_job_template(path: Path, catalog: list[dict[str, Any]], n_rows: int, test_fraction: float) -> dict[str, Any]:
     """The job spec from a template: ``columns: published`` → every published column but the key and label
-    (from the coordinator's catalog); ``params: auto`` → :func:`~scenarios.bank_credit.federated.auto_params`."""
+    (from the coordinator's catalog); ``params: auto`` → :func:`~scenarios.bank_credit.federated.auto_params`;
+    ``params: {auto: true, …}`` → those, with the keys given overriding them."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -163,8 +165,12 @@ def resolve_job_template(path: Path, catalog: list[dict[str, Any]], n_rows: int,
             skip.add(label.get("column"))
         inp["columns"] = [c["name"] for c in entry["columns"] if c["name"] not in skip]
     model = raw.setdefault("model", {})
-    if model.get("params") == "auto":
-        model["params"] = auto_params(str(model.get("algorithm", "ss_lr")), n_rows, test_fraction)
+    params = model.get("params")
+    auto = auto_params(str(model.get("algorithm", "ss_lr")), n_rows, test_fraction)
+    if params == "auto":
+        model["params"] = auto
+    elif isinstance(params, dict) and params.pop("auto", False):  # the auto parameters, some overridden
+        model["params"] = {**auto, **params}
     return raw
 
 
@@ -232,6 +238,8 @@ class DemoResult(BaseModel):
     jobs: list[JobLine] = Field(default_factory=list)
     """Every job in the order submitted; the first is the pre-loan training (also in the fields above)."""
     post_loan: PostLoanSummary | None = None
+    scorecard_points: dict[str, float] | None = None
+    """P10 / median / P90 of the WOE scorecard's points on the test rows (when that model ran)."""
     stages: list[StageTime] = Field(default_factory=list)
     peak_rss_mb: dict[str, float] = Field(default_factory=dict)
 
@@ -690,26 +698,47 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
     _print_audit(con, audit, result)
 
 
+def _model_label(spec: dict[str, Any]) -> tuple[str, str]:
+    """(report name, stage prefix) of a pre-loan model job."""
+    algo = str(spec["model"]["algorithm"])
+    if algo == "ss_lr" and (spec["model"].get("params") or {}).get("woe_bins"):
+        return "federated WOE scorecard (SS-LR)", "scorecard_"
+    return f"federated {algo.upper().replace('_', '-')}", f"{algo}_"
+
+
 def _extra_model(con: Any, cfg: DemoConfig, state: Any, client: Any, prep: PreparedFederation, rows: Any,
                  template: Path, auto_approve: bool | None, interactive: bool, clock: Clock,
                  result: DemoResult) -> Any:
-    """Another pre-loan model (``jobs/pre_loan_<algorithm>.yaml``) on the same rows and split."""
+    """Another pre-loan model (``jobs/pre_loan_<model>.yaml``) on the same rows and split."""
+    import io
+
+    import pandas as pd
+
     from scenarios.bank_credit.federated import federated_scores
 
     if not template.is_absolute():
         template = DEFAULT_JOB.parent / template
     spec = resolve_job_template(template, client.catalog(), len(rows.keys), prep.test_fraction)
     spec["requester"] = cfg.bank
-    algo = spec["model"]["algorithm"]
-    line = JobLine(title=f"pre-loan {algo.upper()}", kind="vertical_train")
+    name, prefix = _model_label(spec)
+    line = JobLine(title=f"pre-loan {name.removeprefix('federated ')}", kind="vertical_train")
     result.jobs.append(line)
     _governed_job(con, cfg, state, client, spec, prep.parties, auto_approve, interactive, clock, line,
-                  f"running: PSI → {algo.upper()} → joint prediction (scores revealed to the bank only)",
-                  prefix=f"{algo}_")
-    with clock.stage(f"{algo}_results"):
+                  f"running: PSI → {name.removeprefix('federated ')} → joint prediction (revealed to the bank only)",
+                  prefix=prefix)
+    with clock.stage(f"{prefix}results"):
         metrics = json.loads(_open(client, state, cfg, line.job_id, "metrics"))
         preds = _open(client, state, cfg, line.job_id, "predictions")
-    return federated_scores(preds, rows, metrics, name=f"federated {algo.upper().replace('_', '-')}")
+    fed = federated_scores(preds, rows, metrics, name=name)
+    frame = pd.read_csv(io.BytesIO(preds), dtype={"uscc": str})
+    if "points" in frame.columns:  # the scorecard's points, as the engine computed them for the bank
+        pts = frame.set_index("uscc").loc[rows.keys, "points"].to_numpy()[rows.test]
+        result.scorecard_points = {q: round(float(v), 1) for q, v in
+                                   zip(("p10", "median", "p90"), np.percentile(pts, [10, 50, 90]), strict=True)}
+        con.print(f"[green]✓[/green] scorecard points of the test rows (engine output): median "
+                  f"{result.scorecard_points['median']:.0f}, P10–P90 {result.scorecard_points['p10']:.0f}–"
+                  f"{result.scorecard_points['p90']:.0f} (600 at 50:1 good:bad, 20 points to double the odds)")
+    return fed
 
 
 def _in_loan_and_post_loan(con: Any, cfg: DemoConfig, state: Any, client: Any, prep: PreparedFederation,
@@ -777,7 +806,7 @@ def _post_loan_rows(post: Any) -> dict[str, str]:
 
 
 _STAGE_GROUPS = {"connect": "engine_start", "validate": "engine_start", "psi": "psi", "train": "train",
-                 "predict": "predict", "done": "receipts", "succeeded": "receipts"}
+                 "predict": "predict", "woe": "train", "done": "receipts", "succeeded": "receipts"}
 
 
 def _stage_group(stage: str) -> str:

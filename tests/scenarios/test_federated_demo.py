@@ -62,7 +62,11 @@ def test_demo_end_to_end(tmp_path, no_leaked_processes):
     assert 0.3 < fed.ks < 0.9
     # in-loan scoring: a vertical_predict job with the stored model over the new snapshot, approved and
     # receipted like the training; post-loan monitoring from its scores
-    train, in_loan = res.jobs
+    train, sgb, in_loan = res.jobs
+    # the second pre-loan model (federation.yaml extra_models: SGB), its own job on the same rows and split
+    assert (sgb.kind, sgb.state, sgb.receipts) == ("vertical_train", "SUCCEEDED", dict.fromkeys(parties, 1))
+    sgb_line = next(m for m in res.models if m.name == "federated SGB")
+    assert sgb_line.auc - bank.auc >= 0.0 and sgb_line.role == "other"
     assert (train.kind, train.job_id, train.state) == ("vertical_train", res.job_id, "SUCCEEDED")
     assert (in_loan.kind, in_loan.state) == ("vertical_predict", "SUCCEEDED") and in_loan.job_id != res.job_id
     assert in_loan.approvals == dict.fromkeys(parties, "approved")
@@ -83,7 +87,7 @@ def test_demo_end_to_end(tmp_path, no_leaked_processes):
     assert len(scores) == post.scored and scores["pd"].between(0, 1).all()
     assert "Post-loan monitoring" in (res.report_dir / "report.html").read_text()
     summary = json.loads((res.report_dir / "summary.json").read_text())
-    assert {m["role"] for m in summary["models"]} == {"federated", "bank_only", "centralized"}
+    assert {m["role"] for m in summary["models"]} == {"federated", "bank_only", "centralized", "other"}
     saved = json.loads((out / "demo_result.json").read_text())
     assert saved["state"] == "SUCCEEDED" and saved["job_id"] == res.job_id
     stages = {s.stage for s in res.stages}
