@@ -710,11 +710,7 @@ def _extra_model(con: Any, cfg: DemoConfig, state: Any, client: Any, prep: Prepa
                  template: Path, auto_approve: bool | None, interactive: bool, clock: Clock,
                  result: DemoResult) -> Any:
     """Another pre-loan model (``jobs/pre_loan_<model>.yaml``) on the same rows and split."""
-    import io
-
-    import pandas as pd
-
-    from scenarios.bank_credit.federated import federated_scores
+    from scenarios.bank_credit.federated import federated_scores, read_predictions
 
     if not template.is_absolute():
         template = DEFAULT_JOB.parent / template
@@ -730,9 +726,9 @@ def _extra_model(con: Any, cfg: DemoConfig, state: Any, client: Any, prep: Prepa
         metrics = json.loads(_open(client, state, cfg, line.job_id, "metrics"))
         preds = _open(client, state, cfg, line.job_id, "predictions")
     fed = federated_scores(preds, rows, metrics, name=name)
-    frame = pd.read_csv(io.BytesIO(preds), dtype={"uscc": str})
+    frame = read_predictions(preds, rows.keys, "predictions")
     if "points" in frame.columns:  # the scorecard's points, as the engine computed them for the bank
-        pts = frame.set_index("uscc").loc[rows.keys, "points"].to_numpy()[rows.test]
+        pts = frame["points"].to_numpy(dtype=np.float64)[rows.test]
         result.scorecard_points = {q: round(float(v), 1) for q, v in
                                    zip(("p10", "median", "p90"), np.percentile(pts, [10, 50, 90]), strict=True)}
         con.print(f"[green]✓[/green] scorecard points of the test rows (engine output): median "

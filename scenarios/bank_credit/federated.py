@@ -371,24 +371,34 @@ def calibrate(score: np.ndarray, y: np.ndarray, fit_rows: np.ndarray) -> np.ndar
     return fit_calibration(score, y, fit_rows).apply(score)
 
 
-def federated_scores(predictions_csv: bytes | str, rows: JoinedRows, engine_metrics: dict[str, Any] | None = None,
-                     name: str = "federated SS-LR") -> FederatedScores:
-    """Parse the bank's ``predictions`` output and align it with ``rows`` (named error on any mismatch)."""
+def read_predictions(predictions_csv: bytes | str, expected_keys: np.ndarray, what: str) -> pd.DataFrame:
+    """A ``predictions`` output as a frame indexed by key in the order of ``expected_keys``: it must be a
+    CSV with the key and a ``score`` column, cover exactly ``expected_keys``, and hold probabilities."""
     import io
 
     text = predictions_csv.decode() if isinstance(predictions_csv, bytes) else predictions_csv
     try:
         frame = pd.read_csv(io.StringIO(text), dtype={KEY: str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ResultMismatchError(f"the predictions output is not a CSV: {exc}") from None
+        raise ResultMismatchError(f"the {what} output is not a CSV: {exc}") from None
     for col in (KEY, "score"):
         if col not in frame.columns:
-            raise ResultMismatchError(f"the predictions output has no {col!r} column (columns: {list(frame.columns)})")
-    if len(frame) != len(rows.keys) or set(frame[KEY]) != set(rows.keys):
+            raise ResultMismatchError(f"the {what} output has no {col!r} column (columns: {list(frame.columns)})")
+    if len(frame) != len(expected_keys) or set(frame[KEY]) != set(expected_keys):
         raise ResultMismatchError(
-            f"the predictions cover {len(frame)} keys, the expected intersection has {len(rows.keys)} "
-            f"({len(set(frame[KEY]) ^ set(rows.keys))} keys differ)")
-    frame = frame.set_index(KEY).loc[rows.keys]
+            f"the {what} cover {len(frame)} keys, the expected intersection has {len(expected_keys)} "
+            f"({len(set(frame[KEY]) ^ set(expected_keys))} keys differ)")
+    frame = frame.set_index(KEY).loc[expected_keys]
+    raw = frame["score"].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(raw)) or (raw < 0).any() or (raw > 1).any():
+        raise ResultMismatchError(f"the {what} contain scores that are not probabilities")
+    return frame
+
+
+def federated_scores(predictions_csv: bytes | str, rows: JoinedRows, engine_metrics: dict[str, Any] | None = None,
+                     name: str = "federated SS-LR") -> FederatedScores:
+    """Parse the bank's ``predictions`` output and align it with ``rows`` (named error on any mismatch)."""
+    frame = read_predictions(predictions_csv, rows.keys, "predictions")
     if LABEL in frame.columns and not np.array_equal(frame[LABEL].to_numpy(dtype=np.int64), rows.y):
         raise ResultMismatchError("the labels in the predictions differ from the bank's own labels")
     evaluation: Evaluation = "in-sample"
@@ -398,8 +408,6 @@ def federated_scores(predictions_csv: bytes | str, rows: JoinedRows, engine_metr
             raise ResultMismatchError("the engine's train/test split differs from holdout_mask(keys)")
         evaluation = "holdout"
     raw = frame["score"].to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(raw)) or (raw < 0).any() or (raw > 1).any():
-        raise ResultMismatchError("the predictions contain scores that are not probabilities")
     cal = fit_calibration(raw, rows.y, ~rows.test if evaluation == "holdout" else np.ones(len(raw), dtype=bool))
     score = cal.apply(raw)
     return FederatedScores(name=name, evaluation=evaluation, score=score, raw_score=raw,
@@ -481,23 +489,8 @@ class ScoredPopulation(BaseModel):
 def scored_population(predictions_csv: bytes | str, calibration: Calibration,
                       expected_keys: np.ndarray) -> ScoredPopulation:
     """Parse a ``vertical_predict`` job's ``predictions`` and check that it covers exactly ``expected_keys``."""
-    import io
-
-    text = predictions_csv.decode() if isinstance(predictions_csv, bytes) else predictions_csv
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype={KEY: str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ResultMismatchError(f"the in-loan predictions are not a CSV: {exc}") from None
-    for col in (KEY, "score"):
-        if col not in frame.columns:
-            raise ResultMismatchError(f"the in-loan predictions have no {col!r} column (columns: {list(frame.columns)})")
-    if len(frame) != len(expected_keys) or set(frame[KEY]) != set(expected_keys):
-        raise ResultMismatchError(f"the in-loan predictions cover {len(frame)} keys, the monitoring intersection has "
-                                  f"{len(expected_keys)} ({len(set(frame[KEY]) ^ set(expected_keys))} keys differ)")
-    frame = frame.set_index(KEY).loc[expected_keys]
+    frame = read_predictions(predictions_csv, expected_keys, "in-loan predictions")
     raw = frame["score"].to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(raw)) or (raw < 0).any() or (raw > 1).any():
-        raise ResultMismatchError("the in-loan predictions contain scores that are not probabilities")
     return ScoredPopulation(keys=np.asarray(expected_keys), raw=raw, pd=calibration.apply(raw))
 
 
