@@ -21,11 +21,12 @@ from typing import Any, Literal
 
 import httpx
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coordinator.errors import FederationError, InvalidFederationConfig
 from dcp.net import free_port
 from dcp.settings import project_root
+from dcp.yamlfile import load_yaml_model
 
 STATE_FILE = "federation.state.json"
 ROLES = {"department": 1, "bank": 2, "regulator": 3, "coordinator": 4, "researcher": 5}
@@ -97,18 +98,7 @@ class FederationConfig(_Model):
 def load_federation_config(path: str | Path) -> FederationConfig:
     """Load and validate a federation file; relative paths are relative to it."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise InvalidFederationConfig(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidFederationConfig(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    try:
-        cfg = FederationConfig.model_validate(raw)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise InvalidFederationConfig(
-            f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}") from None
+    cfg = load_yaml_model(path, FederationConfig, InvalidFederationConfig)
     base = path.parent.resolve()
     if not cfg.work_dir.is_absolute():
         cfg.work_dir = (base / cfg.work_dir).resolve()

@@ -121,18 +121,10 @@ class DemoConfig(_Model):
 
 def load_demo_config(path: Path = DEFAULT_CONFIG) -> DemoConfig:
     """Load and check the demo federation config (named errors)."""
+    from dcp.yamlfile import load_yaml_model
+
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise DemoConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise DemoConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    try:
-        cfg = DemoConfig.model_validate(raw)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise DemoConfigError(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+    cfg = load_yaml_model(path, DemoConfig, DemoConfigError)
     if not cfg.work_dir.is_absolute():
         cfg.work_dir = (path.parent / cfg.work_dir).resolve()
     banks = [m.name for m in cfg.members if m.role == "bank"]
