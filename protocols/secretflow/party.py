@@ -242,6 +242,7 @@ def psi_schedule(label_party: str, names: list[str]) -> list[PsiRound]:
     return forward + [PsiRound(p, reveal_to_peer=True) for p in peers[:-1]]
 
 
+PD_CLIP = 1e-6  # points of a PD the fixed-point sigmoid rounded to 0 or 1
 FIELD = "FM64"
 FXP_FRACTION_BITS = 18
 
@@ -283,14 +284,21 @@ def _write_label_outputs(
     out_dir: Path,
     algorithm: str,
     scorecard: Scorecard | None = None,
+    logit: bool = False,
 ) -> LabelMetrics | None:
-    if scorecard is None:
-        score = np.asarray(pred, dtype=float).reshape(-1)
-        frame = pd.DataFrame({key: rows.keys, "score": score})
-    else:  # a WOE scorecard reveals the log-odds: PD and points follow exactly
-        logit = np.asarray(pred, dtype=float).reshape(-1)
-        score = 1.0 / (1.0 + np.exp(-logit))
-        frame = pd.DataFrame({key: rows.keys, "score": score, "points": scorecard.points(logit)})
+    values = np.asarray(pred, dtype=float).reshape(-1)
+    if logit:  # the log-odds themselves: the exact PD
+        score = 1.0 / (1.0 + np.exp(-values))
+    else:
+        score = values
+    frame = pd.DataFrame({key: rows.keys, "score": score})
+    if scorecard is not None:
+        if logit:
+            log_odds = values
+        else:  # fixed point may round a PD to 0 or 1: clip to finite log-odds
+            clipped = np.clip(score, PD_CLIP, 1.0 - PD_CLIP)
+            log_odds = np.log(clipped / (1.0 - clipped))
+        frame["points"] = scorecard.points(log_odds)
     if rows.y is not None and label_col:
         frame[label_col] = rows.y.astype(int)
     if rows.test is not None:
@@ -672,12 +680,19 @@ def _learn(
         emit("stage", stage="predict", status="start")
         t0 = time.perf_counter()
         x_all = fed(feats_of)
-        if scorecard is not None:
-            pred = predict_logit(s, model, x_all, len(keys))  # the scorecard's log-odds
+        # a WOE scorecard with the exact logistic link reveals the log-odds (PD and points follow
+        # exactly); with an approximate link, the model's own PD, and the points from it
+        exact = scorecard is not None and (part.sig_type if part is not None else cfg.model.sig_type) == "real"
+        if exact:
+            pred = predict_logit(s, model, x_all, len(keys))
         else:
             pred = learner["predict"](s, model, x_all, len(keys))
         writer = (
-            (lambda p: _write_label_outputs(p, rows, cfg.join_key, cfg.label_column, stage, algorithm, scorecard))
+            (
+                lambda p: _write_label_outputs(
+                    p, rows, cfg.join_key, cfg.label_column, stage, algorithm, scorecard, logit=exact
+                )
+            )
             if me == label
             else _none1
         )

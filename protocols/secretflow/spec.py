@@ -84,6 +84,11 @@ class PartySpec(_Model):
         return v
 
 
+# SS-LR's sig_type "real" (1 / (1 + exp(-x)) on the SPU, SEMI2K, FM64, 18 fraction bits) trains
+# correctly with 3 parties and returns garbage weights (~1e13) with 5 (measured with 2 and 12
+# columns per party; "sr" is fine with 5) — so a job with more parties is refused by name.
+MAX_PARTIES_REAL_SIGMOID = 3
+
 _WOE = ("woe_bins", "woe_method", "woe_device", "score_base_points", "score_base_odds", "score_pdo", "points_tables")
 _LR_ONLY = ("epochs", "batch_size", "sig_type", "penalty", "l2_norm", "standardize", *_WOE)
 WoeMethod = Literal["quantile", "eq_range", "chimerge"]
@@ -151,19 +156,6 @@ class ModelParams(_Model):
     test_fraction: float | None = Field(default=None, gt=0, lt=1, description="None = train on every row")
     split_salt: str = Field(default="split", max_length=256)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _woe_link(cls, data: Any) -> Any:
-        # the scorecard's points are log-odds, so WOE-SS-LR trains with the exact logistic link
-        if (
-            isinstance(data, dict)
-            and data.get("woe_bins") is not None
-            and data.get("algorithm", "ss_lr") == "ss_lr"
-            and "sig_type" not in data
-        ):
-            return {**data, "sig_type": "real"}
-        return data
-
     @model_validator(mode="after")
     def _family(self) -> ModelParams:
         is_tree = self.algorithm in ("ss_xgb", "sgb")
@@ -186,8 +178,10 @@ class ModelParams(_Model):
             )
             if woe_only:
                 raise ValueError(f"parameters {woe_only} need woe_bins (the WOE scorecard)")
-        elif self.sig_type != "real":
-            raise ValueError(f"woe_bins needs sig_type 'real' (points are exact log-odds), got {self.sig_type!r}")
+        elif self.points_tables and self.sig_type != "real":
+            raise ValueError(
+                f"points_tables needs sig_type 'real' (bin points add up to exact log-odds), got {self.sig_type!r}"
+            )
         return self
 
     @property
@@ -221,6 +215,15 @@ class Scorecard(_Model):
     def points(self, logit: Any) -> Any:
         """Points of a (numpy array of) bad:good log-odds."""
         return self.offset - self.factor * logit
+
+
+def check_real_sigmoid(model: ModelParams, n_parties: int, training: bool) -> None:
+    """Raise ``ValueError`` if SS-LR would train with the SPU's exact sigmoid on too many parties."""
+    if training and model.algorithm == "ss_lr" and model.sig_type == "real" and n_parties > MAX_PARTIES_REAL_SIGMOID:
+        raise ValueError(
+            f"sig_type 'real' is unreliable on the SPU with {n_parties} parties (at most "
+            f"{MAX_PARTIES_REAL_SIGMOID}); use 'sr' (the WOE scorecard then derives points from the PD)"
+        )
 
 
 def check_stages(
@@ -279,6 +282,7 @@ class VerticalJobSpec(_Model):
         if self.psi_protocol == "ECDH_3PC" and len(names) != 3:
             raise ValueError("ECDH_3PC needs exactly 3 parties")
         check_stages(self.stages, self.label_column, self.model, self.parties)
+        check_real_sigmoid(self.model, len(names), "train" in self.stages)
         for h in (self.host, *self.party_hosts.values()):
             if h != "localhost" and not h.startswith("127."):
                 # this runner starts every party on one machine; remote parties are the node's job
@@ -358,6 +362,7 @@ class PartyConfig(_Model):
     def _consistent(self) -> PartyConfig:
         check_stages(self.stages, self.label_column, self.model, [self.me])
         names = self.cluster.names
+        check_real_sigmoid(self.model, len(names), "train" in self.stages)
         if self.me.name not in names:
             raise ValueError(f"party {self.me.name!r} is not in the cluster {names}")
         if self.label_party not in names:

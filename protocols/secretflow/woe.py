@@ -20,7 +20,7 @@ How a WOE scorecard is trained (every step runs in every party's driver, product
 4. **Substitution.** Each party replaces its own feature values by their bin's WOE locally
    (:func:`substitute`; left-open, right-closed cuts as SecretFlow's ``VertBinSubstitution``;
    an unseen category of a categorical column gets WOE 0, "no evidence"), and SS-LR trains on
-   the WOE columns (not z-scored) with the exact logistic link (``sig_type="real"``).
+   the WOE columns (not z-scored).
 
 Who learns what
 ---------------
@@ -38,12 +38,18 @@ Who learns what
 
 The scorecard
 -------------
-The SS-LR weights stay secret-shared. Prediction reveals to the label holder only the linear
-predictor ``eta = b + sum_j w_j * woe_j`` of each scored row — equivalent to the PD it would
-learn anyway, ``PD = 1 / (1 + exp(-eta))`` — and the label holder writes ``score = PD`` and
-``points = offset - factor * eta`` (:class:`protocols.secretflow.spec.Scorecard`).
+The SS-LR weights stay secret-shared. With ``sig_type="real"`` (the exact logistic link, offered
+for at most 3 parties: the SPU's ``exp`` gives garbage with 5, see
+:data:`protocols.secretflow.spec.MAX_PARTIES_REAL_SIGMOID`) prediction reveals to the label
+holder only the linear predictor ``eta = b + sum_j w_j * woe_j`` of each scored row —
+equivalent to the PD it would learn anyway, ``PD = 1 / (1 + exp(-eta))`` — and the label holder
+writes ``score = PD`` and ``points = offset - factor * eta``
+(:class:`protocols.secretflow.spec.Scorecard`); the points are then a sum over the bins. With an
+approximate link (``"sr"``, the default, which trains well with 5 parties) the label holder
+receives the model's PD as for plain SS-LR and writes ``points = offset - factor * ln(PD/(1-PD))``
+— the same scaling, monotone in the PD, but no longer a sum of per-bin points.
 
-With ``points_tables=True`` the SPU additionally reveals to every party the weights of *its
+With ``points_tables=True`` (``sig_type="real"`` only) the SPU additionally reveals to every party the weights of *its
 own* features (and to the label holder the intercept), so that each party keeps the points
 table of its own bins in its own model part (``points_table.json``: per bin the cut, WOE and
 ``-factor * w_j * woe_jb``; the label holder's table also carries the base points

@@ -43,12 +43,12 @@ RULES = {"features": [NUMERIC, CATEGORICAL]}
 
 def test_woe_params_and_their_named_errors(tmp_path):
     m = ModelParams(woe_bins=8)
-    assert m.sig_type == "real" and m.scorecard == Scorecard(base_points=600, base_odds=50, pdo=20)
+    assert m.sig_type == "sr" and m.scorecard == Scorecard(base_points=600, base_odds=50, pdo=20)
     assert ModelParams.model_validate_json(m.model_dump_json()) == m  # what a node hands its party
     assert ModelParams().scorecard is None
     # the coordinator validates a job's params dict this way
     p = ModelParams.model_validate(
-        {"woe_bins": 10, "woe_device": "heu", "score_pdo": 40, "points_tables": True}
+        {"woe_bins": 10, "woe_device": "heu", "score_pdo": 40, "points_tables": True, "sig_type": "real"}
     )
     assert p.scorecard is not None and p.scorecard.pdo == 40 and p.points_tables
     with pytest.raises(ValidationError, match="woe_bins"):
@@ -57,8 +57,9 @@ def test_woe_params_and_their_named_errors(tmp_path):
         ModelParams(algorithm="ss_xgb", woe_bins=5)
     with pytest.raises(ValidationError, match=r"do not apply to algorithm 'sgb'"):
         ModelParams(algorithm="sgb", points_tables=True)
-    with pytest.raises(ValidationError, match="woe_bins needs sig_type 'real'"):
-        ModelParams(woe_bins=5, sig_type="sr")
+    with pytest.raises(ValidationError, match="points_tables needs sig_type 'real'"):
+        ModelParams(woe_bins=5, points_tables=True)
+    ModelParams(woe_bins=5, points_tables=True, sig_type="real")
     with pytest.raises(ValidationError, match=r"\['points_tables', 'score_pdo'\] need woe_bins"):
         ModelParams(points_tables=True, score_pdo=30)
     with pytest.raises(ValidationError, match="woe_method"):
@@ -66,9 +67,7 @@ def test_woe_params_and_their_named_errors(tmp_path):
     with pytest.raises(ValidationError, match="score_base_odds"):
         ModelParams(woe_bins=5, score_base_odds=0)
     # a job spec carries them too
-    parties = [
-        PartySpec(name=n, input_csv=tmp_path / f"{n}.csv", output_dir=tmp_path / n) for n in ("a", "b")
-    ]
+    parties = [PartySpec(name=n, input_csv=tmp_path / f"{n}.csv", output_dir=tmp_path / n) for n in "abcd"]
     with pytest.raises(ValidationError, match="do not apply to algorithm 'ss_xgb'"):
         VerticalJobSpec(
             parties=parties,
@@ -77,6 +76,19 @@ def test_woe_params_and_their_named_errors(tmp_path):
             label_column="y",
             model={"algorithm": "ss_xgb", "woe_bins": 4},
         )
+    # the SPU's exact sigmoid is refused beyond 3 parties (it returns garbage with 5), by name
+    real = {"woe_bins": 4, "sig_type": "real"}
+    with pytest.raises(ValidationError, match="sig_type 'real' is unreliable on the SPU with 4 parties"):
+        VerticalJobSpec(parties=parties, join_key="id", label_party="a", label_column="y", model=real)
+    VerticalJobSpec(parties=parties[:3], join_key="id", label_party="a", label_column="y", model=real)
+    # ... but a stored model trained that way still scores (prediction reveals log-odds, no sigmoid)
+    VerticalJobSpec(
+        parties=[p.model_copy(update={"model_dir": tmp_path}) for p in parties],
+        join_key="id",
+        label_party="a",
+        stages=["psi", "predict"],
+        model=real,
+    )
 
 
 def test_scorecard_scaling():
@@ -186,7 +198,13 @@ def test_woe_scorecard_trains_like_plaintext_and_scores_again_from_stored_parts(
 
     data = make_vertical_data(tmp_path / "data", n_rows=2_000, overlap=0.6, seed=31)
     params = ModelParams(
-        woe_bins=6, epochs=20, batch_size=128, learning_rate=0.5, test_fraction=0.3, points_tables=True
+        woe_bins=6,
+        sig_type="real",
+        epochs=20,
+        batch_size=128,
+        learning_rate=0.5,
+        test_fraction=0.3,
+        points_tables=True,
     )
     spec = data.job_spec(tmp_path / "out", model=params, work_dir=tmp_path / "work", timeout_s=400)
     result = run_vertical_job(spec)
@@ -282,7 +300,7 @@ def _slices(rules: dict[str, dict], names: list[str]) -> list[slice]:
 
 @pytest.mark.slow
 def test_woe_on_heu_with_equal_range_bins(tmp_path, no_leaked_processes):
-    """The label as HEU ciphertexts under the bank's key; no points tables unless asked for."""
+    """The label as HEU ciphertexts under the bank's key; the "sr" link: points from the model's PD."""
     data = make_vertical_data(tmp_path / "data", n_rows=1_200, overlap=0.7, seed=33)
     params = ModelParams(woe_bins=4, woe_device="heu", woe_method="eq_range", epochs=5, batch_size=128)
     spec = data.job_spec(tmp_path / "out", model=params, work_dir=tmp_path / "work", timeout_s=400)
@@ -302,5 +320,7 @@ def test_woe_on_heu_with_equal_range_bins(tmp_path, no_leaked_processes):
     assert result.metrics.auc > 0.7
     card = params.scorecard
     assert card is not None
-    pd_ = preds["score"].to_numpy()
+    pd_ = np.clip(preds["score"].to_numpy(), 1e-6, 1 - 1e-6)
     assert np.allclose(preds["points"], card.points(np.log(pd_ / (1 - pd_))), atol=1e-6)
+    order = np.argsort(pd_)
+    assert np.all(np.diff(preds["points"].to_numpy()[order]) <= 1e-9)
