@@ -158,6 +158,8 @@ class _Run:
     spawn_error: str | None = None
     stop_requested: bool = False
     timed_out: bool = False
+    result_at: float | None = None  # perf_counter when the party reported its result
+    exited_at: float | None = None  # … and when its process had exited
 
 
 class TaskService:
@@ -555,7 +557,9 @@ class TaskService:
                     error = f"{msg.get('kind', 'error')}: {msg.get('message', '')}"
                 elif msg.get("event") == "result":
                     result = msg.get("result")
+                    run.result_at = time.perf_counter()
             rc = run.proc.wait()
+            run.exited_at = time.perf_counter()
         finally:
             timer.cancel()
         try:
@@ -606,6 +610,7 @@ class TaskService:
         from protocols.crypto.sm3 import sm3_digest, sm3_file
 
         assert self.chain is not None
+        t_seal = time.perf_counter()
         out_dir = private / "out"
         produced = sorted(p for p in out_dir.iterdir() if p.is_file())
         digests = {p.name: sm3_file(p) for p in produced}
@@ -647,6 +652,7 @@ class TaskService:
             for name in outputs:  # no receipt, no output
                 (job_dir / f"{name}.sealed").unlink(missing_ok=True)
             raise
+        seal_receipt_s = time.perf_counter() - t_seal
         removed = self._cleanup(job_id, private)
         kept = self.model_dir(job_id)
         model_dir = str(kept) if t.model_from is None and (kept / "model.json").is_file() else None
@@ -656,7 +662,12 @@ class TaskService:
             audit={"actor": "node", "action": "task.succeed", "detail": {
                 "rows": rows, "result_hash": result_hash.hex(), "receipt_tx": tx,
                 "outputs": {n: {"receiver": o["receiver"], "sm3": o["sm3"]} for n, o in outputs.items()},
-                "extract_deleted": removed}},
+                "extract_deleted": removed,
+                # where the time after the engine went: the party's own exit, then this node's sealing
+                # and usage receipt on chain
+                "party_exit_s": (round(run.exited_at - run.result_at, 3)
+                                 if run.exited_at is not None and run.result_at is not None else None),
+                "seal_receipt_s": round(seal_receipt_s, 3)}},
         )
 
     # ------------------------------------------------------------ stop and outputs

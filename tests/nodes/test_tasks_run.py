@@ -138,6 +138,8 @@ def test_two_nodes_run_a_job_and_record_receipts(chain, vertical_data, tmp_path,
                                                             "task.succeed"], actions
             succeed = next(e for e in c.get("/audit?limit=1000").json() if e["action"] == "task.succeed")
             assert succeed["detail"]["extract_deleted"] is True
+            # the node says where the time after the engine went: party exit, then sealing + receipt
+            assert 0 <= succeed["detail"]["party_exit_s"] < 120 and 0 < succeed["detail"]["seal_receipt_s"] < 60
             assert c.get("/audit/verify").json()["ok"]
         # a second run would need a second authorization run: max_runs is 1
         assert tax.post(f"/tasks/{job}/stop").json() == {"status": "succeeded"}
