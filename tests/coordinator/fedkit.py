@@ -39,13 +39,22 @@ def federation(root: Path, n_rows: int, seed: int, coordinator: dict[str, Any]) 
          "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": "uscc"}]}
         for p in data.parties
     ]
+    with started(root, members, coordinator) as state:
+        yield {"state": state, "data": data, "root": root, "client": DcpClient(state.coordinator_url)}
+
+
+@contextmanager
+def started(root: Path, members: list[dict[str, Any]], coordinator: dict[str, Any] | None = None) -> Iterator[Any]:
+    """``dcp up`` of ``members`` under ``root/fed``; on exit ``dcp down``, and nothing of it may be left
+    running (no node, coordinator, anvil or engine party)."""
     cfg = FederationConfig.model_validate({
-        "work_dir": str(root / "fed"), "members": members, "scrypt_n": 2**12, "coordinator": coordinator,
+        "work_dir": str(root / "fed"), "members": members, "scrypt_n": 2**12,
+        "coordinator": coordinator or {"node_timeout_s": 6.0, "poll_interval_s": 0.3},
     })
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     state = up(cfg)
     try:
-        yield {"state": state, "data": data, "root": root, "client": DcpClient(state.coordinator_url)}
+        yield state
     finally:
         down(state.work_dir)
         time.sleep(0.5)

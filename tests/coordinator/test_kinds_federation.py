@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import psutil
 import pytest
 
-from coordinator.federation import FederationConfig, down, up
 from coordinator.manifest import dataset_chain_id
 from coordinator.sdk import DcpClient, RemoteError
 from protocols.crypto.approvals import job_key
 
-from .fedkit import chain, party_procs
+from .fedkit import chain, party_procs, started
 
 pytestmark = pytest.mark.slow
 
@@ -60,21 +57,8 @@ def _federation(root: Path) -> Iterator[dict[str, Any]]:
                       {"name": f"{p.name}_2025", "file": str(fresh[p.name]), "key_column": KEY}]}
         for p in data.parties
     ]
-    cfg = FederationConfig.model_validate({
-        "work_dir": str(root / "fed"), "members": members, "scrypt_n": 2**12,
-        "coordinator": {"node_timeout_s": 6.0, "poll_interval_s": 0.3},
-    })
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    state = up(cfg)
-    try:
+    with started(root, members) as state:
         yield {"state": state, "data": data, "root": root, "client": DcpClient(state.coordinator_url)}
-    finally:
-        down(state.work_dir)
-        time.sleep(0.5)
-        left = [p for p in psutil.Process().children(recursive=True)
-                if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
-        assert not left, f"federation processes left behind: {[p.cmdline()[:4] for p in left]}"
-        assert not party_procs(root)
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,18 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 
-from coordinator.federation import FederationConfig, down, up
 from coordinator.manifest import dataset_chain_id
 from coordinator.sdk import DcpClient, RemoteError
 from protocols.crypto.approvals import job_key
 from protocols.secretflow.synthetic import make_vertical_data
+from tests.coordinator.fedkit import started
 
 pytestmark = pytest.mark.slow
 
@@ -67,20 +65,8 @@ def fed(tmp_path_factory):
             "policy": {"max_grade": GRADES, "default_max_grade": 2, "min_group_size": 10,
                        "privacy_budgets": {k: v for k, v in BUDGETS.items() if k.startswith(p.name)}},
         })
-    cfg = FederationConfig.model_validate({
-        "work_dir": str(root / "fed"), "members": members, "scrypt_n": 2**12,
-        "coordinator": {"node_timeout_s": 6.0, "poll_interval_s": 0.3},
-    })
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    state = up(cfg)
-    try:
+    with started(root, members) as state:
         yield {"state": state, "data": data, "stats": stats, "root": root, "client": DcpClient(state.coordinator_url)}
-    finally:
-        down(state.work_dir)
-        time.sleep(0.5)
-        left = [p for p in psutil.Process().children(recursive=True)
-                if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
-        assert not left, f"federation processes left behind: {[p.cmdline()[:4] for p in left]}"
 
 
 def chain(fed):
