@@ -123,7 +123,7 @@ def main() -> None:
     console.print(table)
     console.print(
         "train s includes WOE binning and storing each party's model part; pred = joint prediction of every\n"
-        "intersection row revealed to the bank (WOE jobs: log-odds → PD and points). wall adds process start-up."
+        "intersection row revealed to the bank (WOE jobs: PD and points). wall adds process start-up."
     )
 
 
