@@ -62,9 +62,14 @@ def test_demo_end_to_end(tmp_path, no_leaked_processes):
     assert 0.3 < fed.ks < 0.9
     # in-loan scoring: a vertical_predict job with the stored model over the new snapshot, approved and
     # receipted like the training; post-loan monitoring from its scores
-    train, sgb, in_loan = res.jobs
-    # the second pre-loan model (federation.yaml extra_models: SGB), its own job on the same rows and split
-    assert (sgb.kind, sgb.state, sgb.receipts) == ("vertical_train", "SUCCEEDED", dict.fromkeys(parties, 1))
+    train, scorecard, sgb, in_loan = res.jobs
+    # the further pre-loan models (federation.yaml extra_models), each its own job on the same rows and split
+    for job in (scorecard, sgb):
+        assert (job.kind, job.state, job.receipts) == ("vertical_train", "SUCCEEDED", dict.fromkeys(parties, 1))
+    woe = next(m for m in res.models if m.name == "federated WOE scorecard (SS-LR)")
+    assert abs(woe.auc - central.auc) <= 0.03 and woe.role == "other"
+    assert 450 < res.scorecard_points["median"] < 700  # 600 points at 50:1 good:bad; most borrowers are good
+    assert res.scorecard_points["p10"] < res.scorecard_points["median"] < res.scorecard_points["p90"]
     sgb_line = next(m for m in res.models if m.name == "federated SGB")
     assert sgb_line.auc - bank.auc >= 0.0 and sgb_line.role == "other"
     assert (train.kind, train.job_id, train.state) == ("vertical_train", res.job_id, "SUCCEEDED")
@@ -92,7 +97,7 @@ def test_demo_end_to_end(tmp_path, no_leaked_processes):
     assert saved["state"] == "SUCCEEDED" and saved["job_id"] == res.job_id
     stages = {s.stage for s in res.stages}
     assert {"federation_up", "ingest", "approvals", "authorization", "psi", "train", "receipts",
-            "in_loan_ingest", "in_loan_approvals", "in_loan_psi", "in_loan_predict", "post_loan_monitoring",
+            "in_loan_ingest", "in_loan_approvals", "in_loan_job_total", "post_loan_monitoring",
             "federation_down"} <= stages
     # everything stopped, nothing of the federation left in the process table
     assert not (out / "federation" / "federation.state.json").exists()
