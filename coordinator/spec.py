@@ -184,6 +184,11 @@ class JobSpec(_Model):
             raise ValueError("one dataset per member: the engines run one party per member")
         if len(set(members)) < 2:
             raise ValueError("a multi-party job needs at least two members")
+        if self.kind == "vertical_train":  # refused here, not only when every party process starts
+            from protocols.secretflow.spec import ModelParams, check_real_sigmoid
+
+            check_real_sigmoid(ModelParams.model_validate({**self.model.params, "algorithm": self.model.algorithm}),
+                               len(members), training=True)
         if not self.outputs:
             self.outputs = [OutputSpec(name=n, receiver=self.requester) for n in KIND_OUTPUTS[self.kind]]
         known = KIND_OUTPUTS[self.kind]

@@ -205,3 +205,11 @@ def test_runnable_lists_every_kind_of_the_engine(monkeypatch):
     monkeypatch.setattr(spec_mod, "RUNNABLE", RUNNABLE - {("psi", None)})
     with pytest.raises(EngineUnsupported, match="psi is a valid job"):
         check_runnable(parse_spec(psi()))
+
+
+def test_exact_sigmoid_on_more_than_three_parties_is_refused_at_submission():
+    inputs = [*base()["inputs"], *({"member": m, "dataset": m, "columns": ["x"]} for m in ("power", "court", "social"))]
+    with pytest.raises(InvalidJobSpec, match="sig_type 'real' is unreliable on the SPU with 5 parties"):
+        parse_spec({**base(), "inputs": inputs, "model": {"algorithm": "ss_lr", "params": {"sig_type": "real"}}})
+    parse_spec({**base(), "inputs": inputs})  # the default link is fine
+    parse_spec({**base(), "model": {"algorithm": "ss_lr", "params": {"sig_type": "real"}}})  # two parties: fine
