@@ -491,3 +491,28 @@ def test_a_taken_link_port_fails_the_job_instead_of_hanging(tmp_path, monkeypatc
     assert info.value.exit_code == PartyExit.RUNTIME  # the party left on its own, it was not killed
     assert "brpc server failed start" in str(info.value) or "link" in str(info.value).lower()
     assert party_processes(tmp_path) == []
+
+
+def test_shutdown_is_bounded_after_success_and_after_an_error():
+    """A shutdown barrier that a peer never answers must not keep a party alive (it ends the job)."""
+    import threading
+
+    class HangingSF:
+        def __init__(self) -> None:
+            self.calls: list[dict] = []
+            self.release = threading.Event()
+
+        def shutdown(self, **kw: object) -> None:
+            self.calls.append(kw)
+            self.release.wait(30)
+
+    events: list[tuple[str, dict]] = []
+    sf = HangingSF()
+    t0 = time.monotonic()
+    party_mod._shutdown_bounded(sf, after_error=False, grace_s=0.5, emit=lambda e, **f: events.append((e, f)))
+    assert time.monotonic() - t0 < 3
+    assert sf.calls == [{}]  # with the barrier after success
+    assert events and events[0][0] == "warning" and "did not finish" in events[0][1]["message"]
+    party_mod._shutdown_bounded(sf, after_error=True, grace_s=0.5)
+    assert sf.calls[1] == {"barrier_on_shutdown": False, "on_error": True}  # no barrier after an error
+    sf.release.set()

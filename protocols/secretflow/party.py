@@ -510,9 +510,9 @@ def _run_staged(
         failed = False
     finally:
         if failed:
-            _shutdown_after_error(sf)
+            _shutdown_bounded(sf, after_error=True)
         else:
-            sf.shutdown()
+            _shutdown_bounded(sf, after_error=False, emit=emit)
 
     times.total = time.perf_counter() - t_start
     return PartyResult(
@@ -709,21 +709,32 @@ def _const_fn(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
-def _shutdown_after_error(sf: Any, grace_s: float = 10.0) -> None:
-    """Leave the cluster after a failure without the shutdown barrier: a failed peer would never answer
-    it, and every party would wait until the job's timeout. SecretFlow's own teardown can still block on
-    sends that never complete, so it gets ``grace_s`` in a daemon thread; the exit code is what counts."""
+def _shutdown_bounded(sf: Any, after_error: bool, grace_s: float | None = None, emit: Emit | None = None) -> None:
+    """Leave the cluster, but never wait for ever.
+
+    After a failure: no shutdown barrier — a failed peer would never answer it, and every party would
+    wait until the job's timeout; SecretFlow's teardown gets ``grace_s`` (10 s) in a daemon thread.
+    After success: the barrier (every party is done before links close), bounded by ``grace_s`` (30 s):
+    this party's results are complete by then, and a barrier that a peer left without answering must
+    not keep the job from ending (seen with predict-only jobs on a loaded machine)."""
     import threading
+
+    grace = grace_s if grace_s is not None else (10.0 if after_error else 30.0)
 
     def _down() -> None:
         try:
-            sf.shutdown(barrier_on_shutdown=False, on_error=True)
-        except Exception:  # noqa: BLE001 - already failing; the original error is what gets reported
+            if after_error:
+                sf.shutdown(barrier_on_shutdown=False, on_error=True)
+            else:
+                sf.shutdown()
+        except Exception:  # noqa: BLE001 - leaving anyway; a failure is reported by the caller
             pass
 
-    t = threading.Thread(target=_down, name="sf-shutdown-after-error", daemon=True)
+    t = threading.Thread(target=_down, name="sf-shutdown", daemon=True)
     t.start()
-    t.join(grace_s)
+    t.join(grace)
+    if t.is_alive() and emit is not None:
+        emit("warning", message=f"SecretFlow shutdown did not finish within {grace:.0f} s; leaving without it")
 
 
 def _none() -> None:
@@ -788,10 +799,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if code != 0:
-        # after a failure an engine thread (a PSI that lost its peer) may never end, and the
-        # interpreter would wait for it at exit: the error is reported, so leave now
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    # an engine thread (a PSI that lost its peer, a link's sender) may never end, and the interpreter
+    # would wait for it at exit; the result or the error is reported and every output is in place
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
