@@ -115,7 +115,7 @@ class Coordinator:
                 url = m.node_url if m else None
         if not url:
             raise UnknownMember(f"member {member!r} has no node URL")
-        return _PooledNodeClient(member, url, self.settings.http_timeout_s, self._http_client())
+        return NodeClient(member, url, self.settings.http_timeout_s, http=self._http_client())
 
     def _http_client(self) -> Any:
         """The coordinator's one HTTP client (connection pool) for every node call."""
@@ -763,39 +763,6 @@ class Coordinator:
         if silent >= self.settings.node_timeout_s:
             return self._fail(job_id, f"node {t.member} stopped answering for {silent:.0f}s: {exc.detail}")
         return S.RUNNING
-
-
-class _PooledNodeClient(NodeClient):
-    """:class:`NodeClient` over the coordinator's one pooled ``httpx.Client``.
-
-    ``httpx.request`` builds a client (and its TLS context) per call: about 25 ms of CPU, which the
-    worker paid for every node at every poll — a good part of one of the cores the parties run on.
-    Same requests, same named errors as :meth:`NodeClient._call`."""
-
-    def __init__(self, member: str, base_url: str, timeout: float, http: Any) -> None:
-        super().__init__(member, base_url, timeout)
-        self._http = http
-
-    def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
-        import httpx
-
-        from coordinator.nodeclient import ACTOR
-
-        try:
-            r = self._http.request(method, f"{self.base_url}{path}", json=json, params=params,
-                                   timeout=self.timeout, headers={"X-DCP-Actor": ACTOR})
-        except httpx.HTTPError as exc:
-            raise NodeUnavailable(f"node {self.member} at {self.base_url} did not answer: {type(exc).__name__}") from None
-        if r.status_code >= 400:
-            try:
-                body = r.json()
-                error, detail = str(body.get("error", r.status_code)), str(body.get("detail", ""))
-            except ValueError:
-                error, detail = f"HTTP{r.status_code}", r.text[:300]
-            if r.status_code >= 500 and error in ("InternalError", f"HTTP{r.status_code}"):
-                raise NodeUnavailable(f"node {self.member} failed: {error}: {detail}")
-            raise NodeRefused(self.member, r.status_code, error, detail)
-        return r.json() if r.content else None
 
 
 def _concurrently(items: list[Any], call: Any) -> list[tuple[Any, Exception | None]]:
