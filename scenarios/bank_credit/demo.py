@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
 from scenarios.bank_credit.federated import (
     PostLoanSummary,
@@ -208,19 +208,12 @@ class DemoResult(BaseModel):
     out_dir: Path
     bank: str
     departments: list[str]
-    job_id: str | None = None
-    state: str = "NOT_STARTED"
-    reason: str | None = None
-    events: list[str] = Field(default_factory=list)
-    approvals: dict[str, str] = Field(default_factory=dict)
-    auto_approved: list[str] = Field(default_factory=list)
     intersection_rows: int | None = None
     evaluation: str | None = None
     n_test: int | None = None
     models: list[ModelLine] = Field(default_factory=list)
     uplift: float | None = None
     gap_to_centralized: float | None = None
-    receipts: dict[str, int] = Field(default_factory=dict)
     audit_clean: bool | None = None
     audit_findings: list[str] = Field(default_factory=list)
     report_dir: Path | None = None
@@ -228,12 +221,60 @@ class DemoResult(BaseModel):
     white_list_size: int | None = None
     white_list_default_rate: float | None = None
     jobs: list[JobLine] = Field(default_factory=list)
-    """Every job in the order submitted; the first is the pre-loan training (also in the fields above)."""
+    """Every job in the order submitted; the first is the pre-loan training (its fields are also this
+    result's ``job_id``, ``state``, ``reason``, ``events``, ``approvals``, ``auto_approved``, ``receipts``)."""
     post_loan: PostLoanSummary | None = None
     scorecard_points: dict[str, float] | None = None
     """P10 / median / P90 of the WOE scorecard's points on the test rows (when that model ran)."""
     stages: list[StageTime] = Field(default_factory=list)
     peak_rss_mb: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def training(self) -> JobLine:
+        """The pre-loan training job (a blank line before it was submitted)."""
+        return self.jobs[0] if self.jobs else JobLine(title="pre-loan training", kind="vertical_train")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def job_id(self) -> str | None:
+        """The pre-loan training job's id."""
+        return self.training.job_id
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def state(self) -> str:
+        """How the pre-loan training job ended (``NOT_STARTED`` before it was submitted)."""
+        return self.training.state
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reason(self) -> str | None:
+        """Why the pre-loan training job did not succeed, if it did not."""
+        return self.training.reason
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def events(self) -> list[str]:
+        """The pre-loan training job's state transitions."""
+        return self.training.events
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def approvals(self) -> dict[str, str]:
+        """Each owner's decision on the pre-loan training job."""
+        return self.training.approvals
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def auto_approved(self) -> list[str]:
+        """The owners whose approval of the training job was automatic (``federation.yaml``)."""
+        return self.training.auto_approved
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def receipts(self) -> dict[str, int]:
+        """Usage receipts of the pre-loan training job on chain, per member."""
+        return self.training.receipts
 
     def model(self, role: str) -> ModelLine:
         """The summary line of the model with ``role``."""
@@ -501,7 +542,7 @@ def run_demo(
         if sampler is not None:
             result.peak_rss_mb = {k: round(v, 1) for k, v in sampler.peak.items()}
     except ApprovalRefused as exc:
-        result.reason = str(exc)
+        result.training.reason = str(exc)
         con.print(f"[yellow]the job was rejected: {exc}[/yellow]")
     finally:
         if state is not None:
@@ -627,14 +668,9 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
     spec["requester"] = cfg.bank
     train = JobLine(title="pre-loan training", kind="vertical_train")
     result.jobs.append(train)
-    try:
-        _governed_job(con, cfg, state, client, spec, prep.parties, auto_approve, interactive, clock, train,
-                      f"running: PSI → {spec['model']['algorithm'].upper()} → joint prediction "
-                      "(scores revealed to the bank only)")
-    finally:
-        result.job_id, result.state, result.reason, result.events = train.job_id, train.state, train.reason, train.events
-        result.approvals, result.auto_approved = train.approvals, train.auto_approved
-    result.receipts = train.receipts
+    _governed_job(con, cfg, state, client, spec, prep.parties, auto_approve, interactive, clock, train,
+                  f"running: PSI → {spec['model']['algorithm'].upper()} → joint prediction "
+                  "(scores revealed to the bank only)")
 
     with clock.stage("results"):
         metrics = json.loads(_open(client, state, cfg, train.job_id, "metrics"))
