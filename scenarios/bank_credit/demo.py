@@ -349,7 +349,10 @@ class RssSampler:
 
 
 def ingest(state: Any, prep: PreparedFederation, say: Callable[[str], None]) -> None:
-    """Each member uploads its prepared dataset into its own node and registers it on chain from its own account."""
+    """Each member uploads its prepared dataset into its own node and registers it on chain from its own
+    account — the members at the same time, as independent organisations would."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx
 
     from coordinator.chain import connect
@@ -357,7 +360,8 @@ def ingest(state: Any, prep: PreparedFederation, say: Callable[[str], None]) -> 
     from protocols.crypto.keystore import load_keystore
 
     passphrase = state.passphrase_file.read_text().strip()
-    for m in prep.parties:
+
+    def one(m: str) -> str:
         p = prep.members[m]
         url = state.nodes[m]
         with p.csv_path.open("rb") as fh:
@@ -372,8 +376,12 @@ def ingest(state: Any, prep: PreparedFederation, say: Callable[[str], None]) -> 
         did = dataset_chain_id(m, p.dataset)
         if owner.dataset(did) is None:
             owner.register_dataset(state.accounts[m], did, bytes.fromhex(entry["schema_hash"]), entry["max_grade"])
-        say(f"{m}: {entry['row_count']:,} rows, {len(entry['columns'])} columns, max grade {entry['max_grade']} "
-            f"→ node {url}; registered on chain")
+        return (f"{m}: {entry['row_count']:,} rows, {len(entry['columns'])} columns, max grade {entry['max_grade']} "
+                f"→ node {url}; registered on chain")
+
+    with ThreadPoolExecutor(max_workers=len(prep.parties)) as pool:
+        for line in pool.map(one, prep.parties):  # in member order; the first failure is raised here
+            say(line)
     r = httpx.post(f"{state.coordinator_url}/catalog/refresh", timeout=120)
     bad = {k: v for k, v in r.json().items() if v != "ok"} if r.status_code < 400 else {"coordinator": r.text[:200]}
     if bad:
