@@ -65,13 +65,7 @@ def test_predict_refuses_a_foreign_or_mismatched_model(chain, vertical_data, tmp
     with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": csv}) as tax:
         policy = {**CHAIN_POLICY, "max_grade": {"vertical_train": 3, "vertical_predict": 3}}
         assert tax.put("/policy", json=policy).status_code == 200
-        _approve_in(tax, manifest, "tax")
-        chain.approve_as("bank", terms)
-        chain.authorize(terms)
-        ep = tax.post(f"/tasks/{job}/ports", json={"peers": ["bank"], "label_party": "bank"}).json()["endpoint"]
-        p = free_ports(3)
-        cluster = {"host": "127.0.0.1",
-                   "parties": [{"name": "bank", "sf_port": p[0], "spu_port": p[1], "psi_ports": {"tax": p[2]}}, ep]}
+        cluster = _authorized_cluster(chain, tax, job, manifest, terms)
 
         def refused(body: dict) -> tuple[int, str, str]:
             r = tax.post(f"/tasks/{job}", json=body)
@@ -107,13 +101,7 @@ def test_predict_refuses_a_training_that_failed_here(chain, vertical_data, tmp_p
     csv = next(p for p in vertical_data.parties if p.name == "tax").csv_path.read_bytes()
     with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": csv}) as tax:
         assert tax.put("/policy", json={**CHAIN_POLICY, "max_grade": {"vertical_predict": 3}}).status_code == 200
-        _approve_in(tax, manifest, "tax")
-        chain.approve_as("bank", terms)
-        chain.authorize(terms)
-        ep = tax.post(f"/tasks/{job}/ports", json={"peers": ["bank"], "label_party": "bank"}).json()["endpoint"]
-        p = free_ports(3)
-        cluster = {"host": "127.0.0.1",
-                   "parties": [{"name": "bank", "sf_port": p[0], "spu_port": p[1], "psi_ports": {"tax": p[2]}}, ep]}
+        cluster = _authorized_cluster(chain, tax, job, manifest, terms)
         _record_training(tax, tmp_path, ["uscc", *TAX_FEATURES[:2]], TAX_FEATURES[:2], status="failed")
         r = tax.post(f"/tasks/{job}", json=_body(manifest, cluster))
         assert (r.status_code, r.json()["error"]) == (422, "ModelNotAvailable")
@@ -125,3 +113,15 @@ def _run_key(job: str) -> tuple[bytes, bytes]:
     from protocols.crypto.approvals import job_key
 
     return job_key(job), dataset_chain_id("tax", "tax_2024")
+
+
+def _authorized_cluster(chain, tax, job: str, manifest: dict, terms) -> dict:
+    """Tax approves ``job``, the bank too, the authorization goes on chain; the cluster with tax's ports
+    and a bank that never shows up."""
+    _approve_in(tax, manifest, "tax")
+    chain.approve_as("bank", terms)
+    chain.authorize(terms)
+    ep = tax.post(f"/tasks/{job}/ports", json={"peers": ["bank"], "label_party": "bank"}).json()["endpoint"]
+    p = free_ports(3)
+    return {"host": "127.0.0.1",
+            "parties": [{"name": "bank", "sf_port": p[0], "spu_port": p[1], "psi_ports": {"tax": p[2]}}, ep]}

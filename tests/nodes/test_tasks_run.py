@@ -152,13 +152,7 @@ def test_failing_party_leaves_no_extract_and_no_receipt(chain, vertical_data, tm
     gaps = tax_df.to_csv(index=False).encode()
     manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2], tax_dataset="tax_gaps"), job)
     with chain_node(chain, "tax", tmp_path / "tax", {"tax_gaps": gaps}) as tax:
-        _approve_in(tax, manifest, "tax")
-        chain.approve_as("bank", terms)
-        chain.authorize(terms)
-        ep = tax.post(f"/tasks/{job}/ports", json={"peers": ["bank"], "label_party": "bank"}).json()["endpoint"]
-        p = free_ports(3)
-        bank_ep = {"name": "bank", "sf_port": p[0], "spu_port": p[1], "psi_ports": {"tax": p[2]}}
-        body = _task_body(manifest, "tax", {"host": "127.0.0.1", "parties": [bank_ep, ep]})
+        body = _start_alone(chain, tax, job, manifest, terms)
         assert tax.post(f"/tasks/{job}", json=body).status_code == 202
         t = _wait(tax, job, {"succeeded", "failed", "stopped"}, timeout=120)
         assert t["status"] == "failed" and "INPUT_INVALID" in t["error"] and "tax_vat_paid" in t["error"]
@@ -174,13 +168,7 @@ def test_stop_kills_the_party_and_deletes_the_extract(chain, vertical_data, tmp_
     job = "job-run-stop"
     manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2]), job)
     with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
-        _approve_in(tax, manifest, "tax")
-        chain.approve_as("bank", terms)
-        chain.authorize(terms)
-        ep = tax.post(f"/tasks/{job}/ports", json={"peers": ["bank"], "label_party": "bank"}).json()["endpoint"]
-        p = free_ports(3)
-        bank_ep = {"name": "bank", "sf_port": p[0], "spu_port": p[1], "psi_ports": {"tax": p[2]}}
-        body = _task_body(manifest, "tax", {"host": "127.0.0.1", "parties": [bank_ep, ep]})
+        body = _start_alone(chain, tax, job, manifest, terms)
         assert tax.post(f"/tasks/{job}", json=body).status_code == 202
         # the bank never shows up: the party waits for its peer until stopped
         deadline = time.monotonic() + 60
