@@ -568,6 +568,7 @@ def _governed_job(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: dict
     """Submit ``spec`` as the bank, let every owner decide through its node, wait for the authorization on
     chain, run it with live progress and return the final status (stages timed as ``<prefix><stage>``)."""
     from coordinator.chain import connect
+    from coordinator.manifest import dataset_chain_id
     from coordinator.models import JobState
     from protocols.crypto.approvals import job_key
 
@@ -627,8 +628,6 @@ def _governed_job(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: dict
     if final.state != JobState.SUCCEEDED:
         raise DemoError(f"{line.title} job {job} ended {final.state.value}: {final.reason}")
     con.print(f"[green]✓[/green] {line.title} job {job} SUCCEEDED ({' → '.join(line.events)})")
-    from coordinator.manifest import dataset_chain_id
-
     for inp in spec["inputs"]:
         line.receipts[inp["member"]] = ch.runs(job_key(job), dataset_chain_id(inp["member"], inp["dataset"]))
     return final
@@ -638,6 +637,11 @@ def _open(client: Any, state: Any, cfg: DemoConfig, job: str, output: str) -> by
     """The bank fetches one sealed output of ``job`` and opens it with its own keystore."""
     passphrase = state.passphrase_file.read_text().strip()
     return client.result(job, output, state.keys_dir / f"{cfg.bank}.keystore.json", passphrase)
+
+
+def _in_jobs_dir(template: Path) -> Path:
+    """A job template named in ``federation.yaml``: relative paths are in ``jobs/``."""
+    return template if template.is_absolute() else DEFAULT_JOB.parent / template
 
 
 def _load_template(path: Path) -> dict[str, Any]:
@@ -748,9 +752,7 @@ def _extra_model(con: Any, cfg: DemoConfig, state: Any, client: Any, prep: Prepa
     """Another pre-loan model (``jobs/pre_loan_<model>.yaml``) on the same rows and split."""
     from scenarios.bank_credit.federated import federated_scores, read_predictions
 
-    if not template.is_absolute():
-        template = DEFAULT_JOB.parent / template
-    spec = resolve_job_template(template, client.catalog(), len(rows.keys), prep.test_fraction)
+    spec = resolve_job_template(_in_jobs_dir(template), client.catalog(), len(rows.keys), prep.test_fraction)
     spec["requester"] = cfg.bank
     name, prefix = _model_label(spec)
     line = JobLine(title=f"pre-loan {name.removeprefix('federated ')}", kind="vertical_train")
@@ -790,8 +792,7 @@ def _in_loan_and_post_loan(con: Any, cfg: DemoConfig, state: Any, client: Any, p
         scored_population,
     )
 
-    tmpl = _load_template(cfg.in_loan_job if Path(cfg.in_loan_job).is_absolute()
-                          else DEFAULT_JOB.parent / cfg.in_loan_job)
+    tmpl = _load_template(_in_jobs_dir(Path(cfg.in_loan_job)))
     con.rule("a year later: in-loan batch scoring of current borrowers")
     with clock.stage("in_loan_prepare"), con.status("each member prepares its new snapshot …"):
         mon = prepare_monitoring(data, prep, out / "prepared" / "monitoring")
