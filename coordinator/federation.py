@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,6 +127,12 @@ class FederationState(BaseModel):
     accounts: dict[str, str]
     commands: dict[str, list[str]] = {}
     """How each service process was started (``respawn`` restarts one the same way)."""
+
+
+def node_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a node starts with: ``environ``, the project on the path, and the warm engine
+    on (``DCP_NODE_WARM_ENGINE=1``) unless ``environ`` says otherwise (``DCP_NODE_WARM_ENGINE=0``)."""
+    return {"DCP_NODE_WARM_ENGINE": "1", **environ, "PYTHONPATH": str(project_root())}
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -284,7 +291,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     for m in cfg.members:
         log = logs / f"{m.name}.log"
         commands[m.name] = [sys.executable, "-m", "dcp", "node", "start", "--config", str(node_cfgs[m.name])]
-        procs[m.name] = _spawn(commands[m.name], log, {**env, "DCP_NODE_KEYSTORE_PASSPHRASE": passphrase})
+        procs[m.name] = _spawn(commands[m.name], log, {**node_env(os.environ), "DCP_NODE_KEYSTORE_PASSPHRASE": passphrase})
         pids[m.name] = procs[m.name].pid
     for m in cfg.members:
         _wait_http(f"{node_urls[m.name]}/health", procs[m.name], f"node {m.name}", logs / f"{m.name}.log")
@@ -354,7 +361,8 @@ def respawn(work_dir: str | Path, name: str, timeout: float = 60.0) -> int:
         raise FederationError(f"{name!r} is not a service of this federation ({', '.join(state.commands)})")
     passphrase = state.passphrase_file.read_text().strip()
     var = "DCP_COORD_KEYSTORE_PASSPHRASE" if name == "coordinator" else "DCP_NODE_KEYSTORE_PASSPHRASE"
-    env = {**os.environ, "PYTHONPATH": str(project_root()), var: passphrase}
+    base = {**os.environ, "PYTHONPATH": str(project_root())} if name == "coordinator" else node_env(os.environ)
+    env = {**base, var: passphrase}
     log = state.work_dir / "logs" / f"{name}.log"
     proc = _spawn(state.commands[name], log, env)
     url = state.coordinator_url if name == "coordinator" else state.nodes[name]

@@ -65,6 +65,10 @@ class NodeSettings(BaseSettings):
     """Anchor the audit head on chain this often (seconds) while the service runs; 0 disables."""
     task_kill_grace_s: float = 5.0
     """How long a stopped party gets between SIGTERM and SIGKILL."""
+    warm_engine: bool = False
+    """Keep one pre-started SecretFlow party process (engine imported, ~400 MB) that the next task
+    takes, so that a job does not wait for the engine's start-up; off by default (tests start many
+    nodes). ``dcp up`` turns it on for the nodes it starts."""
 
     @field_validator("host")
     @classmethod

@@ -22,6 +22,10 @@ node seals each output to its receiver's SM2 key from the Registry, records its 
 produced, in name order), and keeps only the sealed copies. The extract and every plaintext output are
 deleted on success, failure and stop alike. Every state change is persisted before it is acted on and
 audited; a node that restarts fails the tasks it was running and deletes their extracts.
+
+With ``warm_engine`` the node keeps one pre-started party (:class:`WarmEngine`, the engine already
+imported): a task takes it and hands it its config on stdin instead of spawning a party, and the next
+one is started once no task runs. No usable warm process -> the task starts its party cold (logged).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import json
+import logging
 import os
 import re
 import shutil
@@ -38,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -147,6 +153,166 @@ def kill_group(pid: int, grace: float) -> None:
         pass
 
 
+log = logging.getLogger("dcp.node")
+
+WARM_PIDFILE = "warm.pid"
+
+
+def party_env(tmp: Path) -> dict[str, str]:
+    """The environment of a party process: the node's, the project on the path, ``TMPDIR`` = ``tmp``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *filter(None, [env.get("PYTHONPATH")])])
+    env.update({"PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)})
+    return env
+
+
+class WarmEngine:
+    """The node's one pre-started ("warm") party process: ``python -m protocols.secretflow.party --warm``.
+
+    A thread that lives as long as the node spawns it (PR_SET_PDEATHSIG follows the spawning thread,
+    so the warm process, and the party it becomes, die with the node and not with a short-lived
+    thread), in its own session (``kill_group`` kills the whole party). A task :meth:`take` s it and
+    hands it the task on stdin; :meth:`request` asks for the next one, which is spawned only while
+    ``busy()`` is false (a warm start-up must not steal CPU from a running engine). Its pid is kept in
+    ``home/warm.pid`` so that a node restarting after a crash can kill an orphan (:func:`kill_orphan_warm`).
+    """
+
+    def __init__(self, home: Path, cwd: Path, busy: Callable[[], bool]) -> None:
+        self.home = home
+        self.cwd = cwd
+        self._busy = busy
+        self._proc: subprocess.Popen[str] | None = None
+        self._cond = threading.Condition()
+        self._wanted = False
+        self._spawning = False
+        self._closed = False
+        self.spawned = 0  # how many warm processes this node started
+        self._thread = threading.Thread(target=self._keep, name="warm-engine", daemon=True)
+
+    @property
+    def pid(self) -> int | None:
+        """The idle warm process's pid (None when there is none)."""
+        with self._cond:
+            return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the keeper thread and the first warm process."""
+        self._thread.start()
+        self.request()
+
+    def request(self) -> None:
+        """Ask for a warm process (spawned unless there is one, a task runs, or the engine is closed)."""
+        with self._cond:
+            self._wanted = True
+            self._cond.notify_all()
+
+    def _keep(self) -> None:
+        while True:
+            with self._cond:
+                while not self._wanted and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._wanted = False
+                if self._proc is not None and self._proc.poll() is None:
+                    continue
+                self._proc = None
+            if self._busy():  # the task's end asks again
+                continue
+            with self._cond:
+                self._spawning = True
+            proc = None
+            try:
+                proc = self._spawn()
+            except OSError as exc:
+                log.warning("the warm engine process could not be started (%s); tasks start cold", exc)
+            finally:
+                with self._cond:
+                    self._spawning = False
+                    closed = self._closed
+                    if proc is not None and not closed:
+                        self._proc = proc
+                    self._cond.notify_all()
+            if proc is not None and closed:
+                _end_process(proc)
+                self._pidfile().unlink(missing_ok=True)
+
+    def _pidfile(self) -> Path:
+        return self.home / WARM_PIDFILE
+
+    def _spawn(self) -> subprocess.Popen[str]:
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.cwd.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with (self.home / "warm.stderr.log").open("a") as err:
+            proc = subprocess.Popen(  # spawned by the keeper thread: PDEATHSIG follows the node
+                [sys.executable, "-m", PARTY_MODULE, "--warm"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                cwd=self.cwd, env=party_env(self.cwd), start_new_session=True,
+                preexec_fn=_die_with_follower,  # noqa: PLW1509 - one prctl call, no locks
+            )
+        self._pidfile().write_text(str(proc.pid))
+        self.spawned += 1
+        log.info("warm engine process %d started", proc.pid)
+        return proc
+
+    def take(self) -> tuple[subprocess.Popen[str] | None, str]:
+        """The idle warm process, now the caller's (None and why when there is no usable one)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._spawning or self._closed, timeout=10)
+            proc, self._proc = self._proc, None
+        if proc is None:
+            return None, "no warm engine process is ready"
+        self._pidfile().unlink(missing_ok=True)
+        rc = proc.poll()
+        if rc is not None:
+            _end_process(proc)
+            return None, f"the warm engine process {proc.pid} had exited with {rc}"
+        return proc, ""
+
+    def close(self) -> None:
+        """Kill the idle warm process and end the keeper thread (node shutdown)."""
+        with self._cond:
+            self._closed = True
+            proc, self._proc = self._proc, None
+            self._cond.notify_all()
+        if proc is not None:
+            _end_process(proc)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        self._pidfile().unlink(missing_ok=True)
+
+
+def _end_process(proc: subprocess.Popen[str]) -> None:
+    """Kill a warm process's group, reap it and close its pipes."""
+    kill_group(proc.pid, 1.0)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def kill_orphan_warm(home: Path) -> bool:
+    """Kill the warm process a previous run of this node left (its pid in ``home/warm.pid``); True if one was."""
+    path = home / WARM_PIDFILE
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return False
+    killed = False
+    if _is_party(pid):
+        kill_group(pid, 0.5)
+        killed = True
+    path.unlink(missing_ok=True)
+    return killed
+
+
 @dataclass
 class _Run:
     """A live party process of this node (in memory only; the row in NodeTask is the record)."""
@@ -158,6 +324,7 @@ class _Run:
     spawn_error: str | None = None
     stop_requested: bool = False
     timed_out: bool = False
+    engine: str | None = None  # "warm": the node's pre-started party took the task; "cold": spawned for it
     result_at: float | None = None  # perf_counter when the party reported its result
     exited_at: float | None = None  # … and when its process had exited
 
@@ -185,6 +352,11 @@ class TaskService:
         self.scratch_root = settings.tmp_dir()
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self.warm: WarmEngine | None = None  # started by recover() when settings.warm_engine
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return bool(self._runs)
 
     # ------------------------------------------------------------ storage
 
@@ -230,7 +402,18 @@ class TaskService:
     # ------------------------------------------------------------ restart recovery
 
     def recover(self) -> int:
-        """Fail the tasks a previous run of this node left running; delete their extracts."""
+        """Fail the tasks a previous run of this node left running; delete their extracts; kill the
+        warm engine process it left (if any). Then, with ``warm_engine``, start this run's warm engine."""
+        n = self._fail_stale()
+        engine_home = self.settings.work_dir / "engine"
+        if kill_orphan_warm(engine_home):
+            log.warning("killed the warm engine process a previous run of node %s left", self.member)
+        if self.settings.warm_engine and self.warm is None:
+            self.warm = WarmEngine(engine_home, self.scratch_root, self._busy)
+            self.warm.start()
+        return n
+
+    def _fail_stale(self) -> int:
         with Session(self.engine) as session:
             stale = list(session.exec(select(NodeTask).where(NodeTask.status == "running")))
         for t in stale:
@@ -496,6 +679,17 @@ class TaskService:
         self, run: _Run, private: Path, dataset: str, receivers: dict[str, str], timeout_s: float, join_key: str,
         extract: tuple[list[str], list[str], Any, str] | None = None,
     ) -> None:
+        try:
+            self._follow_party(run, private, dataset, receivers, timeout_s, join_key, extract)
+        finally:
+            warm = self.warm
+            if warm is not None:  # the next warm process, once no task runs
+                warm.request()
+
+    def _follow_party(
+        self, run: _Run, private: Path, dataset: str, receivers: dict[str, str], timeout_s: float, join_key: str,
+        extract: tuple[list[str], list[str], Any, str] | None,
+    ) -> None:
         job_id = run.job_id
         if extract is not None and not run.stop_requested:
             try:
@@ -506,27 +700,29 @@ class TaskService:
                 return
         log_dir = self.job_dir(job_id)
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *filter(None, [env.get("PYTHONPATH")])])
-        env.update({"PYTHONUNBUFFERED": "1", "TMPDIR": str(private / "tmp")})
+        env = party_env(private / "tmp")
         if run.stop_requested:  # stopped while the extract was written: never start
             self._finish_stopped(job_id, run, private)
             run.spawned.set()
             return
-        try:
-            with (log_dir / "party.stderr.log").open("w") as err:
-                run.proc = subprocess.Popen(  # spawned by this thread: PDEATHSIG follows the follower
-                    [sys.executable, "-m", PARTY_MODULE, "--config", str(private / "party.json"),
-                     "--party", self.member],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
-                    cwd=private / "tmp", env=env, start_new_session=True,
-                    preexec_fn=_die_with_follower,  # noqa: PLW1509 - one prctl call, no locks
-                )
-        except OSError as exc:
-            run.spawn_error = f"{type(exc).__name__}: {exc.strerror}"
-            self._finish_failed(job_id, run, private, f"cannot start the party: {run.spawn_error}")
-            run.spawned.set()
-            return
+        if self.warm is not None:
+            run.proc = self._hand_to_warm(run, private, log_dir / "party.stderr.log")
+        if run.proc is None:
+            try:
+                with (log_dir / "party.stderr.log").open("w") as err:
+                    run.proc = subprocess.Popen(  # spawned by this thread: PDEATHSIG follows the follower
+                        [sys.executable, "-m", PARTY_MODULE, "--config", str(private / "party.json"),
+                         "--party", self.member],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
+                        cwd=private / "tmp", env=env, start_new_session=True,
+                        preexec_fn=_die_with_follower,  # noqa: PLW1509 - one prctl call, no locks
+                    )
+                run.engine = "cold"
+            except OSError as exc:
+                run.spawn_error = f"{type(exc).__name__}: {exc.strerror}"
+                self._finish_failed(job_id, run, private, f"cannot start the party: {run.spawn_error}")
+                run.spawned.set()
+                return
         try:
             self._update(job_id, pid=run.proc.pid, stage="connect")
         except Exception:  # noqa: BLE001 - the pid is also in memory; the run goes on
@@ -573,6 +769,29 @@ class TaskService:
                 self._finish_succeeded(job_id, run, private, dataset, receivers, result, join_key)
         except Exception as exc:  # noqa: BLE001 - never leave a task running silently
             self._finish_failed(job_id, run, private, scrub(f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"))
+
+    def _hand_to_warm(self, run: _Run, private: Path, stderr: Path) -> subprocess.Popen[str] | None:
+        """Give the task to the warm engine process (None, logged, when there is no usable one)."""
+        assert self.warm is not None
+        proc, why = self.warm.take()
+        if proc is None:
+            log.warning("node %s, job %s: %s; starting the party cold", self.member, run.job_id, why)
+            return None
+        handoff = {"config": str(private / "party.json"), "party": self.member, "cwd": str(private / "tmp"),
+                   "env": {"TMPDIR": str(private / "tmp")}, "stderr": str(stderr)}
+        try:
+            fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the task's log, fresh
+            os.close(fd)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(handoff) + "\n")
+            proc.stdin.close()  # flushes; the party reads one line and nothing more
+        except (OSError, ValueError) as exc:
+            log.warning("node %s, job %s: the warm engine process %d did not take the task (%s); starting "
+                        "the party cold", self.member, run.job_id, proc.pid, exc)
+            _end_process(proc)
+            return None
+        run.engine = "warm"
+        return proc
 
     def _timeout(self, run: _Run) -> None:
         if run.proc is not None and run.proc.poll() is None:
@@ -667,7 +886,7 @@ class TaskService:
                 # and usage receipt on chain
                 "party_exit_s": (round(run.exited_at - run.result_at, 3)
                                  if run.exited_at is not None and run.result_at is not None else None),
-                "seal_receipt_s": round(seal_receipt_s, 3)}},
+                "seal_receipt_s": round(seal_receipt_s, 3), "engine": run.engine}},
         )
 
     # ------------------------------------------------------------ stop and outputs
@@ -693,7 +912,8 @@ class TaskService:
         return TaskStopped(status=self._get(job_id).status)
 
     def stop_all(self) -> None:
-        """Stop every party this node runs (at shutdown)."""
+        """Stop every party this node runs and the idle warm engine process (at shutdown)."""
+        warm, self.warm = self.warm, None  # no task takes it from now on
         with self._lock:
             running = list(self._runs)
         for job_id in running:
@@ -701,6 +921,8 @@ class TaskService:
                 self.stop(job_id, "node")
             except Exception:  # noqa: BLE001 - keep stopping the others
                 continue
+        if warm is not None:
+            warm.close()
 
     def output(self, job_id: str, name: str, actor: str) -> SealedOutput:
         """An output sealed to its receiver; only for succeeded tasks and outputs in the receivers."""

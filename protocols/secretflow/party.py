@@ -1,6 +1,7 @@
 """One SecretFlow party process (production mode, no Ray).
 
     python -m protocols.secretflow.party --config PARTY.json --party NAME
+    python -m protocols.secretflow.party --warm    # pre-started; the task comes on stdin (warm_main)
 
 Every party of a job runs this same driver with its own config. It
 
@@ -53,7 +54,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from protocols.secretflow.spec import (
     MODEL_PART_FILE,
@@ -797,8 +798,71 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class WarmHandoff(BaseModel):
+    """The one line a warm party reads on stdin: the task it runs, and where it runs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: Path
+    party: str
+    cwd: Path
+    env: dict[str, str] = {}
+    stderr: Path | None = None
+    """Where the party's stderr goes from now on (the task's log); default: where it went so far."""
+
+
+def preload() -> float:
+    """Import everything a party needs before it knows its task (the slow part of a cold start); seconds."""
+    t0 = time.perf_counter()
+    import jax
+    import secretflow  # noqa: F401 - imported for its start-up cost
+    from secretflow.data import FedNdarray  # noqa: F401
+    from secretflow.device import PYUObject  # noqa: F401
+
+    import protocols.secretflow.learners  # noqa: F401
+    import protocols.secretflow.woe  # noqa: F401
+
+    jax.devices()  # the CPU backend's own start-up
+    return time.perf_counter() - t0
+
+
+def warm_main(stdin: Any = None) -> int:
+    """A pre-started party: ``python -m protocols.secretflow.party --warm``.
+
+    Imports the engine, prints ``{"event": "warm", ...}`` on stdout, then waits for ONE
+    :class:`WarmHandoff` JSON line on stdin; applies its cwd, environment and stderr, and runs
+    exactly what :func:`main` runs with ``--config``/``--party``. EOF (the node stops) -> 0, quietly.
+    An unusable handoff line -> an ``error`` event and exit 2 (config).
+    """
+    source = stdin or sys.stdin
+    seconds = preload()
+    print(json.dumps({"event": "warm", "pid": os.getpid(), "t": round(time.time(), 3),
+                      "seconds": round(seconds, 3)}), flush=True)
+    line = source.readline()
+    if not line.strip():
+        return 0
+    try:
+        handoff = WarmHandoff.model_validate_json(line)
+    except ValidationError as exc:
+        msg = f"invalid warm handoff: {exc.errors()[0]['msg']}"
+        print(f"[warm] error: {msg}", file=sys.stderr, flush=True)
+        make_emitter("?")("error", code=int(PartyExit.CONFIG), kind=PartyExit.CONFIG.name, message=msg)
+        return int(PartyExit.CONFIG)
+    if handoff.stderr is not None:
+        sys.stderr.flush()
+        fd = os.open(handoff.stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 2)
+        os.close(fd)
+    os.environ.update(handoff.env)
+    os.chdir(handoff.cwd)
+    import tempfile
+
+    tempfile.tempdir = None  # TMPDIR is read again on the next use
+    return main(["--config", str(handoff.config), "--party", handoff.party])
+
+
 if __name__ == "__main__":
-    code = main()
+    code = warm_main() if sys.argv[1:] == ["--warm"] else main()
     # an engine thread (a PSI that lost its peer, a link's sender) may never end, and the interpreter
     # would wait for it at exit; the result or the error is reported and every output is in place
     sys.stdout.flush()
