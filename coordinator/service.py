@@ -717,7 +717,8 @@ class Coordinator:
             if got["status"] in ("failed", "stopped"):
                 t.status, t.error = "failed", got.get("error") or got["status"]
                 self._save(t)
-                return self._fail(job_id, f"{t.member}'s task failed: {t.error}")
+                where = ", ".join(f"{o.member} {o.stage or o.status}" for o in tasks)
+                return self._fail(job_id, f"{t.member}'s task failed: {t.error} (stages then: {where})")
             if got["status"] == "succeeded":
                 t.status = "succeeded"
             self._save(t)

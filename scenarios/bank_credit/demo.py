@@ -90,6 +90,8 @@ class DemoConfig(_Model):
     """Further pre-loan training job templates (relative to ``jobs/``) run after the main one, e.g. SGB."""
     in_loan_job: Path = Path("in_loan_scoring.yaml")
     """The in-loan scoring job template (relative to ``jobs/``)."""
+    job_timeout_s: float | None = Field(default=None, gt=0)
+    """Overrides every job template's ``timeout_s`` (a run longer than this is stopped and named)."""
 
     @property
     def departments(self) -> list[str]:
@@ -499,6 +501,7 @@ def run_demo(
     scrypt_n: int | None = None,
     sample_rss: bool = False,
     node_timeout_s: float | None = None,
+    job_timeout_s: float | None = None,
 ) -> DemoResult:
     """Run the whole scenario through a real local federation and stop it again (see the module docstring).
 
@@ -506,6 +509,8 @@ def run_demo(
     automatically; False = a person decides every request (needs a terminal). ``interactive``
     defaults to whether stdin is a terminal. ``node_timeout_s`` overrides how long the coordinator waits
     for a node's answer (a node extracts its rows inside the task-start call: ~1 minute at N = 1M).
+    ``job_timeout_s`` overrides every job's ``timeout_s``: a party still running then is stopped by its
+    node, and the job fails naming it.
     """
     from dcp.settings import project_root
     from scenarios.bank_credit.generator import generate
@@ -516,6 +521,8 @@ def run_demo(
         cfg.scrypt_n = scrypt_n
     if node_timeout_s is not None:
         cfg.coordinator["node_timeout_s"] = node_timeout_s
+    if job_timeout_s is not None:
+        cfg.job_timeout_s = job_timeout_s
     out = Path(out_dir) if out_dir is not None else project_root() / "var" / "bank_credit_demo"
     out = out.resolve()
     if interactive is None:
@@ -572,6 +579,8 @@ def _governed_job(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: dict
     from coordinator.models import JobState
     from protocols.crypto.approvals import job_key
 
+    if cfg.job_timeout_s is not None:
+        spec = {**spec, "timeout_s": cfg.job_timeout_s}
     t_submit = time.perf_counter()
     job = client.submit(spec)
     line.job_id = job

@@ -4,6 +4,7 @@ SecretFlow parties over gRPC. What `make demo` shows, at a small N."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 
@@ -34,11 +35,30 @@ def _engine_procs(root) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _console_on_failure(buf: io.StringIO):
+    """Print the demo's console (its tail) when the block fails or times out: the job lines, each
+    party's stage, the reason — what the failure report would otherwise lose."""
+    try:
+        yield
+    except BaseException:
+        print("---- the demo's console (tail) ----")
+        print(buf.getvalue()[-6000:])
+        raise
+
+
+#: Four jobs of ~30–60 s each on an idle machine (~2x that at load 16); a job still running after
+#: JOB_TIMEOUT_S is stopped by its nodes and fails naming its parties' stages, inside the test's timeout.
+JOB_TIMEOUT_S = 420
+
+
+@pytest.mark.timeout(1800)
 def test_demo_end_to_end(tmp_path, no_leaked_processes):
     out = tmp_path / "demo"
     buf = io.StringIO()
-    res = run_demo(4000, seed=7, out_dir=out, console=Console(file=buf, width=120), interactive=False,
-                   scrypt_n=2**12)
+    with _console_on_failure(buf):
+        res = run_demo(4000, seed=7, out_dir=out, console=Console(file=buf, width=120), interactive=False,
+                       scrypt_n=2**12, job_timeout_s=JOB_TIMEOUT_S)
     text = buf.getvalue()
     assert res.state == "SUCCEEDED", (res.reason, text[-3000:])
     assert res.events == ["SUBMITTED", "PENDING_APPROVAL", "AUTHORIZED", "RUNNING", "SUCCEEDED"]
