@@ -54,6 +54,11 @@ class DemoError(ScenarioRunError):
     """The demo could not complete (the message says which step and why)."""
 
 
+class TransientJobFailure(DemoError):
+    """A job's engine run failed for a reason that a new run may not meet: it outran its time limit
+    (a stalled engine, stopped by its nodes) or a party could not bind its link port."""
+
+
 class DemoConfigError(DemoError):
     """The demo's federation config or job template is invalid."""
 
@@ -200,6 +205,8 @@ class JobLine(BaseModel):
     approvals: dict[str, str] = Field(default_factory=dict)
     auto_approved: list[str] = Field(default_factory=list)
     receipts: dict[str, int] = Field(default_factory=dict)
+    retried: list[str] = Field(default_factory=list)
+    """Why an earlier submission of this job failed, when the bank had to submit it again."""
 
 
 class DemoResult(BaseModel):
@@ -569,11 +576,44 @@ def run_demo(
     return result
 
 
+#: What a job's failure reason says when a new run of the same job may succeed (see TransientJobFailure).
+TRANSIENT_FAILURES = ("ran longer than", "brpc server failed start", "Failed to bind", "Address already in use")
+#: How often the bank submits a job in all when its runs fail transiently.
+JOB_ATTEMPTS = 2
+
+
+def is_transient(state: str, reason: str | None) -> bool:
+    """Whether a job that ended in ``state`` for ``reason`` may succeed when submitted again."""
+    return state == "FAILED" and any(t in (reason or "") for t in TRANSIENT_FAILURES)
+
+
 def _governed_job(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: dict[str, Any], parties: list[str],
                   auto_approve: bool | None, interactive: bool, clock: Clock, line: JobLine, headline: str,
                   prefix: str = "") -> Any:
     """Submit ``spec`` as the bank, let every owner decide through its node, wait for the authorization on
-    chain, run it with live progress and return the final status (stages timed as ``<prefix><stage>``)."""
+    chain, run it with live progress and return the final status (stages timed as ``<prefix><stage>``).
+
+    A run that fails transiently (:data:`TRANSIENT_FAILURES`) is submitted once more as a new job: it
+    needs its own approvals and authorization, and the failed job stays FAILED on record."""
+    for attempt in range(1, JOB_ATTEMPTS + 1):
+        try:
+            return _governed_attempt(con, cfg, state, client, spec, parties, auto_approve, interactive, clock,
+                                     line, headline, prefix)
+        except TransientJobFailure as exc:
+            if attempt == JOB_ATTEMPTS:
+                raise
+            line.retried.append(str(exc))
+            con.print(f"[yellow]![/yellow] {exc}\n  — a failure a new run may not meet: {cfg.bank} submits the job "
+                      "again (a new job: new approvals, a new authorization)")
+            line.approvals.clear()
+            line.auto_approved.clear()
+    raise AssertionError("unreachable")
+
+
+def _governed_attempt(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: dict[str, Any], parties: list[str],
+                      auto_approve: bool | None, interactive: bool, clock: Clock, line: JobLine, headline: str,
+                      prefix: str = "") -> Any:
+    """One submission of :func:`_governed_job`."""
     from coordinator.chain import connect
     from coordinator.manifest import dataset_chain_id
     from coordinator.models import JobState
@@ -635,7 +675,10 @@ def _governed_job(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: dict
     clock.add(f"{prefix}job_total", t_done - t_submit)
     clock.add(f"{prefix}governance_pre_run", t_auth - t_submit)
     if final.state != JobState.SUCCEEDED:
-        raise DemoError(f"{line.title} job {job} ended {final.state.value}: {final.reason}")
+        msg = f"{line.title} job {job} ended {final.state.value}: {final.reason}"
+        if is_transient(final.state.value, final.reason):
+            raise TransientJobFailure(msg)
+        raise DemoError(msg)
     con.print(f"[green]✓[/green] {line.title} job {job} SUCCEEDED ({' → '.join(line.events)})")
     for inp in spec["inputs"]:
         line.receipts[inp["member"]] = ch.runs(job_key(job), dataset_chain_id(inp["member"], inp["dataset"]))
