@@ -297,8 +297,11 @@ def _end_process(proc: subprocess.Popen[str]) -> None:
                 pass
 
 
-def kill_orphan_warm(home: Path) -> bool:
-    """Kill the warm process a previous run of this node left (its pid in ``home/warm.pid``); True if one was."""
+def kill_orphan_warm(home: Path, root: Path) -> bool:
+    """Kill the warm process a previous run of this node left (its pid in ``home/warm.pid``); True if one was.
+
+    Only a warm party whose working directory is under ``root`` (this node's scratch directory) counts:
+    a pid that has since been reused by anything else is left alone."""
     path = home / WARM_PIDFILE
     try:
         pid = int(path.read_text().strip())
@@ -306,11 +309,19 @@ def kill_orphan_warm(home: Path) -> bool:
         path.unlink(missing_ok=True)
         return False
     killed = False
-    if _is_party(pid):
+    if _is_party(pid) and _runs_under(pid, root):
         kill_group(pid, 0.5)
         killed = True
     path.unlink(missing_ok=True)
     return killed
+
+
+def _runs_under(pid: int, root: Path) -> bool:
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    return cwd == root.resolve() or root.resolve() in cwd.parents
 
 
 @dataclass
@@ -406,7 +417,7 @@ class TaskService:
         warm engine process it left (if any). Then, with ``warm_engine``, start this run's warm engine."""
         n = self._fail_stale()
         engine_home = self.settings.work_dir / "engine"
-        if kill_orphan_warm(engine_home):
+        if kill_orphan_warm(engine_home, self.scratch_root):
             log.warning("killed the warm engine process a previous run of node %s left", self.member)
         if self.settings.warm_engine and self.warm is None:
             self.warm = WarmEngine(engine_home, self.scratch_root, self._busy)

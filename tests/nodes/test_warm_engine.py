@@ -110,7 +110,8 @@ def test_a_job_runs_on_the_prestarted_parties_and_new_ones_follow(chain, vertica
 
 
 @pytest.mark.slow
-def test_a_dead_warm_process_falls_back_to_a_cold_party(chain, vertical_data, tmp_path, no_leaked_processes):
+def test_a_dead_warm_process_falls_back_to_a_cold_party(chain, vertical_data, tmp_path, caplog,
+                                                        no_leaked_processes):
     job = "job-warm-dead"
     with chain_node(chain, "bank", tmp_path / "bank", {"bank_2024": _csv(vertical_data, "bank").read_bytes()},
                     role="bank") as bank, \
@@ -129,6 +130,9 @@ def test_a_dead_warm_process_falls_back_to_a_cold_party(chain, vertical_data, tm
         assert pid is not None and pid != dead
         assert _audit(tax, job, "task.succeed")["detail"]["engine"] == "cold"
         assert _audit(bank, job, "task.succeed")["detail"]["engine"] == "cold"
+        # the node says so in its log (the bank node, without a warm engine, has nothing to say)
+        said = [r.getMessage() for r in caplog.records if r.name == "dcp.node" and "cold" in r.getMessage()]
+        assert len(said) == 1 and f"had exited with -{int(signal.SIGKILL)}" in said[0] and job in said[0], said
         _warm_pid(tax, not_pid=dead)  # the node has a warm process again
 
 
@@ -163,22 +167,37 @@ def test_a_restarted_node_kills_the_warm_process_its_previous_run_left(tmp_path,
     home = work / "engine"
     home.mkdir(parents=True)
     # what a node that died without PR_SET_PDEATHSIG would leave: a warm party in its own session
+    scratch = work / "tmp"
+    scratch.mkdir()
     orphan = subprocess.Popen(PARTY, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=party_env(tmp_path), cwd=project_root(), start_new_session=True)
+                              env=party_env(scratch), cwd=scratch, start_new_session=True)
+    # another node's warm party (its own scratch directory) that happens to have the pid in the file
+    other = subprocess.Popen(PARTY, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=party_env(tmp_path), cwd=tmp_path, start_new_session=True)
     try:
         (home / WARM_PIDFILE).write_text(str(orphan.pid))
         deadline = time.monotonic() + 10
-        while "--warm" not in psutil.Process(orphan.pid).cmdline() and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not all(
+            "--warm" in psutil.Process(p.pid).cmdline() for p in (orphan, other)
+        ):
             time.sleep(0.05)
         app = create_app(NodeSettings(name="tax", work_dir=work, anchor_interval_s=0))
         assert orphan.wait(timeout=10) != 0  # killed by the restarted node's recovery
         assert not (home / WARM_PIDFILE).exists()
         assert app.state.ctx.tasks.warm is None  # warm_engine is off by default
         app.state.ctx.close()
+        # a node whose pid file names a warm party that runs elsewhere (a reused pid) leaves it alone
+        second = tmp_path / "second"
+        (second / "engine").mkdir(parents=True)
+        (second / "engine" / WARM_PIDFILE).write_text(str(other.pid))
+        app = create_app(NodeSettings(name="tax", work_dir=second, anchor_interval_s=0))
+        app.state.ctx.close()
+        assert other.poll() is None and not (second / "engine" / WARM_PIDFILE).exists()
     finally:
-        if orphan.poll() is None:
-            orphan.kill()
-            orphan.wait()
+        for p in (orphan, other):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_the_setting_comes_from_the_environment(monkeypatch, tmp_path):
