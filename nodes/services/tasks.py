@@ -177,8 +177,9 @@ class WarmEngine:
     ``home/warm.pid`` so that a node restarting after a crash can kill an orphan (:func:`kill_orphan_warm`).
     """
 
-    def __init__(self, home: Path, cwd: Path, busy: Callable[[], bool]) -> None:
+    def __init__(self, home: Path, cwd: Path, busy: Callable[[], bool], node_dir: Path) -> None:
         self.home = home
+        self.node_dir = node_dir  # named on the warm party's command line: ps shows whose it is
         self.cwd = cwd
         self._busy = busy
         self._proc: subprocess.Popen[str] | None = None
@@ -245,7 +246,7 @@ class WarmEngine:
         self.cwd.mkdir(parents=True, exist_ok=True, mode=0o700)
         with (self.home / "warm.stderr.log").open("a") as err:
             proc = subprocess.Popen(  # spawned by the keeper thread: PDEATHSIG follows the node
-                [sys.executable, "-m", PARTY_MODULE, "--warm"],
+                [sys.executable, "-m", PARTY_MODULE, "--warm", "--node-dir", str(self.node_dir)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                 cwd=self.cwd, env=party_env(self.cwd), start_new_session=True,
                 preexec_fn=_die_with_follower,  # noqa: PLW1509 - one prctl call, no locks
@@ -282,13 +283,18 @@ class WarmEngine:
         self._pidfile().unlink(missing_ok=True)
 
 
-def _end_process(proc: subprocess.Popen[str]) -> None:
-    """Kill a warm process's group, reap it and close its pipes."""
-    kill_group(proc.pid, 1.0)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+def _end_process(proc: subprocess.Popen[str], grace: float = 1.0) -> None:
+    """Kill a warm process's group, reap it and close its pipes (reaped while it is waited for: an
+    unreaped leader would keep its group alive for the whole grace)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=grace if sig == signal.SIGTERM else 10)
+        except subprocess.TimeoutExpired:
+            continue
     for pipe in (proc.stdin, proc.stdout):
         if pipe is not None:
             try:
@@ -314,6 +320,19 @@ def kill_orphan_warm(home: Path, root: Path) -> bool:
         killed = True
     path.unlink(missing_ok=True)
     return killed
+
+
+def idle_warm_party(pid: int) -> bool:
+    """``pid`` is a warm party that no task has taken yet (its working directory is still the node's
+    scratch directory; a party that took a task works in the task's ``task-*/tmp``)."""
+    if not _is_party(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    return b"--warm" in cmdline and not any(part.startswith("task-") for part in cwd.parts)
 
 
 def _runs_under(pid: int, root: Path) -> bool:
@@ -420,7 +439,7 @@ class TaskService:
         if kill_orphan_warm(engine_home, self.scratch_root):
             log.warning("killed the warm engine process a previous run of node %s left", self.member)
         if self.settings.warm_engine and self.warm is None:
-            self.warm = WarmEngine(engine_home, self.scratch_root, self._busy)
+            self.warm = WarmEngine(engine_home, self.scratch_root, self._busy, self.settings.work_dir.resolve())
             self.warm.start()
         return n
 

@@ -1,7 +1,7 @@
 """One SecretFlow party process (production mode, no Ray).
 
     python -m protocols.secretflow.party --config PARTY.json --party NAME
-    python -m protocols.secretflow.party --warm    # pre-started; the task comes on stdin (warm_main)
+    python -m protocols.secretflow.party --warm [--node-dir DIR]  # pre-started; the task comes on stdin
 
 Every party of a job runs this same driver with its own config. It
 
@@ -826,14 +826,20 @@ def preload() -> float:
     return time.perf_counter() - t0
 
 
-def warm_main(stdin: Any = None) -> int:
-    """A pre-started party: ``python -m protocols.secretflow.party --warm``.
+def warm_main(argv: list[str] | None = None, stdin: Any = None) -> int:
+    """A pre-started party: ``python -m protocols.secretflow.party --warm [--node-dir DIR]``.
+
+    ``--node-dir`` only names, in the process list, the node that keeps this party.
 
     Imports the engine, prints ``{"event": "warm", ...}`` on stdout, then waits for ONE
     :class:`WarmHandoff` JSON line on stdin; applies its cwd, environment and stderr, and runs
     exactly what :func:`main` runs with ``--config``/``--party``. EOF (the node stops) -> 0, quietly.
     An unusable handoff line -> an ``error`` event and exit 2 (config).
     """
+    ap = argparse.ArgumentParser(prog="python -m protocols.secretflow.party --warm")
+    ap.add_argument("--warm", action="store_true", required=True, help="wait for the task on stdin")
+    ap.add_argument("--node-dir", type=Path, default=None, help="the node that keeps this party (informational)")
+    ap.parse_args(argv)
     source = stdin or sys.stdin
     seconds = preload()
     print(json.dumps({"event": "warm", "pid": os.getpid(), "t": round(time.time(), 3),
@@ -862,7 +868,7 @@ def warm_main(stdin: Any = None) -> int:
 
 
 if __name__ == "__main__":
-    code = warm_main() if sys.argv[1:] == ["--warm"] else main()
+    code = warm_main() if sys.argv[1:2] == ["--warm"] else main()
     # an engine thread (a PSI that lost its peer, a link's sender) may never end, and the interpreter
     # would wait for it at exit; the result or the error is reported and every output is in place
     sys.stdout.flush()

@@ -22,7 +22,7 @@ from test_tasks_run import _approve_in, _csv, _start_alone, _task_body, _wait
 
 from dcp.settings import project_root
 from nodes.app import create_app
-from nodes.services.tasks import WARM_PIDFILE, party_env
+from nodes.services.tasks import WARM_PIDFILE, idle_warm_party, party_env
 from nodes.settings import NodeSettings
 from protocols.secretflow.spec import PartyExit
 
@@ -37,7 +37,7 @@ def _alive(pid: int) -> bool:
 
 
 def _is_warm(pid: int) -> bool:
-    return _alive(pid) and psutil.Process(pid).cmdline()[-1] == "--warm"
+    return _alive(pid) and "--warm" in psutil.Process(pid).cmdline()
 
 
 def _warm_pid(client, timeout: float = 30, not_pid: int | None = None) -> int:
@@ -84,6 +84,8 @@ def test_a_job_runs_on_the_prestarted_parties_and_new_ones_follow(chain, vertica
             chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()},
                        warm_engine=True) as tax:
         before = {"bank": _warm_pid(bank), "tax": _warm_pid(tax)}
+        # the process list says whose warm party it is
+        assert str((tmp_path / "tax").resolve()) in psutil.Process(before["tax"]).cmdline()
         assert tax.app.state.ctx.tasks.warm.spawned == 1
         done = _run_two_party_job(chain, job, bank, tax)
         assert {n: t["status"] for n, t in done.items()} == {"bank": "succeeded", "tax": "succeeded"}, done
@@ -153,11 +155,13 @@ def test_stop_kills_the_warm_started_party(chain, vertical_data, tmp_path, no_le
         stage = tax.get(f"/tasks/{job}").json()["stage"]
         assert stage in ("connect:start", "connect:done", "psi:start"), stage  # the warm party runs the task
         assert tax.app.state.ctx.tasks._get(job).pid == warm
+        assert not idle_warm_party(warm)  # it runs a task now
         children = psutil.Process(warm).children(recursive=True)
         assert tax.post(f"/tasks/{job}/stop").json() == {"status": "stopped"}
         assert not _alive(warm) and not any(_alive(c.pid) for c in children)
         assert list(tax.app.state.ctx.settings.tmp_dir().glob("task-*")) == []
         nxt = _warm_pid(tax, not_pid=warm)  # a new one once the task has ended
+        assert idle_warm_party(nxt)
     assert not _alive(nxt)
 
 
