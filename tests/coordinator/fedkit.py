@@ -14,6 +14,7 @@ import psutil
 
 from coordinator.federation import FederationConfig, down, up
 from coordinator.sdk import DcpClient
+from nodes.services.tasks import idle_warm_party
 
 POLICY = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2}
 
@@ -23,7 +24,7 @@ def party_procs(root: Path) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "protocols.secretflow.party" in cmd and str(root) in cmd:
+        if "protocols.secretflow.party" in cmd and str(root) in cmd and not idle_warm_party(p.pid):
             out.append(p)
     return out
 
