@@ -60,6 +60,25 @@ def _private_dirs(c) -> list[Path]:
     return list(c.app.state.ctx.settings.tmp_dir().glob("task-*"))
 
 
+def _start_two_party(chain, job: str, manifest: dict, terms, bank, tax) -> dict:
+    """Both owners approve ``job``, the chain authorizes it, each node allocates its ports and starts
+    its task (202, running); the job's cluster."""
+    _approve_in(bank, manifest, "bank")
+    _approve_in(tax, manifest, "tax")
+    chain.authorize(terms)
+    eps = {}
+    for name, c in (("bank", bank), ("tax", tax)):
+        peers = [m for m in ("bank", "tax") if m != name]
+        r = c.post(f"/tasks/{job}/ports", json={"peers": peers, "label_party": "bank"})
+        assert r.status_code == 200, r.text
+        eps[name] = r.json()
+    cluster = {"host": eps["bank"]["host"], "parties": [eps["bank"]["endpoint"], eps["tax"]["endpoint"]]}
+    for name, c in (("bank", bank), ("tax", tax)):
+        r = c.post(f"/tasks/{job}", json=_task_body(manifest, name, cluster))
+        assert (r.status_code, r.json()) == (202, {"job_id": job, "status": "running"}), r.text
+    return cluster
+
+
 def test_two_nodes_run_a_job_and_record_receipts(chain, vertical_data, tmp_path, no_leaked_processes):
     job = "job-run-ok"
     tax_cols = TAX_FEATURES[:2]
@@ -67,19 +86,7 @@ def test_two_nodes_run_a_job_and_record_receipts(chain, vertical_data, tmp_path,
     with chain_node(chain, "bank", tmp_path / "bank", {"bank_2024": _csv(vertical_data, "bank").read_bytes()},
                     role="bank") as bank, \
             chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
-        _approve_in(bank, manifest, "bank")
-        _approve_in(tax, manifest, "tax")
-        chain.authorize(terms)
-        eps = {}
-        for name, c in (("bank", bank), ("tax", tax)):
-            peers = [m for m in ("bank", "tax") if m != name]
-            r = c.post(f"/tasks/{job}/ports", json={"peers": peers, "label_party": "bank"})
-            assert r.status_code == 200, r.text
-            eps[name] = r.json()
-        cluster = {"host": eps["bank"]["host"], "parties": [eps["bank"]["endpoint"], eps["tax"]["endpoint"]]}
-        for name, c in (("bank", bank), ("tax", tax)):
-            r = c.post(f"/tasks/{job}", json=_task_body(manifest, name, cluster))
-            assert (r.status_code, r.json()) == (202, {"job_id": job, "status": "running"}), r.text
+        cluster = _start_two_party(chain, job, manifest, terms, bank, tax)
         # while it runs: the extract (written by the task's thread after the 202) is private and holds
         # exactly the approved columns
         deadline = time.monotonic() + 60

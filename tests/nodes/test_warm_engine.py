@@ -18,7 +18,7 @@ import time
 import psutil
 import pytest
 from conftest import TAX_FEATURES, chain_node, vertical_spec
-from test_tasks_run import _approve_in, _csv, _start_alone, _task_body, _wait
+from test_tasks_run import _csv, _start_alone, _start_two_party, _wait
 
 from dcp.settings import project_root
 from nodes.app import create_app
@@ -59,19 +59,7 @@ def _audit(client, job: str, action: str) -> dict:
 
 def _run_two_party_job(chain, job: str, bank, tax) -> dict[str, dict]:
     manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2]), job)
-    _approve_in(bank, manifest, "bank")
-    _approve_in(tax, manifest, "tax")
-    chain.authorize(terms)
-    eps = {}
-    for name, c in (("bank", bank), ("tax", tax)):
-        peers = [m for m in ("bank", "tax") if m != name]
-        r = c.post(f"/tasks/{job}/ports", json={"peers": peers, "label_party": "bank"})
-        assert r.status_code == 200, r.text
-        eps[name] = r.json()
-    cluster = {"host": eps["bank"]["host"], "parties": [eps["bank"]["endpoint"], eps["tax"]["endpoint"]]}
-    for name, c in (("bank", bank), ("tax", tax)):
-        r = c.post(f"/tasks/{job}", json=_task_body(manifest, name, cluster))
-        assert r.status_code == 202, r.text
+    _start_two_party(chain, job, manifest, terms, bank, tax)
     return {name: _wait(c, job, {"succeeded", "failed", "stopped"}) for name, c in (("bank", bank), ("tax", tax))}
 
 
