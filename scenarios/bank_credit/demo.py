@@ -595,19 +595,17 @@ def _governed_job(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: dict
 
     A run that fails transiently (:data:`TRANSIENT_FAILURES`) is submitted once more as a new job: it
     needs its own approvals and authorization, and the failed job stays FAILED on record."""
-    for attempt in range(1, JOB_ATTEMPTS + 1):
+    args = (con, cfg, state, client, spec, parties, auto_approve, interactive, clock, line, headline, prefix)
+    for _ in range(JOB_ATTEMPTS - 1):  # the last attempt's failure, whatever it is, ends the demo
         try:
-            return _governed_attempt(con, cfg, state, client, spec, parties, auto_approve, interactive, clock,
-                                     line, headline, prefix)
+            return _governed_attempt(*args)
         except TransientJobFailure as exc:
-            if attempt == JOB_ATTEMPTS:
-                raise
             line.retried.append(str(exc))
             con.print(f"[yellow]![/yellow] {exc}\n  — a failure a new run may not meet: {cfg.bank} submits the job "
                       "again (a new job: new approvals, a new authorization)")
             line.approvals.clear()
             line.auto_approved.clear()
-    raise AssertionError("unreachable")
+    return _governed_attempt(*args)
 
 
 def _governed_attempt(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: dict[str, Any], parties: list[str],

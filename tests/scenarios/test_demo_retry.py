@@ -76,3 +76,31 @@ def test_a_lasting_failure_is_never_submitted_again(monkeypatch):
         demo_mod._governed_job(Console(file=io.StringIO()), cfg, None, None, {}, ["bank_a"], None, False, None,
                                JobLine(title="t", kind="vertical_train"), "running")
     assert attempts.calls == 1
+
+
+class _Submitted(Exception):
+    pass
+
+
+class _RecordingClient:
+    """Takes the submission and stops the attempt there: what the bank would have sent."""
+
+    def __init__(self) -> None:
+        self.specs: list[dict] = []
+
+    def submit(self, spec: dict) -> str:
+        self.specs.append(spec)
+        raise _Submitted
+
+
+def test_job_timeout_s_overrides_every_template_timeout():
+    cfg = demo_mod.load_demo_config(demo_mod.DEFAULT_CONFIG)
+    template = {"kind": "vertical_train", "timeout_s": 1800, "inputs": []}
+    for override, expected in ((None, 1800), (420.0, 420.0)):
+        cfg.job_timeout_s = override
+        client = _RecordingClient()
+        with pytest.raises(_Submitted):
+            demo_mod._governed_attempt(Console(file=io.StringIO()), cfg, None, client, template, ["bank_a"], None,
+                                       False, None, JobLine(title="t", kind="vertical_train"), "running")
+        assert client.specs[0]["timeout_s"] == expected
+    assert template["timeout_s"] == 1800  # the template itself is left as it was
