@@ -244,7 +244,7 @@ def test_ecdh_sm2_psi_gives_the_same_intersection(tmp_path, no_leaked_processes)
         frame = pd.read_csv(tmp_path / "out" / name / "psi_output.csv", dtype={"uscc": str})
         assert set(frame["uscc"]) == truth
     # the PSI library really ran ECDH on SM2 (its config line is in the party's log)
-    log = (tmp_path / "work" / "logs" / "tax.stdout.log").read_text()
+    log = (tmp_path / "work" / "logs" / "tax.stderr.log").read_text()
     assert '"curve":"CURVE_SM2"' in log and "PROTOCOL_ECDH" in log
     assert party_processes(tmp_path) == []
 
@@ -267,7 +267,7 @@ def test_ecdh_3pc_psi_intersects_three_parties_at_once(tmp_path, no_leaked_proce
     assert set(frames[0]["uscc"]) == truth
     assert frames[0]["uscc"].tolist() == frames[1]["uscc"].tolist() == frames[2]["uscc"].tolist()
     assert [e["peer"] for e in events if e.get("status") == "round" and e["party"] == "bank"] == ["all"]
-    assert "ECDH_PSI_3PC" in (tmp_path / "work" / "logs" / "bank.stdout.log").read_text()  # libpsi legacy 3PC
+    assert "ECDH_PSI_3PC" in (tmp_path / "work" / "logs" / "bank.stderr.log").read_text()  # libpsi legacy 3PC
     assert party_processes(tmp_path) == []
 
 

@@ -153,6 +153,18 @@ def kill_group(pid: int, grace: float) -> None:
         pass
 
 
+def stacks_then_kill(pid: int, grace: float, settle: float = 0.5) -> None:
+    """Ask a running party to write its threads' stacks to its log (SIGUSR1), then :func:`kill_group`.
+
+    A party that outran its time or is stopped mid-run leaves in its log where it waited."""
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except (ProcessLookupError, PermissionError):
+        return
+    time.sleep(settle)
+    kill_group(pid, grace)
+
+
 log = logging.getLogger("dcp.node")
 
 WARM_PIDFILE = "warm.pid"
@@ -771,6 +783,8 @@ class TaskService:
                     msg = json.loads(line)
                 except ValueError:
                     continue
+                if not isinstance(msg, dict):  # a stray line that happens to be JSON is not an event
+                    continue
                 if msg.get("event") == "stage":
                     values: dict[str, Any] = {"stage": f"{msg.get('stage')}:{msg.get('status')}"}
                     if msg.get("intersection_rows") is not None:
@@ -826,7 +840,7 @@ class TaskService:
     def _timeout(self, run: _Run) -> None:
         if run.proc is not None and run.proc.poll() is None:
             run.timed_out = True
-            kill_group(run.proc.pid, self.settings.task_kill_grace_s)
+            stacks_then_kill(run.proc.pid, self.settings.task_kill_grace_s)
 
     def _cleanup(self, job_id: str, private: Path) -> bool:
         from protocols.secretflow.traces import remove_psi_traces
@@ -936,7 +950,10 @@ class TaskService:
         self.audit.record(actor=actor, action="task.stop", target=job_id, detail={"was": "running"})
         run.spawned.wait(60)
         if run.proc is not None:
-            kill_group(run.proc.pid, self.settings.task_kill_grace_s)
+            if run.proc.poll() is None:
+                stacks_then_kill(run.proc.pid, self.settings.task_kill_grace_s)
+            else:  # the leader is gone; anything left in its group goes too
+                kill_group(run.proc.pid, self.settings.task_kill_grace_s)
         if run.thread is not None and run.thread is not threading.current_thread():
             run.thread.join(timeout=self.settings.task_kill_grace_s + 30)
         return TaskStopped(status=self._get(job_id).status)

@@ -39,11 +39,13 @@ parts fail by name.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -104,19 +106,29 @@ class ModelInvalidError(Exception):
 Emit = Callable[..., None]
 
 
+def private_event_stream() -> Any:
+    """Give the progress events a descriptor of their own and point fd 1 at stderr (the task's log).
+
+    The engine's C++ libraries (libpsi, yacl, SPU) log to fd 1 from their own threads. On a shared
+    stdout, a log line written between an event and its newline costs the event (the node reads events
+    line by line; a lost ``result`` fails a run that succeeded), and the node's log of the run misses
+    the engine's own lines. The new descriptor is not inherited, so no helper process the engine starts
+    can hold the node's pipe open after the party has ended. Called once, when the module runs as a
+    process (never in a test's own process)."""
+    sys.stdout.flush()
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+
 def make_emitter(party: str, stream: Any = None) -> Emit:
     """A function that prints one JSON progress line per call."""
     out = stream or sys.stdout
     pid = os.getpid()
 
     def emit(event: str, **fields: Any) -> None:
-        out.write(
-            json.dumps(
-                {"event": event, "party": party, "pid": pid, "t": round(time.time(), 3), **fields},
-                default=str,
-            )
-        )
-        out.write("\n")
+        line = json.dumps({"event": event, "party": party, "pid": pid, "t": round(time.time(), 3), **fields}, default=str)
+        out.write(line + "\n")  # one write: nothing can land between an event and its newline
         out.flush()
 
     return emit
@@ -746,15 +758,24 @@ def _none1(_: Any) -> None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code (see :class:`PartyExit`)."""
+def dump_stacks_on_signal() -> None:
+    """SIGUSR1 writes every thread's Python stack to stderr (the task's log), and the party goes on.
+
+    A node sends it before it kills a party that outran its time or was stopped, so the log says
+    where the engine waited. Registered once, when the module runs as a process."""
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True, chain=False)
+
+
+def main(argv: list[str] | None = None, events: Any = None) -> int:
+    """Entry point; returns the process exit code (see :class:`PartyExit`). Events go to ``events``
+    (default stdout)."""
     ap = argparse.ArgumentParser(
         prog="python -m protocols.secretflow.party", description=__doc__.splitlines()[0]
     )
     ap.add_argument("--config", required=True, type=Path, help="party config JSON (PartyConfig)")
     ap.add_argument("--party", required=True, help="this party's name; must match the config")
     args = ap.parse_args(argv)
-    emit = make_emitter(args.party)
+    emit = make_emitter(args.party, events)
 
     def fail(code: PartyExit, msg: str) -> int:
         print(f"[{args.party}] error: {msg}", file=sys.stderr, flush=True)
@@ -826,7 +847,7 @@ def preload() -> float:
     return time.perf_counter() - t0
 
 
-def warm_main(argv: list[str] | None = None, stdin: Any = None) -> int:
+def warm_main(argv: list[str] | None = None, stdin: Any = None, events: Any = None) -> int:
     """A pre-started party: ``python -m protocols.secretflow.party --warm [--node-dir DIR]``.
 
     ``--node-dir`` only names, in the process list, the node that keeps this party.
@@ -842,8 +863,10 @@ def warm_main(argv: list[str] | None = None, stdin: Any = None) -> int:
     ap.parse_args(argv)
     source = stdin or sys.stdin
     seconds = preload()
-    print(json.dumps({"event": "warm", "pid": os.getpid(), "t": round(time.time(), 3),
-                      "seconds": round(seconds, 3)}), flush=True)
+    out = events or sys.stdout
+    out.write(json.dumps({"event": "warm", "pid": os.getpid(), "t": round(time.time(), 3),
+                          "seconds": round(seconds, 3)}) + "\n")
+    out.flush()
     line = source.readline()
     if not line.strip():
         return 0
@@ -852,25 +875,31 @@ def warm_main(argv: list[str] | None = None, stdin: Any = None) -> int:
     except ValidationError as exc:
         msg = f"invalid warm handoff: {exc.errors()[0]['msg']}"
         print(f"[warm] error: {msg}", file=sys.stderr, flush=True)
-        make_emitter("?")("error", code=int(PartyExit.CONFIG), kind=PartyExit.CONFIG.name, message=msg)
+        make_emitter("?", events)("error", code=int(PartyExit.CONFIG), kind=PartyExit.CONFIG.name, message=msg)
         return int(PartyExit.CONFIG)
     if handoff.stderr is not None:
+        sys.stdout.flush()
         sys.stderr.flush()
         fd = os.open(handoff.stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(fd, 2)
+        if events is not None:  # fd 1 is the engine's log (private_event_stream): it follows stderr
+            os.dup2(fd, 1)
         os.close(fd)
     os.environ.update(handoff.env)
     os.chdir(handoff.cwd)
     import tempfile
 
     tempfile.tempdir = None  # TMPDIR is read again on the next use
-    return main(["--config", str(handoff.config), "--party", handoff.party])
+    return main(["--config", str(handoff.config), "--party", handoff.party], events)
 
 
 if __name__ == "__main__":
-    code = warm_main() if sys.argv[1:2] == ["--warm"] else main()
+    dump_stacks_on_signal()
+    events = private_event_stream()
+    code = warm_main(events=events) if sys.argv[1:2] == ["--warm"] else main(events=events)
     # an engine thread (a PSI that lost its peer, a link's sender) may never end, and the interpreter
     # would wait for it at exit; the result or the error is reported and every output is in place
+    events.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -192,6 +192,9 @@ def test_stop_kills_the_party_and_deletes_the_extract(chain, vertical_data, tmp_
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         t = tax.get(f"/tasks/{job}").json()
         assert t["status"] == "stopped" and t["receipt_tx"] is None
+        # before the kill, the party wrote where it waited (every thread's stack) to its log
+        party_log = (tax.app.state.ctx.tasks.job_dir(job) / "party.stderr.log").read_text()
+        assert "most recent call first" in party_log and "in run_party" in party_log, party_log[-2000:]
         assert chain.admin.runs(job_key(job), dataset_chain_id("tax", "tax_2024")) == 0
         actions = [e["action"] for e in tax.get("/audit?limit=1000").json() if e["target"] == job]
         assert actions[-2:] == ["task.stop", "task.stopped"]
