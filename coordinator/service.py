@@ -722,6 +722,9 @@ class Coordinator:
             if got["status"] == "succeeded":
                 t.status = "succeeded"
             self._save(t)
+        late = straggler(tasks, self.settings.straggler_timeout_s)
+        if late:
+            return self._fail(job_id, late)
         stages = sorted({t.stage for t in tasks if t.stage})
         with Session(self.engine) as session:
             job = self._job(session, job_id)
@@ -764,6 +767,29 @@ class Coordinator:
         if silent >= self.settings.node_timeout_s:
             return self._fail(job_id, f"node {t.member} stopped answering for {silent:.0f}s: {exc.detail}")
         return S.RUNNING
+
+
+def straggler(tasks: list[TaskRecord], limit_s: float, now: float | None = None) -> str | None:
+    """Why the job's still-running tasks are stuck, if a task of the job ended ``limit_s`` or more ago.
+
+    The parties of one job leave together (the engine's last step is a barrier), within seconds of
+    each other; a party that is still running long after a peer's task ended waits on a party that
+    has left, and would wait until the job's timeout."""
+    running = [t for t in tasks if t.status == "running"]
+    ended = sorted(
+        (float(f), t.member)
+        for t in tasks
+        if t.status == "succeeded" and (f := json.loads(t.detail_json or "{}").get("finished_at")) is not None
+    )
+    if not running or not ended:
+        return None
+    first, who = ended[0]
+    waited = (time.time() if now is None else now) - first
+    if waited < limit_s:
+        return None
+    late = ", ".join(f"{t.member} (stage {t.stage or 'unknown'})" for t in running)
+    return (f"{late} still running {waited:.0f}s after {who}'s task ended: a party that outlives its peers "
+            f"waits on one that has left")
 
 
 def _concurrently(items: list[Any], call: Any) -> list[tuple[Any, Exception | None]]:

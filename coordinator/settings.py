@@ -42,6 +42,10 @@ class CoordinatorSettings(BaseSettings):
     poll_interval_s: float = Field(default=0.5, gt=0)
     node_timeout_s: float = Field(default=15.0, gt=0)
     """A node that does not answer for this long during a run fails the job."""
+    straggler_timeout_s: float = Field(default=120.0, gt=0)
+    """A party still running this long after another party of the same job ended its task is stuck
+    (the parties of one job end together: a party that outlives its peers waits on a party that has
+    left): the job fails, naming it, and its task is stopped."""
     http_timeout_s: float = Field(default=10.0, gt=0)
     worker: bool = True
     """Run the background scheduler (off in unit tests that drive it by hand)."""

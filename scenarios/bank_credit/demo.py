@@ -577,7 +577,7 @@ def run_demo(
 
 
 #: What a job's failure reason says when a new run of the same job may succeed (see TransientJobFailure).
-TRANSIENT_FAILURES = ("ran longer than", "brpc server failed start", "Failed to bind", "Address already in use")
+TRANSIENT_FAILURES = ("ran longer than", "outlives its peers", "brpc server failed start", "Failed to bind", "Address already in use")
 #: How often the bank submits a job in all when its runs fail transiently.
 JOB_ATTEMPTS = 2
 
