@@ -4,6 +4,8 @@ party processes, reach the chain as a member, and wait for a job stage."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +15,8 @@ from typing import Any
 import psutil
 
 from coordinator.federation import FederationConfig, down, up
-from coordinator.sdk import DcpClient
+from coordinator.models import JobOut
+from coordinator.sdk import DcpClient, WaitTimeout
 from nodes.services.tasks import idle_warm_party
 
 POLICY = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2}
@@ -29,6 +32,47 @@ def party_procs(root: Path) -> list[psutil.Process]:
     return out
 
 
+def party_logs(root: Path, job: str, lines: int = 60) -> str:
+    """The tail of every node's party log of ``job`` under ``root`` (the stacks a stopped or
+    timed-out party wrote are at the end)."""
+    from protocols.crypto.approvals import job_key
+
+    key = job_key(job).hex()[:32]
+    out = []
+    for log in sorted(root.rglob(f"{key}/party.stderr.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"---- {log.relative_to(root)}\n" + "\n".join(tail))
+    return "\n".join(out) or f"(no party log of {job} under {root})"
+
+
+class DiagnosingClient(DcpClient):
+    """A :class:`DcpClient` whose ``wait`` says where a job that is still running waits: it asks the
+    federation's parties for their stacks (SIGUSR1) and prints every party log of the job, then
+    raises. A job that ends FAILED prints its parties' logs too (pytest shows them if the test fails)."""
+
+    def __init__(self, base_url: str, root: Path) -> None:
+        super().__init__(base_url)
+        self.root = root
+
+    def wait(self, job_id: str, timeout: float = 600.0, *args: Any, **kwargs: Any) -> JobOut:
+        try:
+            final = super().wait(job_id, timeout, *args, **kwargs)
+        except WaitTimeout:
+            st = self.status(job_id)
+            print(f"job {job_id} still {st.state.value}; tasks: {st.tasks}")
+            for p in party_procs(self.root):
+                try:
+                    os.kill(p.pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+            time.sleep(1.5)
+            print(party_logs(self.root, job_id))
+            raise
+        if final.state.value == "FAILED":
+            print(f"job {job_id} FAILED: {final.reason}\n{party_logs(self.root, job_id)}")
+        return final
+
+
 @contextmanager
 def federation(root: Path, n_rows: int, seed: int, coordinator: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A federation of bank, tax and power over synthetic vertical data; down (and checked) on exit."""
@@ -41,7 +85,7 @@ def federation(root: Path, n_rows: int, seed: int, coordinator: dict[str, Any]) 
         for p in data.parties
     ]
     with started(root, members, coordinator) as state:
-        yield {"state": state, "data": data, "root": root, "client": DcpClient(state.coordinator_url)}
+        yield {"state": state, "data": data, "root": root, "client": DiagnosingClient(state.coordinator_url, root)}
 
 
 @contextmanager

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 from coordinator.manifest import dataset_chain_id
-from coordinator.sdk import DcpClient, RemoteError
+from coordinator.sdk import RemoteError
 from protocols.crypto.approvals import job_key
 
-from .fedkit import chain, party_procs, started
+from .fedkit import DiagnosingClient, chain, party_procs, started
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def _federation(root: Path) -> Iterator[dict[str, Any]]:
         for p in data.parties
     ]
     with started(root, members) as state:
-        yield {"state": state, "data": data, "root": root, "client": DcpClient(state.coordinator_url)}
+        yield {"state": state, "data": data, "root": root, "client": DiagnosingClient(state.coordinator_url, root)}
 
 
 @pytest.fixture(scope="module")

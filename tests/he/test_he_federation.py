@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from coordinator.manifest import dataset_chain_id
-from coordinator.sdk import DcpClient, RemoteError
+from coordinator.sdk import RemoteError
 from protocols.crypto.approvals import job_key
 from protocols.secretflow.synthetic import make_vertical_data
-from tests.coordinator.fedkit import started
+from tests.coordinator.fedkit import DiagnosingClient, started
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def fed(tmp_path_factory):
                        "privacy_budgets": {k: v for k, v in BUDGETS.items() if k.startswith(p.name)}},
         })
     with started(root, members) as state:
-        yield {"state": state, "data": data, "stats": stats, "root": root, "client": DcpClient(state.coordinator_url)}
+        yield {"state": state, "data": data, "stats": stats, "root": root, "client": DiagnosingClient(state.coordinator_url, root)}
 
 
 def chain(fed):
