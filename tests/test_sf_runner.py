@@ -186,6 +186,11 @@ def test_three_parties_psi_and_sslr_match_plaintext(tmp_path, no_leaked_processe
         assert set(frame["uscc"]) == truth
         key_columns.append(frame["uscc"].tolist())
     assert key_columns[0] == key_columns[1] == key_columns[2]  # rows aligned across parties
+    # every party left through the barrier on its main thread, its queued sends gone out: no party
+    # left while a peer still waited for one of its messages
+    leaves = {e["party"]: e for e in events if e.get("event") == "stage" and e.get("stage") == "leave"}
+    assert {n: (e["barrier"], e["flushed"]) for n, e in leaves.items()} == {
+        n: ("ok", True) for n in ("bank", "tax", "power")}, leaves
 
     # each party wrote into its own directory only; only the label holder got predictions
     assert sorted(p.name for p in (tmp_path / "out" / "tax").iterdir()) == ["model", "psi_output.csv"]
@@ -495,26 +500,38 @@ def test_a_taken_link_port_fails_the_job_instead_of_hanging(tmp_path, monkeypatc
     assert party_processes(tmp_path) == []
 
 
-def test_shutdown_is_bounded_after_success_and_after_an_error():
-    """A shutdown barrier that a peer never answers must not keep a party alive (it ends the job)."""
+def test_leaving_is_bounded_after_success_and_after_an_error():
+    """A barrier that a peer never answers, or sends that never go out, must not keep a party alive."""
     import threading
 
-    class HangingSF:
-        def __init__(self) -> None:
-            self.calls: list[dict] = []
-            self.release = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
 
-        def shutdown(self, **kw: object) -> None:
-            self.calls.append(kw)
-            self.release.wait(30)
+    def hanging_barrier() -> None:
+        calls.append("barrier")
+        release.wait(30)  # interrupted by the SIGALRM bound on the main thread
+
+    def stuck_flush(grace: float) -> bool:
+        calls.append(f"flush {grace}")
+        return False
 
     events: list[tuple[str, dict]] = []
-    sf = HangingSF()
+    emit = lambda e, **f: events.append((e, f))  # noqa: E731
     t0 = time.monotonic()
-    party_mod._shutdown_bounded(sf, after_error=False, grace_s=0.5, emit=lambda e, **f: events.append((e, f)))
+    party_mod._leave(after_error=False, emit=emit, grace_s=0.5, barrier=hanging_barrier, flush=stuck_flush)
     assert time.monotonic() - t0 < 3
-    assert sf.calls == [{}]  # with the barrier after success
-    assert events and events[0][0] == "warning" and "did not finish" in events[0][1]["message"]
-    party_mod._shutdown_bounded(sf, after_error=True, grace_s=0.5)
-    assert sf.calls[1] == {"barrier_on_shutdown": False, "on_error": True}  # no barrier after an error
-    sf.release.set()
+    assert calls == ["barrier", "flush 0.5"]
+    assert events[0] == ("stage", {"stage": "leave", "status": "done", "barrier": "timeout after 0 s", "flushed": False})
+    assert events[1][0] == "warning" and "barrier timeout" in events[1][1]["message"]
+    # after an error: no barrier (a failed peer never answers it), only the flush
+    calls.clear()
+    events.clear()
+    party_mod._leave(after_error=True, emit=emit, grace_s=0.5, barrier=hanging_barrier, flush=lambda g: True)
+    assert calls == []
+    assert events == [("stage", {"stage": "leave", "status": "done", "barrier": "skipped: after an error",
+                                 "flushed": True})]
+    # a barrier that raises (SecretFlow's fed layer refuses any thread but the main one) is reported
+    events.clear()
+    party_mod._leave(after_error=False, emit=emit, grace_s=0.5, barrier=lambda: 1 / 0, flush=lambda g: True)
+    assert events[0][1]["barrier"].startswith("error: ZeroDivisionError")
+    release.set()

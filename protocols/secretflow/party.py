@@ -440,6 +440,7 @@ def _run_staged(
             link_desc=_link_desc(cfg),
             id="job",
         )
+        _ENGINE_DEVICES.append(spu)
         times.connect = time.perf_counter() - t0
         emit("stage", stage="connect", status="done", seconds=round(times.connect, 3))
 
@@ -468,6 +469,7 @@ def _run_staged(
                         link_desc=_link_desc(cfg),
                         id=f"psi-{label}-{peer}",
                     )
+                    _ENGINE_DEVICES.append(pair_spu[peer])
                 rounds.append((pair_spu[peer], (label, peer), reveal, peer))
         for rnd, (dev, members, reveal, peer) in enumerate(rounds):
             out = {n: (str(stage / f"psi-round{rnd}.csv") if n == me else "") for n in members}
@@ -514,18 +516,14 @@ def _run_staged(
         n_inter = len(mine)
         times.psi = time.perf_counter() - t0
         emit("stage", stage="psi", status="done", seconds=round(times.psi, 3), intersection_rows=n_inter)
-        for spu_dev in pair_spu.values():
-            spu_dev.shutdown()
+        # the pair SPUs stay up until the process ends (_ENGINE_DEVICES): no link is torn down mid-job
 
         if cfg.stages != ["psi"]:
             model_dir, metrics = _learn(cfg, sf, spu, pyu, mine, my_feats, has_label, part, stage, emit, times)
             files += [f for f in (stage / PREDICTIONS, stage / METRICS) if me == label and f.exists()]
         failed = False
     finally:
-        if failed:
-            _shutdown_bounded(sf, after_error=True)
-        else:
-            _shutdown_bounded(sf, after_error=False, emit=emit)
+        _leave(after_error=failed, emit=emit)
 
     times.total = time.perf_counter() - t_start
     return PartyResult(
@@ -722,32 +720,84 @@ def _const_fn(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
-def _shutdown_bounded(sf: Any, after_error: bool, grace_s: float | None = None, emit: Emit | None = None) -> None:
-    """Leave the cluster, but never wait for ever.
+#: The job's SPU devices, kept for the life of the process. A device that is dropped destroys its
+#: links, and a link's destructor flushes its queued sends with the GIL held: to a peer that has left,
+#: that is minutes of retries in which no thread of the party runs. The process ends with os._exit.
+_ENGINE_DEVICES: list[Any] = []
 
-    After a failure: no shutdown barrier — a failed peer would never answer it, and every party would
-    wait until the job's timeout; SecretFlow's teardown gets ``grace_s`` (10 s) in a daemon thread.
-    After success: the barrier (every party is done before links close), bounded by ``grace_s`` (30 s):
-    this party's results are complete by then, and a barrier that a peer left without answering must
-    not keep the job from ending (seen with predict-only jobs on a loaded machine)."""
+
+class _LeaveTimeout(Exception):
+    """The leaving barrier outran its grace (raised on the main thread by SIGALRM)."""
+
+
+def _barrier_on_main_thread(barrier: Callable[[], Any], grace_s: float) -> str:
+    """Run SecretFlow's barrier (its fed layer works on the main thread only), bounded by SIGALRM."""
     import threading
 
-    grace = grace_s if grace_s is not None else (10.0 if after_error else 30.0)
+    if threading.current_thread() is not threading.main_thread():
+        return "skipped: not on the main thread"
 
-    def _down() -> None:
-        try:
-            if after_error:
-                sf.shutdown(barrier_on_shutdown=False, on_error=True)
-            else:
-                sf.shutdown()
-        except Exception:  # noqa: BLE001 - leaving anyway; a failure is reported by the caller
-            pass
+    def _late(signum: int, frame: Any) -> None:
+        raise _LeaveTimeout
 
-    t = threading.Thread(target=_down, name="sf-shutdown", daemon=True)
+    previous = signal.signal(signal.SIGALRM, _late)
+    signal.setitimer(signal.ITIMER_REAL, grace_s)
+    try:
+        barrier()
+        return "ok"
+    except _LeaveTimeout:
+        return f"timeout after {grace_s:.0f} s"
+    except Exception as exc:  # noqa: BLE001 - leaving anyway; the outcome is reported
+        return f"error: {type(exc).__name__}: {exc}"[:200]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _flush_sends(grace_s: float) -> bool:
+    """Wait (at most ``grace_s``) until this party's queued fed sends have left; True if they have."""
+    import threading
+
+    from secretflow.distributed.fed.global_context import get_global_context
+
+    ctx = get_global_context(assert_none=False)
+    executor = getattr(ctx, "_send_executor", None)
+    if executor is None:
+        return True
+    t = threading.Thread(target=lambda: executor.shutdown(wait=True), name="fed-flush", daemon=True)
     t.start()
-    t.join(grace)
-    if t.is_alive() and emit is not None:
-        emit("warning", message=f"SecretFlow shutdown did not finish within {grace:.0f} s; leaving without it")
+    t.join(grace_s)
+    return not t.is_alive()
+
+
+def _leave(
+    after_error: bool,
+    emit: Emit,
+    grace_s: float | None = None,
+    barrier: Callable[[], Any] | None = None,
+    flush: Callable[[float], bool] | None = None,
+) -> None:
+    """Leave the cluster: every peer has what it needs from this party, and nothing waits for ever.
+
+    After success: SecretFlow's barrier on the main thread (every party has ended its program, so no
+    peer still waits for a message of ours, an SPU link's included), then this party's queued fed
+    sends are flushed. After a failure: no barrier (a failed peer would never answer it), only the
+    flush (the peers learn of the error). Each step is bounded by ``grace_s`` (30 s after success,
+    10 s after an error): a peer that left without answering must not keep the job from ending.
+
+    Nothing is torn down: SecretFlow's own shutdown ends in a garbage collection that destroys the
+    SPU links (see :data:`_ENGINE_DEVICES`), and the party process ends with os._exit anyway.
+    The outcome is an event: ``{"event": "stage", "stage": "leave", "barrier": ..., "flushed": ...}``."""
+    grace = grace_s if grace_s is not None else (10.0 if after_error else 30.0)
+    if barrier is None:
+        from secretflow.device.driver import barrier as sf_barrier
+
+        barrier = sf_barrier
+    outcome = "skipped: after an error" if after_error else _barrier_on_main_thread(barrier, grace)
+    flushed = (flush or _flush_sends)(grace)
+    emit("stage", stage="leave", status="done", barrier=outcome, flushed=flushed)
+    if (outcome != "ok" and not after_error) or not flushed:
+        emit("warning", message=f"leaving the cluster: barrier {outcome}, sends flushed: {flushed}")
 
 
 def _none() -> None:
