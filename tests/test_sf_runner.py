@@ -535,3 +535,37 @@ def test_leaving_is_bounded_after_success_and_after_an_error():
     party_mod._leave(after_error=False, emit=emit, grace_s=0.5, barrier=lambda: 1 / 0, flush=lambda g: True)
     assert events[0][1]["barrier"].startswith("error: ZeroDivisionError")
     release.set()
+
+
+@pytest.mark.slow
+def test_a_party_leaves_only_once_its_slowest_peer_has_ended(tmp_path, no_leaked_processes):
+    """The label holder ends its program first; tax is frozen (SIGSTOP) for a few seconds right then.
+    The label holder must wait in the barrier until tax has its last message and has ended too: a
+    party that left at once could leave tax waiting for ever for a message still in its send queue."""
+    import threading
+
+    data = make_vertical_data(tmp_path / "data", n_rows=2_000, overlap=0.6, seed=5)
+    spec = data.job_spec(tmp_path / "out", work_dir=tmp_path / "work", timeout_s=240,
+                         model=ModelParams(epochs=1))
+    pids: dict[str, int] = {}
+    resumed: list[float] = []
+    events: list[dict] = []
+
+    def on_event(e: dict) -> None:
+        events.append(e)
+        pids.setdefault(e["party"], e["pid"])
+        if (e["party"], e.get("stage"), e.get("status")) == ("bank", "predict", "done") and "tax" in pids:
+            os.kill(pids["tax"], signal.SIGSTOP)
+
+            def resume() -> None:
+                resumed.append(time.time())
+                os.kill(pids["tax"], signal.SIGCONT)
+
+            threading.Timer(4.0, resume).start()
+
+    result = run_vertical_job(spec, on_event=on_event)
+    assert resumed, "the label holder never reported the end of its predictions"
+    assert result.metrics.auc > 0.6
+    leave = {e["party"]: e for e in events if e.get("stage") == "leave"}
+    assert {n: e["barrier"] for n, e in leave.items()} == {"bank": "ok", "tax": "ok", "power": "ok"}
+    assert leave["bank"]["t"] >= resumed[0] - 0.05, "the label holder left while tax was still frozen"
