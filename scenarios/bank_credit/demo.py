@@ -889,7 +889,8 @@ def _post_loan_rows(post: Any) -> dict[str, str]:
 
 
 _STAGE_GROUPS = {"connect": "engine_start", "validate": "engine_start", "psi": "psi", "train": "train",
-                 "predict": "predict", "woe": "train", "done": "receipts", "succeeded": "receipts"}
+                 "predict": "predict", "woe": "train", "leave": "receipts", "done": "receipts",
+                 "succeeded": "receipts"}
 
 
 def _stage_group(stage: str) -> str:

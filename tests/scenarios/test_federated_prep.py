@@ -173,7 +173,7 @@ def test_run_stage_timeline_groups_the_label_holders_task_stages():
     res = DemoResult(n_enterprises=1, seed=1, out_dir=".", bank="bank_a", departments=["tax"])
     timeline = [(10.0, "extract"), (11.0, "connect"), (12.0, "validate:done"), (15.0, "psi:start"),
                 (16.0, "psi:round"), (20.0, "train:start"), (30.0, "predict:start"), (31.0, "predict:done"),
-                (33.0, "done")]
+                (32.0, "leave:done"), (33.0, "done")]
     _record_run_stages(Clock(res), timeline, t_auth=9.0, t_done=34.0)
     got = {s.stage: s.seconds for s in res.stages}
     assert got == {"run_setup": 2.0, "engine_start": 4.0, "psi": 5.0, "train": 10.0, "predict": 1.0,
