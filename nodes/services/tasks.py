@@ -153,16 +153,18 @@ def kill_group(pid: int, grace: float) -> None:
         pass
 
 
-def stacks_then_kill(pid: int, grace: float, settle: float = 0.5) -> None:
-    """Ask a running party to write its threads' stacks to its log (SIGUSR1), then :func:`kill_group`.
-
-    A party that outran its time or is stopped mid-run leaves in its log where it waited."""
-    try:
-        os.kill(pid, signal.SIGUSR1)
-    except (ProcessLookupError, PermissionError):
-        return
-    time.sleep(settle)
-    kill_group(pid, grace)
+def stacks_then_kill(proc: subprocess.Popen[str], grace: float, settle: float = 0.5) -> None:
+    """Kill a party's process group (:func:`kill_group`); a party still running is first asked to
+    write its threads' stacks to its log (SIGUSR1), so one that outran its time or is stopped mid-run
+    leaves where it waited. A leader that has ended gets no signal of its own (its pid may be reused);
+    anything left in its group is killed all the same."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGUSR1)
+            time.sleep(settle)
+        except (ProcessLookupError, PermissionError):
+            pass
+    kill_group(proc.pid, grace)
 
 
 log = logging.getLogger("dcp.node")
@@ -840,7 +842,7 @@ class TaskService:
     def _timeout(self, run: _Run) -> None:
         if run.proc is not None and run.proc.poll() is None:
             run.timed_out = True
-            stacks_then_kill(run.proc.pid, self.settings.task_kill_grace_s)
+            stacks_then_kill(run.proc, self.settings.task_kill_grace_s)
 
     def _cleanup(self, job_id: str, private: Path) -> bool:
         from protocols.secretflow.traces import remove_psi_traces
@@ -950,10 +952,7 @@ class TaskService:
         self.audit.record(actor=actor, action="task.stop", target=job_id, detail={"was": "running"})
         run.spawned.wait(60)
         if run.proc is not None:
-            if run.proc.poll() is None:
-                stacks_then_kill(run.proc.pid, self.settings.task_kill_grace_s)
-            else:  # the leader is gone; anything left in its group goes too
-                kill_group(run.proc.pid, self.settings.task_kill_grace_s)
+            stacks_then_kill(run.proc, self.settings.task_kill_grace_s)
         if run.thread is not None and run.thread is not threading.current_thread():
             run.thread.join(timeout=self.settings.task_kill_grace_s + 30)
         return TaskStopped(status=self._get(job_id).status)
