@@ -70,8 +70,11 @@ def _leases() -> Iterator[dict[int, float]]:
 
 
 def _bindable(host: str, port: int) -> socket.socket | None:
+    """A socket bound to ``port`` if any binder could take it, else None. No ``SO_REUSEADDR``: with it,
+    a port that a closed connection still holds in TIME_WAIT (a server that ran on it a minute ago)
+    passes, and a binder without the option (a plain ``bind``) then fails with "Address already in
+    use"; without it the port passes only when every binder can take it."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind((host, port))
     except OSError:
@@ -109,7 +112,6 @@ def _pick(n: int, host: str, avoid: set[int]) -> list[int]:
                     avoid.add(port)
         while len(socks) < n:  # no room below the ephemeral range, or it is crowded
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, 0))
             if s.getsockname()[1] in avoid:
                 s.close()

@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -57,6 +58,37 @@ def test_a_port_in_use_is_never_handed_out(leases, monkeypatch):
         assert taken not in net.free_ports(2)
     finally:
         busy.close()
+
+
+def test_a_port_a_closed_connection_holds_in_time_wait_is_never_handed_out(leases, monkeypatch):
+    # a server ran on the port and closed its side of a connection first: the port stays in TIME_WAIT
+    # for a minute, and a plain bind (no SO_REUSEADDR) fails on it with "Address already in use"
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    held = srv.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", held))
+    conn, _ = srv.accept()
+    conn.close()
+    time.sleep(0.05)
+    client.close()
+    srv.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", held))
+    picks = iter([held, held])
+
+    class Fixed:
+        def randint(self, a: int, b: int) -> int:
+            return next(picks, held + 1)
+
+    monkeypatch.setattr(net.random, "SystemRandom", Fixed)
+    monkeypatch.setattr(net, "_ephemeral_low", lambda: 65000)
+    ports = net.free_ports(1)
+    assert held not in ports
+    if ports == [held + 1]:  # the pick after the refused ones, unless another process holds it
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:
+            plain.bind(("127.0.0.1", held + 1))
 
 
 def test_a_leased_port_is_not_handed_out_again_until_the_lease_ends(leases, monkeypatch):
