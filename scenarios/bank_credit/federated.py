@@ -536,7 +536,9 @@ def post_loan_summary(pop: ScoredPopulation, watch: pd.DataFrame, origination: p
         if y.isna().any():
             raise ResultMismatchError(f"{int(y.isna().sum())} re-scored borrowers have no recorded outcome")
         y = y.to_numpy(dtype=np.int64)
-        flagged = np.isin(pop.keys, watch[KEY].to_numpy())
+        # hashed, not np.isin: on object (string) keys np.isin compares every key with every listed one,
+        # which took 6 minutes at N = 1M (315k borrowers x 55k on the watch list)
+        flagged = pd.Index(pop.keys).isin(watch[KEY]).astype(bool)
         if 0 < y.sum() < len(y):
             out.outcome_auc = auc(y, pop.pd)
         out.default_rate_high_risk = float(y[flagged].mean()) if flagged.any() else None
