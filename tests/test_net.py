@@ -41,19 +41,25 @@ def test_a_machine_without_room_below_the_range_gets_kernel_ports(leases, monkey
     assert len(set(ports)) == 3 and all(p > 0 for p in ports)
 
 
+def scripted_picks(monkeypatch, picks: list[int], then: int) -> None:
+    """Make free_ports' random choice offer ``picks`` in order, then ``then`` for ever (a range up to
+    65,000, so that ports the kernel handed out are in it)."""
+    it = iter(picks)
+
+    class Fixed:
+        def randint(self, a: int, b: int) -> int:
+            return next(it, then)
+
+    monkeypatch.setattr(net.random, "SystemRandom", Fixed)
+    monkeypatch.setattr(net, "_ephemeral_low", lambda: 65000)
+
+
 def test_a_port_in_use_is_never_handed_out(leases, monkeypatch):
     busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     busy.bind(("127.0.0.1", 0))  # not through free_ports: no lease, only the bind check can refuse it
     busy.listen()
     taken = busy.getsockname()[1]
-    picks = iter([taken, taken, taken + 1 if taken + 1 != taken else taken + 2])
-
-    class Fixed:
-        def randint(self, a: int, b: int) -> int:
-            return next(picks, taken + 3)
-
-    monkeypatch.setattr(net.random, "SystemRandom", Fixed)
-    monkeypatch.setattr(net, "_ephemeral_low", lambda: 65000)
+    scripted_picks(monkeypatch, [taken, taken, taken + 1], then=taken + 3)
     try:
         assert taken not in net.free_ports(2)
     finally:
@@ -76,14 +82,7 @@ def test_a_port_a_closed_connection_holds_in_time_wait_is_never_handed_out(lease
     srv.close()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain, pytest.raises(OSError):
         plain.bind(("127.0.0.1", held))
-    picks = iter([held, held])
-
-    class Fixed:
-        def randint(self, a: int, b: int) -> int:
-            return next(picks, held + 1)
-
-    monkeypatch.setattr(net.random, "SystemRandom", Fixed)
-    monkeypatch.setattr(net, "_ephemeral_low", lambda: 65000)
+    scripted_picks(monkeypatch, [held, held], then=held + 1)
     ports = net.free_ports(1)
     assert held not in ports
     if ports == [held + 1]:  # the pick after the refused ones, unless another process holds it
