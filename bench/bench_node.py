@@ -84,9 +84,9 @@ def chain_section(table: Table, runs: bool = True) -> None:
     import uvicorn
     from conftest import TAX_FEATURES, ChainKit, JobBoard, chain_node, vertical_spec
 
+    from common.net import free_port
     from contracts.anvil import AnvilNode
     from coordinator.manifest import node_request
-    from dcp.net import free_port
     from protocols.crypto.envelope import seal
     from protocols.secretflow.synthetic import make_vertical_data
 

@@ -20,9 +20,9 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from common.net import free_port
+from common.settings import DcpSettings
 from contracts.errors import AnvilError
-from dcp.net import free_port
-from dcp.settings import DcpSettings
 
 #: anvil's default mnemonic accounts are unlocked; this many are funded.
 DEFAULT_ACCOUNTS = 20

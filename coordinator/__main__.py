@@ -11,10 +11,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run uvicorn on the configured loopback address until stopped."""
     import uvicorn
 
+    from common.logging import configure_logging
     from coordinator.app import create_app
     from coordinator.errors import CoordinatorError
     from coordinator.settings import load_coordinator_settings
-    from dcp.logging import configure_logging
 
     ap = argparse.ArgumentParser(prog="python -m coordinator")
     ap.add_argument("--config", type=Path, default=None)

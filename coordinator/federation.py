@@ -24,10 +24,10 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from common.net import free_port
+from common.settings import project_root
+from common.yamlfile import load_yaml_model
 from coordinator.errors import FederationError, InvalidFederationConfig
-from dcp.net import free_port
-from dcp.settings import project_root
-from dcp.yamlfile import load_yaml_model
 
 STATE_FILE = "federation.state.json"
 ROLES = {"department": 1, "bank": 2, "regulator": 3, "coordinator": 4, "researcher": 5}

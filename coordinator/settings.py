@@ -15,8 +15,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from common.settings import file_settings_sources, project_root
 from coordinator.errors import FederationError
-from dcp.settings import file_settings_sources, project_root
 
 
 class CoordinatorSettings(BaseSettings):

@@ -11,8 +11,8 @@ import importlib
 
 import typer
 
-from dcp.logging import configure_logging
-from dcp.settings import DcpSettings
+from common.logging import configure_logging
+from common.settings import DcpSettings
 
 # Order is the order in --help.
 COMMAND_MODULES: tuple[str, ...] = (

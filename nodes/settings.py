@@ -15,7 +15,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from dcp.settings import file_settings_sources, project_root
+from common.settings import file_settings_sources, project_root
 from nodes.errors import ConfigError
 
 GIB = 1024**3

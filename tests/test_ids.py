@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from dcp.ids import (
+from common.ids import (
     id_check_char,
     is_valid_resident_id,
     is_valid_uscc,

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dcp import net
+from common import net
 
 
 @pytest.fixture()
@@ -113,7 +113,7 @@ def test_processes_allocating_at_the_same_moment_never_share_a_port(leases):
     # four processes, 150 ports each, from a range of 1,001: without the host-wide leases the
     # birthday bound makes a shared port near certain
     code = (
-        "import sys; from dcp import net\n"
+        "import sys; from common import net\n"
         "net._ephemeral_low = lambda: net._LOWEST + 1001\n"
         "print(' '.join(str(p) for _ in range(50) for p in net.free_ports(3)))\n"
     )

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
-from dcp.settings import project_root
+from common.settings import project_root
 from protocols.secretflow import party as party_mod
 from protocols.secretflow.errors import (
     DcpRunError,

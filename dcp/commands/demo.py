@@ -54,8 +54,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from common.settings import DcpSettings
         from dcp.commands.sf import result_table, run_with_progress
-        from dcp.settings import DcpSettings
         from protocols.secretflow.errors import DcpRunError
         from protocols.secretflow.spec import PSI_PROTOCOLS, ModelParams
         from protocols.secretflow.synthetic import make_vertical_data, plaintext_reference

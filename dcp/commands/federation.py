@@ -40,10 +40,10 @@ def register(app: typer.Typer) -> None:
         work_dir: Path = typer.Option(None, help="or the federation's work_dir"),
     ) -> None:
         """Stop every process of the federation started by ``dcp up``."""
+        from common.settings import DcpSettings
         from coordinator.errors import CoordinatorError
         from coordinator.federation import down as fed_down
         from coordinator.federation import load_federation_config
-        from dcp.settings import DcpSettings
 
         try:
             wd = work_dir or (load_federation_config(config).work_dir if config else DcpSettings().work_dir / "federation")

@@ -13,8 +13,8 @@ FED_DIR_ENV = "DCP_FEDERATION_DIR"
 
 
 def _state(fed_dir: Path | None):  # noqa: ANN202 - FederationState, imported lazily
+    from common.settings import DcpSettings
     from coordinator.federation import read_state
-    from dcp.settings import DcpSettings
 
     return read_state(fed_dir or Path(os.environ.get(FED_DIR_ENV) or DcpSettings().work_dir / "federation"))
 

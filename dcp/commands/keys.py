@@ -12,7 +12,7 @@ PASSPHRASE_ENV = "DCP_KEYSTORE_PASSPHRASE"
 
 
 def _default_dir() -> Path:
-    from dcp.settings import DcpSettings
+    from common.settings import DcpSettings
 
     return DcpSettings().work_dir / "keys"
 

@@ -18,7 +18,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from dcp.ids import id_check_char, random_uscc
+from common.ids import id_check_char, random_uscc
 from nodes.models import ColumnMeta
 
 _MAX_LABELS = 50

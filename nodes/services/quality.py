@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dcp.ids import USCC_ALPHABET, is_valid_resident_id, is_valid_uscc
+from common.ids import USCC_ALPHABET, is_valid_resident_id, is_valid_uscc
 from nodes.models import QualitySummary, RuleResult
 
 SAMPLE_ROWS = 10

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dcp.ids import is_valid_resident_id, is_valid_uscc
+from common.ids import is_valid_resident_id, is_valid_uscc
 from nodes.errors import BadDataFile, BadEncoding, EmptyDataFile, SourceError, UnsupportedFormat
 
 ROW_COL = "_row"

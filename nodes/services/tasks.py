@@ -53,8 +53,8 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from dcp.net import free_ports
-from dcp.settings import project_root
+from common.net import free_ports
+from common.settings import project_root
 from nodes.errors import (
     ChainUnavailable,
     ColumnNotApproved,

@@ -29,8 +29,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dcp.net import free_ports
-from dcp.settings import project_root
+from common.net import free_ports
+from common.settings import project_root
 from protocols.secretflow.errors import (
     EmptyIntersectionError,
     JobSpecError,

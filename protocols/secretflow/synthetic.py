@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from dcp.ids import random_uscc
+from common.ids import random_uscc
 from protocols.secretflow.spec import ModelParams, PartySpec, PsiProtocolName, VerticalJobSpec
 
 JOIN_KEY = "uscc"

@@ -128,7 +128,7 @@ class DemoConfig(_Model):
 
 def load_demo_config(path: Path = DEFAULT_CONFIG) -> DemoConfig:
     """Load and check the demo federation config (named errors)."""
-    from dcp.yamlfile import load_yaml_model
+    from common.yamlfile import load_yaml_model
 
     path = Path(path)
     cfg = load_yaml_model(path, DemoConfig, DemoConfigError)
@@ -519,7 +519,7 @@ def run_demo(
     ``job_timeout_s`` overrides every job's ``timeout_s``: a party still running then is stopped by its
     node, and the job fails naming it.
     """
-    from dcp.settings import project_root
+    from common.settings import project_root
     from scenarios.bank_credit.generator import generate
 
     con = _console(console)

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
+from common.net import free_port
 from coordinator.models import CatalogEntry
 from coordinator.service import Coordinator
 from coordinator.settings import CoordinatorSettings
-from dcp.net import free_port
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from py_ecc.bls.g2_primitives import G1_to_pubkey, pubkey_to_G1, signature_to_G2
 from py_ecc.optimized_bls12_381 import add, neg, normalize
 
-from dcp.net import free_port
+from common.net import free_port
 from protocols.crypto import bls
 from protocols.crypto.approvals import approval_message
 from protocols.crypto.bls_vectors import build_vectors, default_path

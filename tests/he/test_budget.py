@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from dcp.settings import project_root
+from common.settings import project_root
 from protocols.he.budget import PrivacyLedger
 from protocols.he.errors import BudgetChargeConflict, InvalidQuery, NoPrivacyBudget, PrivacyBudgetExceeded
 

@@ -33,7 +33,7 @@ PRECISE = {"poly_modulus_degree": 16384, "coeff_mod_bit_sizes": [60, 50, 50, 60]
 
 def _stats_frames(n_tax: int = 60, n_power: int = 48) -> dict[str, pd.DataFrame]:
     """Employees per enterprise: tax has exactly 3 rows below 2 (a small cell for the [0, 2) bin)."""
-    from dcp.ids import random_uscc
+    from common.ids import random_uscc
 
     rng = np.random.default_rng(3)
     tax = np.concatenate([[1, 1, 1], np.round(np.linspace(2, 100, n_tax - 3))])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcp.settings import project_root
+from common.settings import project_root
 from protocols.he.context import load_public_context
 
 STEPS = Path(__file__).with_name("party_steps.py")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from dcp.ids import id_check_char, random_uscc
+from common.ids import id_check_char, random_uscc
 from nodes.app import create_app
 from nodes.services.audit import FileAnchor
 from nodes.settings import NodeSettings
@@ -212,8 +212,8 @@ def chain_kit(tmp_path_factory) -> Iterator[ChainKit]:
 
     import uvicorn
 
+    from common.net import free_port
     from contracts.anvil import AnvilNode
-    from dcp.net import free_port
 
     board = JobBoard()
     port = free_port()

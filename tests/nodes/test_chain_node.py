@@ -16,8 +16,8 @@ from conftest import (
     vertical_spec,
 )
 
+from common.net import free_port, free_ports
 from coordinator.manifest import node_request
-from dcp.net import free_port, free_ports
 from nodes.errors import ConfigError
 from nodes.services.chain import dataset_chain_id
 from nodes.settings import NodeSettings

@@ -290,7 +290,7 @@ def test_mock_data_same_schema_no_real_values(client, tax_dataset):
     assert r.status_code == 200
     mock = pd.DataFrame(r.json())
     assert list(mock.columns) == list(tax_dataset.columns) and len(mock) == 200
-    from dcp.ids import is_valid_resident_id, is_valid_uscc
+    from common.ids import is_valid_resident_id, is_valid_uscc
 
     assert all(is_valid_uscc(v) for v in mock["uscc"]) and all(is_valid_resident_id(v) for v in mock["legal_rep_id"])
     assert not set(mock["uscc"]) & set(tax_dataset["uscc"])

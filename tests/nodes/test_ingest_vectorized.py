@@ -14,7 +14,7 @@ import pytest
 from conftest import csv_bytes, make_tax_frame, upload
 from fastapi.testclient import TestClient
 
-from dcp.ids import USCC_ALPHABET, id_check_char, is_valid_resident_id, is_valid_uscc, random_uscc
+from common.ids import USCC_ALPHABET, id_check_char, is_valid_resident_id, is_valid_uscc, random_uscc
 from nodes.app import create_app
 from nodes.services.audit import FileAnchor
 from nodes.services.quality import valid_resident_id_mask, valid_uscc_mask

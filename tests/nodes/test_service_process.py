@@ -11,8 +11,8 @@ import httpx
 import pytest
 from conftest import csv_bytes, make_tax_frame
 
-from dcp.net import free_port
-from dcp.settings import project_root
+from common.net import free_port
+from common.settings import project_root
 
 
 def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:

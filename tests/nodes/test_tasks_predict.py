@@ -12,8 +12,8 @@ import pytest
 from conftest import CHAIN_POLICY, TAX_FEATURES, chain_node, vertical_spec
 from sqlmodel import Session
 
+from common.net import free_ports
 from coordinator.manifest import node_request
-from dcp.net import free_ports
 from nodes.models import NodeTask
 
 pytestmark = pytest.mark.slow

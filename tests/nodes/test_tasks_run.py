@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from conftest import TAX_FEATURES, chain_node, vertical_spec
 
+from common.net import free_ports
 from coordinator.manifest import node_request
-from dcp.net import free_ports
 from nodes.services.chain import dataset_chain_id
 from protocols.crypto.approvals import job_key
 

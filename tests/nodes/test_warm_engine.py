@@ -20,7 +20,7 @@ import pytest
 from conftest import TAX_FEATURES, chain_node, vertical_spec
 from test_tasks_run import _csv, _start_alone, _start_two_party, _wait
 
-from dcp.settings import project_root
+from common.settings import project_root
 from nodes.app import create_app
 from nodes.services.tasks import WARM_PIDFILE, idle_warm_party, party_env
 from nodes.settings import NodeSettings

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dcp.ids import is_valid_resident_id, is_valid_uscc
+from common.ids import is_valid_resident_id, is_valid_uscc
 from scenarios.bank_credit import generator as gen
 from scenarios.bank_credit.errors import FederationDataError, GeneratorConfigError
 from scenarios.bank_credit.generator import COVERAGE_TARGETS, FederationData, file_hashes, generate
