@@ -69,4 +69,22 @@ if [ ! -d contracts/node_modules ] || [ "$(cat contracts/node_modules/.dcp-stamp
   echo "$js_stamp" > contracts/node_modules/.dcp-stamp
 fi
 contracts/node_modules/.bin/anvil --version >/dev/null || die "anvil from @foundry-rs/anvil does not run on this machine"
+# Debian packages the tests and services run (requirements/debian.txt: one "package  command" per line;
+# a package is installed when its command is missing). As root this installs them; otherwise it says
+# which are missing and how to install them, and stops.
+missing=()
+while read -r pkg cmd _; do
+  case "$pkg" in ''|'#'*) continue ;; esac
+  if ! command -v "${cmd:-$pkg}" >/dev/null 2>&1 && ! dpkg -s "$pkg" >/dev/null 2>&1; then missing+=("$pkg"); fi
+done < requirements/debian.txt
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    die "missing Debian packages: ${missing[*]}
+  install them as root: apt-get install ${missing[*]}"
+  fi
+fi
 say "ready: .venv ($("$root/.venv/bin/python" --version)), contracts/node_modules"
