@@ -41,7 +41,9 @@ def _fail(exc: Exception) -> None:
     from coordinator.errors import CoordinatorError
 
     if isinstance(exc, CoordinatorError):
-        typer.echo(f"{exc.name if not hasattr(exc, 'error') else exc.error}: {exc.detail}", err=True)
+        # a RemoteError carries the coordinator's error name and detail apart: each printed once
+        name, detail = getattr(exc, "error", exc.name), getattr(exc, "remote_detail", exc.detail)
+        typer.echo(f"{name}: {detail}", err=True)
         raise typer.Exit(1) from None
     raise exc
 
@@ -110,9 +112,13 @@ def register(app: typer.Typer) -> None:
             jobs = DcpClient(_url(url, fed_dir)).list(state, requester)
         except CoordinatorError as exc:
             _fail(exc)
-        t = Table("job", "kind", "requester", "state", "stage", "updated")
+        # job ids are never cut (they are copied into the next command); the other columns give way
+        t = Table()
+        t.add_column("job", no_wrap=True, min_width=max((len(j.job_id) for j in jobs), default=3))
+        for name in ("kind", "requester", "state", "stage", "updated"):
+            t.add_column(name, overflow="fold")
         for j in jobs:
-            t.add_row(j.job_id, j.kind, j.requester, j.state.value, j.stage or "", j.updated_at.isoformat())
+            t.add_row(j.job_id, j.kind, j.requester, j.state.value, j.stage or "", j.updated_at.isoformat(timespec="seconds"))
         Console().print(t)
 
     @job.command("status")
