@@ -31,7 +31,7 @@ from protocols.secretflow.errors import (
     RunTimeoutError,
 )
 from protocols.secretflow.runner import build_party_configs, run_vertical_job
-from protocols.secretflow.spec import ModelParams, PartyExit, PartySpec, VerticalJobSpec
+from protocols.secretflow.spec import ModelParams, PartyExit, PartySpec, VerticalJobSpec, sslr_schedule
 from protocols.secretflow.synthetic import make_vertical_data, plaintext_reference
 from protocols.secretflow.traces import remove_psi_traces
 
@@ -569,3 +569,18 @@ def test_a_party_leaves_only_once_its_slowest_peer_has_ended(tmp_path, no_leaked
     leave = {e["party"]: e for e in events if e.get("stage") == "leave"}
     assert {n: e["barrier"] for n, e in leave.items()} == {"bank": "ok", "tax": "ok", "power": "ok"}
     assert leave["bank"]["t"] >= resumed[0] - 0.05, "the label holder left while tax was still frozen"
+
+
+@pytest.mark.slow
+def test_sslr_defaults_fit_a_small_intersection(tmp_path, no_leaked_processes):
+    """A spec that leaves SS-LR's epochs and batch size out trains as well as plaintext LR on 1,000 rows
+    (the old fixed default, 5 epochs of 1,024-row batches, made 5 gradient steps here and undertrained)."""
+    data = make_vertical_data(tmp_path / "data", n_rows=1_250, overlap=0.8, seed=21)
+    spec = data.job_spec(tmp_path / "out", work_dir=tmp_path / "work", timeout_s=300)
+    assert spec.model.epochs is None and spec.model.batch_size is None
+    result = run_vertical_job(spec)
+    reference = plaintext_reference(spec)
+    assert result.metrics.n_rows == reference.n_rows == 1_000
+    assert sslr_schedule(1_000) == (8, 64)
+    assert abs(result.metrics.auc - reference.auc) < 0.02, (result.metrics.auc, reference.auc)
+    assert party_processes(tmp_path) == []

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.secretflow.spec import ModelParams
+from protocols.secretflow.spec import ModelParams, sslr_schedule
 
 SHARE_SUFFIX = ".share"
 
@@ -78,13 +78,14 @@ def train_ss_lr(s: Session, x: Any, y: Any, n_rows: int) -> Any:
     from secretflow.ml.linear.ss_sgd import SSRegression
 
     p = s.params
+    epochs, batch_size = sslr_schedule(n_rows, p.epochs, p.batch_size)
     model = SSRegression(s.spu)
     model.fit(
         x,
         y,
-        epochs=p.epochs,
+        epochs=epochs,
         learning_rate=p.learning_rate,
-        batch_size=min(p.batch_size, n_rows),  # SSRegression trains on full batches only
+        batch_size=batch_size,
         sig_type=p.sig_type,
         reg_type="logistic",
         penalty=p.penalty,
@@ -113,7 +114,7 @@ def load_ss_lr(s: Session, part: dict[str, Any], src: Path) -> Any:
 
 def predict_ss_lr(s: Session, model: Any, x: Any, n_rows: int) -> Any:
     """Scores revealed to the label holder only (a FedNdarray with one partition)."""
-    return model.predict(x, batch_size=min(s.params.batch_size, n_rows), to_pyu=s.pyu[s.label])
+    return model.predict(x, batch_size=sslr_schedule(n_rows, 1, s.params.batch_size)[1], to_pyu=s.pyu[s.label])
 
 
 # ---------------------------------------------------------------- SS-XGB

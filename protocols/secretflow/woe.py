@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.secretflow.spec import Scorecard
+from protocols.secretflow.spec import Scorecard, sslr_schedule
 
 WOE_RULES = "woe_rules.json"
 WOE_IV = "woe_iv.json"
@@ -266,7 +266,7 @@ def predict_logit(s: Any, model: Any, x: Any, n_rows: int) -> Any:
 
     linear = SSRegression(s.spu)
     linear.load_model(LinearModel(model.spu_w, RegType.Linear, model.sig_type))
-    return linear.predict(x, batch_size=min(s.params.batch_size, n_rows), to_pyu=s.pyu[s.label])
+    return linear.predict(x, batch_size=sslr_schedule(n_rows, 1, s.params.batch_size)[1], to_pyu=s.pyu[s.label])
 
 
 def points_table(
