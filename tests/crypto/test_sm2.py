@@ -403,3 +403,23 @@ def test_native_signing_from_threads(kp: sm2.Sm2KeyPair) -> None:
         sm2.verify(kp.public_key, m, s, b"node-1", backend="gmssl")
         for m, s in zip(msgs[:4], sigs[:4], strict=True)
     )
+
+
+def _sign_in_child(args: tuple[bytes, bytes, bytes]) -> bytes:
+    private_key, public_key, message = args
+    return sm2.sign(private_key, message, public_key=public_key)
+
+
+def test_native_nonces_differ_across_fork(kp: sm2.Sm2KeyPair) -> None:
+    """A forked worker must not replay the parent's DRBG: the same k on two signatures leaks the key.
+
+    Same message in parent and child, so equal nonces would show as equal r."""
+    import multiprocessing
+
+    sm2.sign(kp.private_key, b"warm the DRBG", public_key=kp.public_key)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map(_sign_in_child, [(kp.private_key, kp.public_key, b"same message")] * 2)
+    parent = sm2.sign(kp.private_key, b"same message", public_key=kp.public_key)
+    rs = {sig[:32] for sig in [*children, parent]}
+    assert len(rs) == 3
+    assert all(sm2.verify(kp.public_key, b"same message", sig) for sig in [*children, parent])
