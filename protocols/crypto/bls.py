@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Literal
 
 from eth_utils import ValidationError
@@ -247,6 +248,13 @@ def aggregate_pubkeys(pubkeys: Sequence[bytes], *, backend: Backend = "auto") ->
     return bytes(_Pop._AggregatePKs([bytes(pk) for pk in pubkeys]))
 
 
+@lru_cache(maxsize=4096)
+def _aggregate_registered(pubkeys: tuple[bytes, ...]) -> bytes:
+    """The validated sum of a set of registered keys, cached: an audit meets the same
+    approver sets again and again (public data only; a refused set raises and is not cached)."""
+    return bytes(_milagro._AggregatePKs(list(pubkeys)))
+
+
 def fast_aggregate_verify(
     pubkeys: Sequence[bytes],
     message: bytes,
@@ -260,7 +268,9 @@ def fast_aggregate_verify(
     Only sound for keys registered through :func:`register_key` (proof of possession checked).
     On py_ecc, ``keys_registered=True`` skips the per-key subgroup checks (done at registration)
     and validates only the aggregate key — about 18x cheaper for 18 approvers in pure Python.
-    Natively every key is checked either way (a fraction of a millisecond each).
+    Natively every key is checked either way (a fraction of a millisecond each), and with
+    ``keys_registered=True`` the validated sum of each key set is cached, so verifying another
+    authorization by the same approvers costs one pairing check.
     """
     _check_sig_len(sig)
     if not pubkeys:
@@ -268,7 +278,14 @@ def fast_aggregate_verify(
     if _native(backend):
         for pk in pubkeys:
             _check_pubkey_length(pk)
-        if _milagro.FastAggregateVerify([bytes(pk) for pk in pubkeys], bytes(message), bytes(sig)):
+        if keys_registered:
+            try:
+                agg = _aggregate_registered(tuple(bytes(pk) for pk in pubkeys))
+            except ValueError:
+                agg = None
+            if agg is not None and _milagro.Verify(agg, bytes(message), bytes(sig)):
+                return True
+        elif _milagro.FastAggregateVerify([bytes(pk) for pk in pubkeys], bytes(message), bytes(sig)):
             return True
         for pk in pubkeys:  # a malformed key raises, as on py_ecc
             _check_pubkey(pk, backend)

@@ -349,6 +349,10 @@ def test_native_refuses_every_key_py_ecc_refuses(keys: list[int], case: str) -> 
             bls.aggregate_pubkeys([good, bad], backend=backend)
         with pytest.raises(MalformedKey):
             bls.fast_aggregate_verify([good, bad], MSG, sig, backend=backend)
+    # py_ecc's registered-keys path trusts registration (it sums, then validates only the sum);
+    # the native one still checks every key
+    with pytest.raises(MalformedKey):
+        bls.fast_aggregate_verify([good, bad], MSG, sig, keys_registered=True)
     assert not milagro_bls_binding.Verify(bad, MSG, sig)
     assert not milagro_bls_binding.FastAggregateVerify([good, bad], MSG, sig)
 
@@ -366,6 +370,8 @@ def test_keys_whose_torsion_cancels_in_the_sum_are_refused(keys: list[int]) -> N
     for backend in ("native", "py_ecc"):
         with pytest.raises(MalformedKey):
             bls.fast_aggregate_verify([k1, k2], MSG, agg, backend=backend)
+    with pytest.raises(MalformedKey):  # natively even the registered-keys path checks every key
+        bls.fast_aggregate_verify([k1, k2], MSG, agg, keys_registered=True)
     import milagro_bls_binding
 
     assert not milagro_bls_binding.FastAggregateVerify([k1, k2], MSG, agg)
@@ -389,7 +395,10 @@ def test_native_aggregate_verify_of_18_approvals() -> None:
     pks = [bls.sk_to_pk(k) for k in sks]
     agg = bls.aggregate([bls.sign(k, MSG) for k in sks])
     assert bls.fast_aggregate_verify(pks, MSG, agg)
-    assert bls.fast_aggregate_verify(pks, MSG, agg, keys_registered=True)
+    for _ in range(2):  # the second call takes the cached sum of the 18 registered keys
+        assert bls.fast_aggregate_verify(pks, MSG, agg, keys_registered=True)
+        assert not bls.fast_aggregate_verify(pks, MSG + b"x", agg, keys_registered=True)
+        assert not bls.fast_aggregate_verify(pks, MSG, bls.sign(sks[0], MSG), keys_registered=True)
     assert not bls.fast_aggregate_verify(pks[:17], MSG, agg)
     assert not bls.fast_aggregate_verify(pks[:17] + [bls.sk_to_pk(bls.keygen())], MSG, agg)
     assert bls.verify(bls.aggregate_pubkeys(pks), MSG, agg, backend="py_ecc")
