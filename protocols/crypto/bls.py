@@ -5,7 +5,7 @@ contracts verify with EIP-2537): public keys are 48-byte compressed G1 points, s
 96-byte compressed G2 points.  Two implementations:
 
 * ``native`` (the default): ``milagro_bls_binding`` (Rust, Apache Milagro) for key derivation,
-  sign, verify, aggregate and FastAggregateVerify — 30–70x faster than py_ecc;
+  sign, verify, aggregate and FastAggregateVerify — about 100x faster than py_ecc;
 * ``py_ecc``: :class:`py_ecc.bls.G2ProofOfPossession` (pure Python), the reference the tests
   cross-check against.
 
