@@ -4,7 +4,7 @@ The ciphersuite is ``BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`` (Ethereum's, 
 contracts verify with EIP-2537): public keys are 48-byte compressed G1 points, signatures
 96-byte compressed G2 points.  Two implementations:
 
-* ``native`` (the default): ``milagro_bls_binding`` (Rust, Apache Milagro) for key derivation,
+* ``native`` (the default): ``milagro_bls_binding`` (Rust, Apache Milagro) for public keys,
   sign, verify, aggregate and FastAggregateVerify — about 100x faster than py_ecc;
 * ``py_ecc``: :class:`py_ecc.bls.G2ProofOfPossession` (pure Python), the reference the tests
   cross-check against.
