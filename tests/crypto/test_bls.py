@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from protocols.crypto.approvals import approval_message
 from protocols.crypto.bls_vectors import build_vectors, default_path
 from protocols.crypto.errors import (
     BadSignatureLength,
+    CryptoError,
     InvalidProofOfPossession,
     MalformedKey,
     RogueKey,
@@ -230,3 +232,173 @@ def test_vectors_verify_through_anvil_eip2537_precompiles(no_leaked_processes: N
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- native (milagro) vs py_ecc
+
+
+def _non_subgroup_g1_point() -> tuple:
+    """A point of E(Fp) outside the r-order subgroup: r·R for the first curve point R with r·R ≠ O."""
+    from py_ecc.optimized_bls12_381 import FQ, b, curve_order, field_modulus, is_inf, multiply
+
+    x = 1
+    while True:
+        rhs = FQ(x) ** 3 + b
+        y = rhs ** ((field_modulus + 1) // 4)
+        if y * y == rhs:
+            torsion = multiply((FQ(x), y, FQ(1)), curve_order)
+            if not is_inf(torsion):
+                return torsion
+        x += 1
+
+
+def _non_subgroup_g2_point() -> tuple:
+    from py_ecc.bls.point_compression import modular_squareroot_in_FQ2
+    from py_ecc.optimized_bls12_381 import FQ2, b2, curve_order, is_inf, multiply
+
+    xi = 1
+    while True:
+        x = FQ2([xi, 1])
+        y = modular_squareroot_in_FQ2(x**3 + b2)
+        if y is not None:
+            torsion = multiply((x, y, FQ2.one()), curve_order)
+            if not is_inf(torsion):
+                return torsion
+        xi += 1
+
+
+def test_native_backend_is_the_default() -> None:
+    """milagro-bls-binding is locked: a broken install must fail here, not fall back to py_ecc."""
+    assert bls.native_available()
+    assert bls._native("auto") and bls._native("native") and not bls._native("py_ecc")
+    with pytest.raises(CryptoError):
+        bls.sign(1, MSG, backend="blst")  # type: ignore[arg-type]
+
+
+def test_native_reproduces_the_committed_vectors() -> None:
+    """The shared vectors (checked by anvil's EIP-2537 precompiles) byte for byte, natively."""
+    v = json.loads(default_path().read_text())
+    hx = lambda s: bytes.fromhex(s[2:])  # noqa: E731
+    message = hx(v["approval"]["message"])
+    pks, sigs = [], []
+    for m in v["members"]:
+        sk = bls.sk_from_bytes(hx(m["sk"]))
+        pk, sig = hx(m["pubkey"]), hx(m["signature"])
+        assert bls.sk_to_pk(sk, backend="native") == pk
+        assert bls.sign(sk, message, backend="native") == sig
+        assert bls.verify(pk, message, sig, backend="native")
+        assert not bls.verify(pk, message + b"\x00", sig, backend="native")
+        pks.append(pk)
+        sigs.append(sig)
+    assert bls.aggregate(sigs, backend="native") == hx(v["aggregate"]["signature"])
+    assert bls.aggregate_pubkeys(pks, backend="native") == hx(v["aggregate"]["pubkey"])
+    agg = hx(v["aggregate"]["signature"])
+    assert bls.fast_aggregate_verify(pks, message, agg, backend="native")
+    assert not bls.fast_aggregate_verify(pks[:-1], message, agg, backend="native")
+    assert not bls.fast_aggregate_verify(pks, message[:-1] + b"\x00", agg, backend="native")
+
+
+def test_native_and_py_ecc_agree_on_random_keys() -> None:
+    sks = [bls.keygen() for _ in range(3)]
+    msg = secrets.token_bytes(45)
+    pks = [bls.sk_to_pk(k, backend="native") for k in sks]
+    assert pks == [bls.sk_to_pk(k, backend="py_ecc") for k in sks]
+    sig = bls.sign(sks[0], msg, backend="native")
+    assert sig == bls.sign(sks[0], msg, backend="py_ecc")  # deterministic signatures
+    assert bls.verify(pks[0], msg, sig, backend="py_ecc")
+    sigs = [sig] + [bls.sign(k, msg, backend="native") for k in sks[1:]]
+    agg = bls.aggregate(sigs, backend="native")
+    assert agg == bls.aggregate(sigs, backend="py_ecc")
+    assert bls.aggregate_pubkeys(pks, backend="native") == bls.aggregate_pubkeys(pks, backend="py_ecc")
+    for backend in ("native", "py_ecc"):
+        assert bls.fast_aggregate_verify(pks, msg, agg, backend=backend)
+        assert bls.fast_aggregate_verify(pks, msg, agg, keys_registered=True, backend=backend)
+        assert not bls.fast_aggregate_verify(pks[1:], msg, agg, backend=backend)
+        assert not bls.verify(pks[1], msg, sig, backend=backend)
+
+
+def _malformed_pubkeys() -> dict[str, bytes]:
+    from py_ecc.bls.point_compression import compress_G1
+
+    p = 0x1A0111EA397FE69A4B1BA7B6434BACD764774B84F38512BF6730D2A0F6B0F6241EABFFFEB153FFFFB9FEFFFFFFFFAAAB
+    return {
+        "no compression flag": b"\x00" * 48,
+        "x >= p": (p | (0x80 << 376)).to_bytes(48, "big"),
+        "identity": b"\xc0" + bytes(47),
+        "identity with sign bit": b"\xe0" + bytes(47),
+        "identity flag, nonzero x": b"\xc0" + bytes(46) + b"\x01",
+        "x not on the curve": ((0x80 << 376) | 4).to_bytes(48, "big"),  # x^3 + 4 = 68 is no square mod p
+        "outside the subgroup": compress_G1(_non_subgroup_g1_point()).to_bytes(48, "big"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_malformed_pubkeys()))
+def test_native_refuses_every_key_py_ecc_refuses(keys: list[int], case: str) -> None:
+    """KeyValidate parity: milagro never answers True for a key py_ecc's KeyValidate refuses."""
+    import milagro_bls_binding
+
+    bad = _malformed_pubkeys()[case]
+    sig = bls.sign(keys[0], MSG)
+    good = bls.sk_to_pk(keys[0])
+    for backend in ("native", "py_ecc"):
+        with pytest.raises(MalformedKey):
+            bls.validate_pubkey(bad, backend=backend)
+        with pytest.raises(MalformedKey):
+            bls.verify(bad, MSG, sig, backend=backend)
+        with pytest.raises(MalformedKey):
+            bls.aggregate_pubkeys([good, bad], backend=backend)
+        with pytest.raises(MalformedKey):
+            bls.fast_aggregate_verify([good, bad], MSG, sig, backend=backend)
+    # py_ecc's registered-keys path trusts registration (it sums, then validates only the sum);
+    # the native one still checks every key
+    with pytest.raises(MalformedKey):
+        bls.fast_aggregate_verify([good, bad], MSG, sig, keys_registered=True)
+    assert not milagro_bls_binding.Verify(bad, MSG, sig)
+    assert not milagro_bls_binding.FastAggregateVerify([good, bad], MSG, sig)
+
+
+def test_keys_whose_torsion_cancels_in_the_sum_are_refused(keys: list[int]) -> None:
+    """Two off-subgroup keys a·G + T and b·G − T sum to a valid key: only a per-key check stops them."""
+    from py_ecc.bls.point_compression import compress_G1
+    from py_ecc.optimized_bls12_381 import G1, multiply
+
+    torsion = _non_subgroup_g1_point()
+    a, b_ = keys[0], keys[1]
+    k1 = compress_G1(add(multiply(G1, a), torsion)).to_bytes(48, "big")
+    k2 = compress_G1(add(multiply(G1, b_), neg(torsion))).to_bytes(48, "big")
+    agg = bls.aggregate([bls.sign(a, MSG), bls.sign(b_, MSG)])
+    for backend in ("native", "py_ecc"):
+        with pytest.raises(MalformedKey):
+            bls.fast_aggregate_verify([k1, k2], MSG, agg, backend=backend)
+    with pytest.raises(MalformedKey):  # natively even the registered-keys path checks every key
+        bls.fast_aggregate_verify([k1, k2], MSG, agg, keys_registered=True)
+    import milagro_bls_binding
+
+    assert not milagro_bls_binding.FastAggregateVerify([k1, k2], MSG, agg)
+
+
+def test_signature_outside_the_subgroup_never_verifies(keys: list[int]) -> None:
+    from py_ecc.bls.point_compression import compress_G2
+
+    pk, sig = bls.sk_to_pk(keys[0]), bls.sign(keys[0], MSG)
+    z1, z2 = compress_G2(add(signature_to_G2(sig), _non_subgroup_g2_point()))
+    bad = z1.to_bytes(48, "big") + z2.to_bytes(48, "big")
+    for backend in ("native", "py_ecc"):
+        assert not bls.verify(pk, MSG, bad, backend=backend)
+        assert not bls.fast_aggregate_verify([pk], MSG, bad, backend=backend)
+    assert bls.verify(pk, MSG, sig)
+
+
+def test_native_aggregate_verify_of_18_approvals() -> None:
+    """The audit's case: 18 departments approve one message; one aggregate verifies natively."""
+    sks = [bls.keygen(bytes([i + 1]) * 32) for i in range(18)]
+    pks = [bls.sk_to_pk(k) for k in sks]
+    agg = bls.aggregate([bls.sign(k, MSG) for k in sks])
+    assert bls.fast_aggregate_verify(pks, MSG, agg)
+    for _ in range(2):  # the second call takes the cached sum of the 18 registered keys
+        assert bls.fast_aggregate_verify(pks, MSG, agg, keys_registered=True)
+        assert not bls.fast_aggregate_verify(pks, MSG + b"x", agg, keys_registered=True)
+        assert not bls.fast_aggregate_verify(pks, MSG, bls.sign(sks[0], MSG), keys_registered=True)
+    assert not bls.fast_aggregate_verify(pks[:17], MSG, agg)
+    assert not bls.fast_aggregate_verify(pks[:17] + [bls.sk_to_pk(bls.keygen())], MSG, agg)
+    assert bls.verify(bls.aggregate_pubkeys(pks), MSG, agg, backend="py_ecc")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from protocols.crypto.errors import (
     AuthenticationFailed,
     BadSignatureLength,
     CiphertextTruncated,
+    CryptoError,
     DecryptionFailed,
     InvalidSignature,
     MalformedCiphertext,
@@ -34,6 +37,15 @@ KAT_SIG = bytes.fromhex(
     "F5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3"
     "B1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA"
 )
+# The same appendix, encryption (04 || C1 || C3 || C2) of "encryption standard" to KAT_PUB with nonce
+# KAT_K; C1 = (x1, y1), whose x1 happens to start with 04 too.
+KAT_C1 = bytes.fromhex(
+    "04EBFC718E8D1798620432268E77FEB6415E2EDE0E073C0F4F640ECD2E149A73"
+    "E858F9D81E5430A57B36DAAB8F950A3C64E6EE6A63094D99283AFF767E124DF0"
+)
+KAT_C3 = bytes.fromhex("59983C18F809E262923C53AEC295D30383B54E39D609D160AFCB1908D0BD8766")
+KAT_C2 = bytes.fromhex("21886CA989CA9C7D58087307CA93092D651EFA")
+BACKENDS = ("native", "gmssl")
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +298,128 @@ def test_sm2_encryption_interoperates_with_openssl(tmp_path: Path) -> None:
         capture_output=True,
     )
     assert sm2.decrypt(priv, sm2.ciphertext_from_der((tmp_path / "c2").read_bytes())) == b"from openssl"
+
+
+# --------------------------------------------------------------------------- native (Tongsuo) vs gmssl
+
+
+def test_native_backend_is_the_default() -> None:
+    """tongsuopy is locked: a broken install must fail here, not silently fall back to gmssl."""
+    assert sm2.native_available()
+    assert sm2._native("auto") is sm2._native("native") is not None
+    assert sm2._native("gmssl") is None
+    with pytest.raises(CryptoError):
+        sm2.sign(KAT_D, b"m", backend="openssl")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_known_answer_gbt32918_each_backend(backend: sm2.Backend) -> None:
+    assert sm2.public_key_from_private(KAT_D, backend=backend) == KAT_PUB
+    assert sm2.verify(KAT_PUB, b"message digest", KAT_SIG, backend=backend)
+    assert not sm2.verify(KAT_PUB, b"message digesT", KAT_SIG, backend=backend)
+    assert not sm2.verify(KAT_PUB, b"message digest", KAT_SIG, b"other-id", backend=backend)
+    # a fresh signature of the KAT message (random nonce) verifies on the other backend
+    other = "gmssl" if backend == "native" else "native"
+    sig = sm2.sign(KAT_D, b"message digest", backend=backend)
+    assert sig != KAT_SIG
+    assert sm2.verify(KAT_PUB, b"message digest", sig, backend=other)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_known_answer_encryption_gbt32918(backend: sm2.Backend) -> None:
+    """C1 = k·G of the appendix, and its ciphertext decrypts (C3 checked) to the appendix's message."""
+    x1, y1 = sm2._scalar_mult(KAT_K, sm2.G_HEX, sm2._native(backend))
+    assert x1.to_bytes(32, "big") + y1.to_bytes(32, "big") == KAT_C1
+    assert sm2.decrypt(KAT_D, b"\x04" + KAT_C1 + KAT_C3 + KAT_C2, backend=backend) == b"encryption standard"
+    with pytest.raises(DecryptionFailed):
+        sm2.decrypt(KAT_D, b"\x04" + KAT_C1 + KAT_C3 + KAT_C2[:-1] + b"\x00", backend=backend)
+
+
+def test_native_and_gmssl_cross_verify_random_keys_ids_messages() -> None:
+    for i in range(6):
+        kp = sm2.generate_keypair(backend="native" if i % 2 else "gmssl")
+        assert sm2.public_key_from_private(kp.private_key, backend="gmssl") == kp.public_key
+        assert sm2.public_key_from_private(kp.private_key, backend="native") == kp.public_key
+        uid = secrets.token_bytes(1 + i * 7)
+        msg = secrets.token_bytes(i * 71)
+        native_sig = sm2.sign(kp.private_key, msg, uid, public_key=kp.public_key, backend="native")
+        gmssl_sig = sm2.sign(kp.private_key, msg, uid, public_key=kp.public_key, backend="gmssl")
+        for sig in (native_sig, gmssl_sig):
+            for backend in BACKENDS:
+                assert sm2.verify(kp.public_key, msg, sig, uid, backend=backend)
+                assert not sm2.verify(kp.public_key, msg + b"x", sig, uid, backend=backend)
+                assert not sm2.verify(kp.public_key, msg, sig, uid + b"x", backend=backend)
+        # r||s with s flipped: both refuse
+        bad = native_sig[:32] + ((int.from_bytes(native_sig[32:], "big") + 1) % sm2.N).to_bytes(32, "big")
+        assert not sm2.verify(kp.public_key, msg, bad, uid, backend="native")
+        assert not sm2.verify(kp.public_key, msg, bad, uid, backend="gmssl")
+
+
+def test_native_and_gmssl_encryption_interoperate(kp: sm2.Sm2KeyPair) -> None:
+    for enc, dec in (("native", "gmssl"), ("gmssl", "native")):
+        ct = sm2.encrypt(kp.public_key, b"wrapped sm4 key!", backend=enc)
+        assert sm2.decrypt(kp.private_key, ct, backend=dec) == b"wrapped sm4 key!"
+        with pytest.raises(DecryptionFailed):
+            sm2.decrypt(sm2.generate_keypair().private_key, ct, backend=dec)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_degenerate_signatures_refused_and_error_queue_left_empty(
+    kp: sm2.Sm2KeyPair, backend: sm2.Backend
+) -> None:
+    sig = sm2.sign(kp.private_key, b"m", backend=backend)
+    r = int.from_bytes(sig[:32], "big")
+    n_minus_r = (sm2.N - r).to_bytes(32, "big")
+    for bad in (bytes(64), b"\xff" * 64, sig[:32] + n_minus_r, sig[:32] + bytes(31) + b"\x01"):
+        assert not sm2.verify(kp.public_key, b"m", bad, backend=backend)
+    assert not sm2.verify(sm2.generate_keypair().public_key, b"m", sig, backend=backend)
+    assert sm2._tongsuo().lib.ERR_peek_error() == 0
+
+
+@pytest.mark.parametrize(("d", "prefix"), [(11, "04"), (327, "00")])
+def test_native_keys_starting_with_zero_or_four(d: int, prefix: str) -> None:
+    priv = d.to_bytes(32, "big")
+    pub = sm2.public_key_from_private(priv, backend="native")
+    assert pub.hex().startswith(prefix) and pub == sm2.public_key_from_private(priv, backend="gmssl")
+    assert sm2.verify(pub, b"m", sm2.sign(priv, b"m", backend="native"), backend="gmssl")
+    assert sm2.decrypt(priv, sm2.encrypt(pub, b"m", backend="gmssl"), backend="native") == b"m"
+
+
+def test_native_signing_from_threads(kp: sm2.Sm2KeyPair) -> None:
+    """cffi drops the GIL inside Tongsuo: concurrent signers share the group and nothing else."""
+    msgs = [f"receipt {i}".encode() for i in range(64)]
+    with ThreadPoolExecutor(4) as pool:
+        sigs = list(
+            pool.map(lambda m: sm2.sign(kp.private_key, m, b"node-1", public_key=kp.public_key), msgs)
+        )
+        oks = list(
+            pool.map(
+                lambda ms: sm2.verify(kp.public_key, ms[0], ms[1], b"node-1"), zip(msgs, sigs, strict=True)
+            )
+        )
+    assert oks == [True] * 64
+    assert len(set(sigs)) == 64
+    assert all(
+        sm2.verify(kp.public_key, m, s, b"node-1", backend="gmssl")
+        for m, s in zip(msgs[:4], sigs[:4], strict=True)
+    )
+
+
+def _sign_in_child(args: tuple[bytes, bytes, bytes]) -> bytes:
+    private_key, public_key, message = args
+    return sm2.sign(private_key, message, public_key=public_key)
+
+
+def test_native_nonces_differ_across_fork(kp: sm2.Sm2KeyPair) -> None:
+    """A forked worker must not replay the parent's DRBG: the same k on two signatures leaks the key.
+
+    Same message in parent and child, so equal nonces would show as equal r."""
+    import multiprocessing
+
+    sm2.sign(kp.private_key, b"warm the DRBG", public_key=kp.public_key)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map(_sign_in_child, [(kp.private_key, kp.public_key, b"same message")] * 2)
+    parent = sm2.sign(kp.private_key, b"same message", public_key=kp.public_key)
+    rs = {sig[:32] for sig in [*children, parent]}
+    assert len(rs) == 3
+    assert all(sm2.verify(kp.public_key, b"same message", sig) for sig in [*children, parent])
