@@ -89,3 +89,16 @@ def test_a_job_runs_with_every_hop_over_gmtls(fed):
             assert out["status"] == "approved" and out["chain_ref"].startswith("0x")
         final = client.wait(job, timeout=300)
     assert final.state.value == "SUCCEEDED", final.reason
+
+
+def test_the_cli_acts_as_a_named_member_over_gmtls(fed):
+    from typer.testing import CliRunner
+
+    from dcp.cli import build_app
+
+    work = str(fed["state"].work_dir)
+    r = CliRunner().invoke(build_app(), ["job", "list", "--federation-dir", work])
+    assert r.exit_code == 2 and "--member" in r.output
+    r = CliRunner().invoke(build_app(), ["job", "list", "--federation-dir", work, "--member", "tax"])
+    assert r.exit_code == 0, r.output
+    assert "vertical_train" in r.output or "job" in r.output
