@@ -115,6 +115,10 @@ class KeyDirectory:
         return bytes(m.sm2_public_key) if m is not None and m.active else None
 
 
+def _flag(value: object) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def file_members(path: str | Path) -> Callable[[], list[KnownMember]]:
     """A ``fetch`` reading a file of known members, re-read on every fetch.
 
@@ -130,7 +134,7 @@ def file_members(path: str | Path) -> Callable[[], list[KnownMember]]:
         else:
             import yaml
 
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=yaml.BaseLoader)  # every scalar a string: a hex key never becomes a number
         rows = [{"name": k, "sm2_public_key": v} for k, v in doc.items()] if isinstance(doc, dict) else doc
         out = []
         for row in rows or []:
@@ -138,7 +142,7 @@ def file_members(path: str | Path) -> Callable[[], list[KnownMember]]:
             if len(key) != 64:
                 raise ValueError(f"{p}: key of {row['name']} is not 64 bytes")
             out.append(KnownMember(name=str(row["name"]), sm2_public_key=key,
-                                   role=str(row.get("role", "member")), active=bool(row.get("active", True))))
+                                   role=str(row.get("role", "member")), active=_flag(row.get("active", True))))
         return out
 
     return fetch
