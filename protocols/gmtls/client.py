@@ -88,12 +88,15 @@ class _TlsStream(NetworkStream):
             self._sock.sendall(data)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        with map_exceptions({socket.timeout: httpcore.ReadTimeout, OSError: httpcore.ReadError,
-                                                  SSL.Error: httpcore.ReadError}):
+        with map_exceptions({socket.timeout: httpcore.ReadTimeout, OSError: httpcore.ReadError}):
             try:
                 return typing.cast(bytes, self._io(lambda: self._conn.recv(max_bytes), timeout))
             except (SSL.ZeroReturnError, SSL.SysCallError):
                 return b""
+            except SSL.Error as exc:
+                # TLS 1.3: the client's side of the handshake ends before the server has judged the
+                # client's certificate, so a refusal ("alert unknown ca": key not registered) arrives here
+                raise httpcore.ReadError(f"国密 TLS: the server ended the connection: {exc}") from None
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         with map_exceptions({socket.timeout: httpcore.WriteTimeout, OSError: httpcore.WriteError,

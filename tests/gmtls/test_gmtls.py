@@ -14,6 +14,7 @@ from protocols.gmtls.context import (
     GROUP_CODE,
     SIGALG_CODE,
     SUITE_CODE,
+    PeerRefused,
     client_connection,
     client_context,
     negotiated,
@@ -227,6 +228,21 @@ def test_credentials_on_disk_carry_the_identity_key(members, tmp_path):
         load_credentials(cert_path, key_path)
 
 
+def _pump(client: SSL.Connection, server: SSL.Connection) -> None:
+    """Run a handshake between two memory-BIO connections (SSL.Error on refusal)."""
+    for _ in range(10):
+        for conn in (client, server):
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                pass
+        for src, dst in ((client, server), (server, client)):
+            try:
+                dst.bio_write(src.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+
+
 def test_refusal_names_the_reason(members):
     from protocols.gmtls.context import server_connection, server_context
 
@@ -234,15 +250,32 @@ def test_refusal_names_the_reason(members):
     s = server_connection(sctx)
     c = client_connection(client_context(members["bank"].creds), members["tax"].keys.public_key)
     with pytest.raises(SSL.Error):
-        for _ in range(10):
-            for conn in (c, s):
-                try:
-                    conn.do_handshake()
-                except SSL.WantReadError:
-                    pass
-            for src, dst in ((c, s), (s, c)):
-                try:
-                    dst.bio_write(src.bio_read(65536))
-                except SSL.WantReadError:
-                    pass
+        _pump(c, s)
     assert "is not a registered member key" in (refusal(s) or "")
+    with pytest.raises(PeerRefused):
+        peer_public_key(s)
+
+
+def test_a_session_is_never_resumed_every_connection_proves_its_key(members):
+    """A client offering a previous session's ticket still gets a full handshake (certificates and
+    CertificateVerify again), so a key removed from the Registry cannot ride on an old session."""
+    from OpenSSL._util import lib
+
+    from protocols.gmtls.context import server_connection, server_context
+
+    seen: list[bytes] = []
+    sctx = server_context(members["tax"].creds, lambda key: seen.append(key) or True)
+    strace = trace_handshakes(sctx)
+    cctx = client_context(members["bank"].creds)
+    first_s, first_c = server_connection(sctx), client_connection(cctx, members["tax"].keys.public_key)
+    _pump(first_c, first_s)
+    first_s.send(b"x")  # let the server's post-handshake messages (tickets) reach the client
+    first_c.bio_write(first_s.bio_read(65536))
+    assert first_c.recv(1) == b"x"
+    second_s, second_c = server_connection(sctx), client_connection(cctx, members["tax"].keys.public_key)
+    second_c.set_session(first_c.get_session())
+    _pump(second_c, second_s)
+    assert lib.SSL_session_reused(second_s._ssl) == 0
+    assert strace.sigalgs == [SIGALG_CODE] * 4  # both sides signed in both handshakes
+    assert seen.count(members["bank"].keys.public_key) >= 2
+    assert peer_public_key(second_s) == members["bank"].keys.public_key
