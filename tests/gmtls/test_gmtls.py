@@ -279,3 +279,19 @@ def test_a_session_is_never_resumed_every_connection_proves_its_key(members):
     assert strace.sigalgs == [SIGALG_CODE] * 4  # both sides signed in both handshakes
     assert seen.count(members["bank"].keys.public_key) >= 2
     assert peer_public_key(second_s) == members["bank"].keys.public_key
+
+
+def test_one_pooled_client_serves_many_threads(members, tls_server):
+    """The coordinator's worker threads share one client: concurrent calls, each answered for its caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bank = members["bank"]
+    with _client(bank.creds, tls_server) as http:
+        def call(i: int) -> tuple[int, int]:
+            r = http.post(f"{tls_server.url}/echo", content=bytes([i % 256]) * (i * 1000 + 1))
+            return i, r.json()["n"]
+
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(call, range(64)))
+    assert got == [(i, i * 1000 + 1) for i in range(64)]
+    assert 1 <= len(tls_server.trace.suites) <= 8  # at most one handshake per concurrent connection
