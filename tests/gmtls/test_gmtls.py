@@ -295,3 +295,19 @@ def test_one_pooled_client_serves_many_threads(members, tls_server):
             got = list(pool.map(call, range(64)))
     assert got == [(i, i * 1000 + 1) for i in range(64)]
     assert 1 <= len(tls_server.trace.suites) <= 8  # at most one handshake per concurrent connection
+
+
+def test_async_client_over_gmtls(members, tls_server):
+    import asyncio
+
+    from protocols.gmtls.client import AsyncGmTlsTransport
+
+    bank = members["bank"]
+
+    async def main() -> list[dict]:
+        transport = AsyncGmTlsTransport(bank.creds, pins({tls_server.url: tls_server.member.keys.public_key}))
+        async with httpx.AsyncClient(transport=transport, timeout=10) as http:
+            return [(await http.get(f"{tls_server.url}/whoami")).json() for _ in range(3)]
+
+    assert asyncio.run(main()) == [{"peer": bank.keys.public_key.hex(), "scheme": "https"}] * 3
+    assert tls_server.trace.suites == [SUITE_CODE]
