@@ -102,3 +102,18 @@ def test_the_cli_acts_as_a_named_member_over_gmtls(fed):
     r = CliRunner().invoke(build_app(), ["job", "list", "--federation-dir", work, "--member", "tax"])
     assert r.exit_code == 0, r.output
     assert "vertical_train" in r.output or "job" in r.output
+
+
+def test_the_node_cli_acts_as_a_named_member_over_gmtls(fed):
+    from typer.testing import CliRunner
+
+    from dcp.cli import build_app
+
+    state = fed["state"]
+    env = {"DCP_FEDERATION_DIR": str(state.work_dir)}
+    args = ["node", "catalog", "--url", state.nodes["tax"]]
+    r = CliRunner().invoke(build_app(), args, env=env)
+    assert r.exit_code == 2 and "--member" in r.output
+    r = CliRunner().invoke(build_app(), [*args, "--member", "bank"], env=env)
+    assert r.exit_code == 0, r.output
+    assert "tax_2024" in r.output
