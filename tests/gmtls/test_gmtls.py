@@ -311,3 +311,22 @@ def test_async_client_over_gmtls(members, tls_server):
 
     assert asyncio.run(main()) == [{"peer": bank.keys.public_key.hex(), "scheme": "https"}] * 3
     assert tls_server.trace.suites == [SUITE_CODE]
+
+
+def test_a_client_that_never_finishes_the_handshake_is_dropped(tls_server, monkeypatch):
+    import time
+
+    import protocols.gmtls.server as server
+
+    monkeypatch.setattr(server, "HANDSHAKE_TIMEOUT_S", 0.5)
+    sock = socket.create_connection(("127.0.0.1", tls_server.port), timeout=10)
+    try:
+        start = time.monotonic()
+        try:
+            got = sock.recv(1024)  # says nothing: the server closes it
+        except ConnectionResetError:
+            got = b""
+        assert got == b"" and time.monotonic() - start < 5
+    finally:
+        sock.close()
+    assert tls_server.hits == []
