@@ -17,11 +17,16 @@ def _serve_gmtls(fastapi_app: object, settings: object) -> None:
     tls = settings.tls  # NodeSettings
     ctx_ = fastapi_app.state.ctx
     members = ctx_.chain.client.members if ctx_.chain is not None else None
-    directory = tls.directory(members)
-    recorder = getattr(ctx_.approvals, "recorder", None)
-    if recorder is not None and getattr(recorder, "coordinator_url", None):
-        recorder.http = http_client(tls, directory, {"coordinator": recorder.coordinator_url})
-    ctx = server_context(tls.credentials(), directory.is_known)
+    try:
+        directory = tls.directory(members)
+        ctx = server_context(tls.credentials(), directory.is_known)
+        recorder = getattr(ctx_.approvals, "recorder", None)
+        if recorder is not None and getattr(recorder, "coordinator_url", None):
+            recorder.http = http_client(tls, directory, {"coordinator": recorder.coordinator_url})
+    except (OSError, ValueError) as exc:  # CertificateError is a ValueError
+        typer.echo(f"tls: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    directory.keep_fresh()
     typer.echo(f"国密 TLS only on https://{settings.host}:{settings.port}: TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3, "
                "client certificate required")
     serve(fastapi_app, settings.host, settings.port, ctx, log_level="warning")

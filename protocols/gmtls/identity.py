@@ -87,6 +87,24 @@ class KeyDirectory:
                     return not stale
             return True
 
+    def keep_fresh(self, interval_s: float | None = None) -> threading.Event:
+        """Refresh in a daemon thread every ``interval_s`` (default ``ttl_s / 2``), so that lookups on a
+        server's event loop find a fresh snapshot instead of reading the chain themselves; set the
+        returned event to stop."""
+        stop = threading.Event()
+        every = interval_s if interval_s is not None else self.ttl_s / 2
+
+        def loop() -> None:
+            while not stop.wait(every):
+                try:
+                    with self._lock:
+                        self.refresh()
+                except Exception:  # noqa: BLE001 — lookups fail closed once the snapshot is stale
+                    pass
+
+        threading.Thread(target=loop, name="gmtls-key-directory", daemon=True).start()
+        return stop
+
     def member(self, public_key: bytes) -> KnownMember | None:
         """The active member whose registered SM2 key is ``public_key``, else None."""
         key = bytes(public_key)

@@ -227,6 +227,12 @@ class GmTlsH11Protocol(H11Protocol):
         return None
 
 
+def peer_key(scope: dict[str, Any]) -> bytes | None:
+    """The SM2 key (64 bytes) the client proved for this request, or None (not served over 国密 TLS)."""
+    key = scope.get(SCOPE_KEY)
+    return key if isinstance(key, bytes) and len(key) == 64 else None
+
+
 def protocol_class(ctx: SSL.Context) -> type[GmTlsH11Protocol]:
     """A uvicorn ``http=`` protocol class serving over the server context ``ctx`` (from ``server_context``)."""
     return type("GmTlsH11ProtocolBound", (GmTlsH11Protocol,), {"tls_context": ctx})

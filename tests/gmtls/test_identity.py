@@ -96,3 +96,20 @@ def test_file_members_reads_a_mapping_or_a_list(tmp_path, keys):
     g.write_text('[{"name": "tax", "sm2_public_key": "abcd"}]')
     with pytest.raises(ValueError):
         file_members(g)()
+
+
+def test_keep_fresh_refreshes_in_the_background(keys):
+    import time
+
+    fetches: list[float] = []
+    d = KeyDirectory(lambda: fetches.append(time.monotonic()) or [KnownMember("tax", keys[0])], ttl_s=10)
+    assert d.is_known(keys[0]) and len(fetches) == 1
+    stop = d.keep_fresh(0.05)
+    try:
+        time.sleep(0.4)
+        assert len(fetches) >= 4  # the thread read the registry; no lookup did
+    finally:
+        stop.set()
+    n = len(fetches)
+    time.sleep(0.2)
+    assert len(fetches) <= n + 1  # stopped
