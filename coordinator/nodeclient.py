@@ -26,6 +26,11 @@ class NodeClient:
         self.timeout = timeout
         self._http = http
 
+    @property
+    def http(self) -> httpx.Client | None:
+        """The shared client (connection pool, e.g. over 国密 TLS) this client calls through; None = one per call."""
+        return self._http
+
     def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         try:
             r = (self._http or httpx).request(
@@ -81,7 +86,7 @@ class NodeClient:
         body = None if approve else {"reason": reason or "rejected"}
         if token:
             try:
-                r = httpx.post(f"{self.base_url}{path}", json=body, timeout=max(self.timeout, 60.0),
+                r = (self._http or httpx).post(f"{self.base_url}{path}", json=body, timeout=max(self.timeout, 60.0),
                                headers={"Authorization": f"Bearer {token}", "X-DCP-Actor": self.member})
             except httpx.HTTPError as exc:
                 raise NodeUnavailable(f"node {self.member} did not answer: {type(exc).__name__}") from None
