@@ -1,0 +1,6 @@
+"""The per-node 国密 gateway that carries engine links between members (see :mod:`protocols.gateway.gateway`)."""
+
+from protocols.gateway.gateway import Gateway, GatewayError, Traffic
+from protocols.gateway.models import LinkAnswer, LinkRequest, PeerRoute, Refusal
+
+__all__ = ["Gateway", "GatewayError", "LinkAnswer", "LinkRequest", "PeerRoute", "Refusal", "Traffic"]
