@@ -18,12 +18,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from common.logging import configure_logging
 from common.yamlfile import load_yaml_model
 from protocols.gateway.gateway import Gateway, GatewayError
-from protocols.gateway.models import PeerRoute, sm2_key
+from protocols.gateway.models import PeerRoute, SM2Key
 from protocols.gmtls.certs import CertificateError, load_credentials
 
 
@@ -47,13 +47,8 @@ class GatewayConfig(BaseModel):
     listen_port: int = Field(ge=0, lt=65536)
     cert: Path
     key: Path
-    members: dict[str, bytes]  # registered member keys, name -> 64-byte SM2 key (hex in the file)
+    members: dict[str, SM2Key]  # registered member keys, name -> 64-byte SM2 key (hex in the file)
     jobs: dict[str, JobRoutes] = Field(default_factory=dict)
-
-    @field_validator("members", mode="before")
-    @classmethod
-    def _keys(cls, value: Any) -> dict[str, bytes]:
-        return {str(name): sm2_key(k) for name, k in dict(value or {}).items()}
 
 
 def _apply(gateway: Gateway, config: GatewayConfig, opened: dict[str, JobRoutes]) -> dict[str, Any]:

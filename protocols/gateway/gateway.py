@@ -318,9 +318,9 @@ class Gateway:
             assert request is not None
             job, why = self._admit(request, key)
             if job is None:
-                await self._answer(tls, LinkAnswer(ok=False, reason=why))
                 self._refuse(Refusal(side="inbound", peer=peer, member_key=key.hex(), job=request.job,
                                      link=request.link, reason=why))
+                await self._answer(tls, LinkAnswer(ok=False, reason=why))
                 return
             job.tasks.add(task)
             port = job.local_ports[request.link]
@@ -329,9 +329,9 @@ class Gateway:
                     asyncio.open_connection("127.0.0.1", port), self.connect_timeout)
             except (OSError, asyncio.TimeoutError) as exc:
                 why = f"local party not listening on link {request.link!r} ({type(exc).__name__})"
-                await self._answer(tls, LinkAnswer(ok=False, reason=why))
                 self._refuse(Refusal(side="inbound", peer=peer, member_key=key.hex(), job=request.job,
                                      link=request.link, reason=why))
+                await self._answer(tls, LinkAnswer(ok=False, reason=why))
                 return
             try:
                 await tls.send(encode_frame(LinkAnswer(ok=True)))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import struct
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 #: Largest control frame (link request or answer) a gateway reads; anything longer is refused.
 MAX_FRAME = 4096
@@ -22,6 +22,10 @@ def sm2_key(value: Any) -> bytes:
     return bytes(value)
 
 
+#: A 64-byte SM2 public key in a model: bytes or hex in, hex out.
+SM2Key = Annotated[bytes, BeforeValidator(sm2_key), PlainSerializer(lambda k: k.hex(), return_type=str)]
+
+
 class PeerRoute(BaseModel):
     """How this node reaches one peer of a job: its gateway's address and its registered SM2 key.
 
@@ -33,17 +37,8 @@ class PeerRoute(BaseModel):
 
     host: str
     port: int = Field(gt=0, lt=65536)
-    key: bytes
+    key: SM2Key
     links: tuple[str, ...] | None = None
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _check_key(cls, value: Any) -> bytes:
-        return sm2_key(value)
-
-    @field_serializer("key")
-    def _hex(self, value: bytes) -> str:
-        return value.hex()
 
 
 class LinkRequest(BaseModel):

@@ -1,0 +1,235 @@
+"""The 国密 gateway between two (or three) members on real sockets: forwarding both ways, the suite on the
+wire, and every refusal of the admission rule — each asserting that nothing reached the engine."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+from tests.gateway.conftest import Engine, Tap, ask, roundtrip, route
+
+JOB = "job-7f3a"
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def open_pair(gateways, people, engines, *, bob_port=None, alice_to_bob_port=None):
+    """Job JOB between alice and bob, each with links fed and spu; returns (alice's routes, bob's routes)."""
+    a_fed, a_spu, b_fed = Engine(), Engine(), Engine()
+    engines += [a_fed, a_spu, b_fed]
+    if bob_port is None:
+        engines.append(Engine())
+    b_spu = bob_port or engines[-1].port
+    alice, bob = gateways["alice"], gateways["bob"]
+    bob_routes = bob.open_job(JOB, {"fed": b_fed.port, "spu": b_spu}, {"alice": route(alice, people["alice"])})
+    alice_routes = alice.open_job(JOB, {"fed": a_fed.port, "spu": a_spu.port},
+                                  {"bob": route(bob, people["bob"], alice_to_bob_port)})
+    return alice_routes, bob_routes, (a_fed, a_spu, b_fed)
+
+
+def test_bytes_flow_both_ways_through_two_gateways(gateways, people, engines):
+    alice_routes, bob_routes, (a_fed, _a_spu, b_fed) = open_pair(gateways, people, engines)
+    assert set(alice_routes) == {"bob"} and set(alice_routes["bob"]) == {"fed", "spu"}
+    assert set(bob_routes) == {"alice"}
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    assert roundtrip(alice_routes["bob"]["fed"], payload) == payload  # alice's engine -> bob's engine
+    assert bytes(b_fed.received) == payload
+    back = b"bob calls alice" * 1000
+    assert roundtrip(bob_routes["alice"]["fed"], back) == back  # bob's engine -> alice's engine
+    assert bytes(a_fed.received) == back
+    t = gateways["alice"].traffic(JOB)
+    assert (t.sent, t.received, t.connections) == (len(payload) + len(back), len(payload) + len(back), 2)
+    assert gateways["alice"].refusals == [] and gateways["bob"].refusals == []
+
+
+def test_the_gateway_link_negotiates_sm4_gcm_sm3_on_curve_sm2(gateways, people, engines, taps):
+    tap = Tap(gateways["bob"].listen_port)
+    taps.append(tap)
+    alice_routes, _, _ = open_pair(gateways, people, engines, alice_to_bob_port=tap.port)
+    assert roundtrip(alice_routes["bob"]["fed"], b"hello") == b"hello"
+    # the ServerHello is the one plaintext handshake message: record 0x16, handshake type 2
+    hello = bytes(tap.downstream)
+    assert hello[0] == 0x16 and hello[5] == 0x02
+    body = hello[9:]
+    pos = 2 + 32
+    pos += 1 + body[pos]
+    suite = struct.unpack(">H", body[pos:pos + 2])[0]
+    assert suite == 0x00C6  # TLS_SM4_GCM_SM3 (RFC 8998)
+    exts = body[pos + 5:]
+    i, group = 0, None
+    while i + 4 <= len(exts):
+        ext, n = struct.unpack(">HH", exts[i:i + 4])
+        if ext == 51:
+            group = struct.unpack(">H", exts[i + 4:i + 6])[0]
+        i += 4 + n
+    assert group == 0x0029  # curveSM2
+    # TLS 1.3: everything after the ServerHello is application-data records (0x17)
+    assert hello[5 + struct.unpack(">H", hello[3:5])[0]:][0] in (0x14, 0x17)
+
+
+def test_a_tap_between_the_gateways_sees_no_plaintext(gateways, people, engines, taps):
+    tap = Tap(gateways["bob"].listen_port)
+    taps.append(tap)
+    alice_routes, _, (_, _, b_fed) = open_pair(gateways, people, engines, alice_to_bob_port=tap.port)
+    marker = b"USCC=91310000MA1FL8XQ2X;col=vat_paid;"
+    payload = marker * 2000
+    assert roundtrip(alice_routes["bob"]["fed"], payload) == payload
+    assert bytes(b_fed.received) == payload
+    wire = bytes(tap.upstream) + bytes(tap.downstream)
+    assert len(tap.upstream) > len(payload) and len(tap.downstream) > len(payload)
+    for needle in (marker, b"USCC", b"vat_paid", JOB.encode(), b'"link"', b"alice", b"bob"):
+        assert needle not in wire, needle
+    # job, from/to and link travel inside the TLS records too: the tap sees none of them above
+
+
+def test_an_outsiders_key_is_refused_in_the_handshake(gateways, people, engines):
+    alice_routes, _, (_, _, b_fed) = open_pair(gateways, people, engines)
+    bob = gateways["bob"]
+    before = bob.traffic(JOB)
+    got = ask(people["mallory"], bob, people["bob"], {"job": JOB, "from": "alice", "to": "bob", "link": "fed"})
+    assert got.answer is None and "Error" in got.error
+    refusals = wait_for(lambda: bob.refusals)
+    assert refusals[-1].side == "inbound" and "not a registered member key" in refusals[-1].reason
+    assert refusals[-1].job == ""  # refused before it could name a job
+    assert b_fed.accepted == 0 and bob.traffic(JOB) == before and bob.jobs() == [JOB]
+
+
+def test_an_outsiders_gateway_cannot_carry_its_engine_to_a_job(people, registry, gateways, engines):
+    """mallory runs a gateway of her own that calls itself alice: bob's gateway refuses, her engine's
+    connection is closed at once."""
+    from common.net import free_port
+    from protocols.gateway import Gateway
+
+    _, _, (_, _, b_fed) = open_pair(gateways, people, engines)
+    with Gateway("127.0.0.1", free_port(), people["mallory"].creds, lambda k: True, member="alice") as fake:
+        routes = fake.open_job(JOB, {"fed": free_port()}, {"bob": route(gateways["bob"], people["bob"])})
+        t0 = time.monotonic()
+        assert roundtrip(routes["bob"]["fed"], b"let me in") == b""
+        assert time.monotonic() - t0 < 5
+        assert wait_for(lambda: fake.refusals)[-1].side == "outbound"
+    assert "not a registered member key" in wait_for(lambda: gateways["bob"].refusals)[-1].reason
+    assert b_fed.accepted == 0 and b_fed.received == b""
+
+
+def test_a_registered_member_that_is_not_a_party_is_refused(gateways, people, engines):
+    _, _, (_, _, b_fed) = open_pair(gateways, people, engines)
+    bob = gateways["bob"]
+    as_itself = ask(people["carol"], bob, people["bob"], {"job": JOB, "from": "carol", "to": "bob", "link": "fed"})
+    assert as_itself.answer is not None and not as_itself.answer.ok
+    assert "not a party" in as_itself.answer.reason
+    as_alice = ask(people["carol"], bob, people["bob"], {"job": JOB, "from": "alice", "to": "bob", "link": "fed"})
+    assert as_alice.answer is not None and not as_alice.answer.ok and "not a party" in as_alice.answer.reason
+    refusals = bob.refusals
+    assert [r.job for r in refusals] == [JOB, JOB]
+    assert {r.member_key for r in refusals} == {people["carol"].public_key.hex()}
+    assert b_fed.accepted == 0 and bob.traffic(JOB).connections == 0
+
+
+def test_a_party_cannot_claim_another_partys_name(gateways, people, engines):
+    """In a three-party job, dave (a party) names alice as sender: his key is not alice's."""
+    b_fed = Engine()
+    engines.append(b_fed)
+    bob = gateways["bob"]
+    bob.open_job(JOB, {"fed": b_fed.port}, {"alice": route(gateways["alice"], people["alice"]),
+                                            "dave": route(gateways["alice"], people["dave"])})
+    got = ask(people["dave"], bob, people["bob"], {"job": JOB, "from": "alice", "to": "bob", "link": "fed"})
+    assert got.answer is not None and not got.answer.ok
+    assert "claims to be 'alice' but proved the key of 'dave'" in got.answer.reason
+    assert b_fed.accepted == 0
+
+
+def test_a_party_asking_for_a_link_or_port_that_is_not_the_jobs_is_refused(gateways, people, engines):
+    _, _, (_, _, b_fed) = open_pair(gateways, people, engines)
+    bob = gateways["bob"]
+    other = Engine()  # another job's engine link at bob
+    engines.append(other)
+    bob.open_job("job-other", {"psi": other.port}, {"carol": route(gateways["carol"], people["carol"])})
+    for link in ("psi", str(other.port), "admin", "../fed"):
+        got = ask(people["alice"], bob, people["bob"], {"job": JOB, "from": "alice", "to": "bob", "link": link})
+        assert got.answer is not None and not got.answer.ok, link
+        assert f"link {link!r} is not one of job {JOB!r}'s links" == got.answer.reason
+    wrong_target = ask(people["alice"], bob, people["bob"], {"job": JOB, "from": "alice", "to": "carol",
+                                                             "link": "fed"})
+    assert wrong_target.answer is not None and "addressed to 'carol'" in wrong_target.answer.reason
+    unknown_job = ask(people["alice"], bob, people["bob"], {"job": "job-other", "from": "alice", "to": "bob",
+                                                            "link": "psi"})
+    assert unknown_job.answer is not None and "not a party of job 'job-other'" in unknown_job.answer.reason
+    assert len(bob.refusals) == 6
+    assert other.accepted == 0 and b_fed.accepted == 0 and sorted(bob.jobs()) == sorted([JOB, "job-other"])
+
+
+def test_a_connection_before_the_local_party_listens_is_closed_at_once_and_a_retry_works(
+        gateways, people, engines):
+    from common.net import free_port
+
+    later = free_port()  # bob's spu link: not listening yet
+    alice_routes, _, _ = open_pair(gateways, people, engines, bob_port=later)
+    t0 = time.monotonic()
+    assert roundtrip(alice_routes["bob"]["spu"], b"brpc hello") == b""
+    assert time.monotonic() - t0 < 3
+    assert "local party not listening on link 'spu'" in wait_for(lambda: gateways["bob"].refusals)[-1].reason
+    outbound = wait_for(lambda: gateways["alice"].refusals)[-1]
+    assert outbound.side == "outbound" and "local party not listening" in outbound.reason
+    spu = Engine(later)
+    engines.append(spu)
+    assert roundtrip(alice_routes["bob"]["spu"], b"brpc hello") == b"brpc hello"
+    assert spu.accepted == 1
+
+
+def test_after_close_job_nothing_is_admitted(gateways, people, engines):
+    alice_routes, _, (_, _, b_fed) = open_pair(gateways, people, engines)
+    alice, bob = gateways["alice"], gateways["bob"]
+    live = socket.create_connection(("127.0.0.1", alice_routes["bob"]["fed"]), timeout=10)
+    live.sendall(b"ping")
+    assert live.recv(4) == b"ping"
+    assert bob.close_job(JOB) is True
+    assert bob.jobs() == [] and bob.close_job(JOB) is False
+    assert live.recv(4) == b""  # the job's live connection is cut
+    live.close()
+    got = ask(people["alice"], bob, people["bob"], {"job": JOB, "from": "alice", "to": "bob", "link": "fed"})
+    assert got.answer is not None and got.answer.reason == f"no job {JOB!r} is open at bob"
+    assert roundtrip(alice_routes["bob"]["fed"], b"again") == b""  # alice's route still open, bob refuses
+    assert b_fed.accepted == 1
+    alice.close_job(JOB)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", alice_routes["bob"]["fed"]), timeout=5).close()
+
+
+def test_grpc_calls_pass_through_the_gateways(gateways, people, engines):
+    from concurrent import futures
+
+    import grpc
+
+    from common.net import free_port
+
+    port = free_port()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handler = grpc.method_handlers_generic_handler("dcp.Echo", {
+        "Say": grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"echo:" + req),
+        "Stream": grpc.stream_stream_rpc_method_handler(lambda reqs, ctx: (r[::-1] for r in reqs)),
+    })
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        alice_routes, _, _ = open_pair(gateways, people, engines, bob_port=port)
+        with grpc.insecure_channel(f"127.0.0.1:{alice_routes['bob']['spu']}") as channel:
+            say = channel.unary_unary("/dcp.Echo/Say")
+            assert say(b"x" * 300_000, timeout=20) == b"echo:" + b"x" * 300_000
+            assert [say(f"call {i}".encode(), timeout=10) for i in range(20)][-1] == b"echo:call 19"
+            stream = channel.stream_stream("/dcp.Echo/Stream")
+            assert list(stream(iter([b"abc", b"def"]), timeout=10)) == [b"cba", b"fed"]
+        assert gateways["bob"].traffic(JOB).connections == 1  # one HTTP/2 connection carried every call
+    finally:
+        server.stop(None)
