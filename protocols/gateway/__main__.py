@@ -51,15 +51,19 @@ class GatewayConfig(BaseModel):
     jobs: dict[str, JobRoutes] = Field(default_factory=dict)
 
 
-def _apply(gateway: Gateway, config: GatewayConfig, opened: dict[str, JobRoutes]) -> dict[str, Any]:
+def _apply(gateway: Gateway, config: GatewayConfig,
+           opened: dict[str, tuple[JobRoutes, dict[str, dict[str, int]]]]) -> dict[str, Any]:
+    """Make the gateway's jobs those of ``config``: close the ones that left it, open the new or changed
+    ones; an unchanged job keeps its routes and its live connections."""
     for job in [j for j in opened if j not in config.jobs]:
         gateway.close_job(job)
         del opened[job]
-    routes = {}
     for job, table in config.jobs.items():
-        routes[job] = gateway.open_job(job, table.local_ports, table.peers, dial_ports=table.dial_ports)
-        opened[job] = table
-    return {"member": config.member, "listen": list(gateway.address), "jobs": routes}
+        if job in opened and opened[job][0] == table:
+            continue
+        opened[job] = (table, gateway.open_job(job, table.local_ports, table.peers, dial_ports=table.dial_ports))
+    return {"member": config.member, "listen": list(gateway.address),
+            "jobs": {job: routes for job, (_, routes) in opened.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
-    opened: dict[str, JobRoutes] = {}
+    opened: dict[str, tuple[JobRoutes, dict[str, dict[str, int]]]] = {}
     try:
         gateway.start()
         print(json.dumps(_apply(gateway, config, opened)), flush=True)

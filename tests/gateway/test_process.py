@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,11 +55,20 @@ def test_two_gateway_processes_carry_a_link_and_reload_their_jobs(tmp_path, peop
         assert set(ready_b["jobs"]["j1"]) == {"alice"}
         port = ready_a["jobs"]["j1"]["bob"]["fed"]
         assert roundtrip(port, b"through two processes") == b"through two processes"
+        live = socket.create_connection(("127.0.0.1", port), timeout=10)
+        live.sendall(b"ping")
+        assert live.recv(4) == b"ping"
+        pa.send_signal(signal.SIGHUP)  # alice's file did not change: same routes, live link kept
+        assert json.loads(pa.stdout.readline()) == ready_a
+        live.sendall(b"pong")
+        assert live.recv(4) == b"pong"
         b_path.write_text(yaml.safe_dump({**yaml.safe_load(b_path.read_text()), "jobs": {}}))
         pb.send_signal(signal.SIGHUP)
         assert json.loads(pb.stdout.readline())["jobs"] == {}
+        assert live.recv(4) == b""  # bob closed the job: its live link is cut
+        live.close()
         assert roundtrip(port, b"after the job left bob's file") == b""
-        assert bob_engine.accepted == 1
+        assert bob_engine.accepted == 2
     finally:
         for p in procs:
             p.terminate()
