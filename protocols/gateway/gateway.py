@@ -215,14 +215,17 @@ class Gateway:
         engine dials to reach each peer's link.
 
         ``local_ports``: this member's engine links (``link -> 127.0.0.1 port`` its engine listens on),
-        the only ports inbound connections of this job may reach; ``peers``: every other party's gateway
-        and registered key; ``dial_ports``: fixed local ports instead of fresh ones (e.g. from a config).
-        Opening a job that is open replaces its routes.
+        the only ports inbound connections of this job may reach.  A link named ``kind:member`` is
+        *pairwise* (e.g. SecretFlow's two-party PSI link ``psi:bob`` at alice): only that member may
+        reach it.  ``peers``: every other party's gateway and registered key; which of a peer's links
+        this engine dials is ``PeerRoute.links``, by default :func:`peer_links` (the same shared link
+        names; ``psi:<this member>`` for a local ``psi:<peer>``).  ``dial_ports``: fixed local ports
+        instead of fresh ones (e.g. from a config).  Opening a job that is open replaces its routes.
         """
         if self.member in peers:
             raise GatewayError(f"{self.member} is this gateway's own member, not a peer")
         routes: dict[str, dict[str, int]] = {}
-        wanted = [(m, link) for m, r in peers.items() for link in (r.links or tuple(local_ports))]
+        wanted = [(m, link) for m, r in peers.items() for link in (r.links or peer_links(self.member, m, local_ports))]
         fresh = iter(free_ports(len(wanted)))
         for member, link in wanted:
             port = (dial_ports or {}).get(member, {}).get(link) or next(fresh)
@@ -361,6 +364,9 @@ class Gateway:
             return None, f"claims to be {request.sender!r} but proved the key of {party!r}"
         if request.link not in job.local_ports:
             return None, f"link {request.link!r} is not one of job {request.job!r}'s links"
+        pair = pairwise_peer(request.link)
+        if pair is not None and pair != request.sender:
+            return None, f"link {request.link!r} is {pair!r}'s pairwise link, not {request.sender!r}'s"
         return job, ""
 
     @staticmethod
@@ -424,6 +430,35 @@ class Gateway:
             peer_writer.close()
 
 
+def pairwise_peer(link: str) -> str | None:
+    """The member a pairwise link ``kind:member`` is reserved for (None for a shared link)."""
+    kind, sep, member = link.partition(":")
+    return member if sep and kind and member else None
+
+
+def peer_links(me: str, peer: str, local_ports: dict[str, int]) -> tuple[str, ...]:
+    """The links of ``peer`` that ``me``'s engine dials, mirrored from ``me``'s own: every shared link,
+    and ``kind:me`` for each local pairwise link ``kind:peer`` (pairwise links with others are skipped)."""
+    out = []
+    for link in local_ports:
+        pair = pairwise_peer(link)
+        if pair is None:
+            out.append(link)
+        elif pair == peer:
+            out.append(f"{link.partition(':')[0]}:{me}")
+    return tuple(out)
+
+
+def addresses(me: str, local_ports: dict[str, int], routes: dict[str, dict[str, int]]) -> dict[str, dict[str, str]]:
+    """The whole cluster as ``me``'s engine must be told it: ``{party: {link: "127.0.0.1:port"}}`` —
+    its own links where it listens, every peer's links at the gateway's route ports.  (A peer's real
+    address is never given to the engine: it only ever dials 127.0.0.1.)"""
+    view = {me: {link: f"127.0.0.1:{port}" for link, port in local_ports.items()}}
+    for peer, links in routes.items():
+        view[peer] = {link: f"127.0.0.1:{port}" for link, port in links.items()}
+    return view
+
+
 async def _relay(tls: TlsStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, traffic: Traffic,
                  *, outbound: bool) -> None:
     """Copy plaintext ↔ TLS until both directions end (a half-close is passed on as close_notify / FIN)."""
@@ -481,4 +516,5 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-__all__ = ["Gateway", "GatewayError", "MAX_FRAME", "PeerRoute", "Refusal", "Traffic"]
+__all__ = ["Gateway", "GatewayError", "MAX_FRAME", "PeerRoute", "Refusal", "Traffic", "addresses", "pairwise_peer",
+           "peer_links"]
