@@ -233,3 +233,50 @@ def test_grpc_calls_pass_through_the_gateways(gateways, people, engines):
         assert gateways["bob"].traffic(JOB).connections == 1  # one HTTP/2 connection carried every call
     finally:
         server.stop(None)
+
+
+@pytest.mark.slow
+def test_an_spu_brpc_link_connects_through_the_gateways_once_the_late_party_listens(
+        gateways, people, engines, taps, no_leaked_processes):
+    """alice's SPU link starts first: every connection its brpc retries is closed at once while bob's
+    party does not listen; once bob starts, the link connects and carries 1 MiB each way."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from common.net import free_ports
+
+    root = Path(__file__).resolve().parents[2]
+    a_port, b_port = free_ports(2)
+    tap = Tap(gateways["bob"].listen_port)
+    taps.append(tap)
+    alice, bob = gateways["alice"], gateways["bob"]
+    to_alice = bob.open_job(JOB, {"spu": b_port}, {"alice": route(alice, people["alice"])})["alice"]["spu"]
+    to_bob = alice.open_job(JOB, {"spu": a_port}, {"bob": route(bob, people["bob"], tap.port)})["bob"]["spu"]
+    marker = "SPU-LINK-PLAINTEXT-7731|"
+
+    def party(rank: int, listen: int, peer: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "tests.gateway.brpc_party", str(rank), str(listen),
+                                 f"127.0.0.1:{peer}", marker], cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+
+    procs = [party(0, a_port, to_bob)]
+    try:
+        wait_for(lambda: any("local party not listening on link 'spu'" in r.reason for r in bob.refusals), 60)
+        procs.append(party(1, b_port, to_alice))
+        outs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    a, b = outs
+    assert a["got_len"] == b["got_len"] == 1_048_576
+    assert b["got_sha"] == a["sent_sha"] and a["got_sha"] == a["reversed_sha"]
+    assert a["gathered"] == b["gathered"] == ["hello from 0", "hello from 1"]
+    early = [r for r in bob.refusals if "not listening" in r.reason]
+    assert early and all(r.job == JOB and r.link == "spu" for r in early)
+    assert all(r.reason.startswith("local party not listening") for r in bob.refusals)
+    assert marker.encode() not in bytes(tap.upstream) + bytes(tap.downstream)
+    assert len(tap.upstream) > 1_048_576
