@@ -26,8 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     except CoordinatorError as exc:
         print(f"{exc.name}: {exc.detail}", file=sys.stderr)
         return 2
-    print(f"coordinator on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    if settings.tls is None:
+        print(f"coordinator on http://{settings.host}:{settings.port}", flush=True)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        return 0
+    from protocols.gmtls.context import server_context
+    from protocols.gmtls.server import serve
+
+    # 国密 TLS only: a client is accepted iff its proven SM2 key is an active member's in the Registry
+    directory = app.state.coord.key_directory()
+    ctx = server_context(settings.tls.credentials(), directory.is_known)
+    print(f"coordinator on https://{settings.host}:{settings.port} (国密 TLS: TLS_SM4_GCM_SM3, curveSM2, "
+          f"sm2sig_sm3; client certificate required)", flush=True)
+    serve(app, settings.host, settings.port, ctx, log_level="warning")
     return 0
 
 

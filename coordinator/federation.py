@@ -82,6 +82,9 @@ class FederationConfig(_Model):
     coordinator: CoordinatorConfig = Field(default_factory=CoordinatorConfig)
     members: list[MemberConfig] = Field(min_length=2)
     scrypt_n: int = 2**14
+    gmtls: bool = False
+    """Every service serves only 国密 mutual TLS (TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3) with a certificate
+    carrying its member's SM2 identity key; peers are accepted by their key in the Registry."""
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:
@@ -127,6 +130,28 @@ class FederationState(BaseModel):
     accounts: dict[str, str]
     commands: dict[str, list[str]] = {}
     """How each service process was started (``respawn`` restarts one the same way)."""
+    gmtls: bool = False
+    """The services speak only 国密 mutual TLS; clients use :func:`client_for`."""
+
+
+def transport_for(state: FederationState, member: str) -> httpx.BaseTransport | None:
+    """A 国密 TLS transport acting as ``member`` (its certificate beside its keystore) that reaches every
+    service of the federation, pinning each one's SM2 key; None (plain HTTP) without ``gmtls``."""
+    if not state.gmtls:
+        return None
+    from protocols.gmtls.certs import credential_paths, load_credentials
+    from protocols.gmtls.client import GmTlsTransport
+
+    def creds(name: str) -> Any:
+        return load_credentials(*credential_paths(state.keys_dir, name))
+
+    pins = {url: creds(name).public_key for name, url in {"coordinator": state.coordinator_url, **state.nodes}.items()}
+    return GmTlsTransport(creds(member), pins)
+
+
+def client_for(state: FederationState, member: str, **kwargs: Any) -> httpx.Client:
+    """An ``httpx.Client`` over :func:`transport_for` (a plain one without ``gmtls``)."""
+    return httpx.Client(transport=transport_for(state, member), **kwargs)
 
 
 def node_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -143,14 +168,15 @@ def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
     )
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, what: str, log: Path, timeout: float = 60.0) -> None:
+def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, what: str, log: Path, timeout: float = 60.0,
+               http: Any = httpx) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
             raise FederationError(f"{what} exited with {proc.returncode}:\n{tail}")
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            if http.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -209,6 +235,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     from contracts.models import MemberAdmission, Role
     from coordinator.chain import connect
     from protocols.crypto.keystore import create_keystore, load_keystore
+    from protocols.gmtls.certs import write_credentials
     from protocols.manifest import dataset_chain_id
 
     logs = work / "logs"
@@ -255,6 +282,8 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
         else:
             _, k = create_keystore(keys_dir, name, passphrase, scrypt_n=cfg.scrypt_n)
         keys[name] = k
+        if cfg.gmtls:  # the member's TLS certificate carries its SM2 identity key (the Registry's)
+            write_credentials(keys_dir, name, k.sm2.private_key)
         addr = k.public.chain_address
         addresses[name] = addr
         if admin.member(addr) is None:
@@ -283,7 +312,14 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
             "name": m.name, "host": m.host, "port": port, "work_dir": str(d),
             "policy_file": str(policy_file), "keystore_path": str(keys_dir / f"{m.name}.keystore.json"),
             "chain_rpc_url": rpc_url, "chain_registry": registry, "coordinator_url": coord_url,
+            **_tls_section(cfg, keys_dir, m.name),
         }))
+    state = FederationState(
+        name=cfg.name, work_dir=work, rpc_url=rpc_url, registry=registry, coordinator_url=coord_url,
+        nodes=node_urls, pids=pids, keys_dir=keys_dir, passphrase_file=pass_file, accounts=addresses,
+        gmtls=cfg.gmtls,
+    )
+    http = {name: client_for(state, name) for name, _ in members}  # each acts as its own member
 
     # nodes
     procs = {}
@@ -294,7 +330,8 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
         procs[m.name] = _spawn(commands[m.name], log, {**node_env(os.environ), "DCP_NODE_KEYSTORE_PASSPHRASE": passphrase})
         pids[m.name] = procs[m.name].pid
     for m in cfg.members:
-        _wait_http(f"{node_urls[m.name]}/health", procs[m.name], f"node {m.name}", logs / f"{m.name}.log")
+        _wait_http(f"{node_urls[m.name]}/health", procs[m.name], f"node {m.name}", logs / f"{m.name}.log",
+                   http=http[m.name])
     say(f"{len(cfg.members)} nodes up")
 
     # datasets: ingest on the node, register on chain from the owner's own account
@@ -305,11 +342,11 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
                 fields = {"name": ds.name, "description": ds.description, "columns": json.dumps(ds.columns)}
                 if ds.key_column:
                     fields["key_column"] = ds.key_column
-                r = httpx.post(f"{node_urls[m.name]}/datasets/upload", data=fields, files={"file": (ds.file.name, fh)},
+                r = http[m.name].post(f"{node_urls[m.name]}/datasets/upload", data=fields, files={"file": (ds.file.name, fh)},
                                timeout=300)
             if r.status_code >= 400:
                 raise FederationError(f"ingesting {m.name}/{ds.name} failed: {r.text[:300]}")
-            entry = httpx.get(f"{node_urls[m.name]}/catalog/{ds.name}", timeout=30).json()
+            entry = http[m.name].get(f"{node_urls[m.name]}/catalog/{ds.name}", timeout=30).json()
             did = dataset_chain_id(m.name, ds.name)
             if admin.dataset(did) is None:
                 owner.register_dataset(addresses[m.name], did, bytes.fromhex(entry["schema_hash"]), entry["max_grade"])
@@ -324,26 +361,35 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
         "registry_address": registry, "keystore_path": str(keys_dir / "coordinator.keystore.json"),
         "nodes": node_urls, "node_timeout_s": cfg.coordinator.node_timeout_s,
         "poll_interval_s": cfg.coordinator.poll_interval_s, "authorization_mode": cfg.coordinator.authorization_mode,
+        **_tls_section(cfg, keys_dir, "coordinator"),
     }))
     clog = logs / "coordinator.log"
     commands["coordinator"] = [sys.executable, "-m", "coordinator", "--config", str(ccfg)]
     cproc = _spawn(commands["coordinator"], clog, {**env, "DCP_COORD_KEYSTORE_PASSPHRASE": passphrase})
     pids["coordinator"] = cproc.pid
-    _wait_http(f"{coord_url}/health", cproc, "coordinator", clog)
-    httpx.post(f"{coord_url}/members/sync", timeout=60).raise_for_status()
-    status = httpx.post(f"{coord_url}/catalog/refresh", timeout=60).json()
+    _wait_http(f"{coord_url}/health", cproc, "coordinator", clog, http=http["coordinator"])
+    http["coordinator"].post(f"{coord_url}/members/sync", timeout=60).raise_for_status()
+    status = http["coordinator"].post(f"{coord_url}/catalog/refresh", timeout=60).json()
+    for client in http.values():
+        client.close()
     bad = {k: v for k, v in status.items() if v != "ok"}
     if bad:
         raise FederationError(f"catalog pull failed: {bad}")
     say(f"coordinator on {coord_url}")
 
-    state = FederationState(
-        name=cfg.name, work_dir=work, rpc_url=rpc_url, registry=registry, coordinator_url=coord_url,
-        nodes=node_urls, pids=pids, keys_dir=keys_dir, passphrase_file=pass_file, accounts=addresses,
-        commands=commands,
-    )
+    state.commands, state.pids = commands, dict(pids)
     (work / STATE_FILE).write_text(state.model_dump_json(indent=2))
     return state
+
+
+def _tls_section(cfg: FederationConfig, keys_dir: Path, member: str) -> dict[str, Any]:
+    """The ``tls`` settings of ``member``'s service (known keys from the Registry), or nothing."""
+    if not cfg.gmtls:
+        return {}
+    from protocols.gmtls.certs import credential_paths
+
+    cert, key = credential_paths(keys_dir, member)
+    return {"tls": {"cert": str(cert), "key": str(key)}}
 
 
 def read_state(work_dir: str | Path) -> FederationState:
@@ -366,7 +412,8 @@ def respawn(work_dir: str | Path, name: str, timeout: float = 60.0) -> int:
     log = state.work_dir / "logs" / f"{name}.log"
     proc = _spawn(state.commands[name], log, env)
     url = state.coordinator_url if name == "coordinator" else state.nodes[name]
-    _wait_http(f"{url}/health", proc, name, log, timeout)
+    with client_for(state, name) as http:
+        _wait_http(f"{url}/health", proc, name, log, timeout, http=http)
     state.pids[name] = proc.pid
     (Path(work_dir) / STATE_FILE).write_text(state.model_dump_json(indent=2))
     return proc.pid

@@ -81,7 +81,7 @@ class NodeClient:
         body = None if approve else {"reason": reason or "rejected"}
         if token:
             try:
-                r = httpx.post(f"{self.base_url}{path}", json=body, timeout=max(self.timeout, 60.0),
+                r = (self._http or httpx).post(f"{self.base_url}{path}", json=body, timeout=max(self.timeout, 60.0),
                                headers={"Authorization": f"Bearer {token}", "X-DCP-Actor": self.member})
             except httpx.HTTPError as exc:
                 raise NodeUnavailable(f"node {self.member} did not answer: {type(exc).__name__}") from None

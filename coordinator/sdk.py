@@ -44,9 +44,12 @@ class WaitTimeout(CoordinatorError):
 class DcpClient:
     """Client of one coordinator."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        """``transport``: e.g. ``protocols.gmtls.client.GmTlsTransport`` (国密 mutual TLS, pinning the
+        coordinator's and the nodes' registered keys); None = plain HTTP."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.transport = transport
         self._http: httpx.Client | None = None  # one connection pool (a client per call costs ~25 ms of CPU)
         self._http_lock = threading.Lock()
 
@@ -66,7 +69,7 @@ class DcpClient:
     def _client(self) -> httpx.Client:
         with self._http_lock:
             if self._http is None:
-                self._http = httpx.Client()
+                self._http = httpx.Client(transport=self.transport)
             return self._http
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
@@ -146,9 +149,8 @@ class DcpClient:
         return self._call("GET", "/catalog", params=params)
 
     # a department's decision, through its own node
-    @staticmethod
-    def _inbox_request(job_id: str, member: str, node_url: str, wait_s: float) -> tuple[NodeClient, int]:
-        node = NodeClient(member, node_url, timeout=60.0)
+    def _inbox_request(self, job_id: str, member: str, node_url: str, wait_s: float) -> tuple[NodeClient, int]:
+        node = NodeClient(member, node_url, timeout=60.0, http=self._client() if self.transport else None)
         deadline = time.monotonic() + wait_s
         while True:
             req = node.find_approval(job_id)

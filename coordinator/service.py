@@ -123,8 +123,20 @@ class Coordinator:
             if self._http is None:
                 import httpx
 
-                self._http = httpx.Client()
+                tls = self.settings.tls
+                if tls is None:
+                    self._http = httpx.Client()
+                else:  # 国密 mutual TLS, pinning each node's key in the Registry
+                    from protocols.gmtls.config import http_client
+
+                    self._http = http_client(tls, self.key_directory(), self.settings.nodes)
             return self._http
+
+    def key_directory(self) -> Any:
+        """The members' SM2 keys for 国密 TLS (``settings.tls``): its known-keys file, else the Registry."""
+        if getattr(self, "_keydir", None) is None:  # cheap to make; a race makes two, one is kept
+            self._keydir = self.settings.tls.directory(lambda: self.chain().members())
+        return self._keydir
 
     def close(self) -> None:
         """Stop the worker and release the database and the HTTP connections."""

@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 from common.settings import file_settings_sources, project_root
 from coordinator.errors import FederationError
+from protocols.gmtls.config import GmTlsSettings
 
 
 class CoordinatorSettings(BaseSettings):
@@ -47,6 +48,8 @@ class CoordinatorSettings(BaseSettings):
     (the parties of one job end together: a party that outlives its peers waits on a party that has
     left): the job fails, naming it, and its task is stopped."""
     http_timeout_s: float = Field(default=10.0, gt=0)
+    tls: GmTlsSettings | None = None
+    """国密 mutual TLS (protocols.gmtls): with it the coordinator serves only TLS_SM4_GCM_SM3 and pins each node's key."""
     worker: bool = True
     """Run the background scheduler (off in unit tests that drive it by hand)."""
     authorization_mode: Literal["auto", "per_owner", "bls_aggregate"] = "auto"

@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 from common.settings import file_settings_sources, project_root
 from nodes.errors import ConfigError
+from protocols.gmtls.config import GmTlsSettings
 
 GIB = 1024**3
 
@@ -61,6 +62,8 @@ class NodeSettings(BaseSettings):
     coordinator_url: str | None = None
     """Where the coordinator serves job manifests and terms (checked before approving on chain)."""
     coordinator_timeout_s: float = 10.0
+    tls: GmTlsSettings | None = None
+    """国密 mutual TLS (protocols.gmtls): with it the node serves only TLS_SM4_GCM_SM3 and pins the coordinator's key."""
     anchor_interval_s: float = 300.0
     """Anchor the audit head on chain this often (seconds) while the service runs; 0 disables."""
     task_kill_grace_s: float = 5.0

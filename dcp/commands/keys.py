@@ -66,6 +66,14 @@ def _summary(public: object, path: Path) -> str:
     )
 
 
+def _write_tls(path: Path, keys: object) -> str:
+    """Write the member's 国密 TLS certificate and key PEM (0600) beside its keystore; the lines to print."""
+    from protocols.gmtls.certs import write_credentials
+
+    cert, key = write_credentials(path.parent, keys.member, keys.sm2.private_key)  # MemberKeys
+    return f"tls cert      {cert}\ntls key       {key}  (0600; the SM2 identity key, unencrypted)"
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``keys`` command group to the CLI."""
     keys = typer.Typer(
@@ -91,7 +99,10 @@ def register(app: typer.Typer) -> None:
         passphrase_file: Path = pass_opt,
         kdf_cost: int = typer.Option(2**15, help="scrypt N (power of two, 2^10..2^20)"),
     ) -> None:
-        """Create a keystore with fresh SM2, secp256k1 and BLS keys."""
+        """Create a keystore with fresh SM2, secp256k1 and BLS keys, and the member's 国密 TLS certificate.
+
+        The certificate carries the SM2 identity key (self-signed by it); it sits beside the keystore as
+        ``<member>.tls.crt`` with the key as ``<member>.tls.key`` (0600)."""
         from protocols.crypto.errors import CryptoError
         from protocols.crypto.keystore import create_keystore
 
@@ -103,6 +114,7 @@ def register(app: typer.Typer) -> None:
         except (CryptoError, ValueError) as exc:
             raise _fail(exc) from None
         typer.echo(_summary(created.public, path))
+        typer.echo(_write_tls(path, created))
 
     @keys.command("show")
     def show(
@@ -150,6 +162,25 @@ def register(app: typer.Typer) -> None:
             raise _fail(exc) from None
         typer.echo(_summary(rotated.public, path))
         typer.echo(f"archived      {archive}")
+        typer.echo(_write_tls(path, rotated))
+
+    @keys.command("cert")
+    def cert(
+        keystore: Path = keystore_opt,
+        member: str = member_opt,
+        directory: Path = dir_opt,
+        passphrase_file: Path = pass_opt,
+    ) -> None:
+        """(Re)write the member's 国密 TLS certificate and key PEM beside its keystore (SM2 identity key)."""
+        from protocols.crypto.errors import CryptoError
+        from protocols.crypto.keystore import load_keystore
+
+        path = _resolve(keystore, member, directory)
+        try:
+            keys_ = load_keystore(path, _passphrase(passphrase_file))
+        except CryptoError as exc:
+            raise _fail(exc) from None
+        typer.echo(_write_tls(path, keys_))
 
     @keys.command("export-public")
     def export_public_cmd(

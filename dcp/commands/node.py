@@ -8,6 +8,25 @@ from pathlib import Path
 import typer
 
 
+def _serve_gmtls(fastapi_app: object, settings: object) -> None:
+    """Serve the node over 国密 mutual TLS only; its calls to the coordinator pin the coordinator's key."""
+    from protocols.gmtls.config import http_client
+    from protocols.gmtls.context import server_context
+    from protocols.gmtls.server import serve
+
+    tls = settings.tls  # NodeSettings
+    ctx_ = fastapi_app.state.ctx
+    members = ctx_.chain.client.members if ctx_.chain is not None else None
+    directory = tls.directory(members)
+    recorder = getattr(ctx_.approvals, "recorder", None)
+    if recorder is not None and getattr(recorder, "coordinator_url", None):
+        recorder.http = http_client(tls, directory, {"coordinator": recorder.coordinator_url})
+    ctx = server_context(tls.credentials(), directory.is_known)
+    typer.echo(f"国密 TLS only on https://{settings.host}:{settings.port}: TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3, "
+               "client certificate required")
+    serve(fastapi_app, settings.host, settings.port, ctx, log_level="warning")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``node`` command group to the CLI."""
     node = typer.Typer(help="A department node: datasets, catalog, policy, approvals, audit log, tasks.", no_args_is_help=True)
@@ -51,7 +70,10 @@ def register(app: typer.Typer) -> None:
         chain = fastapi_app.state.ctx.chain
         if chain is not None:
             typer.echo(f"chain-wired as {chain.account}; audit anchors every {settings.anchor_interval_s:g}s")
-        uvicorn.run(fastapi_app, host=settings.host, port=settings.port, log_level="warning")
+        if settings.tls is None:
+            uvicorn.run(fastapi_app, host=settings.host, port=settings.port, log_level="warning")
+            return
+        _serve_gmtls(fastapi_app, settings)
 
     @node.command("ingest")
     def ingest(

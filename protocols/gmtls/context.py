@@ -121,10 +121,15 @@ def _pin(ctx: SSL.Context, creds: Credentials) -> None:
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION)
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     try:
-        ctx.use_certificate(crypto.load_certificate(crypto.FILETYPE_PEM, creds.cert_pem))
-        ctx.use_privatekey(crypto.load_privatekey(crypto.FILETYPE_PEM, creds.key_pem))
+        from cryptography import x509
+
+        ctx.use_certificate(x509.load_pem_x509_certificate(creds.cert_pem))
+        # cryptography has no SM2 private keys; hand OpenSSL the key pyOpenSSL loaded
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, creds.key_pem)
+        if lib.SSL_CTX_use_PrivateKey(ctx._context, key._pkey) != 1:  # noqa: SLF001
+            raise CertificateError("OpenSSL refused the private key")
         ctx.check_privatekey()
-    except (crypto.Error, SSL.Error) as exc:
+    except (crypto.Error, SSL.Error, ValueError) as exc:
         raise CertificateError(f"cannot use these credentials: {exc}") from None
     creds.public_key  # noqa: B018 — CertificateError unless the certificate carries an SM2 key
     ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE, _verify)

@@ -1,0 +1,91 @@
+"""``dcp up`` with ``gmtls: true``: every service serves only 国密 mutual TLS, every hop of a job
+(SDK → coordinator → nodes → coordinator) runs over it, and plain HTTP or an outsider gets nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from coordinator.federation import FederationConfig, client_for, down, transport_for, up
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from protocols.secretflow.synthetic import make_vertical_data
+
+    root = tmp_path_factory.mktemp("gmfed")
+    data = make_vertical_data(root / "data", n_rows=800, overlap=0.6, seed=5)
+    policy = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2}
+    cfg = FederationConfig.model_validate({
+        "work_dir": str(root / "fed"), "scrypt_n": 2**12, "gmtls": True,
+        "coordinator": {"node_timeout_s": 6.0, "poll_interval_s": 0.3, "authorization_mode": "per_owner"},
+        "members": [{"name": p.name, "role": "bank" if p.name == "bank" else "department", "policy": policy,
+                     "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": "uscc"}]}
+                    for p in data.parties],
+    })
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    state = up(cfg)
+    try:
+        yield {"state": state, "data": data, "root": root}
+    finally:
+        down(state.work_dir)
+        time.sleep(0.5)
+        left = [p for p in psutil.Process().children(recursive=True)
+                if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+        assert not left, f"processes left behind: {[p.cmdline()[:4] for p in left]}"
+
+
+def _services(state: Any) -> dict[str, str]:
+    return {"coordinator": state.coordinator_url, **state.nodes}
+
+
+def test_every_service_refuses_plain_http(fed):
+    for name, url in _services(fed["state"]).items():
+        with httpx.Client(timeout=5) as plain, pytest.raises(httpx.HTTPError):
+            plain.get(f"{url}/health")
+        with pytest.raises(httpx.HTTPError):  # nor does Python's ssl (no SM4-GCM, no SM2) get through
+            httpx.get(f"{url.replace('http://', 'https://')}/health", verify=False, timeout=5)
+        with client_for(fed["state"], "bank", timeout=10) as member:
+            assert member.get(f"{url}/health").status_code == 200, name
+
+
+def test_an_outsider_certificate_is_refused_by_every_service(fed):
+    from protocols.crypto import sm2
+    from protocols.gmtls.certs import credential_paths, credentials_for, load_credentials
+    from protocols.gmtls.client import GmTlsTransport
+
+    state = fed["state"]
+    pins = {url: load_credentials(*credential_paths(state.keys_dir, name)).public_key
+            for name, url in _services(state).items()}
+    outsider = credentials_for(sm2.generate_keypair().private_key, "bank")  # claims a member's name
+    with httpx.Client(transport=GmTlsTransport(outsider, pins), timeout=10) as http:
+        for url in _services(state).values():
+            with pytest.raises(httpx.HTTPError) as err:
+                http.get(f"{url}/catalog")
+            assert "alert unknown ca" in str(err.value)
+
+
+def test_a_job_runs_with_every_hop_over_gmtls(fed):
+    from coordinator.sdk import DcpClient
+
+    state, data = fed["state"], fed["data"]
+    spec = {
+        "kind": "vertical_train", "requester": "bank", "purpose": "credit model over 国密 TLS (test)",
+        "join_key": "uscc", "label": {"member": "bank", "dataset": "bank_2024", "column": "default"},
+        "inputs": [{"member": p.name, "dataset": f"{p.name}_2024", "columns": p.features} for p in data.parties],
+        "model": {"algorithm": "ss_lr", "params": {"epochs": 1, "batch_size": 256}}, "expires_in_s": 900,
+    }
+    with DcpClient(state.coordinator_url, transport=transport_for(state, "bank")) as client:
+        job = client.submit(spec)
+        for m in ("bank", "tax", "power"):
+            out = client.approve(job, m, state.nodes[m])
+            assert out["status"] == "approved" and out["chain_ref"].startswith("0x")
+        final = client.wait(job, timeout=300)
+    assert final.state.value == "SUCCEEDED", final.reason
