@@ -280,3 +280,22 @@ def test_an_spu_brpc_link_connects_through_the_gateways_once_the_late_party_list
     assert all(r.reason.startswith("local party not listening") for r in bob.refusals)
     assert marker.encode() not in bytes(tap.upstream) + bytes(tap.downstream)
     assert len(tap.upstream) > 1_048_576
+
+
+def test_a_route_to_an_address_that_is_not_the_peers_gateway_is_refused(gateways, people, engines):
+    """alice's route to bob points at carol's gateway (a wrong or hijacked address): the handshake pins
+    bob's registered key, so alice's gateway refuses carol's and never sends the link request."""
+    a_fed = Engine()
+    engines.append(a_fed)
+    alice, carol = gateways["alice"], gateways["carol"]
+    hijacked = route(carol, people["bob"])  # bob's key, carol's address
+    routes = alice.open_job(JOB, {"fed": a_fed.port}, {"bob": hijacked})
+    t0 = time.monotonic()
+    assert roundtrip(routes["bob"]["fed"], b"for bob only") == b""
+    assert time.monotonic() - t0 < 5
+    refused = wait_for(lambda: alice.refusals)[-1]
+    assert refused.side == "outbound" and refused.member_key == people["bob"].public_key.hex()
+    assert "is not the expected key" in refused.reason
+    # carol's gateway saw a handshake that failed, never a link request for the job
+    assert all(r.job == "" for r in wait_for(lambda: carol.refusals))
+    assert carol.jobs() == [] and alice.traffic(JOB).connections == 0
