@@ -93,7 +93,10 @@ class Gateway:
     ``credentials``: the member's certificate and key (its registered SM2 identity key);
     ``is_member_key(key)``: is this 64-byte key a registered, active member's (the handshake check —
     it runs on the gateway's loop, so it should answer from memory, e.g. a cached Registry view);
-    ``member``: the name peers address this gateway's member by (``to`` of a link request).
+    ``member``: the name peers address this gateway's member by (``to`` of a link request);
+    ``on_refusal``: called (on the gateway's loop) with every refusal, e.g. to append it to the node's
+    audit log; ``handshake_timeout`` bounds the handshake and the link request, ``connect_timeout``
+    the connection to a peer's gateway or to the local engine.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Gateway:
         member: str,
         connect_timeout: float = 5.0,
         handshake_timeout: float = 10.0,
+        on_refusal: Callable[[Refusal], None] | None = None,
     ) -> None:
         self.listen_host = listen_host
         self.listen_port = listen_port
@@ -117,6 +121,7 @@ class Gateway:
         self._client_ctx = client_context(credentials)
         self._jobs: dict[str, _Job] = {}
         self._refusals: list[Refusal] = []
+        self._on_refusal = on_refusal
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -187,9 +192,11 @@ class Gateway:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._inbound):
+        await asyncio.sleep(0)  # connections accepted just now start their tasks
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
             task.cancel()
-        await asyncio.gather(*self._inbound, return_exceptions=True)
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def _call(self, coro: object) -> object:
         if self._loop is None:
@@ -295,6 +302,11 @@ class Gateway:
         with self._lock:
             self._refusals.append(refusal_)
             del self._refusals[:-MAX_REFUSALS]
+        if self._on_refusal is not None:
+            try:
+                self._on_refusal(refusal_)
+            except Exception:  # noqa: BLE001 — a failing observer must not keep the refusal from happening
+                log.exception("on_refusal failed")
 
     # ------------------------------------------------------------------ inbound
 
@@ -339,6 +351,8 @@ class Gateway:
             try:
                 await tls.send(encode_frame(LinkAnswer(ok=True)))
                 job.traffic.connections += 1
+                log.info("gateway %s admitted %s (%s) to job %s link %s", self.member, request.sender, peer,
+                         request.job, request.link)
                 await _relay(tls, local_reader, local_writer, job.traffic, outbound=False)
             finally:
                 local_writer.close()

@@ -299,3 +299,41 @@ def test_a_route_to_an_address_that_is_not_the_peers_gateway_is_refused(gateways
     # carol's gateway saw a handshake that failed, never a link request for the job
     assert all(r.job == "" for r in wait_for(lambda: carol.refusals))
     assert carol.jobs() == [] and alice.traffic(JOB).connections == 0
+
+
+def test_an_oversized_or_missing_link_request_is_refused(people, registry, engines):
+    """A registered member that sends a frame longer than the limit, or nothing at all after the
+    handshake, is cut off (bounded by handshake_timeout), and each refusal reaches on_refusal."""
+    import socket as _socket
+
+    from OpenSSL import SSL
+
+    from common.net import free_port
+    from protocols.gateway import Gateway
+    from protocols.gmtls.context import client_connection, client_context
+
+    seen = []
+    b_fed = Engine()
+    engines.append(b_fed)
+    with Gateway("127.0.0.1", free_port(), people["bob"].creds, registry.__contains__, member="bob",
+                 handshake_timeout=1.0, on_refusal=seen.append) as bob:
+        bob.open_job(JOB, {"fed": b_fed.port}, {"alice": route(bob, people["alice"])})
+        for frame in (struct.pack(">I", 1 << 20) + b"{", None):
+            sock = _socket.create_connection(("127.0.0.1", bob.listen_port), timeout=10)
+            sock.settimeout(None)  # blocking: the gateway closes within handshake_timeout
+            conn = client_connection(client_context(people["alice"].creds), people["bob"].public_key, sock)
+            conn.do_handshake()
+            if frame is not None:
+                conn.sendall(frame)
+            t0 = time.monotonic()
+            with pytest.raises((SSL.ZeroReturnError, SSL.SysCallError, SSL.Error)):
+                while conn.recv(100):
+                    pass
+            assert time.monotonic() - t0 < 5
+            sock.close()
+        refusals = wait_for(lambda: len(bob.refusals) == 2 and bob.refusals)
+        assert "control frame of 1048576 bytes" in refusals[0].reason
+        assert "TimeoutError" in refusals[1].reason
+        assert {r.member_key for r in refusals} == {people["alice"].public_key.hex()}
+        assert seen == refusals
+        assert b_fed.accepted == 0 and bob.traffic(JOB).connections == 0
