@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from protocols.gateway.gateway import Gateway, addresses
 from protocols.gateway.models import PeerRoute
+from protocols.gmtls.certs import Credentials
 
 
 class UnknownPeer(Exception):
@@ -68,3 +70,26 @@ class GatewaySettings(BaseModel):
         if missing:
             raise UnknownPeer("no route to " + ", ".join(missing))
         return routes
+
+
+def start_gateway(settings: GatewaySettings, credentials: Credentials, is_member_key: Callable[[bytes], bool],
+                  member: str, **options: object) -> Gateway:
+    """The node's gateway, started: listening where ``settings`` say (``options``: :class:`Gateway`'s)."""
+    return Gateway(settings.listen_host, settings.listen_port, credentials, is_member_key, member=member,
+                   **options).start()  # type: ignore[arg-type]
+
+
+def open_engine_job(gateway: Gateway, settings: GatewaySettings, key_of: Callable[[str], bytes | None],
+                    job_key: str, parties: Iterable[str], local_ports: dict[str, int]) -> dict[str, dict[str, str]]:
+    """Open an authorized job's links at this node's gateway and return what its engine must be told:
+    ``{party: {link: "127.0.0.1:port"}}`` (:func:`protocols.gateway.addresses`).
+
+    ``parties``: the job's parties (from the authorization, this member among them); ``local_ports``:
+    the links this node's engine listens on.  Peers' addresses and keys come from ``settings`` and
+    ``key_of`` only (UnknownPeer if a party has no route).
+    """
+    parties = list(parties)
+    if gateway.member not in parties:
+        raise UnknownPeer(f"{gateway.member} is not a party of job {job_key}")
+    routes = gateway.open_job(job_key, local_ports, settings.peer_routes(gateway.member, parties, key_of))
+    return addresses(gateway.member, local_ports, routes)
