@@ -99,19 +99,24 @@ def _sm4_gcm_mb_s() -> float:
     return len(data) / (time.process_time() - t0) / 1e6
 
 
-def _rounds(port: int, rounds: int) -> float:
+def _rounds(port: int, rounds: int, procs: list[psutil.Process] | None = None) -> tuple[float, float]:
+    """(µs per 64-byte round trip, CPU µs the ``procs`` spent per round trip)."""
     msg = b"x" * 64
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(msg)
         s.recv(64)  # the first round trip includes the gateways' handshake: not timed
+        before = [p.cpu_times() for p in procs or []]
         t0 = time.perf_counter()
         for _ in range(rounds):
             s.sendall(msg)
             got = b""
             while len(got) < 64:
                 got += s.recv(64 - len(got))
-        return (time.perf_counter() - t0) / rounds * 1e6
+        wall = (time.perf_counter() - t0) / rounds * 1e6
+        after = [p.cpu_times() for p in procs or []]
+        cpu = sum(a.user + a.system - b.user - b.system for a, b in zip(after, before, strict=True))
+        return wall, cpu / rounds * 1e6
 
 
 def _connect_time(port: int, n: int) -> float:
@@ -169,7 +174,7 @@ def main() -> None:
             rows = []
             mbps_g, own_g, (cpu_a, cpu_b) = _bulk(route["bulk"], total, ps)
             mbps_d, own_d, _ = _bulk(sink_port, total, ps)
-            rtt_g, rtt_d = _rounds(route["echo"], args.rounds), _rounds(echo_port, args.rounds)
+            (rtt_g, rtt_cpu), (rtt_d, _) = _rounds(route["echo"], args.rounds, ps), _rounds(echo_port, args.rounds)
             conn_g, conn_d = _connect_time(route["echo"], 50), _connect_time(echo_port, 50)
             gb = total / 1e9
             wall = total / 1e6 / mbps_g
@@ -184,6 +189,7 @@ def main() -> None:
                          f"{1000 / floor / max(cpu_gb):.0%} of CPU"))
             rows.append(("CPU share, sender + sink process", f"{own_g:.0%}", f"{own_d:.0%}", ""))
             rows.append(("64 B round trip, µs", f"{rtt_g:,.0f}", f"{rtt_d:,.0f}", f"+{rtt_g - rtt_d:,.0f} µs"))
+            rows.append(("gateways' CPU per round trip (4 traversals), µs", f"{rtt_cpu:,.0f}", "-", ""))
             rows.append(("new connection + 1 round trip, ms", f"{conn_g:.1f}", f"{conn_d:.2f}", ""))
         finally:
             for p in procs:

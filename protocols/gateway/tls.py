@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 
 from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 #: Bytes read from a socket per call (a TLS record carries at most 16 KiB; several fit).
 CHUNK = 256 * 1024
@@ -32,17 +34,18 @@ class TlsStream:
         self._closed_notify = False
         self._rest = b""  # plaintext read past a control frame, handed out by the next recv
 
+    def _buffered(self, bio: object) -> int:
+        """Bytes waiting in one of the connection's memory BIOs (asking is cheaper than a WantReadError)."""
+        return int(_lib.BIO_get_mem_data(bio, _ffi.NULL))
+
     def _pending_out(self) -> bytes:
-        out = []
-        while True:
-            try:
-                data = self.conn.bio_read(CHUNK)
-            except SSL.WantReadError:
-                break
-            if not data:
-                break
-            out.append(data)
-        return b"".join(out)
+        n = self._buffered(self.conn._from_ssl)  # noqa: SLF001 — pyOpenSSL's memory BIO, no public size
+        if not n:
+            return b""
+        try:
+            return self.conn.bio_read(n)
+        except SSL.WantReadError:
+            return b""
 
     async def _flush(self) -> None:
         data = self._pending_out()
