@@ -29,7 +29,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from OpenSSL import SSL
@@ -45,7 +45,8 @@ from protocols.gateway.models import (
     encode_frame,
     frame_length,
 )
-from protocols.gateway.tls import CHUNK, TlsClosed, TlsStream
+from protocols.gateway.relay import relay
+from protocols.gateway.tls import TlsClosed, TlsStream
 from protocols.gmtls.certs import Credentials
 from protocols.gmtls.context import (
     client_connection,
@@ -353,7 +354,7 @@ class Gateway:
                 job.traffic.connections += 1
                 log.info("gateway %s admitted %s (%s) to job %s link %s", self.member, request.sender, peer,
                          request.job, request.link)
-                await _relay(tls, local_reader, local_writer, job.traffic, outbound=False)
+                await _forward(tls, local_reader, local_writer, job.traffic)
             finally:
                 local_writer.close()
         except asyncio.CancelledError:
@@ -439,7 +440,7 @@ class Gateway:
                 refused(f"{member}'s gateway refused: {answer.reason}")
                 return
             job.traffic.connections += 1
-            await _relay(tls, reader, writer, job.traffic, outbound=True)
+            await _forward(tls, reader, writer, job.traffic)
         finally:
             peer_writer.close()
 
@@ -473,49 +474,17 @@ def addresses(me: str, local_ports: dict[str, int], routes: dict[str, dict[str, 
     return view
 
 
-async def _relay(tls: TlsStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, traffic: Traffic,
-                 *, outbound: bool) -> None:
-    """Copy plaintext ↔ TLS until both directions end (a half-close is passed on as close_notify / FIN)."""
+async def _forward(tls: TlsStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   traffic: Traffic) -> None:
     _nodelay(writer)
 
-    async def plain_to_tls() -> None:
-        while True:
-            data = await reader.read(CHUNK)
-            if not data:
-                break
-            await tls.send(data)
-            if outbound:
-                traffic.sent += len(data)
-            else:
-                traffic.received += len(data)
-        await tls.close_notify()
+    def sent(n: int) -> None:
+        traffic.sent += n
 
-    async def tls_to_plain() -> None:
-        while True:
-            data = await tls.recv()
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-            if outbound:
-                traffic.received += len(data)
-            else:
-                traffic.sent += len(data)
-        if writer.can_write_eof():
-            with contextlib.suppress(OSError):
-                writer.write_eof()
+    def received(n: int) -> None:
+        traffic.received += n
 
-    tasks = [asyncio.ensure_future(plain_to_tls()), asyncio.ensure_future(tls_to_plain())]
-    try:
-        pending: Iterable[asyncio.Future] = tasks
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-            if any(t.exception() is not None for t in done if not t.cancelled()):
-                break  # a reset on one side: the other direction cannot finish cleanly either
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await relay(tls, reader, writer, sent, received)
 
 
 def _peername(writer: asyncio.StreamWriter) -> str:
