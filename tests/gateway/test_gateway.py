@@ -337,3 +337,46 @@ def test_an_oversized_or_missing_link_request_is_refused(people, registry, engin
         assert {r.member_key for r in refusals} == {people["alice"].public_key.hex()}
         assert seen == refusals
         assert b_fed.accepted == 0 and bob.traffic(JOB).connections == 0
+
+
+def test_a_lagging_engine_gets_every_byte_in_order(gateways, people, engines):
+    """bob's engine reads nothing for a second while alice's pushes 24 MiB (the relay's flow control
+    pauses and resumes reading on both gateways): every byte arrives, in order, and is counted once."""
+    import hashlib
+    import threading
+
+    from common.net import free_port
+
+    port = free_port()
+    server = socket.socket()
+    server.bind(("127.0.0.1", port))
+    server.listen(1)
+    digest = {}
+
+    def slow_sink():
+        conn, _ = server.accept()
+        time.sleep(1.0)
+        h, n = hashlib.sha256(), 0
+        while data := conn.recv(1 << 16):
+            h.update(data)
+            n += len(data)
+        digest["got"] = (n, h.hexdigest())
+        conn.close()
+
+    sink = threading.Thread(target=slow_sink, daemon=True)
+    sink.start()
+    try:
+        alice_routes, _, _ = open_pair(gateways, people, engines, bob_port=port)
+        payload = bytes(range(251)) * (24 * 1024 * 1024 // 251)
+        with socket.create_connection(("127.0.0.1", alice_routes["bob"]["spu"]), timeout=60) as s:
+            t0 = time.monotonic()
+            s.sendall(payload[: 4 * 1024 * 1024])
+            stalled = time.monotonic() - t0  # may already wait for the sink (buffers are bounded)
+            s.sendall(payload[4 * 1024 * 1024:])
+            s.shutdown(socket.SHUT_WR)
+            sink.join(60)
+        assert digest["got"] == (len(payload), hashlib.sha256(payload).hexdigest())
+        assert gateways["alice"].traffic(JOB).sent == len(payload) == gateways["bob"].traffic(JOB).received
+        assert stalled < 60
+    finally:
+        server.close()
