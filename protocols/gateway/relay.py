@@ -170,6 +170,8 @@ async def relay(tls: TlsStream, reader: asyncio.StreamReader, writer: asyncio.St
         r.plain_data(early)
     if reader._eof:  # noqa: SLF001
         r.plain_eof()
+    if plain.is_closing() or r.secure.is_closing():
+        r.finish()  # a socket was lost before the hand-over: its connection_lost went to the stream
     for transport in (plain, r.secure):
         with contextlib.suppress(RuntimeError, AttributeError):
             transport.resume_reading()
