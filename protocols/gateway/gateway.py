@@ -74,7 +74,8 @@ class Traffic:
 
     sent: int = 0  # from the local engine to peers
     received: int = 0  # from peers to the local engine
-    connections: int = 0
+    connections: int = 0  # admitted so far
+    active: int = 0  # open now (engine connections being set up or forwarded), in a snapshot
 
 
 @dataclass
@@ -257,7 +258,7 @@ class Gateway:
         job = self._jobs.get(job_key)
         if job is None:
             raise GatewayError(f"job {job_key} is not open")
-        return Traffic(job.traffic.sent, job.traffic.received, job.traffic.connections)
+        return Traffic(job.traffic.sent, job.traffic.received, job.traffic.connections, len(job.tasks))
 
     @property
     def refusals(self) -> list[Refusal]:

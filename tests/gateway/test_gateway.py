@@ -380,3 +380,17 @@ def test_a_lagging_engine_gets_every_byte_in_order(gateways, people, engines):
         assert stalled < 60
     finally:
         server.close()
+
+
+def test_engine_connections_that_reset_at_once_leave_nothing_open(gateways, people, engines):
+    alice_routes, _, (_, _, b_fed) = open_pair(gateways, people, engines)
+    port = alice_routes["bob"]["fed"]
+    for i in range(20):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if i % 2:
+            s.sendall(b"half a message")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+        s.close()
+    assert roundtrip(port, b"still fine") == b"still fine"
+    wait_for(lambda: gateways["alice"].traffic(JOB).active == 0 and gateways["bob"].traffic(JOB).active == 0)
+    assert b"still fine" in bytes(b_fed.received)
