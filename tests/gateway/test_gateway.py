@@ -237,10 +237,11 @@ def test_grpc_calls_pass_through_the_gateways(gateways, people, engines):
 
 @pytest.mark.slow
 def test_an_spu_brpc_link_connects_through_the_gateways_once_the_late_party_listens(
-        gateways, people, engines, taps, no_leaked_processes):
+        gateways, people, engines, taps, tmp_path, no_leaked_processes):
     """alice's SPU link starts first: every connection its brpc retries is closed at once while bob's
     party does not listen; once bob starts, the link connects and carries 1 MiB each way."""
     import json
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -258,7 +259,8 @@ def test_an_spu_brpc_link_connects_through_the_gateways_once_the_late_party_list
 
     def party(rank: int, listen: int, peer: int) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "tests.gateway.brpc_party", str(rank), str(listen),
-                                 f"127.0.0.1:{peer}", marker], cwd=root, stdout=subprocess.PIPE,
+                                 f"127.0.0.1:{peer}", marker], cwd=tmp_path,  # its spu.log goes there
+                                env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
 
     procs = [party(0, a_port, to_bob)]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_a_secretflow_job_runs_through_the_gateways(gateways, people, taps, no_leaked_processes):
+def test_a_secretflow_job_runs_through_the_gateways(gateways, people, taps, tmp_path, no_leaked_processes):
     tap = Tap(gateways["bob"].listen_port)  # alice's gateway -> [tap] -> bob's gateway
     taps.append(tap)
     ports = free_ports(4)
@@ -30,7 +31,8 @@ def test_a_secretflow_job_runs_through_the_gateways(gateways, people, taps, no_l
         views[me] = addresses(me, local[me], routes)
     assert views["alice"]["bob"] != views["bob"]["bob"]  # alice's engine never learns bob's real ports
     procs = {m: subprocess.Popen([sys.executable, "-m", "tests.gateway.sf_party", m, json.dumps(views[m])],
-                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                 cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},  # logs go there
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
              for m in views}
     outs = {}
     try:
