@@ -34,8 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     from protocols.gmtls.server import serve
 
     # 国密 TLS only: a client is accepted iff its proven SM2 key is an active member's in the Registry
-    directory = app.state.coord.key_directory()
-    ctx = server_context(settings.tls.credentials(), directory.is_known)
+    try:
+        directory = app.state.coord.key_directory()
+        ctx = server_context(settings.tls.credentials(), directory.is_known)
+    except (OSError, ValueError) as exc:  # CertificateError is a ValueError
+        print(f"tls: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    directory.keep_fresh()
     print(f"coordinator on https://{settings.host}:{settings.port} (国密 TLS: TLS_SM4_GCM_SM3, curveSM2, "
           f"sm2sig_sm3; client certificate required)", flush=True)
     serve(app, settings.host, settings.port, ctx, log_level="warning")

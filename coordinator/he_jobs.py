@@ -254,7 +254,7 @@ def _b64(data: str) -> bytes:
 
 def _client(coord: Coordinator, member: str) -> HeNodeClient:
     base = coord.node(member)
-    return HeNodeClient(member, base.base_url, max(coord.settings.http_timeout_s, 120.0), http=base._http)
+    return HeNodeClient(member, base.base_url, max(coord.settings.http_timeout_s, 120.0), http=base.http)
 
 
 def _task(coord: Coordinator, job_id: str, member: str, **values: Any) -> TaskRecord:

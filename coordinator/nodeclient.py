@@ -26,6 +26,11 @@ class NodeClient:
         self.timeout = timeout
         self._http = http
 
+    @property
+    def http(self) -> httpx.Client | None:
+        """The shared client (connection pool, e.g. over 国密 TLS) this client calls through; None = one per call."""
+        return self._http
+
     def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         try:
             r = (self._http or httpx).request(

@@ -75,6 +75,7 @@ class Coordinator:
         self._catalog_lock = threading.Lock()
         self._http: Any = None
         self._http_lock = threading.Lock()
+        self._keydir: Any = None  # protocols.gmtls.identity.KeyDirectory, with settings.tls
         self._bls_keys: dict[bytes, Any] = {}  # registered BLS keys already validated (subgroup) -> G1 point
 
     # ------------------------------------------------------------------ plumbing
@@ -134,7 +135,7 @@ class Coordinator:
 
     def key_directory(self) -> Any:
         """The members' SM2 keys for 国密 TLS (``settings.tls``): its known-keys file, else the Registry."""
-        if getattr(self, "_keydir", None) is None:  # cheap to make; a race makes two, one is kept
+        if self._keydir is None:  # cheap to make; a race makes two, one is kept
             self._keydir = self.settings.tls.directory(lambda: self.chain().members())
         return self._keydir
 

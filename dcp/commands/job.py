@@ -10,6 +10,7 @@ import typer
 
 COORD_ENV = "DCP_COORDINATOR_URL"
 FED_DIR_ENV = "DCP_FEDERATION_DIR"
+MEMBER_ENV = "DCP_MEMBER"
 
 
 def _state(fed_dir: Path | None):  # noqa: ANN202 - FederationState, imported lazily
@@ -37,6 +38,26 @@ def _node_url(member: str, node: str | None, fed_dir: Path | None) -> str:
     return nodes[member]
 
 
+def _client(url: str | None, fed_dir: Path | None, member: str | None = None):  # noqa: ANN202 - DcpClient
+    """A DcpClient of the coordinator; over 国密 mutual TLS as ``member`` when the federation runs it."""
+    from coordinator.sdk import DcpClient
+
+    member = member or os.environ.get(MEMBER_ENV)
+    try:
+        state = _state(fed_dir)
+    except Exception:  # noqa: BLE001 — no federation state: an explicit URL, plain HTTP
+        state = None
+    if state is None or not state.gmtls:
+        return DcpClient(_url(url, fed_dir))
+    if not member:
+        typer.echo(f"the federation speaks 国密 TLS only: say which member you act as (--member or ${MEMBER_ENV})",
+                   err=True)
+        raise typer.Exit(2)
+    from coordinator.federation import transport_for
+
+    return DcpClient(_url(url, fed_dir), transport=transport_for(state, member))
+
+
 def _fail(exc: Exception) -> None:
     from coordinator.errors import CoordinatorError
 
@@ -53,6 +74,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(job, name="job")
     url_opt = typer.Option(None, "--coordinator", help=f"coordinator URL (or ${COORD_ENV}, or the federation state)")
     fed_opt = typer.Option(None, "--federation-dir", help="where `dcp up` wrote its state")
+    member_opt = typer.Option(None, "--member", "-m", help=f"the member you act as over 国密 TLS (or ${MEMBER_ENV})")
 
     def _watch(client, job_id: str, timeout: float) -> object:  # noqa: ANN001
         from rich.console import Console
@@ -78,14 +100,13 @@ def register(app: typer.Typer) -> None:
         spec: Path = typer.Argument(..., exists=True, dir_okay=False, help="job spec (.yaml/.json)"),
         wait: bool = typer.Option(False, "--wait", help="follow the job with a live display until it ends"),
         timeout: float = typer.Option(900.0, help="seconds to wait with --wait"),
-        url: str = url_opt, fed_dir: Path = fed_opt,
+        url: str = url_opt, fed_dir: Path = fed_opt, member: str = member_opt,
     ) -> None:
         """Submit a job spec; prints the job id."""
         from coordinator.errors import CoordinatorError
-        from coordinator.sdk import DcpClient
 
         try:
-            client = DcpClient(_url(url, fed_dir))
+            client = _client(url, fed_dir, member)
             job_id = client.submit(spec)
             typer.echo(job_id)
             if wait:
@@ -98,16 +119,15 @@ def register(app: typer.Typer) -> None:
 
     @job.command("list")
     def list_(state: str = typer.Option(None), requester: str = typer.Option(None),
-              url: str = url_opt, fed_dir: Path = fed_opt) -> None:
+              url: str = url_opt, fed_dir: Path = fed_opt, member: str = member_opt) -> None:
         """Jobs as a table."""
         from rich.console import Console
         from rich.table import Table
 
         from coordinator.errors import CoordinatorError
-        from coordinator.sdk import DcpClient
 
         try:
-            jobs = DcpClient(_url(url, fed_dir)).list(state, requester)
+            jobs = _client(url, fed_dir, member).list(state, requester)
         except CoordinatorError as exc:
             _fail(exc)
         t = Table("job", "kind", "requester", "state", "stage", "updated")
@@ -117,13 +137,12 @@ def register(app: typer.Typer) -> None:
 
     @job.command("status")
     def status(job_id: str, watch: bool = typer.Option(False, "--watch", help="live display until it ends"),
-               url: str = url_opt, fed_dir: Path = fed_opt) -> None:
+               url: str = url_opt, fed_dir: Path = fed_opt, member: str = member_opt) -> None:
         """A job's state, approvals, tasks and transition log (JSON)."""
         from coordinator.errors import CoordinatorError
-        from coordinator.sdk import DcpClient
 
         try:
-            client = DcpClient(_url(url, fed_dir))
+            client = _client(url, fed_dir, member)
             st = _watch(client, job_id, 3600) if watch else client.status(job_id)
         except CoordinatorError as exc:
             _fail(exc)
@@ -135,10 +154,9 @@ def register(app: typer.Typer) -> None:
                 token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN"), fed_dir: Path = fed_opt) -> None:
         """Approve a job as a department, through its node (signed with the node's keys, recorded on chain)."""
         from coordinator.errors import CoordinatorError
-        from coordinator.sdk import DcpClient
 
         try:
-            out = DcpClient("http://unused").approve(job_id, member, _node_url(member, node, fed_dir), token=token)
+            out = _client("http://unused", fed_dir, member).approve(job_id, member, _node_url(member, node, fed_dir), token=token)
         except CoordinatorError as exc:
             _fail(exc)
         ref = out.get("chain_ref")
@@ -152,10 +170,9 @@ def register(app: typer.Typer) -> None:
                fed_dir: Path = fed_opt) -> None:
         """Reject a job as a department, with a reason."""
         from coordinator.errors import CoordinatorError
-        from coordinator.sdk import DcpClient
 
         try:
-            DcpClient("http://unused").reject(job_id, member, _node_url(member, node, fed_dir), reason, token=token)
+            _client("http://unused", fed_dir, member).reject(job_id, member, _node_url(member, node, fed_dir), reason, token=token)
         except CoordinatorError as exc:
             _fail(exc)
         typer.echo(f"{member} rejected {job_id}: {reason}")
@@ -165,10 +182,9 @@ def register(app: typer.Typer) -> None:
                url: str = url_opt, fed_dir: Path = fed_opt) -> None:
         """Withdraw a job (the requester only); running tasks are stopped."""
         from coordinator.errors import CoordinatorError
-        from coordinator.sdk import DcpClient
 
         try:
-            st = DcpClient(_url(url, fed_dir)).revoke(job_id, by, reason)
+            st = _client(url, fed_dir, by).revoke(job_id, by, reason)
         except CoordinatorError as exc:
             _fail(exc)
         typer.echo(f"{job_id}: {st.state.value}")
@@ -178,15 +194,14 @@ def register(app: typer.Typer) -> None:
         job_id: str, name: str = typer.Argument("metrics", help="output name (metrics, predictions)"),
         keystore: Path = typer.Option(..., exists=True, help="the requester's keystore"),
         out: Path = typer.Option(None, help="write here instead of stdout"),
-        url: str = url_opt, fed_dir: Path = fed_opt,
+        url: str = url_opt, fed_dir: Path = fed_opt, member: str = member_opt,
     ) -> None:
         """Fetch an output and decrypt it with the requester's SM2 key."""
         from coordinator.errors import CoordinatorError
-        from coordinator.sdk import DcpClient
         from dcp.commands.keys import _passphrase
 
         try:
-            data = DcpClient(_url(url, fed_dir)).result(job_id, name, keystore, _passphrase(None))
+            data = _client(url, fed_dir, member).result(job_id, name, keystore, _passphrase(None))
         except CoordinatorError as exc:
             _fail(exc)
         if out:

@@ -17,20 +17,50 @@ def _serve_gmtls(fastapi_app: object, settings: object) -> None:
     tls = settings.tls  # NodeSettings
     ctx_ = fastapi_app.state.ctx
     members = ctx_.chain.client.members if ctx_.chain is not None else None
-    directory = tls.directory(members)
-    recorder = getattr(ctx_.approvals, "recorder", None)
-    if recorder is not None and getattr(recorder, "coordinator_url", None):
-        recorder.http = http_client(tls, directory, {"coordinator": recorder.coordinator_url})
-    ctx = server_context(tls.credentials(), directory.is_known)
+    try:
+        directory = tls.directory(members)
+        ctx = server_context(tls.credentials(), directory.is_known)
+        recorder = getattr(ctx_.approvals, "recorder", None)
+        if recorder is not None and getattr(recorder, "coordinator_url", None):
+            recorder.http = http_client(tls, directory, {"coordinator": recorder.coordinator_url})
+    except (OSError, ValueError) as exc:  # CertificateError is a ValueError
+        typer.echo(f"tls: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    directory.keep_fresh()
     typer.echo(f"国密 TLS only on https://{settings.host}:{settings.port}: TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3, "
                "client certificate required")
     serve(fastapi_app, settings.host, settings.port, ctx, log_level="warning")
+
+
+def _http(member: str | None):  # noqa: ANN202 - httpx or an httpx.Client
+    """How the CLI reaches a node: plain ``httpx``, or — when the federation in ``$DCP_FEDERATION_DIR``
+    (default ``<work_dir>/federation``) runs 国密 TLS — a client acting as ``member`` (``--member``/``$DCP_MEMBER``)."""
+    import os
+
+    import httpx
+
+    from common.settings import DcpSettings
+    from coordinator.errors import FederationError
+    from coordinator.federation import client_for, read_state
+
+    try:
+        state = read_state(os.environ.get("DCP_FEDERATION_DIR") or DcpSettings().work_dir / "federation")
+    except FederationError:
+        return httpx
+    if not state.gmtls:
+        return httpx
+    if not member:
+        typer.echo("the federation speaks 国密 TLS only: say which member you act as (--member or $DCP_MEMBER)",
+                   err=True)
+        raise typer.Exit(2)
+    return client_for(state, member)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``node`` command group to the CLI."""
     node = typer.Typer(help="A department node: datasets, catalog, policy, approvals, audit log, tasks.", no_args_is_help=True)
     app.add_typer(node, name="node")
+    member_opt = typer.Option(None, "--member", "-m", envvar="DCP_MEMBER", help="the member you act as over 国密 TLS")
 
     @node.command("start")
     def start(
@@ -83,16 +113,16 @@ def register(app: typer.Typer) -> None:
         key_column: str = typer.Option(None, help="key column (e.g. the USCC)"),
         encoding: str = typer.Option("utf-8"),
         token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN", help="admin token"),
+        member: str = member_opt,
     ) -> None:
         """Upload a file to a running node and print its quality summary."""
-        import httpx
 
         data = {"name": name, "encoding": encoding}
         if key_column:
             data["key_column"] = key_column
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with file.open("rb") as fh:
-            r = httpx.post(
+            r = _http(member).post(
                 f"{url}/datasets/upload",
                 data=data,
                 files={"file": (file.name, fh)},
@@ -112,13 +142,13 @@ def register(app: typer.Typer) -> None:
         )
 
     @node.command("catalog")
-    def catalog(url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL")) -> None:
+    def catalog(url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
+                member: str = member_opt) -> None:
         """Print a running node's catalog (metadata only)."""
-        import httpx
         from rich.console import Console
         from rich.table import Table
 
-        r = httpx.get(f"{url}/catalog", timeout=30)
+        r = _http(member).get(f"{url}/catalog", timeout=30)
         r.raise_for_status()
         t = Table("dataset", "rows", "columns", "max grade", "rows with issues", "updated")
         for e in r.json():
@@ -135,12 +165,12 @@ def register(app: typer.Typer) -> None:
 
     @node.command("anchor")
     def anchor(url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
-               token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN", help="admin token")) -> None:
+               token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN", help="admin token"),
+               member: str = member_opt) -> None:
         """Anchor the node's audit head now (on chain when the node is chain-wired)."""
-        import httpx
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = httpx.post(f"{url}/audit/anchor", headers=headers, timeout=120)
+        r = _http(member).post(f"{url}/audit/anchor", headers=headers, timeout=120)
         body = r.json()
         if r.status_code >= 400:
             typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
@@ -149,11 +179,11 @@ def register(app: typer.Typer) -> None:
 
     @node.command("task")
     def task(job_id: str = typer.Argument(..., help="the job"),
-             url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL")) -> None:
+             url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
+             member: str = member_opt) -> None:
         """Show this node's task of a job: status, stage, rows, outputs, receipt."""
-        import httpx
 
-        r = httpx.get(f"{url}/tasks/{job_id}", timeout=30)
+        r = _http(member).get(f"{url}/tasks/{job_id}", timeout=30)
         body = r.json()
         if r.status_code >= 400:
             typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)

@@ -88,12 +88,15 @@ class _TlsStream(NetworkStream):
             self._sock.sendall(data)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        with map_exceptions({socket.timeout: httpcore.ReadTimeout, OSError: httpcore.ReadError,
-                                                  SSL.Error: httpcore.ReadError}):
+        with map_exceptions({socket.timeout: httpcore.ReadTimeout, OSError: httpcore.ReadError}):
             try:
                 return typing.cast(bytes, self._io(lambda: self._conn.recv(max_bytes), timeout))
             except (SSL.ZeroReturnError, SSL.SysCallError):
                 return b""
+            except SSL.Error as exc:
+                # TLS 1.3: the client's side of the handshake ends before the server has judged the
+                # client's certificate, so a refusal ("alert unknown ca": key not registered) arrives here
+                raise httpcore.ReadError(f"国密 TLS: the server ended the connection: {exc}") from None
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         with map_exceptions({socket.timeout: httpcore.WriteTimeout, OSError: httpcore.WriteError,
@@ -221,3 +224,34 @@ _UNUSED_SSL_CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 def client(creds: Credentials, server_key: ServerKey | Mapping[str, bytes], **kwargs: typing.Any) -> httpx.Client:
     """An ``httpx.Client`` over :class:`GmTlsTransport` (kwargs go to ``httpx.Client``, e.g. ``base_url``, ``timeout``)."""
     return httpx.Client(transport=GmTlsTransport(creds, server_key), **kwargs)
+
+
+class AsyncGmTlsTransport(httpx.AsyncBaseTransport):
+    """The async face of :class:`GmTlsTransport` for ``httpx.AsyncClient``: each request runs on the
+    sync transport (same pool, same pinning) in a worker thread; the response body is read in full."""
+
+    def __init__(self, creds: Credentials, server_key: ServerKey | Mapping[str, bytes], **kwargs: typing.Any) -> None:
+        self._sync = GmTlsTransport(creds, server_key, **kwargs)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import anyio
+
+        body = await request.aread()
+
+        def run() -> tuple[int, httpx.Headers, bytes, dict[str, typing.Any]]:
+            sync_request = httpx.Request(request.method, request.url, headers=request.headers, content=body,
+                                         extensions=request.extensions)
+            response = self._sync.handle_request(sync_request)
+            try:
+                raw = b"".join(response.iter_raw())  # still encoded: the client decodes
+            finally:
+                response.close()
+            return response.status_code, response.headers, raw, dict(response.extensions)
+
+        status, headers, raw, extensions = await anyio.to_thread.run_sync(run)
+        return httpx.Response(status, headers=headers, content=raw, extensions=extensions)
+
+    async def aclose(self) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self._sync.close)

@@ -23,6 +23,12 @@ or a raw TCP gateway)::
     cctx = client_context(creds)
     conn = client_connection(cctx, expected_server_key, sock)
     conn.do_handshake(); peer_public_key(conn) == expected_server_key
+
+On a real socket pyOpenSSL needs it blocking (a socket with a Python timeout is non-blocking
+underneath and gives ``WantReadError``); or pass ``sock=None`` and move bytes through the memory BIOs
+(``bio_write``/``bio_read``), as the server and the httpx transport here do.  In TLS 1.3 the client's
+handshake completes before the server has judged the client's certificate: a refused client learns it
+from the server's alert on its first read.
 """
 
 from __future__ import annotations

@@ -87,6 +87,24 @@ class KeyDirectory:
                     return not stale
             return True
 
+    def keep_fresh(self, interval_s: float | None = None) -> threading.Event:
+        """Refresh in a daemon thread every ``interval_s`` (default ``ttl_s / 2``), so that lookups on a
+        server's event loop find a fresh snapshot instead of reading the chain themselves; set the
+        returned event to stop."""
+        stop = threading.Event()
+        every = interval_s if interval_s is not None else self.ttl_s / 2
+
+        def loop() -> None:
+            while not stop.wait(every):
+                try:
+                    with self._lock:
+                        self.refresh()
+                except Exception:  # noqa: BLE001 — lookups fail closed once the snapshot is stale
+                    pass
+
+        threading.Thread(target=loop, name="gmtls-key-directory", daemon=True).start()
+        return stop
+
     def member(self, public_key: bytes) -> KnownMember | None:
         """The active member whose registered SM2 key is ``public_key``, else None."""
         key = bytes(public_key)
@@ -115,6 +133,10 @@ class KeyDirectory:
         return bytes(m.sm2_public_key) if m is not None and m.active else None
 
 
+def _flag(value: object) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def file_members(path: str | Path) -> Callable[[], list[KnownMember]]:
     """A ``fetch`` reading a file of known members, re-read on every fetch.
 
@@ -130,7 +152,7 @@ def file_members(path: str | Path) -> Callable[[], list[KnownMember]]:
         else:
             import yaml
 
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=yaml.BaseLoader)  # every scalar a string: a hex key never becomes a number
         rows = [{"name": k, "sm2_public_key": v} for k, v in doc.items()] if isinstance(doc, dict) else doc
         out = []
         for row in rows or []:
@@ -138,7 +160,7 @@ def file_members(path: str | Path) -> Callable[[], list[KnownMember]]:
             if len(key) != 64:
                 raise ValueError(f"{p}: key of {row['name']} is not 64 bytes")
             out.append(KnownMember(name=str(row["name"]), sm2_public_key=key,
-                                   role=str(row.get("role", "member")), active=bool(row.get("active", True))))
+                                   role=str(row.get("role", "member")), active=_flag(row.get("active", True))))
         return out
 
     return fetch

@@ -227,15 +227,27 @@ class GmTlsH11Protocol(H11Protocol):
         return None
 
 
+def peer_key(scope: dict[str, Any]) -> bytes | None:
+    """The SM2 key (64 bytes) the client proved for this request, or None (not served over 国密 TLS)."""
+    key = scope.get(SCOPE_KEY)
+    return key if isinstance(key, bytes) and len(key) == 64 else None
+
+
 def protocol_class(ctx: SSL.Context) -> type[GmTlsH11Protocol]:
     """A uvicorn ``http=`` protocol class serving over the server context ``ctx`` (from ``server_context``)."""
     return type("GmTlsH11ProtocolBound", (GmTlsH11Protocol,), {"tls_context": ctx})
 
 
+#: Idle keep-alive connections live this long on the server: longer than the client pool's expiry
+#: (30 s), so a pooled connection is dropped by its client first (no request races the server's close).
+KEEP_ALIVE_S = 75
+
+
 def uvicorn_config(app: Any, host: str, port: int, ctx: SSL.Context, **kwargs: Any) -> Any:
-    """A ``uvicorn.Config`` for ``app`` on ``host:port`` over 国密 TLS only (no websockets, no lifespan change)."""
+    """A ``uvicorn.Config`` for ``app`` on ``host:port`` over 国密 TLS only (no websockets)."""
     import uvicorn
 
+    kwargs.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
     return uvicorn.Config(app, host=host, port=port, http=protocol_class(ctx), ws="none", **kwargs)
 
 

@@ -18,17 +18,31 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    import random
+
+    import pandas as pd
+
+    from common.ids import random_uscc
     from protocols.secretflow.synthetic import make_vertical_data
 
     root = tmp_path_factory.mktemp("gmfed")
     data = make_vertical_data(root / "data", n_rows=800, overlap=0.6, seed=5)
-    policy = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2}
+    policy = {"max_grade": {"vertical_train": 3, "secure_stats": 3}, "default_max_grade": 2, "min_group_size": 10}
+    members = []
+    rng = random.Random(7)
+    for p in data.parties:
+        datasets = [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": "uscc"}]
+        if p.name != "bank":  # a small table for a secure_stats job (the HE engine's hops)
+            path = root / "data" / f"{p.name}_stats.csv"
+            pd.DataFrame({"uscc": [random_uscc(rng) for _ in range(30)], "employees": list(range(1, 31))}).to_csv(
+                path, index=False)
+            datasets.append({"name": f"{p.name}_stats", "file": str(path), "key_column": "uscc"})
+        members.append({"name": p.name, "role": "bank" if p.name == "bank" else "department", "policy": policy,
+                        "datasets": datasets})
     cfg = FederationConfig.model_validate({
         "work_dir": str(root / "fed"), "scrypt_n": 2**12, "gmtls": True,
         "coordinator": {"node_timeout_s": 6.0, "poll_interval_s": 0.3, "authorization_mode": "per_owner"},
-        "members": [{"name": p.name, "role": "bank" if p.name == "bank" else "department", "policy": policy,
-                     "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": "uscc"}]}
-                    for p in data.parties],
+        "members": members,
     })
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     state = up(cfg)
@@ -89,3 +103,54 @@ def test_a_job_runs_with_every_hop_over_gmtls(fed):
             assert out["status"] == "approved" and out["chain_ref"].startswith("0x")
         final = client.wait(job, timeout=300)
     assert final.state.value == "SUCCEEDED", final.reason
+
+
+def test_the_cli_acts_as_a_named_member_over_gmtls(fed):
+    from typer.testing import CliRunner
+
+    from dcp.cli import build_app
+
+    work = str(fed["state"].work_dir)
+    r = CliRunner().invoke(build_app(), ["job", "list", "--federation-dir", work])
+    assert r.exit_code == 2 and "--member" in r.output
+    r = CliRunner().invoke(build_app(), ["job", "list", "--federation-dir", work, "--member", "tax"])
+    assert r.exit_code == 0, r.output
+    assert "vertical_train" in r.output or "job" in r.output
+
+
+def test_the_node_cli_acts_as_a_named_member_over_gmtls(fed):
+    from typer.testing import CliRunner
+
+    from dcp.cli import build_app
+
+    state = fed["state"]
+    env = {"DCP_FEDERATION_DIR": str(state.work_dir)}
+    args = ["node", "catalog", "--url", state.nodes["tax"]]
+    r = CliRunner().invoke(build_app(), args, env=env)
+    assert r.exit_code == 2 and "--member" in r.output
+    r = CliRunner().invoke(build_app(), [*args, "--member", "bank"], env=env)
+    assert r.exit_code == 0, r.output
+    assert "tax_2024" in r.output
+
+
+def test_an_he_job_runs_over_gmtls(fed):
+    """secure_stats: the coordinator relays CKKS ciphertexts between the nodes' /he routes over 国密 TLS."""
+    import json
+
+    from coordinator.sdk import DcpClient
+
+    state = fed["state"]
+    spec = {
+        "kind": "secure_stats", "requester": "bank", "purpose": "employment profile over 国密 TLS (test)",
+        "inputs": [{"member": m, "dataset": f"{m}_stats", "columns": ["employees"]} for m in ("tax", "power")],
+        "he": {"statistics": ["count", "sum", "mean"], "min_group_size": 10}, "expires_in_s": 900,
+    }
+    with DcpClient(state.coordinator_url, transport=transport_for(state, "bank")) as client:
+        job = client.submit(spec)
+        for m in ("tax", "power"):
+            assert client.approve(job, m, state.nodes[m])["status"] == "approved"
+        final = client.wait(job, timeout=180)
+        assert final.state.value == "SUCCEEDED", final.reason
+        got = json.loads(client.result(job, "stats", state.keys_dir / "bank.keystore.json",
+                                       state.passphrase_file.read_text().strip()))
+    assert got["count"] == 60 and abs(got["sum"] - 2 * sum(range(1, 31))) < 1e-3

@@ -14,6 +14,7 @@ from protocols.gmtls.context import (
     GROUP_CODE,
     SIGALG_CODE,
     SUITE_CODE,
+    PeerRefused,
     client_connection,
     client_context,
     negotiated,
@@ -227,6 +228,21 @@ def test_credentials_on_disk_carry_the_identity_key(members, tmp_path):
         load_credentials(cert_path, key_path)
 
 
+def _pump(client: SSL.Connection, server: SSL.Connection) -> None:
+    """Run a handshake between two memory-BIO connections (SSL.Error on refusal)."""
+    for _ in range(10):
+        for conn in (client, server):
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                pass
+        for src, dst in ((client, server), (server, client)):
+            try:
+                dst.bio_write(src.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+
+
 def test_refusal_names_the_reason(members):
     from protocols.gmtls.context import server_connection, server_context
 
@@ -234,15 +250,83 @@ def test_refusal_names_the_reason(members):
     s = server_connection(sctx)
     c = client_connection(client_context(members["bank"].creds), members["tax"].keys.public_key)
     with pytest.raises(SSL.Error):
-        for _ in range(10):
-            for conn in (c, s):
-                try:
-                    conn.do_handshake()
-                except SSL.WantReadError:
-                    pass
-            for src, dst in ((c, s), (s, c)):
-                try:
-                    dst.bio_write(src.bio_read(65536))
-                except SSL.WantReadError:
-                    pass
+        _pump(c, s)
     assert "is not a registered member key" in (refusal(s) or "")
+    with pytest.raises(PeerRefused):
+        peer_public_key(s)
+
+
+def test_a_session_is_never_resumed_every_connection_proves_its_key(members):
+    """A client offering a previous session's ticket still gets a full handshake (certificates and
+    CertificateVerify again), so a key removed from the Registry cannot ride on an old session."""
+    from OpenSSL._util import lib
+
+    from protocols.gmtls.context import server_connection, server_context
+
+    seen: list[bytes] = []
+    sctx = server_context(members["tax"].creds, lambda key: seen.append(key) or True)
+    strace = trace_handshakes(sctx)
+    cctx = client_context(members["bank"].creds)
+    first_s, first_c = server_connection(sctx), client_connection(cctx, members["tax"].keys.public_key)
+    _pump(first_c, first_s)
+    first_s.send(b"x")  # let the server's post-handshake messages (tickets) reach the client
+    first_c.bio_write(first_s.bio_read(65536))
+    assert first_c.recv(1) == b"x"
+    second_s, second_c = server_connection(sctx), client_connection(cctx, members["tax"].keys.public_key)
+    second_c.set_session(first_c.get_session())
+    _pump(second_c, second_s)
+    assert lib.SSL_session_reused(second_s._ssl) == 0
+    assert strace.sigalgs == [SIGALG_CODE] * 4  # both sides signed in both handshakes
+    assert seen.count(members["bank"].keys.public_key) >= 2
+    assert peer_public_key(second_s) == members["bank"].keys.public_key
+
+
+def test_one_pooled_client_serves_many_threads(members, tls_server):
+    """The coordinator's worker threads share one client: concurrent calls, each answered for its caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bank = members["bank"]
+    with _client(bank.creds, tls_server) as http:
+        def call(i: int) -> tuple[int, int]:
+            r = http.post(f"{tls_server.url}/echo", content=bytes([i % 256]) * (i * 1000 + 1))
+            return i, r.json()["n"]
+
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(call, range(64)))
+    assert got == [(i, i * 1000 + 1) for i in range(64)]
+    assert 1 <= len(tls_server.trace.suites) <= 8  # at most one handshake per concurrent connection
+
+
+def test_async_client_over_gmtls(members, tls_server):
+    import asyncio
+
+    from protocols.gmtls.client import AsyncGmTlsTransport
+
+    bank = members["bank"]
+
+    async def main() -> list[dict]:
+        transport = AsyncGmTlsTransport(bank.creds, pins({tls_server.url: tls_server.member.keys.public_key}))
+        async with httpx.AsyncClient(transport=transport, timeout=10) as http:
+            return [(await http.get(f"{tls_server.url}/whoami")).json() for _ in range(3)]
+
+    assert asyncio.run(main()) == [{"peer": bank.keys.public_key.hex(), "scheme": "https"}] * 3
+    assert tls_server.trace.suites == [SUITE_CODE]
+
+
+def test_a_client_that_never_finishes_the_handshake_is_dropped(tls_server, monkeypatch):
+    import time
+
+    import protocols.gmtls.server as server
+
+    monkeypatch.setattr(server, "HANDSHAKE_TIMEOUT_S", 0.5)
+    sock = socket.create_connection(("127.0.0.1", tls_server.port), timeout=10)
+    try:
+        start = time.monotonic()
+        try:
+            got = sock.recv(1024)  # says nothing: the server closes it
+        except ConnectionResetError:
+            got = b""
+        assert got == b"" and time.monotonic() - start < 5
+    finally:
+        sock.close()
+    assert tls_server.hits == []
