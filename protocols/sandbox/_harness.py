@@ -83,7 +83,9 @@ def _classify(exc: BaseException, job: dict) -> str | None:
         name = exc.filename if isinstance(exc.filename, str) else ""
         return "write_denied" if not name or _under(name, job["read_prefixes"]) else "file_denied"
     if isinstance(exc, FileNotFoundError) and isinstance(exc.filename, str):
-        if not _under(exc.filename, job["read_prefixes"] + job["write_prefixes"]):
+        # the sandbox's /tmp starts empty: a path missing there (or anywhere outside the read-only
+        # mounts) is one the code expected from outside its world, e.g. the node's files
+        if not _under(exc.filename, job["read_prefixes"] + ["/out"]):
             return "file_denied"
     return None
 

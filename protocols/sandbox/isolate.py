@@ -178,6 +178,26 @@ def _bwrap_args(
     return args
 
 
+def _reap_uid(uid: int, timeout: float = 10.0) -> None:
+    """Kill and wait out every process of a run's own uid (the PID namespace's teardown is asynchronous)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for p in psutil.process_iter(["uids", "status"]):
+            uids = p.info["uids"]
+            if uids and uids.real == uid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(p)
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
 def _tail(path: Path, limit: int) -> str:
     data = path.read_bytes()
     return data[-limit:].decode("utf-8", "replace") if len(data) > limit else data.decode("utf-8", "replace")
@@ -251,6 +271,8 @@ def run_isolated(
                 if proc.poll() is None:  # an exception of our own while waiting
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+                if root:
+                    _reap_uid(uid)
         stdout, stderr = _tail(work / "stdout", limits.output_bytes), _tail(work / "stderr", 8192)
         if rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGKILL) and \
                 "[sandbox]" not in stderr:
