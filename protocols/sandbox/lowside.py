@@ -67,6 +67,9 @@ class Datasite:
                                  institution=institution, role=ServiceRole.DATA_SCIENTIST)
         return {"email": email}
 
+    def datasets(self) -> list[str]:
+        return sorted(ds.name for ds in self.client.datasets)
+
     def _asset_names(self) -> dict[str, str]:
         names = {}
         for ds in self.client.datasets:
@@ -110,6 +113,9 @@ class Datasite:
         return {"request_id": request_id, "rejected": True}
 
 
+_OPS = ("publish", "create_researcher", "pending", "datasets", "deposit", "reject")
+
+
 def serve(name: str, port: int, socket_path: str | None) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # syft's prints go to stderr; stdout is the protocol's
@@ -141,9 +147,8 @@ def serve(name: str, port: int, socket_path: str | None) -> None:
                 proto.write(json.dumps({"ok": True}) + "\n")
                 break
             try:
-                got = getattr(site, op)(**msg) if op in ("publish", "create_researcher", "pending", "deposit",
-                                                         "reject") else None
-                if got is None and op != "pending":
+                got = getattr(site, op)(**msg) if op in _OPS else None
+                if got is None and op not in ("pending", "datasets"):
                     raise ValueError(f"unknown operation {op!r}")
                 proto.write(json.dumps({"ok": True, "value": got}, default=str) + "\n")
             except Exception as exc:  # noqa: BLE001 — every failure is answered, the datasite stays up

@@ -218,6 +218,10 @@ class LowSide:
         return self._call("publish", dataset=dataset_id, csv=str(path),
                           description=description or f"Mock of {dataset_id}: same schema, no real values.")
 
+    def datasets(self) -> list[str]:
+        """Names of the datasets the low side holds (mocks)."""
+        return list(self._call("datasets"))
+
     def create_researcher(self, email: str, name: str, password: str, institution: str = "") -> None:
         """An account for a researcher (created by the node's officers)."""
         self._call("create_researcher", email=email, name=name, password=password, institution=institution)
@@ -235,6 +239,18 @@ class LowSide:
     def reject(self, request_id: str, reason: str) -> None:
         """Deny the request with the reason the researcher will read."""
         self._call("reject", request_id=request_id, reason=reason)
+
+    def pids(self) -> list[int]:
+        """Host PIDs of the datasite's process tree (bubblewrap first)."""
+        import psutil
+
+        if self._proc is None:
+            return []
+        try:
+            root = psutil.Process(self._proc.pid)
+            return [root.pid, *(p.pid for p in root.children(recursive=True))]
+        except psutil.Error:
+            return []
 
     def rss_bytes(self) -> int:
         """Resident memory of the datasite's whole process tree."""
