@@ -3,14 +3,22 @@
 :func:`run_isolated` checks that the code's SM3 equals the approved hash (code changed after approval
 never runs), then runs it in a throw-away process:
 
-* **bubblewrap** with every namespace unshared (``--unshare-all``: no network at all, own PID, IPC, UTS
-  and cgroup namespaces), ``--die-with-parent``, ``--new-session``, a nested user namespace refused;
+* **bubblewrap** with the network, PID, IPC, UTS and cgroup namespaces unshared (no network at all: only
+  a loopback of its own), ``--die-with-parent``, ``--new-session``;
 * a file system of its own: ``/usr`` and the interpreter (the venv and its base, bound at their own paths)
   read-only, each input file read-only at ``/data/<name>.csv``, a small ``/tmp``, and one writable
   output directory ``/out`` — the node's database, keystore and every other file do not exist there;
-* an **unprivileged uid**: as root the parent drops to a fresh uid per run (``setpriv``) before bubblewrap
-  starts, so the process is nobody on the host too (and the process limit counts this run alone);
-  as any other user it runs as that user; inside it is uid 65534 either way;
+* an **unprivileged uid**: as root, bubblewrap mounts with every capability dropped but SETUID/SETGID,
+  and ``setpriv`` drops to a fresh uid per run (no capabilities, ``no_new_privs``) before the code
+  starts, so the code is nobody on the host too and the process limit counts this run alone; as any
+  other user, bubblewrap makes a user namespace (uid 65534 inside, nested user namespaces refused);
+* **prlimit** limits on address space, CPU time, processes (threads count) and file size (the
+  output and the captured stdout/stderr), and a wall-clock timeout enforced here by the parent.
+  After the run every process of the run's uid is killed and waited for.
+
+Inside, a harness (``_harness.py``) installs a Python audit hook that names a refusal early (socket,
+open outside the mounts, write outside ``/out``); the namespaces and limits are the enforcement, which
+the tests also probe past the hook (libc calls through ctypes).
 * **prlimit** limits on address space, CPU time, processes (threads count) and file size (the
   output and the captured stdout/stderr), and a wall-clock timeout enforced here by the parent.
 

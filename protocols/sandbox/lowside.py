@@ -54,8 +54,10 @@ class Datasite:
         import pandas as pd
 
         mock = pd.read_csv(csv)
+        # the private slot holds the schema only (no rows): PySyft never has anything but the mock, and
+        # code it would execute itself (it does, on approval) sees an empty frame
         asset = self.sy.Asset(name=dataset, description=f"MOCK data of {dataset} (no real values)",
-                              data=mock, mock=mock, mock_is_real=False)
+                              data=mock.head(0), mock=mock, mock_is_real=False)
         ds = self.sy.Dataset(name=dataset, description=description, asset_list=[asset])
         self.client.upload_dataset(ds)
         return {"dataset": dataset, "rows": len(mock), "columns": list(mock.columns)}
@@ -105,11 +107,17 @@ class Datasite:
         raise KeyError(f"no request {request_id}")
 
     def deposit(self, request_id: str, result: Any) -> dict[str, Any]:
-        self._request(request_id).deposit_result(result, approve=True)
-        return {"request_id": request_id, "deposited": True}
+        from syft.types.errors import SyftException
+
+        job = self._request(request_id).deposit_result(result, approve=True)
+        if type(job).__name__ == "SyftError":
+            raise SyftException(public_message=str(job))
+        return {"request_id": request_id, "deposited": True, "job": str(getattr(job, "id", ""))}
 
     def reject(self, request_id: str, reason: str) -> dict[str, Any]:
-        self._request(request_id).deny(reason=reason)
+        got = self._request(request_id).deny(reason=reason)
+        if type(got).__name__ == "SyftError":
+            raise RuntimeError(str(got))
         return {"request_id": request_id, "rejected": True}
 
 
