@@ -57,6 +57,39 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.dcp-stamp 2>/dev/null)" != "$py_
   echo "$py_stamp" > .venv/.dcp-stamp
 fi
 
+# The PySyft low side (researcher sandbox) has its own environment: syft 0.9.5 cannot share
+# SecretFlow's pins. CPython 3.12 venv .venv-syft from requirements/syft-lock.txt, stamped like .venv.
+# DCP_NO_SYFT=1 skips it (the sandbox's low side is then unavailable and its tests skip).
+find_python312() {
+  if [ -n "${DCP_SYFT_PYTHON:-}" ]; then echo "$DCP_SYFT_PYTHON"; return; fi
+  if command -v python3.12 >/dev/null 2>&1; then
+    if python3.12 -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
+      command -v python3.12; return
+    fi
+  fi
+  local pyroot=""
+  if command -v pyenv >/dev/null 2>&1; then pyroot="$(pyenv root)"; fi
+  for cand in "$pyroot"/versions/3.12*/bin/python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12; do
+    if [ -x "$cand" ]; then echo "$cand"; return; fi
+  done
+  return 1
+}
+if [ "${DCP_NO_SYFT:-0}" != 1 ]; then
+  syft_stamp="$(stamp_of requirements/syft-lock.txt)"
+  if [ ! -x .venv-syft/bin/python ] || [ "$(cat .venv-syft/.dcp-stamp 2>/dev/null)" != "$syft_stamp" ]; then
+    PY312="$(find_python312)" || die "no CPython 3.12 found for the PySyft low side (.venv-syft).
+  Install one (e.g. 'pyenv install 3.12'), point DCP_SYFT_PYTHON at a python3.12 binary,
+  or set DCP_NO_SYFT=1 to go without the researcher sandbox's low side."
+    if [ ! -x .venv-syft/bin/python ]; then
+      say "creating .venv-syft with $PY312"
+      "$UV" venv --quiet -p "$PY312" .venv-syft
+    fi
+    say "installing the PySyft low side's locked dependencies (requirements/syft-lock.txt)"
+    VIRTUAL_ENV="$root/.venv-syft" "$UV" pip sync --quiet requirements/syft-lock.txt
+    echo "$syft_stamp" > .venv-syft/.dcp-stamp
+  fi
+fi
+
 # npm toolchain for contracts (solc, anvil, cast). `npm install` honours the lockfile;
 # `npm ci` rejects it because of the per-platform optional binaries.
 if ! command -v npm >/dev/null 2>&1; then
@@ -87,4 +120,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
   install them as root: apt-get install ${missing[*]}"
   fi
 fi
-say "ready: .venv ($("$root/.venv/bin/python" --version)), contracts/node_modules"
+say "ready: .venv ($("$root/.venv/bin/python" --version))$([ -x .venv-syft/bin/python ] && echo ", .venv-syft ($(.venv-syft/bin/python --version))"), contracts/node_modules"
