@@ -29,7 +29,9 @@ def create_app(settings: CoordinatorSettings, coord: Coordinator | None = None) 
         yield
         coord.close()
 
-    app = FastAPI(title="dcp coordinator", version="0.1.0", lifespan=lifespan)
+    docs = settings.docs_enabled
+    app = FastAPI(title="dcp coordinator", version="0.1.0", lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.coord = coord
 
     @app.exception_handler(CoordinatorError)

@@ -20,6 +20,7 @@ from nodes.services.datasets import DatasetService
 from nodes.services.identity import MemberDirectory, RegistryDirectory, StaticDirectory
 from nodes.services.officers import OfficerService, private_file_secret
 from nodes.services.policy import PolicyService
+from nodes.services.requests import SeenRequest  # noqa: F401  (registers its table before init_db)
 from nodes.services.tasks import TaskService
 from nodes.settings import NodeSettings
 

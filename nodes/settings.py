@@ -100,6 +100,10 @@ class NodeSettings(BaseSettings):
     """Lifetime of an officer's session token (``POST /officers/login``)."""
     proposal_ttl_s: float = 86400.0
     """How long a four-eyes proposal (policy, grades) waits for a second officer."""
+    require_signed_requests: bool = True
+    """File an approval request only with the requester's valid SM2-signed job request."""
+    request_max_age_s: float = 900.0
+    """A signed job request older than this is refused (replays are refused by nonce regardless)."""
     officer_scrypt_n: int = 2**15
     """scrypt cost N for officer passwords (r = 8, p = 1: 32 MiB per guess at the default)."""
 

@@ -5,13 +5,18 @@ from fastapi import APIRouter, Query
 
 from nodes.api.deps import Approver, CoordinatorCaller, Ctx, InboxReader, RequestId
 from nodes.models import ApprovalRequestIn, ApprovalRequestOut, Rejection
+from nodes.services.requests import check_signed_request
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
 
 
 @router.post("", status_code=201)
 def submit(req: ApprovalRequestIn, caller: CoordinatorCaller, ctx: Ctx) -> ApprovalRequestOut:
-    """The coordinator files a request (refused at once if this node's policy forbids it)."""
+    """The coordinator files a request: refused at once unless the requester signed it (checked against
+    the requester's Registry key) and this node's policy allows it."""
+    s = ctx.settings
+    check_signed_request(req, s.name, ctx.members, ctx.engine, required=s.require_signed_requests,
+                         max_age_s=s.request_max_age_s)
     return ctx.approvals.submit(req, caller.actor)
 
 

@@ -68,6 +68,10 @@ class MemberDirectory(Protocol):
 
     def lookup(self, sm2_public_key: bytes) -> Caller | None: ...
 
+    def key_of(self, name: str) -> bytes | None:
+        """The SM2 key of the *active* member called ``name`` (None if there is none)."""
+        ...
+
 
 class StaticDirectory:
     """Members from the node's settings (a node without a chain; tests)."""
@@ -81,6 +85,9 @@ class StaticDirectory:
 
     def lookup(self, sm2_public_key: bytes) -> Caller | None:
         return self._by_key.get(_norm(sm2_public_key))
+
+    def key_of(self, name: str) -> bytes | None:
+        return next((bytes.fromhex(k) for k, c in self._by_key.items() if c.name == name and c.active), None)
 
 
 class RegistryDirectory:
@@ -115,6 +122,12 @@ class RegistryDirectory:
             if self._read_at is None or self._clock() - self._read_at >= self.ttl_s:
                 self._refresh()
             return self._by_key.get(_norm(sm2_public_key))
+
+    def key_of(self, name: str) -> bytes | None:
+        with self._lock:
+            if self._read_at is None or self._clock() - self._read_at >= self.ttl_s:
+                self._refresh()
+            return next((bytes.fromhex(k) for k, c in self._by_key.items() if c.name == name and c.active), None)
 
 
 def _norm(key: bytes) -> str:

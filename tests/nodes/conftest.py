@@ -50,8 +50,9 @@ def csv_bytes(df: pd.DataFrame, encoding: str = "utf-8") -> bytes:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> NodeSettings:
+    # inbox and policy tests file unsigned requests; signed ones: tests/security, ChainKit.publish
     return NodeSettings(name="tax", work_dir=tmp_path / "node", max_upload_bytes=256 * 1024,
-                        peers=peer_entries(), officer_scrypt_n=TEST_SCRYPT_N)
+                        peers=peer_entries(), officer_scrypt_n=TEST_SCRYPT_N, require_signed_requests=False)
 
 
 @pytest.fixture
@@ -198,6 +199,12 @@ class ChainKit:
         spec = JobSpec.model_validate(spec_dict)
         expiry = datetime.fromtimestamp(self.now() + expires_in, tz=timezone.utc)
         manifest = build_manifest(spec, job_id, "bank", expiry=expiry)
+        # the requester's signed request, as the coordinator receives it and puts it in the manifest
+        from protocols.signed_request import sign_request
+
+        bank_keys = self.member(spec.requester, "bank")[1]
+        manifest["request"] = sign_request(bank_keys.sm2.private_key, spec.requester,
+                                           spec.model_dump(mode="json")).model_dump()
         requester = self.member(spec.requester, "bank")[1].public.chain_address
         terms = terms_of(manifest, requester)
         self.board.jobs[job_id] = {"manifest": manifest, "manifest_hash": manifest_sm3(manifest).hex(),

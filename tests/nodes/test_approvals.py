@@ -19,7 +19,8 @@ from tests.authkit import officer_client, secret_file
 def keyed(tmp_path, tax_frame):
     path, keys = create_keystore(tmp_path / "keys", "tax", "correct horse", scrypt_n=2**10)
     s = NodeSettings(name="tax", work_dir=tmp_path / "node", keystore_path=path,
-                     keystore_passphrase_file=secret_file(tmp_path / "pass", "correct horse"))
+                     keystore_passphrase_file=secret_file(tmp_path / "pass", "correct horse"),
+                     require_signed_requests=False)
     with officer_client(create_app(s)) as c:
         assert upload(c, "tax_2024", csv_bytes(tax_frame), key_column="uscc").status_code == 201
         c.put("/policy", json={"max_grade": {"psi": 3}, "default_max_grade": 2, "allowed_roles": ["bank"],
@@ -182,7 +183,8 @@ def test_approve_without_keystore_is_named_error(client, tax_dataset):
 def test_wrong_passphrase_is_keys_unavailable(tmp_path, tax_frame):
     path, _ = create_keystore(tmp_path / "k", "tax", "right", scrypt_n=2**10)
     s = NodeSettings(name="tax", work_dir=tmp_path / "n", keystore_path=path,
-                     keystore_passphrase_file=secret_file(tmp_path / "pass", "wrong"))
+                     keystore_passphrase_file=secret_file(tmp_path / "pass", "wrong"),
+                     require_signed_requests=False)
     with officer_client(create_app(s)) as c:
         upload(c, "tax_2024", csv_bytes(tax_frame))
         c.put("/policy", json={"max_grade": {"psi": 3}, "allowed_roles": ["bank"]})
