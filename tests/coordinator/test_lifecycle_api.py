@@ -12,7 +12,6 @@ from coordinator.lifecycle import ALLOWED, can_transition
 from coordinator.models import TERMINAL, CatalogEntry, JobEvent, JobState, PolicySnapshot
 from coordinator.service import Coordinator
 from coordinator.settings import CoordinatorSettings
-
 from protocols.signed_request import sign_request
 from tests.authkit import AsPeer, member_key, peer_entries
 
