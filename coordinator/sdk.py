@@ -85,11 +85,16 @@ class DcpClient:
         return r.json()
 
     # jobs
-    def submit(self, spec: str | Path | dict[str, Any] | JobSpec) -> str:
-        """Submit a spec (file path, mapping or JobSpec); the job id."""
+    def submit(self, spec: str | Path | dict[str, Any] | JobSpec, signer: Any = None) -> str:
+        """Submit a spec (file path, mapping or JobSpec); the job id. ``signer``: the requester's
+        ``MemberKeys`` (protocols.crypto.keystore) — the coordinator accepts only signed requests."""
         if isinstance(spec, str | Path):
             spec = load_spec(spec)
         body = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else spec
+        if signer is not None:
+            from protocols.signed_request import sign_request
+
+            body = {"request": sign_request(signer.sm2.private_key, signer.member, body).model_dump()}
         return self._call("POST", "/jobs", json=body)["job_id"]
 
     def status(self, job_id: str) -> JobOut:
@@ -102,8 +107,15 @@ class DcpClient:
     def manifest(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/manifest")
 
-    def revoke(self, job_id: str, by: str, reason: str | None = None) -> JobOut:
-        return JobOut.model_validate(self._call("POST", f"/jobs/{job_id}/revoke", json={"by": by, "reason": reason}))
+    def revoke(self, job_id: str, by: str, reason: str | None = None, signer: Any = None) -> JobOut:
+        """Withdraw a job; ``signer``: the requester's ``MemberKeys`` (a withdrawal is signed too)."""
+        body: dict[str, Any] = {"by": by, "reason": reason}
+        if signer is not None:
+            from protocols.signed_request import sign_request
+
+            body = {"request": sign_request(signer.sm2.private_key, signer.member, {"job_id": job_id, "reason": reason},
+                                            action="revoke").model_dump()}
+        return JobOut.model_validate(self._call("POST", f"/jobs/{job_id}/revoke", json=body))
 
     def wait(
         self, job_id: str, timeout: float = 600.0, poll: float = 0.5,
