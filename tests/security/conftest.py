@@ -77,3 +77,40 @@ def node_state(c: OfficerClient) -> dict:
         "audit_ok_entries": [(e.seq, e.action) for e in ctx.audit.entries(0, 1000) if e.outcome == "ok"],
         "tasks_stopped": [e.seq for e in ctx.audit.entries(0, 1000) if e.action.startswith("task.")],
     }
+
+
+@pytest.fixture
+def coord(tmp_path):  # noqa: ANN201
+    """A coordinator (no worker) whose directory knows the test members; bank and tax with catalogs."""
+    import json
+
+    from sqlmodel import Session
+
+    from coordinator.models import CatalogEntry, PolicySnapshot
+    from coordinator.service import Coordinator
+    from coordinator.settings import CoordinatorSettings
+    from tests.coordinator.test_spec import CATALOG, POLICY
+
+    c = Coordinator(CoordinatorSettings(work_dir=tmp_path / "coord", worker=False, peers=peer_entries()))
+    c.upsert_member("bank", "bank", "http://127.0.0.1:9")
+    c.upsert_member("tax", "department", "http://127.0.0.1:9")
+    with Session(c.engine) as s:
+        for (member, ds), cols in CATALOG.items():
+            s.add(CatalogEntry(member=member, dataset=ds, columns_json=json.dumps(
+                [{"name": n, **m} for n, m in cols.items()]), text=f"{ds} " + " ".join(cols), max_grade=3))
+        for member in ("bank", "tax"):
+            s.add(PolicySnapshot(member=member, policy_json=json.dumps(POLICY)))
+        s.commit()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def coord_client(coord):  # noqa: ANN201
+    from fastapi.testclient import TestClient
+
+    from coordinator.app import create_app
+    from tests.authkit import AsPeer
+
+    with TestClient(AsPeer(create_app(coord.settings, coord), "bank")) as c:
+        yield c
