@@ -130,7 +130,7 @@ def chain(fed: dict[str, Any], member: str | None = None) -> Any:
     st = fed["state"]
     key = None
     if member is not None:
-        keys = load_keystore(st.keys_dir / f"{member}.keystore.json", st.passphrase_file.read_text().strip())
+        keys = load_keystore(st.keys_dir / f"{member}.keystore.json", st.passphrase_of(member))
         key = keys.chain_private_key
     return connect(st.rpc_url, st.registry, key)
 
