@@ -417,9 +417,8 @@ def approve_as_members(
 
     from rich.panel import Panel
 
-    from coordinator.nodeclient import NodeClient
-
     from coordinator.federation import officer_token
+    from coordinator.nodeclient import NodeClient
 
     def approve(m: str, node: Any, rid: int, how: str) -> None:
         out = node.decide(rid, True, token=officer_token(state, m, "approver"))  # an approver's act
