@@ -223,11 +223,30 @@ def up(cfg: FederationConfig, on_step: Any = None) -> FederationState:
         raise
 
 
-def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> FederationState:
+def governed_deployment(w3: Any, governor_keys: list[Any], threshold: int, fund: Any,
+                        registry: str | None = None) -> tuple[Any, list[str]]:
+    """The contracts governed by ``governor_keys`` (keystore ``MemberKeys``): deployed by the first
+    governor (or attached at ``registry``), every governance transaction signed locally with the
+    governor's own key and sent raw. ``fund(address)`` gives each governor gas (a dev chain's funder).
+    Returns the ChainClient (signing as any governor) and the governors' addresses."""
     from eth_account import Account
-    from web3 import HTTPProvider, Web3
 
     from contracts.client import ChainClient
+
+    signers = {}
+    for k in governor_keys:
+        acct = Account.from_key(k.chain_private_key)
+        signers[acct.address] = acct
+        fund(acct.address)
+    governors = list(signers)
+    if registry:
+        return ChainClient.connect(w3, registry, signers=signers), governors
+    return ChainClient.deploy(w3, governors[0], governors, threshold, signers=signers), governors
+
+
+def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> FederationState:
+    from web3 import HTTPProvider, Web3
+
     from contracts.models import MemberAdmission, Role
     from coordinator.chain import connect
     from protocols.crypto.keystore import create_keystore, load_keystore
@@ -270,16 +289,8 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
             w3.eth.send_transaction({"from": funder, "to": addr, "value": w3.to_wei(100, "ether")})
 
     gov_keys = [keystore(f"governor-{i + 1}") for i in range(cfg.chain.governors)]
-    signers = {}
-    for k in gov_keys:
-        acct = Account.from_key(k.chain_private_key)
-        signers[acct.address] = acct
-        fund(acct.address)
-    governors = list(signers)
-    if cfg.chain.registry:
-        admin = ChainClient.connect(w3, cfg.chain.registry, signers=signers)
-    else:
-        admin = ChainClient.deploy(w3, governors[0], governors, cfg.chain.threshold, signers=signers)
+    admin, governors = governed_deployment(w3, gov_keys, cfg.chain.threshold, fund, cfg.chain.registry)
+    if not cfg.chain.registry:
         say(f"contracts deployed: Registry {admin.deployment.registry}")
     registry = admin.deployment.registry
 
