@@ -726,7 +726,10 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
         ingest(state, prep, lambda msg: con.print(f"  · {msg}"))
     con.print("[green]✓[/green] datasets ingested, quality-checked and registered on chain")
 
-    client = DcpClient(state.coordinator_url, timeout=120)
+    from protocols.crypto.keystore import load_keystore
+
+    bank_keys = load_keystore(state.keys_dir / f"{cfg.bank}.keystore.json", state.passphrase_of(cfg.bank))
+    client = DcpClient(state.coordinator_url, timeout=120, signer=bank_keys)  # the bank signs its job requests
     rows = joined_rows(prep)  # the evaluator's view (plaintext), used only for the comparison
     spec = resolve_job_template(job_template, client.catalog(), len(rows.keys), prep.test_fraction)
     spec["requester"] = cfg.bank
