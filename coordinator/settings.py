@@ -49,6 +49,8 @@ class CoordinatorSettings(BaseSettings):
     request_max_age_s: float = Field(default=900.0, gt=0)
     docs_enabled: bool = False
     """Serve ``/docs`` and ``/openapi.json`` (off unless enabled)."""
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    """A request body larger than this is refused (413) before it is parsed."""
     nodes: dict[str, str] = Field(default_factory=dict)
     """Member name -> node base URL."""
     poll_interval_s: float = Field(default=0.5, gt=0)

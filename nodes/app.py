@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from common.asgi import BodyLimit
 from nodes.api import approvals, audit, catalog, datasets, he, health, officers, policy, tasks
 from nodes.context import NodeContext
 from nodes.errors import NodeError
@@ -40,58 +41,8 @@ def _refusal(request: Request, ctx: NodeContext, error: str, detail: str) -> Non
 
 
 UPLOAD_PATHS = ("/datasets/upload",)
-"""Routes that stream their body under their own cap (``max_upload_bytes``)."""
-
-
-class BodyLimit:
-    """Refuse (413, audited) any request body over ``max_body_bytes`` before the app parses it.
-
-    Uploads are exempt here: they are streamed to disk under ``max_upload_bytes``. Other bodies are
-    read up to the cap (a lying or absent Content-Length does not help) and replayed to the app."""
-
-    def __init__(self, app, ctx: NodeContext) -> None:  # noqa: ANN001
-        self.app = app
-        self.ctx = ctx
-
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] != "http" or scope["path"] in UPLOAD_PATHS:
-            await self.app(scope, receive, send)
-            return
-        cap = self.ctx.settings.max_body_bytes
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length", b"0")
-        too_big = not declared.isdigit() or int(declared) > cap
-        chunks: list[bytes] = []
-        size = 0
-        more = not too_big
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > cap:
-                too_big = True
-                break
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        if too_big:
-            detail = f"the request body is larger than this node accepts ({cap} bytes)"
-            await run_in_threadpool(_refusal, Request(scope), self.ctx, "BodyTooLarge", detail)
-            response = JSONResponse(status_code=413, content={"error": "BodyTooLarge", "detail": detail})
-            await response(scope, receive, send)
-            return
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+"""Routes that stream their body under their own cap (``max_upload_bytes``); every other body is
+capped at ``max_body_bytes`` by :class:`common.asgi.BodyLimit` before it is parsed."""
 
 
 async def anchor_periodically(ctx: NodeContext, interval: float) -> None:
@@ -132,7 +83,10 @@ def create_app(
     docs = settings.docs_enabled
     app = FastAPI(title=f"dcp node {settings.name}", version="0.1.0", lifespan=lifespan,
                   docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
-    app.add_middleware(BodyLimit, ctx=ctx)
+    async def _too_big(scope: dict, detail: str) -> None:
+        await run_in_threadpool(_refusal, Request(scope), ctx, "BodyTooLarge", detail)
+
+    app.add_middleware(BodyLimit, cap=lambda: settings.max_body_bytes, exempt=UPLOAD_PATHS, on_refusal=_too_big)
     app.state.ctx = ctx
     app.state.he = he_service
 

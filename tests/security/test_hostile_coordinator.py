@@ -71,3 +71,14 @@ def test_revoke_in_someone_elses_name(coord, coord_client):
     r = coord_client.post(f"/jobs/{job}/revoke", json=signed({"job_id": job, "reason": "x"}, "bank", "submit"))
     assert (r.status_code, r.json()["error"]) == (403, "UnsignedRequest")
     assert jobs(coord) == before and before[0][2] == "SUBMITTED"
+
+
+def test_fifty_megabyte_body_and_huge_ids(coord, coord_client):
+    big = b'{"spec_yaml": "' + b"x" * (50 * 1024 * 1024) + b'"}'
+    r = coord_client.post("/jobs", content=big, headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["error"]) == (413, "BodyTooLarge")
+    for path in ("/jobs/99999999999999999999999", "/jobs/" + "j" * 5000, "/catalog?max_grade=99999999999999999999"):
+        r = coord_client.get(path)
+        assert r.status_code in (404, 422) and r.json()["error"] in ("JobNotFound", "InvalidRequest"), path[:40]
+    assert jobs(coord) == []
+    assert coord_client.get("/docs").status_code == 404 and coord_client.get("/openapi.json").status_code == 404
