@@ -15,13 +15,7 @@ from fastapi import Depends, Path, Request
 
 from coordinator.errors import CoordinatorError
 from coordinator.service import Coordinator
-from nodes.services.identity import (
-    PEER_KEY_SCOPE,
-    Caller,
-    MemberDirectory,
-    RegistryDirectory,
-    StaticDirectory,
-)
+from nodes.services.identity import Caller, MemberDirectory, RegistryDirectory, StaticDirectory, peer_key
 
 log = logging.getLogger("dcp.coordinator")
 
@@ -86,13 +80,13 @@ def directory(coord: Coordinator) -> MemberDirectory:
 def member_caller(request: Request) -> Caller:
     """The active member behind the TLS peer key; 401/403 otherwise (logged)."""
     coord = get_coord(request)
-    key = request.scope.get(PEER_KEY_SCOPE)
+    key = peer_key(request.scope)
     if key is None:
         log.warning("refused %s %s: no peer key", request.method, request.url.path)
         raise NotAuthenticated("this route needs a member proved by its TLS certificate")
-    caller = directory(coord).lookup(bytes(key))
+    caller = directory(coord).lookup(key)
     if caller is None:
-        log.warning("refused %s %s: unknown key %s", request.method, request.url.path, bytes(key).hex()[:16])
+        log.warning("refused %s %s: unknown key %s", request.method, request.url.path, key.hex()[:16])
         raise UnknownMember("the key this peer proved belongs to no member of the Registry")
     if not caller.active:
         raise MemberInactive(f"member {caller.name} is no longer active in the Registry")

@@ -44,7 +44,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from nodes.context import NodeContext
-from nodes.services.identity import PEER_KEY_SCOPE, Caller
+from nodes.services.identity import Caller, peer_key
 from nodes.services.officers import (
     Forbidden,
     MemberInactive,
@@ -83,12 +83,12 @@ def peer_member(request: Request) -> Caller | None:
     """The member whose key the TLS peer proved (None when the request carried no key)."""
     if hasattr(request.state, "dcp_member"):
         return request.state.dcp_member
-    key = request.scope.get(PEER_KEY_SCOPE)
+    key = peer_key(request.scope)
     caller = None
     if key is not None:
-        caller = get_ctx(request).members.lookup(bytes(key))
+        caller = get_ctx(request).members.lookup(key)
         if caller is None:
-            request.state.dcp_actor = f"peer:{bytes(key).hex()[:16]}…"
+            request.state.dcp_actor = f"peer:{key.hex()[:16]}…"
             raise UnknownMember("the key this peer proved belongs to no member of the Registry")
         if not caller.active:
             request.state.dcp_actor = caller.actor

@@ -130,6 +130,20 @@ class RegistryDirectory:
             return next((bytes.fromhex(k) for k, c in self._by_key.items() if c.name == name and c.active), None)
 
 
+def peer_key(scope: dict) -> bytes | None:
+    """The SM2 key the TLS server put in the ASGI scope (64 bytes ``x || y``; 65 with ``04`` and a hex
+    string are accepted too), or None when the request carried none."""
+    key = scope.get(PEER_KEY_SCOPE)
+    if key is None:
+        return None
+    if isinstance(key, str):
+        try:
+            key = bytes.fromhex(key)
+        except ValueError:
+            return b""
+    return bytes(key)
+
+
 def _norm(key: bytes) -> str:
     raw = bytes(key)
     if len(raw) == 65 and raw[0] == 4:
