@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from common.asgi import BodyLimit
 from coordinator.api import directory, jobs
 from coordinator.errors import CoordinatorError
 from coordinator.service import Coordinator
@@ -29,7 +30,10 @@ def create_app(settings: CoordinatorSettings, coord: Coordinator | None = None) 
         yield
         coord.close()
 
-    app = FastAPI(title="dcp coordinator", version="0.1.0", lifespan=lifespan)
+    docs = settings.docs_enabled
+    app = FastAPI(title="dcp coordinator", version="0.1.0", lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url=None, openapi_url="/openapi.json" if docs else None)
+    app.add_middleware(BodyLimit, cap=lambda: settings.max_body_bytes)
     app.state.coord = coord
 
     @app.exception_handler(CoordinatorError)

@@ -126,12 +126,22 @@ class FederationState(BaseModel):
     nodes: dict[str, str]
     pids: dict[str, int]
     keys_dir: Path
-    passphrase_file: Path
+    passphrase_files: dict[str, Path] = {}
+    """One 0600 passphrase file per keystore (members, the coordinator and the governors)."""
+    officer_password_files: dict[str, dict[str, Path]] = {}
+    """Member -> officer name -> 0600 file with the password of the officers ``dcp up`` created."""
     accounts: dict[str, str]
     commands: dict[str, list[str]] = {}
     """How each service process was started (``respawn`` restarts one the same way)."""
     gmtls: bool = False
     """The services speak only 国密 mutual TLS; clients use :func:`client_for`."""
+
+    def passphrase_of(self, name: str) -> str:
+        """The keystore passphrase of member (or governor) ``name``."""
+        path = self.passphrase_files.get(name)
+        if path is None:
+            raise FederationError(f"no passphrase file for {name!r} in this federation")
+        return path.read_text(encoding="utf-8").strip()
 
 
 def transport_for(state: FederationState, member: str) -> httpx.BaseTransport | None:
@@ -152,6 +162,16 @@ def transport_for(state: FederationState, member: str) -> httpx.BaseTransport | 
 def client_for(state: FederationState, member: str, **kwargs: Any) -> httpx.Client:
     """An ``httpx.Client`` over :func:`transport_for` (a plain one without ``gmtls``)."""
     return httpx.Client(transport=transport_for(state, member), **kwargs)
+
+
+def secret_file(path: Path, make: Any = lambda: secrets.token_urlsafe(24)) -> Path:
+    """``path`` holding a fresh random secret (created 0600 if missing); returned as is otherwise."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(make())
+    path.chmod(0o600)
+    return path
 
 
 def node_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -216,7 +236,8 @@ def up(cfg: FederationConfig, on_step: Any = None) -> FederationState:
     """Bring the federation up; on any failure everything started so far is stopped again."""
     say = on_step or (lambda msg: None)
     work = cfg.work_dir
-    work.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    work.chmod(0o700)
     if (work / STATE_FILE).exists():
         raise FederationError(f"a federation is already up in {work} (run dcp down first)")
     pids: dict[str, int] = {}
@@ -228,10 +249,30 @@ def up(cfg: FederationConfig, on_step: Any = None) -> FederationState:
         raise
 
 
+def governed_deployment(w3: Any, governor_keys: list[Any], threshold: int, fund: Any,
+                        registry: str | None = None) -> tuple[Any, list[str]]:
+    """The contracts governed by ``governor_keys`` (keystore ``MemberKeys``): deployed by the first
+    governor (or attached at ``registry``), every governance transaction signed locally with the
+    governor's own key and sent raw. ``fund(address)`` gives each governor gas (a dev chain's funder).
+    Returns the ChainClient (signing as any governor) and the governors' addresses."""
+    from eth_account import Account
+
+    from contracts.client import ChainClient
+
+    signers = {}
+    for k in governor_keys:
+        acct = Account.from_key(k.chain_private_key)
+        signers[acct.address] = acct
+        fund(acct.address)
+    governors = list(signers)
+    if registry:
+        return ChainClient.connect(w3, registry, signers=signers), governors
+    return ChainClient.deploy(w3, governors[0], governors, threshold, signers=signers), governors
+
+
 def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> FederationState:
     from web3 import HTTPProvider, Web3
 
-    from contracts.client import ChainClient
     from contracts.models import MemberAdmission, Role
     from coordinator.chain import connect
     from protocols.crypto.keystore import create_keystore, load_keystore
@@ -239,15 +280,20 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     from protocols.manifest import dataset_chain_id
 
     logs = work / "logs"
-    logs.mkdir(exist_ok=True)
+    logs.mkdir(exist_ok=True, mode=0o700)
     keys_dir = work / "keys"
-    keys_dir.mkdir(exist_ok=True)
-    pass_file = work / "passphrase"
-    if not pass_file.exists():
-        pass_file.write_text(secrets.token_urlsafe(24))
-        pass_file.chmod(0o600)
-    passphrase = pass_file.read_text().strip()
+    keys_dir.mkdir(exist_ok=True, mode=0o700)
     env = {**os.environ, "PYTHONPATH": str(project_root())}
+    pass_files: dict[str, Path] = {}
+
+    def keystore(name: str) -> Any:
+        """``name``'s keystore, created on first use with a passphrase of its own (0600 file)."""
+        pass_files[name] = secret_file(keys_dir / f"{name}.passphrase")
+        passphrase = pass_files[name].read_text().strip()
+        path = keys_dir / f"{name}.keystore.json"
+        if path.exists():
+            return load_keystore(path, passphrase)
+        return create_keystore(keys_dir, name, passphrase, scrypt_n=cfg.scrypt_n)[1]
 
     # chain
     if cfg.chain.rpc_url is None:
@@ -262,32 +308,32 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     else:
         rpc_url = cfg.chain.rpc_url
     w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
-    accounts = list(w3.eth.accounts)
-    governors = accounts[: cfg.chain.governors]
-    if cfg.chain.registry:
-        admin = ChainClient.connect(w3, cfg.chain.registry)
-    else:
-        admin = ChainClient.deploy(w3, accounts[0], governors, cfg.chain.threshold)
+    # the governors are keystore accounts of their own; the chain's development accounts only fund
+    funder = w3.eth.accounts[0] if cfg.chain.rpc_url is None else None
+
+    def fund(addr: str) -> None:
+        if funder is not None and w3.eth.get_balance(addr) == 0:
+            w3.eth.send_transaction({"from": funder, "to": addr, "value": w3.to_wei(100, "ether")})
+
+    gov_keys = [keystore(f"governor-{i + 1}") for i in range(cfg.chain.governors)]
+    admin, governors = governed_deployment(w3, gov_keys, cfg.chain.threshold, fund, cfg.chain.registry)
+    if not cfg.chain.registry:
         say(f"contracts deployed: Registry {admin.deployment.registry}")
     registry = admin.deployment.registry
 
-    # keys, funding, admission
+    # keys, funding, admission (proposed and approved by the governors' own signed transactions)
     keys = {}
     addresses: dict[str, str] = {}
     members = [("coordinator", "coordinator")] + [(m.name, m.role) for m in cfg.members]
     for name, role in members:
-        path = keys_dir / f"{name}.keystore.json"
-        if path.exists():
-            k = load_keystore(path, passphrase)
-        else:
-            _, k = create_keystore(keys_dir, name, passphrase, scrypt_n=cfg.scrypt_n)
+        k = keystore(name)
         keys[name] = k
         if cfg.gmtls:  # the member's TLS certificate carries its SM2 identity key (the Registry's)
             write_credentials(keys_dir, name, k.sm2.private_key)
         addr = k.public.chain_address
         addresses[name] = addr
         if admin.member(addr) is None:
-            w3.eth.send_transaction({"from": accounts[0], "to": addr, "value": w3.to_wei(100, "ether")})
+            fund(addr)
             admin.admit(governors, MemberAdmission(
                 account=addr, role=Role(ROLES[role]), name=name,
                 sm2_public_key=bytes.fromhex(k.public.sm2_public_key),
@@ -300,24 +346,28 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     coord_url = f"http://{cfg.coordinator.host}:{coord_port}"
     node_urls: dict[str, str] = {}
     node_cfgs: dict[str, Path] = {}
+    officers: dict[str, dict[str, Path]] = {}
     for m in cfg.members:
         port = m.port or free_port(m.host)
         node_urls[m.name] = f"http://{m.host}:{port}"
         d = work / "nodes" / m.name
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        d.chmod(0o700)
         policy_file = d / "policy.yaml"
         policy_file.write_text(yaml.safe_dump(m.policy))
         node_cfgs[m.name] = d / "node.yaml"
-        node_cfgs[m.name].write_text(yaml.safe_dump({  # the passphrase comes from the environment
+        node_cfgs[m.name].write_text(yaml.safe_dump({  # the passphrase comes from the member's 0600 file
             "name": m.name, "host": m.host, "port": port, "work_dir": str(d),
             "policy_file": str(policy_file), "keystore_path": str(keys_dir / f"{m.name}.keystore.json"),
+            "keystore_passphrase_file": str(pass_files[m.name]),
             "chain_rpc_url": rpc_url, "chain_registry": registry, "coordinator_url": coord_url,
             **_tls_section(cfg, keys_dir, m.name),
         }))
+        officers[m.name] = _bootstrap_officers(node_cfgs[m.name], d / "officers")
     state = FederationState(
         name=cfg.name, work_dir=work, rpc_url=rpc_url, registry=registry, coordinator_url=coord_url,
-        nodes=node_urls, pids=pids, keys_dir=keys_dir, passphrase_file=pass_file, accounts=addresses,
-        gmtls=cfg.gmtls,
+        nodes=node_urls, pids=pids, keys_dir=keys_dir, passphrase_files=pass_files,
+        officer_password_files=officers, accounts=addresses, gmtls=cfg.gmtls,
     )
     http = {name: client_for(state, name) for name, _ in members}  # each acts as its own member
 
@@ -327,7 +377,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     for m in cfg.members:
         log = logs / f"{m.name}.log"
         commands[m.name] = [sys.executable, "-m", "dcp", "node", "start", "--config", str(node_cfgs[m.name])]
-        procs[m.name] = _spawn(commands[m.name], log, {**node_env(os.environ), "DCP_NODE_KEYSTORE_PASSPHRASE": passphrase})
+        procs[m.name] = _spawn(commands[m.name], log, node_env(os.environ))
         pids[m.name] = procs[m.name].pid
     for m in cfg.members:
         _wait_http(f"{node_urls[m.name]}/health", procs[m.name], f"node {m.name}", logs / f"{m.name}.log",
@@ -337,13 +387,16 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     # datasets: ingest on the node, register on chain from the owner's own account
     for m in cfg.members:
         owner = connect(rpc_url, registry, keys[m.name].chain_private_key)
+        steward = (_login(node_urls[m.name], "steward", officers[m.name]["steward"], http[m.name])
+                   if m.datasets else "")
         for ds in m.datasets:
             with ds.file.open("rb") as fh:
                 fields = {"name": ds.name, "description": ds.description, "columns": json.dumps(ds.columns)}
                 if ds.key_column:
                     fields["key_column"] = ds.key_column
-                r = http[m.name].post(f"{node_urls[m.name]}/datasets/upload", data=fields, files={"file": (ds.file.name, fh)},
-                               timeout=300)
+                r = http[m.name].post(f"{node_urls[m.name]}/datasets/upload", data=fields,
+                                      files={"file": (ds.file.name, fh)},
+                                      headers={"Authorization": f"Bearer {steward}"}, timeout=300)
             if r.status_code >= 400:
                 raise FederationError(f"ingesting {m.name}/{ds.name} failed: {r.text[:300]}")
             entry = http[m.name].get(f"{node_urls[m.name]}/catalog/{ds.name}", timeout=30).json()
@@ -354,18 +407,19 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
 
     # coordinator
     cdir = work / "coordinator"
-    cdir.mkdir(exist_ok=True)
+    cdir.mkdir(exist_ok=True, mode=0o700)
     ccfg = cdir / "coordinator.yaml"
     ccfg.write_text(yaml.safe_dump({
         "host": cfg.coordinator.host, "port": coord_port, "work_dir": str(cdir), "rpc_url": rpc_url,
         "registry_address": registry, "keystore_path": str(keys_dir / "coordinator.keystore.json"),
+        "keystore_passphrase_file": str(pass_files["coordinator"]),
         "nodes": node_urls, "node_timeout_s": cfg.coordinator.node_timeout_s,
         "poll_interval_s": cfg.coordinator.poll_interval_s, "authorization_mode": cfg.coordinator.authorization_mode,
         **_tls_section(cfg, keys_dir, "coordinator"),
     }))
     clog = logs / "coordinator.log"
     commands["coordinator"] = [sys.executable, "-m", "coordinator", "--config", str(ccfg)]
-    cproc = _spawn(commands["coordinator"], clog, {**env, "DCP_COORD_KEYSTORE_PASSPHRASE": passphrase})
+    cproc = _spawn(commands["coordinator"], clog, env)
     pids["coordinator"] = cproc.pid
     _wait_http(f"{coord_url}/health", cproc, "coordinator", clog, http=http["coordinator"])
     http["coordinator"].post(f"{coord_url}/members/sync", timeout=60).raise_for_status()
@@ -392,6 +446,53 @@ def _tls_section(cfg: FederationConfig, keys_dir: Path, member: str) -> dict[str
     return {"tls": {"cert": str(cert), "key": str(key)}}
 
 
+OFFICERS = {"steward": ["steward"], "steward2": ["steward"], "approver": ["approver"], "auditor": ["auditor"],
+            "admin": ["admin"]}
+"""The officers ``dcp up`` creates on every node (two stewards: policy and grade changes take two)."""
+
+
+def _bootstrap_officers(node_cfg: Path, directory: Path) -> dict[str, Path]:
+    """Create the node's officers (before it starts) with random passwords in 0600 files."""
+    from nodes.db import init_db, make_engine
+    from nodes.services.officers import OfficerService, private_file_secret
+    from nodes.settings import load_node_settings
+
+    directory.mkdir(exist_ok=True, mode=0o700)
+    s = load_node_settings(node_cfg)
+    s.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(s.resolved_database_url())
+    try:
+        init_db(engine)
+        svc = OfficerService(s.name, engine, private_file_secret(s.work_dir / "session.key"),
+                             scrypt_n=s.officer_scrypt_n)
+        have = {o.name for o in svc.list()}
+        out = {}
+        for name, roles in OFFICERS.items():
+            out[name] = secret_file(directory / f"{name}.password")
+            if name not in have:
+                svc.add(name, roles, out[name].read_text().strip())
+        return out
+    finally:
+        engine.dispose()
+
+
+def _login(node_url: str, officer: str, password_file: Path, http: Any = httpx) -> str:
+    """A session token of ``officer`` at ``node_url`` (``http``: the 国密 TLS client of a federation that speaks it)."""
+    r = http.post(f"{node_url}/officers/login", timeout=60,
+                   json={"name": officer, "password": password_file.read_text().strip()})
+    if r.status_code >= 400:
+        raise FederationError(f"officer {officer} could not log in at {node_url}: {r.text[:200]}")
+    return r.json()["token"]
+
+
+def officer_token(state: FederationState, member: str, officer: str = "steward") -> str:
+    """A session token of an officer ``dcp up`` created on ``member``'s node (for scripts and demos)."""
+    files = state.officer_password_files.get(member, {})
+    if officer not in files:
+        raise FederationError(f"dcp up made no officer {officer!r} on {member}'s node")
+    return _login(state.nodes[member], officer, files[officer], client_for(state, member))
+
+
 def read_state(work_dir: str | Path) -> FederationState:
     """The state file of the federation in ``work_dir``."""
     path = Path(work_dir) / STATE_FILE
@@ -405,10 +506,8 @@ def respawn(work_dir: str | Path, name: str, timeout: float = 60.0) -> int:
     state = read_state(work_dir)
     if name not in state.commands:
         raise FederationError(f"{name!r} is not a service of this federation ({', '.join(state.commands)})")
-    passphrase = state.passphrase_file.read_text().strip()
-    var = "DCP_COORD_KEYSTORE_PASSPHRASE" if name == "coordinator" else "DCP_NODE_KEYSTORE_PASSPHRASE"
-    base = {**os.environ, "PYTHONPATH": str(project_root())} if name == "coordinator" else node_env(os.environ)
-    env = {**base, var: passphrase}
+    # each service reads its keystore passphrase from its own 0600 file (named in its config)
+    env = {**os.environ, "PYTHONPATH": str(project_root())} if name == "coordinator" else node_env(os.environ)
     log = state.work_dir / "logs" / f"{name}.log"
     proc = _spawn(state.commands[name], log, env)
     url = state.coordinator_url if name == "coordinator" else state.nodes[name]

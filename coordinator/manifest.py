@@ -116,6 +116,8 @@ def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
     }
     if manifest.get("model_from"):
         body["model_from"] = manifest["model_from"]
+    if manifest.get("request"):  # the requester's signed job request: every node verifies it
+        body["request"] = manifest["request"]
     req = ApprovalRequestIn.model_validate(body)
     body["manifest_hash"] = manifest_sm3(manifest_of(req)).hex()
     return body

@@ -12,8 +12,6 @@ import httpx
 
 from coordinator.errors import NodeRefused, NodeUnavailable
 
-ACTOR = "coordinator"
-
 
 class NodeClient:
     """A small typed wrapper over one node's HTTP API."""
@@ -39,7 +37,6 @@ class NodeClient:
                 json=json,
                 params=params,
                 timeout=self.timeout,
-                headers={"X-DCP-Actor": ACTOR},
             )
         except httpx.HTTPError as exc:
             raise NodeUnavailable(f"node {self.member} at {self.base_url} did not answer: {type(exc).__name__}") from None
@@ -87,7 +84,7 @@ class NodeClient:
         if token:
             try:
                 r = (self._http or httpx).post(f"{self.base_url}{path}", json=body, timeout=max(self.timeout, 60.0),
-                               headers={"Authorization": f"Bearer {token}", "X-DCP-Actor": self.member})
+                               headers={"Authorization": f"Bearer {token}"})
             except httpx.HTTPError as exc:
                 raise NodeUnavailable(f"node {self.member} did not answer: {type(exc).__name__}") from None
             if r.status_code >= 400:

@@ -44,11 +44,14 @@ class WaitTimeout(CoordinatorError):
 class DcpClient:
     """Client of one coordinator."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
-        """``transport``: e.g. ``protocols.gmtls.client.GmTlsTransport`` (国密 mutual TLS, pinning the
-        coordinator's and the nodes' registered keys); None = plain HTTP."""
+    def __init__(self, base_url: str, timeout: float = 30.0, signer: Any = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        """``signer``: the requester's ``MemberKeys``; every submit and revoke is signed with them
+        unless a call names its own. ``transport``: e.g. ``protocols.gmtls.client.GmTlsTransport``
+        (国密 mutual TLS, pinning the coordinator's and the nodes' registered keys); None = plain HTTP."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.signer = signer
         self.transport = transport
         self._http: httpx.Client | None = None  # one connection pool (a client per call costs ~25 ms of CPU)
         self._http_lock = threading.Lock()
@@ -88,11 +91,17 @@ class DcpClient:
         return r.json()
 
     # jobs
-    def submit(self, spec: str | Path | dict[str, Any] | JobSpec) -> str:
-        """Submit a spec (file path, mapping or JobSpec); the job id."""
+    def submit(self, spec: str | Path | dict[str, Any] | JobSpec, signer: Any = None) -> str:
+        """Submit a spec (file path, mapping or JobSpec); the job id. ``signer``: the requester's
+        ``MemberKeys`` (protocols.crypto.keystore) — the coordinator accepts only signed requests."""
         if isinstance(spec, str | Path):
             spec = load_spec(spec)
         body = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else spec
+        signer = signer or self.signer
+        if signer is not None:
+            from protocols.signed_request import sign_request
+
+            body = {"request": sign_request(signer.sm2.private_key, signer.member, body).model_dump()}
         return self._call("POST", "/jobs", json=body)["job_id"]
 
     def status(self, job_id: str) -> JobOut:
@@ -105,8 +114,16 @@ class DcpClient:
     def manifest(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/manifest")
 
-    def revoke(self, job_id: str, by: str, reason: str | None = None) -> JobOut:
-        return JobOut.model_validate(self._call("POST", f"/jobs/{job_id}/revoke", json={"by": by, "reason": reason}))
+    def revoke(self, job_id: str, by: str, reason: str | None = None, signer: Any = None) -> JobOut:
+        """Withdraw a job; ``signer``: the requester's ``MemberKeys`` (a withdrawal is signed too)."""
+        body: dict[str, Any] = {"by": by, "reason": reason}
+        signer = signer or self.signer
+        if signer is not None:
+            from protocols.signed_request import sign_request
+
+            body = {"request": sign_request(signer.sm2.private_key, signer.member, {"job_id": job_id, "reason": reason},
+                                            action="revoke").model_dump()}
+        return JobOut.model_validate(self._call("POST", f"/jobs/{job_id}/revoke", json=body))
 
     def wait(
         self, job_id: str, timeout: float = 600.0, poll: float = 0.5,

@@ -86,9 +86,10 @@ class Coordinator:
             from protocols.crypto.keystore import load_keystore
 
             s = self.settings
-            if s.keystore_path is None or s.keystore_passphrase is None:
-                raise ChainUnavailable("the coordinator has no keystore (keystore_path, keystore_passphrase)")
-            self._keys = load_keystore(s.keystore_path, s.keystore_passphrase.get_secret_value())
+            passphrase = s.passphrase()
+            if s.keystore_path is None or passphrase is None:
+                raise ChainUnavailable("the coordinator has no keystore (keystore_path, keystore_passphrase_file)")
+            self._keys = load_keystore(s.keystore_path, passphrase)
         return self._keys
 
     def chain(self) -> Any:
@@ -257,8 +258,11 @@ class Coordinator:
             policies = {p.member: json.loads(p.policy_json) for p in session.exec(select(PolicySnapshot))}
         return members, catalog, policies
 
-    def submit(self, spec: JobSpec) -> SubmitOut:
-        """Validate ``spec`` against the directory, catalog and policies; store it as SUBMITTED."""
+    def submit(self, spec: JobSpec, request: dict[str, Any] | None = None) -> SubmitOut:
+        """Validate ``spec`` against the directory, catalog and policies; store it as SUBMITTED.
+
+        ``request``: the requester's verified signed request (``protocols.signed_request``); it becomes
+        the manifest's ``request`` section, which every data owner's node verifies again."""
         members, catalog, policies = self._validation_inputs()
         if any((i.member, i.dataset) not in catalog for i in spec.inputs):
             self.refresh_catalog()  # a dataset may have been published since the last pull
@@ -275,6 +279,8 @@ class Coordinator:
             manifest = build_he_manifest(spec, job_id, members[spec.requester]["role"])
         else:
             manifest = build_manifest(spec, job_id, members[spec.requester]["role"])
+        if request is not None:
+            manifest["request"] = request
         mhash = manifest_sm3(manifest).hex()
         with Session(self.engine) as session:
             session.add(Job(

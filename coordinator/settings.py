@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 from common.settings import file_settings_sources, project_root
 from coordinator.errors import FederationError
+from nodes.services.identity import PeerEntry
 from protocols.gmtls.config import GmTlsSettings
 
 
@@ -37,7 +38,20 @@ class CoordinatorSettings(BaseSettings):
     registry_address: str | None = None
     keystore_path: Path | None = None
     """The coordinator's member keystore (its chain account writes authorizations)."""
-    keystore_passphrase: SecretStr | None = None
+    keystore_passphrase_file: Path | None = None
+    """A 0600 file holding the keystore passphrase (never the environment)."""
+    peers: list[PeerEntry] = Field(default_factory=list)
+    """Members known without a chain (name, role, SM2 key); with a chain the Registry is asked instead."""
+    identity_cache_s: float = Field(default=15.0, ge=0)
+    """How long a Registry answer about a caller's key is reused (a removed member is refused at most
+    this much later)."""
+    require_signed_requests: bool = True
+    """Accept a job only with its requester's SM2-signed request (``protocols.signed_request``)."""
+    request_max_age_s: float = Field(default=900.0, gt=0)
+    docs_enabled: bool = False
+    """Serve ``/docs`` and ``/openapi.json`` (off unless enabled)."""
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    """A request body larger than this is refused (413) before it is parsed."""
     nodes: dict[str, str] = Field(default_factory=dict)
     """Member name -> node base URL."""
     poll_interval_s: float = Field(default=0.5, gt=0)
@@ -70,6 +84,15 @@ class CoordinatorSettings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<work_dir>/coordinator.db``."""
         return self.database_url or f"sqlite:///{self.work_dir / 'coordinator.db'}"
+
+    def passphrase(self) -> str | None:
+        """The keystore passphrase from ``keystore_passphrase_file`` (which must be 0600)."""
+        if self.keystore_passphrase_file is None:
+            return None
+        mode = self.keystore_passphrase_file.stat().st_mode
+        if mode & 0o077:
+            raise FederationError(f"{self.keystore_passphrase_file} is readable by others; chmod 600 it")
+        return self.keystore_passphrase_file.read_text(encoding="utf-8").strip()
 
     def url(self) -> str:
         """This coordinator's base URL as nodes see it."""
@@ -104,7 +127,7 @@ def load_coordinator_settings(config: Path | None = None, **overrides: Any) -> C
     except Exception as exc:  # ValidationError, YAML syntax
         raise FederationError(f"invalid coordinator config {config}: {exc}") from exc
     settings = CoordinatorSettings.model_validate(loaded.model_dump())
-    for field in ("work_dir", "keystore_path"):
+    for field in ("work_dir", "keystore_path", "keystore_passphrase_file"):
         value = getattr(settings, field)
         if value is not None and not value.is_absolute() and field not in overrides:
             setattr(settings, field, (config.parent / value).resolve())

@@ -13,8 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from nodes.api import approvals, audit, catalog, datasets, he, health, policy, tasks
-from nodes.api.deps import actor_of
+from common.asgi import BodyLimit
+from nodes.api import approvals, audit, catalog, datasets, he, health, officers, policy, tasks
 from nodes.context import NodeContext
 from nodes.errors import NodeError
 from nodes.services.approvals import ApprovalRecorder
@@ -29,7 +29,7 @@ log = logging.getLogger("dcp.node")
 def _refusal(request: Request, ctx: NodeContext, error: str, detail: str) -> None:
     try:
         ctx.audit.record(
-            actor=actor_of(request),
+            actor=getattr(request.state, "dcp_actor", "unauthenticated"),
             action=f"{request.method} {request.url.path}",
             target=str(next((request.path_params[k] for k in ("job_id", "name", "request_id")
                              if k in request.path_params), "")),
@@ -38,6 +38,11 @@ def _refusal(request: Request, ctx: NodeContext, error: str, detail: str) -> Non
         )
     except Exception:  # the refusal itself must still reach the client
         log.exception("could not record a refusal in the audit log")
+
+
+UPLOAD_PATHS = ("/datasets/upload",)
+"""Routes that stream their body under their own cap (``max_upload_bytes``); every other body is
+capped at ``max_body_bytes`` by :class:`common.asgi.BodyLimit` before it is parsed."""
 
 
 async def anchor_periodically(ctx: NodeContext, interval: float) -> None:
@@ -75,7 +80,13 @@ def create_app(
             await run_in_threadpool(ctx.close)
             he_service.close()
 
-    app = FastAPI(title=f"dcp node {settings.name}", version="0.1.0", lifespan=lifespan)
+    docs = settings.docs_enabled
+    app = FastAPI(title=f"dcp node {settings.name}", version="0.1.0", lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+    async def _too_big(scope: dict, detail: str) -> None:
+        await run_in_threadpool(_refusal, Request(scope), ctx, "BodyTooLarge", detail)
+
+    app.add_middleware(BodyLimit, cap=lambda: settings.max_body_bytes, exempt=UPLOAD_PATHS, on_refusal=_too_big)
     app.state.ctx = ctx
     app.state.he = he_service
 
@@ -98,6 +109,6 @@ def create_app(
         return JSONResponse(status_code=500, content={"error": "InternalError", "detail": type(exc).__name__})
 
     for r in (health.router, datasets.router, catalog.router, policy.router, approvals.router, audit.router,
-              tasks.router, he.router):
+              officers.router, tasks.router, he.router):
         app.include_router(r)
     return app

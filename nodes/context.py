@@ -17,7 +17,10 @@ from nodes.services.chain import (
     load_node_keys,
 )
 from nodes.services.datasets import DatasetService
+from nodes.services.identity import MemberDirectory, RegistryDirectory, StaticDirectory
+from nodes.services.officers import OfficerService, private_file_secret
 from nodes.services.policy import PolicyService
+from nodes.services.requests import SeenRequest  # noqa: F401  (registers its table before init_db)
 from nodes.services.tasks import TaskService
 from nodes.settings import NodeSettings
 
@@ -31,6 +34,8 @@ class NodeContext:
     policy: PolicyService
     approvals: ApprovalService
     tasks: TaskService
+    officers: OfficerService
+    members: MemberDirectory
     chain: NodeChain | None = None
 
     @classmethod
@@ -48,7 +53,8 @@ class NodeContext:
         anchors its audit head on chain, approves on chain and executes tasks; without a chain it
         does everything else (anchors go to ``anchor_file`` if set).
         """
-        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.work_dir.chmod(0o700)  # the node's database, secrets and extracts live here
         keys: Any = None
         coordinator_url = settings.coordinator_url
         if chain is None:
@@ -64,6 +70,20 @@ class NodeContext:
                 recorder = ChainApprovalRecorder(chain, coordinator_url, timeout=settings.coordinator_timeout_s)
         engine = make_engine(settings.resolved_database_url())
         init_db(engine)
+        officers = OfficerService(
+            settings.name, engine, private_file_secret(settings.work_dir / "session.key"),
+            session_ttl_s=settings.session_ttl_s, proposal_ttl_s=settings.proposal_ttl_s,
+            scrypt_n=settings.officer_scrypt_n,
+        )
+        members: MemberDirectory
+        if chain is not None:
+            node_chain = chain
+            members = RegistryDirectory(
+                lambda: node_chain._call("reading the registry", node_chain.client.members),
+                ttl_s=settings.identity_cache_s,
+            )
+        else:
+            members = StaticDirectory(settings.peers)
         if anchor is None and settings.anchor_file is not None:
             anchor = FileAnchor(settings.anchor_file)
         audit = AuditLog(settings.name, engine, anchor)
@@ -75,7 +95,7 @@ class NodeContext:
         tasks = TaskService(settings, engine, audit, datasets, policy, chain)
         tasks.recover()
         return cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
-                   approvals=approvals, tasks=tasks, chain=chain)
+                   approvals=approvals, tasks=tasks, officers=officers, members=members, chain=chain)
 
     def close(self) -> None:
         self.tasks.stop_all()

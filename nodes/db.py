@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import event, inspect
@@ -17,7 +18,12 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(parsed.database)
+        db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # the node's database holds its data and its audit log: owner only (SQLite gives its WAL and
+        # SHM files the database file's mode)
+        os.close(os.open(db, os.O_CREAT | os.O_RDWR, 0o600))
+        db.chmod(0o600)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, field_validator, model_serializer
 from pydantic import Field as PField
@@ -357,12 +357,17 @@ class ApprovalRequestIn(BaseModel):
     model_from: str | None = PField(default=None, min_length=1, max_length=200)
     """vertical_predict: the training job whose stored model part this node would use (signed with the
     slice; absent from the canonical form of every other kind, so their hashes are unchanged)."""
+    request: dict[str, Any] | None = None
+    """The requester's signed job request (``protocols.signed_request.SignedRequest``): part of the
+    signed slice; the node verifies it against the requester's Registry key before filing."""
 
     @model_serializer(mode="wrap")
     def _omit_no_model(self, handler: SerializerFunctionWrapHandler) -> dict:
         data = handler(self)
         if isinstance(data, dict) and data.get("model_from") is None:
             data.pop("model_from", None)
+        if isinstance(data, dict) and data.get("request") is None:
+            data.pop("request", None)
         return data
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,9 +17,31 @@ from pydantic_settings import (
 
 from common.settings import file_settings_sources, project_root
 from nodes.errors import ConfigError
+from nodes.services.identity import PeerEntry
 from protocols.gmtls.config import GmTlsSettings
 
 GIB = 1024**3
+
+
+class SqlSource(BaseModel):
+    """A data source the node's admin named in the settings (never a URL from a request)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: SecretStr
+    """SQLAlchemy URL; opened read-only (SQLite: ``mode=ro``; other databases: a read-only transaction)."""
+    description: str = ""
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """The first line of a secret file, refused when the group or others may read or write it."""
+    try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise ConfigError(f"{what} {path} is readable by others (mode {oct(mode & 0o777)}); chmod 600 it")
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror}") from None
 
 
 class NodeSettings(BaseSettings):
@@ -40,16 +62,14 @@ class NodeSettings(BaseSettings):
     policy_file: Path | None = None
     """YAML/TOML/JSON policy loaded at start when the database holds none yet."""
     audit_retention_days: int = 180
-    admin_token: str | None = None
-    """When set, every state-changing request needs ``Authorization: Bearer <token>``."""
     anchor_file: Path | None = None
     """Audit-head anchors go to this append-only file when no chain anchor is configured."""
     mock_max_rows: int = 1000
     keystore_path: Path | None = None
     """The node's member keystore (protocols.crypto.keystore); approvals are signed with it."""
-    keystore_passphrase: SecretStr | None = None
     keystore_passphrase_file: Path | None = None
-    """A file holding the keystore passphrase (used when ``keystore_passphrase`` is not set)."""
+    """A file holding the keystore passphrase (first line); it must be 0600 (not readable by group or
+    others). The passphrase is never taken from the environment or the command line."""
 
     # ---------------------------------------------------------------- chain and coordinator
     chain_rpc_url: str | None = None
@@ -73,6 +93,31 @@ class NodeSettings(BaseSettings):
     takes, so that a job does not wait for the engine's start-up; off by default (tests start many
     nodes). ``dcp up`` turns it on for the nodes it starts."""
 
+    # ---------------------------------------------------------------- who may call (see nodes.api.deps)
+    peers: list[PeerEntry] = Field(default_factory=list)
+    """Members known without a chain (name, role, SM2 key); a chain-wired node asks the Registry instead."""
+    identity_cache_s: float = 15.0
+    """How long a Registry answer about a peer's key is reused: a member removed or rotated on chain
+    is refused at most this many seconds later."""
+    session_ttl_s: float = 900.0
+    """Lifetime of an officer's session token (``POST /officers/login``)."""
+    proposal_ttl_s: float = 86400.0
+    """How long a four-eyes proposal (policy, grades) waits for a second officer."""
+    require_signed_requests: bool = True
+    """File an approval request only with the requester's valid SM2-signed job request."""
+    request_max_age_s: float = 900.0
+    """A signed job request older than this is refused (replays are refused by nonce regardless)."""
+    officer_scrypt_n: int = 2**15
+    """scrypt cost N for officer passwords (r = 8, p = 1: 32 MiB per guess at the default)."""
+
+    # ---------------------------------------------------------------- inputs
+    max_body_bytes: int = 1024 * 1024
+    """Any request body other than an upload larger than this is refused (413) before it is parsed."""
+    sql_sources: dict[str, SqlSource] = Field(default_factory=dict)
+    """Named SQL data sources the admin configured; ``POST /datasets/sql`` reads only from these."""
+    docs_enabled: bool = False
+    """Serve ``/docs`` and ``/openapi.json`` (off unless enabled)."""
+
     @field_validator("host")
     @classmethod
     def _loopback_or_named(cls, v: str) -> str:
@@ -80,21 +125,22 @@ class NodeSettings(BaseSettings):
             raise ValueError("a node never binds all interfaces; name the address to listen on")
         return v
 
-    @field_validator("audit_retention_days", "max_upload_bytes", "upload_chunk_bytes", "mock_max_rows")
+    @field_validator("audit_retention_days", "max_upload_bytes", "upload_chunk_bytes", "mock_max_rows",
+                     "max_body_bytes", "officer_scrypt_n")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v <= 0:
             raise ValueError("must be positive")
         return v
 
-    @field_validator("anchor_interval_s", "task_kill_grace_s")
+    @field_validator("anchor_interval_s", "task_kill_grace_s", "identity_cache_s")
     @classmethod
     def _non_negative(cls, v: float) -> float:
         if v < 0:
             raise ValueError("must not be negative")
         return v
 
-    @field_validator("coordinator_timeout_s")
+    @field_validator("coordinator_timeout_s", "session_ttl_s", "proposal_ttl_s")
     @classmethod
     def _positive_float(cls, v: float) -> float:
         if v <= 0:
@@ -102,15 +148,10 @@ class NodeSettings(BaseSettings):
         return v
 
     def passphrase(self) -> str | None:
-        """The keystore passphrase: the value, else the first line of the passphrase file."""
-        if self.keystore_passphrase is not None:
-            return self.keystore_passphrase.get_secret_value()
-        if self.keystore_passphrase_file is not None:
-            try:
-                return self.keystore_passphrase_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"cannot read keystore_passphrase_file: {exc.strerror}") from None
-        return None
+        """The keystore passphrase: the first line of ``keystore_passphrase_file`` (which must be 0600)."""
+        if self.keystore_passphrase_file is None:
+            return None
+        return read_secret_file(self.keystore_passphrase_file, "keystore_passphrase_file")
 
     def chain_target(self) -> tuple[str, str] | None:
         """``(rpc_url, registry)`` when the node is chain-wired, else None (ConfigError if half-set)."""

@@ -73,6 +73,7 @@ def slice_matches(manifest: Mapping[str, Any], member: str, node_manifest: Mappi
             and node_manifest.get("receivers") == receivers_of(manifest)
             and int(got_expiry.timestamp()) == int(manifest["expiry_unix"])
             and node_manifest.get("max_runs") == manifest["max_runs"]
+            and node_manifest.get("request") == manifest.get("request")  # the requester's signed request
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return False

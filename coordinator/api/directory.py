@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from coordinator.api.deps import get_coord
+from coordinator.api.deps import CoordDep, MemberCaller
 from coordinator.models import CatalogOut, MemberOut
-from coordinator.service import Coordinator
 
 router = APIRouter(tags=["directory"])
 
@@ -19,32 +18,33 @@ def health() -> dict[str, str]:
 
 
 @router.get("/members")
-def members(coord: Coordinator = Depends(get_coord)) -> list[MemberOut]:
+def members(caller: MemberCaller, coord: CoordDep) -> list[MemberOut]:
     return [MemberOut(name=m.name, role=m.role, account=m.account, active=m.active, node_url=m.node_url)
             for m in coord.members()]
 
 
 @router.post("/members/sync")
-def sync(coord: Coordinator = Depends(get_coord)) -> list[MemberOut]:
+def sync(caller: MemberCaller, coord: CoordDep) -> list[MemberOut]:
     """Mirror the chain Registry's members."""
     coord.sync_members()
-    return members(coord)
+    return members(caller, coord)
 
 
 @router.post("/catalog/refresh")
-def refresh(coord: Coordinator = Depends(get_coord)) -> dict[str, str]:
+def refresh(caller: MemberCaller, coord: CoordDep) -> dict[str, str]:
     """Pull every node's catalog and policy."""
     return coord.refresh_catalog()
 
 
 @router.get("/catalog")
 def catalog(
-    q: str | None = Query(None, description="keywords (all must match)"),
-    member: str | None = Query(None),
-    department: str | None = Query(None),
-    category: str | None = Query(None),
+    caller: MemberCaller,
+    coord: CoordDep,
+    q: str | None = Query(None, max_length=200, description="keywords (all must match)"),
+    member: str | None = Query(None, max_length=64),
+    department: str | None = Query(None, max_length=64),
+    category: str | None = Query(None, max_length=64),
     max_grade: int | None = Query(None, ge=1, le=4),
-    coord: Coordinator = Depends(get_coord),
 ) -> list[CatalogOut]:
     return [
         CatalogOut(member=e.member, dataset=e.dataset, description=e.description, key_column=e.key_column,

@@ -1,55 +1,119 @@
-"""Job routes: submit, list, status, manifest, withdraw, results."""
+"""Job routes: submit (the requester, signed), list, status, manifest, withdraw (signed), results."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Query
+from sqlmodel import Field, Session, SQLModel
 
-from coordinator.api.deps import get_coord
+from coordinator.api.deps import (
+    CoordDep,
+    Forbidden,
+    JobId,
+    MemberCaller,
+    ReplayedRequest,
+    UnsignedRequest,
+    directory,
+)
 from coordinator.models import JobOut, ResultOut, SubmitOut
 from coordinator.service import Coordinator
 from coordinator.spec import load_spec_text, parse_spec
+from protocols.signed_request import RequestRefused, SignedRequest, verify_request
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
+class SeenJobRequest(SQLModel, table=True):
+    """Nonces of the signed requests the coordinator accepted (a replay is refused)."""
+
+    __tablename__ = "seen_job_request"
+
+    nonce: str = Field(primary_key=True)
+    requester: str
+    action: str
+
+
+def _verified(coord: Coordinator, caller_name: str, raw: Any, action: str) -> SignedRequest:
+    s = coord.settings
+    try:
+        sr = SignedRequest.model_validate(raw)
+    except Exception:  # noqa: BLE001
+        raise UnsignedRequest(f"a {action} needs the requester's signed request (protocols.signed_request)") from None
+    if sr.requester != caller_name:
+        raise Forbidden(f"member {caller_name} cannot send a request signed in {sr.requester}'s name")
+    try:
+        verify_request(sr, directory(coord).key_of(sr.requester), action=action,  # type: ignore[arg-type]
+                       max_age_s=s.request_max_age_s)
+    except RequestRefused as exc:
+        raise UnsignedRequest(str(exc)) from None
+    SeenJobRequest.metadata.create_all(coord.engine, tables=[SeenJobRequest.__table__])
+    with Session(coord.engine) as session:
+        if session.get(SeenJobRequest, sr.nonce) is not None:
+            raise ReplayedRequest("this signed request was already used")
+        session.add(SeenJobRequest(nonce=sr.nonce, requester=sr.requester, action=action))
+        session.commit()
+    return sr
+
+
 @router.post("", status_code=201)
-def submit(body: Any = Body(...), coord: Coordinator = Depends(get_coord)) -> SubmitOut:
-    """Submit a job spec: a JSON object, or ``{"spec_yaml": "..."}``."""
-    if isinstance(body, dict) and set(body) == {"spec_yaml"}:
+def submit(caller: MemberCaller, coord: CoordDep, body: Any = Body(...)) -> SubmitOut:
+    """Submit a job: ``{"request": <signed request whose spec is the job spec>}``; the caller must be
+    the requester the spec names and the signature its Registry key's. (With
+    ``require_signed_requests`` off, a bare spec or ``{"spec_yaml": "..."}`` from its requester.)"""
+    request = None
+    if isinstance(body, dict) and "request" in body:
+        sr = _verified(coord, caller.name, body["request"], "submit")
+        spec = parse_spec(sr.spec)
+        request = sr.model_dump()
+    elif coord.settings.require_signed_requests:
+        raise UnsignedRequest("a job request must be signed by its requester ({\"request\": …})")
+    elif isinstance(body, dict) and set(body) == {"spec_yaml"}:
         spec = load_spec_text(str(body["spec_yaml"]))
     else:
         spec = parse_spec(body)
-    return coord.submit(spec)
+    if spec.requester != caller.name:
+        raise Forbidden(f"member {caller.name} cannot submit a job in {spec.requester}'s name")
+    return coord.submit(spec, request=request)
 
 
 @router.get("")
-def list_jobs(
-    state: str | None = Query(None), requester: str | None = Query(None), coord: Coordinator = Depends(get_coord)
-) -> list[JobOut]:
+def list_jobs(caller: MemberCaller, coord: CoordDep, state: str | None = Query(None, max_length=32),
+              requester: str | None = Query(None, max_length=64)) -> list[JobOut]:
     return coord.list_jobs(state, requester)
 
 
 @router.get("/{job_id}")
-def status(job_id: str, coord: Coordinator = Depends(get_coord)) -> JobOut:
+def status(job_id: JobId, caller: MemberCaller, coord: CoordDep) -> JobOut:
     return coord.job_out(job_id)
 
 
 @router.get("/{job_id}/manifest")
-def manifest(job_id: str, coord: Coordinator = Depends(get_coord)) -> dict[str, Any]:
+def manifest(job_id: JobId, caller: MemberCaller, coord: CoordDep) -> dict[str, Any]:
     """The canonical manifest, its SM3 hash and the chain terms (nodes check these before approving)."""
     return coord.manifest_of(job_id)
 
 
 @router.post("/{job_id}/revoke")
-def revoke(job_id: str, by: str = Body(..., embed=True), reason: str | None = Body(None, embed=True),
-           coord: Coordinator = Depends(get_coord)) -> JobOut:
-    """The requester withdraws the job (running tasks are stopped)."""
-    return coord.revoke(job_id, by, reason)
+def revoke(job_id: JobId, caller: MemberCaller, coord: CoordDep, body: dict[str, Any] = Body(...)) -> JobOut:
+    """The requester withdraws the job (running tasks are stopped): ``{"request": <signed revoke whose
+    spec is {"job_id", "reason"}>}``, sent by the requester itself."""
+    job = coord.get_job(job_id)
+    if caller.name != job.requester:
+        raise Forbidden(f"only the requester {job.requester} can withdraw job {job_id}, not {caller.name}")
+    if "request" in body:
+        sr = _verified(coord, caller.name, body["request"], "revoke")
+        if sr.spec.get("job_id") != job_id:
+            raise UnsignedRequest("the signed withdrawal is for another job")
+        reason = sr.spec.get("reason")
+    elif coord.settings.require_signed_requests:
+        raise UnsignedRequest("a withdrawal must be signed by the requester ({\"request\": …})")
+    else:
+        reason = body.get("reason")
+    return coord.revoke(job_id, caller.name, reason)
 
 
 @router.get("/{job_id}/results/{name}")
-def result(job_id: str, name: str, coord: Coordinator = Depends(get_coord)) -> ResultOut:
+def result(job_id: JobId, name: str, caller: MemberCaller, coord: CoordDep) -> ResultOut:
     """An output, sealed to the requester's SM2 key."""
     return coord.result(job_id, name)

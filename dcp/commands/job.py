@@ -58,6 +58,28 @@ def _client(url: str | None, fed_dir: Path | None, member: str | None = None):  
     return DcpClient(_url(url, fed_dir), transport=transport_for(state, member))
 
 
+def _signer(member: str, keystore: Path | None, passphrase_file: Path | None, fed_dir: Path | None):  # noqa: ANN202
+    """The requester's MemberKeys that sign its job request: ``--keystore``/``--passphrase-file``, else
+    the federation state's keystore and 0600 passphrase file of ``member``."""
+    from protocols.crypto.keystore import load_keystore
+
+    if keystore is not None:
+        from dcp.commands.keys import _passphrase
+
+        return load_keystore(keystore, _passphrase(passphrase_file))
+    st = _state(fed_dir)
+    return load_keystore(st.keys_dir / f"{member}.keystore.json", st.passphrase_of(member))
+
+
+def _officer_token(member: str, token: str | None, officer: str, fed_dir: Path | None) -> str | None:
+    """``token``, else a session of the officer ``dcp up`` made on ``member``'s node."""
+    if token:
+        return token
+    from coordinator.federation import officer_token
+
+    return officer_token(_state(fed_dir), member, officer)
+
+
 def _fail(exc: Exception) -> None:
     from coordinator.errors import CoordinatorError
 
@@ -103,13 +125,17 @@ def register(app: typer.Typer) -> None:
         wait: bool = typer.Option(False, "--wait", help="follow the job with a live display until it ends"),
         timeout: float = typer.Option(900.0, help="seconds to wait with --wait"),
         url: str = url_opt, fed_dir: Path = fed_opt, member: str = member_opt,
+        keystore: Path = typer.Option(None, help="the requester's keystore (default: from the federation state)"),
+        passphrase_file: Path = typer.Option(None, help="its passphrase file (0600)"),
     ) -> None:
-        """Submit a job spec; prints the job id."""
+        """Submit a job spec, signed with the requester's SM2 key; prints the job id."""
         from coordinator.errors import CoordinatorError
+        from coordinator.spec import load_spec
 
         try:
-            client = _client(url, fed_dir, member)
-            job_id = client.submit(spec)
+            loaded = load_spec(spec)
+            client = _client(url, fed_dir, member or loaded.requester)
+            job_id = client.submit(loaded, signer=_signer(loaded.requester, keystore, passphrase_file, fed_dir))
             typer.echo(job_id)
             if wait:
                 st = _watch(client, job_id, timeout)
@@ -157,12 +183,15 @@ def register(app: typer.Typer) -> None:
     @job.command("approve")
     def approve(job_id: str, member: str = typer.Option(..., "--as", help="the department deciding"),
                 node: str = typer.Option(None, help="its node URL (default: from the federation state)"),
-                token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN"), fed_dir: Path = fed_opt) -> None:
-        """Approve a job as a department, through its node (signed with the node's keys, recorded on chain)."""
+                token: str = typer.Option(None, envvar="DCP_NODE_TOKEN", help="an approver's session (dcp node login)"),
+                fed_dir: Path = fed_opt) -> None:
+        """Approve a job as a department's approver, through its node (signed with the node's keys, on chain)."""
         from coordinator.errors import CoordinatorError
 
         try:
-            out = _client("http://unused", fed_dir, member).approve(job_id, member, _node_url(member, node, fed_dir), token=token)
+            token = _officer_token(member, token, "approver", fed_dir)
+            out = _client("http://unused", fed_dir, member).approve(job_id, member, _node_url(member, node, fed_dir),
+                                                                    token=token)
         except CoordinatorError as exc:
             _fail(exc)
         ref = out.get("chain_ref")
@@ -172,25 +201,30 @@ def register(app: typer.Typer) -> None:
 
     @job.command("reject")
     def reject(job_id: str, member: str = typer.Option(..., "--as"), reason: str = typer.Option(...),
-               node: str = typer.Option(None), token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN"),
+               node: str = typer.Option(None), token: str = typer.Option(None, envvar="DCP_NODE_TOKEN"),
                fed_dir: Path = fed_opt) -> None:
-        """Reject a job as a department, with a reason."""
+        """Reject a job as a department's approver, with a reason."""
         from coordinator.errors import CoordinatorError
 
         try:
-            _client("http://unused", fed_dir, member).reject(job_id, member, _node_url(member, node, fed_dir), reason, token=token)
+            token = _officer_token(member, token, "approver", fed_dir)
+            _client("http://unused", fed_dir, member).reject(job_id, member, _node_url(member, node, fed_dir), reason,
+                                                             token=token)
         except CoordinatorError as exc:
             _fail(exc)
         typer.echo(f"{member} rejected {job_id}: {reason}")
 
     @job.command("revoke")
     def revoke(job_id: str, by: str = typer.Option(..., help="the requester"), reason: str = typer.Option(None),
-               url: str = url_opt, fed_dir: Path = fed_opt) -> None:
-        """Withdraw a job (the requester only); running tasks are stopped."""
+               url: str = url_opt, fed_dir: Path = fed_opt,
+               keystore: Path = typer.Option(None, help="the requester's keystore (default: from the federation state)"),
+               passphrase_file: Path = typer.Option(None, help="its passphrase file (0600)")) -> None:
+        """Withdraw a job (the requester only, signed with its SM2 key); running tasks are stopped."""
         from coordinator.errors import CoordinatorError
 
         try:
-            st = _client(url, fed_dir, by).revoke(job_id, by, reason)
+            signer = _signer(by, keystore, passphrase_file, fed_dir)
+            st = _client(url, fed_dir, by).revoke(job_id, by, reason, signer=signer)
         except CoordinatorError as exc:
             _fail(exc)
         typer.echo(f"{job_id}: {st.state.value}")

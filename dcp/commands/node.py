@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
     node = typer.Typer(help="A department node: datasets, catalog, policy, approvals, audit log, tasks.", no_args_is_help=True)
     app.add_typer(node, name="node")
     member_opt = typer.Option(None, "--member", "-m", envvar="DCP_MEMBER", help="the member you act as over 国密 TLS")
+    register_users(node)
 
     @node.command("start")
     def start(
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
 
         With a chain (``--rpc`` and ``--registry``, or ``--deployment``, or the config) the node approves
         on chain, anchors its audit head there and executes tasks; the keystore passphrase comes from
-        ``keystore_passphrase``/``DCP_NODE_KEYSTORE_PASSPHRASE`` or ``keystore_passphrase_file``."""
+        ``keystore_passphrase_file`` (a 0600 file; never the environment)."""
         import uvicorn
 
         from nodes.app import create_app
@@ -112,7 +113,7 @@ def register(app: typer.Typer) -> None:
         url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
         key_column: str = typer.Option(None, help="key column (e.g. the USCC)"),
         encoding: str = typer.Option("utf-8"),
-        token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN", help="admin token"),
+        token: str = typer.Option(None, envvar="DCP_NODE_TOKEN", help="a data steward's session token (dcp node login)"),
         member: str = member_opt,
     ) -> None:
         """Upload a file to a running node and print its quality summary."""
@@ -165,7 +166,8 @@ def register(app: typer.Typer) -> None:
 
     @node.command("anchor")
     def anchor(url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
-               token: str = typer.Option(None, envvar="DCP_NODE_ADMIN_TOKEN", help="admin token"),
+               token: str = typer.Option(None, envvar="DCP_NODE_TOKEN",
+                                         help="an admin officer's session token (dcp node login)"),
                member: str = member_opt) -> None:
         """Anchor the node's audit head now (on chain when the node is chain-wired)."""
 
@@ -189,3 +191,106 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
             raise typer.Exit(1)
         typer.echo(json.dumps(body, ensure_ascii=False, indent=2))
+
+
+def _officers(config: Path):  # noqa: ANN202
+    """The OfficerService of the node configured in ``config`` (its own database, on this host)."""
+    from nodes.db import init_db, make_engine
+    from nodes.errors import NodeError
+    from nodes.services.officers import OfficerService, private_file_secret
+    from nodes.settings import load_node_settings
+
+    try:
+        s = load_node_settings(config)
+        s.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = make_engine(s.resolved_database_url())
+        init_db(engine)
+        return OfficerService(s.name, engine, private_file_secret(s.work_dir / "session.key"),
+                              session_ttl_s=s.session_ttl_s, scrypt_n=s.officer_scrypt_n)
+    except NodeError as exc:
+        typer.echo(f"{exc.name}: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _password(password_file: Path | None) -> str:
+    """From a 0600 file (scripts), else asked twice on the terminal; never from the command line."""
+    if password_file is not None:
+        from nodes.errors import NodeError
+        from nodes.settings import read_secret_file
+
+        try:
+            return read_secret_file(password_file, "password file")
+        except NodeError as exc:
+            typer.echo(f"{exc.name}: {exc.detail}", err=True)
+            raise typer.Exit(2) from None
+    return typer.prompt("password", hide_input=True, confirmation_prompt=True)
+
+
+def register_users(node: typer.Typer) -> None:
+    """``dcp node user add/list/disable/passwd`` (on the node's host, against its database) and
+    ``dcp node login`` (over the network, for a session token)."""
+    user = typer.Typer(help="The node's officers: approvers, data stewards, auditors, admins.", no_args_is_help=True)
+    node.add_typer(user, name="user")
+    cfg_opt = typer.Option(..., "--config", "-c", help="the node's config (.yaml/.toml)")
+    pw_opt = typer.Option(None, "--password-file", help="a 0600 file holding the password (else asked)")
+
+    def fail(exc: Exception) -> None:
+        typer.echo(f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}", err=True)
+        raise typer.Exit(1) from None
+
+    @user.command("add")
+    def add(name: str = typer.Argument(..., help="officer name, e.g. director_li"),
+            role: list[str] = typer.Option(..., "--role", "-r", help="approver | steward | auditor | admin (repeat)"),
+            config: Path = cfg_opt, password_file: Path = pw_opt) -> None:
+        """Create an officer account with one or more roles."""
+        from nodes.errors import NodeError
+
+        svc = _officers(config)
+        try:
+            out = svc.add(name, role, _password(password_file))
+        except NodeError as exc:
+            fail(exc)
+        typer.echo(f"officer {out.name} added ({', '.join(out.roles)})")
+
+    @user.command("list")
+    def list_(config: Path = cfg_opt) -> None:
+        """The node's officers, their roles and whether they are active."""
+        for o in _officers(config).list():
+            typer.echo(f"{o.name}\t{','.join(o.roles)}\t{'active' if o.active else 'disabled'}\t{o.created_at:%Y-%m-%d}")
+
+    @user.command("disable")
+    def disable(name: str = typer.Argument(...), config: Path = cfg_opt) -> None:
+        """Disable an officer; its sessions end at once."""
+        from nodes.errors import NodeError
+
+        try:
+            _officers(config).disable(name)
+        except NodeError as exc:
+            fail(exc)
+        typer.echo(f"officer {name} disabled; its sessions are ended")
+
+    @user.command("passwd")
+    def passwd(name: str = typer.Argument(...), config: Path = cfg_opt, password_file: Path = pw_opt) -> None:
+        """Set a new password; the officer's sessions end."""
+        from nodes.errors import NodeError
+
+        try:
+            _officers(config).set_password(name, _password(password_file))
+        except NodeError as exc:
+            fail(exc)
+        typer.echo(f"password of {name} changed; its sessions are ended")
+
+    @node.command("login")
+    def login(name: str = typer.Argument(..., help="officer name"),
+              url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
+              password_file: Path = pw_opt) -> None:
+        """Log in as an officer; prints the session token (use it as DCP_NODE_TOKEN)."""
+        import httpx
+
+        password = _password(password_file) if password_file else typer.prompt("password", hide_input=True)
+        r = httpx.post(f"{url}/officers/login", json={"name": name, "password": password}, timeout=30)
+        body = r.json()
+        if r.status_code >= 400:
+            typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
+            raise typer.Exit(1)
+        typer.echo(body["token"])

@@ -1,38 +1,44 @@
+"""Approvals inbox routes: the coordinator files requests; only this node's approvers decide."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
-from nodes.api.deps import actor_of, get_ctx, require_admin
-from nodes.context import NodeContext
+from nodes.api.deps import Approver, CoordinatorCaller, Ctx, InboxReader, RequestId
 from nodes.models import ApprovalRequestIn, ApprovalRequestOut, Rejection
+from nodes.services.requests import check_signed_request
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
 
 
 @router.post("", status_code=201)
-def submit(req: ApprovalRequestIn, request: Request, ctx: NodeContext = Depends(get_ctx)) -> ApprovalRequestOut:
-    """The coordinator files a request (refused at once if this node's policy forbids it)."""
-    return ctx.approvals.submit(req, actor_of(request))
+def submit(req: ApprovalRequestIn, caller: CoordinatorCaller, ctx: Ctx) -> ApprovalRequestOut:
+    """The coordinator files a request: refused at once unless the requester signed it (checked against
+    the requester's Registry key) and this node's policy allows it."""
+    s = ctx.settings
+    check_signed_request(req, s.name, ctx.members, ctx.engine, required=s.require_signed_requests,
+                         max_age_s=s.request_max_age_s)
+    return ctx.approvals.submit(req, caller.actor)
 
 
 @router.get("")
-def inbox(status: str | None = Query(None, pattern="^(pending|approved|rejected|expired)$"),
-          ctx: NodeContext = Depends(get_ctx)) -> list[ApprovalRequestOut]:
+def inbox(reader: InboxReader, ctx: Ctx,
+          status: str | None = Query(None, pattern="^(pending|approved|rejected|expired)$"),
+          ) -> list[ApprovalRequestOut]:
     """Requests with their manifests in words; ``status=pending`` for the inbox."""
     return ctx.approvals.list(status)
 
 
 @router.get("/{request_id}")
-def get(request_id: int, ctx: NodeContext = Depends(get_ctx)) -> ApprovalRequestOut:
+def get(request_id: RequestId, reader: InboxReader, ctx: Ctx) -> ApprovalRequestOut:
     return ctx.approvals.get(request_id)
 
 
 @router.post("/{request_id}/approve")
-def approve(request_id: int, request: Request, ctx: NodeContext = Depends(get_ctx)) -> ApprovalRequestOut:
-    """Sign the manifest with the node's SM2 and BLS keys."""
-    return ctx.approvals.approve(request_id, require_admin(request))
+def approve(request_id: RequestId, officer: Approver, ctx: Ctx) -> ApprovalRequestOut:
+    """An approver's act: sign the manifest with the node's SM2 and BLS keys."""
+    return ctx.approvals.approve(request_id, officer.actor)
 
 
 @router.post("/{request_id}/reject")
-def reject(request_id: int, body: Rejection, request: Request, ctx: NodeContext = Depends(get_ctx)) -> ApprovalRequestOut:
-    return ctx.approvals.reject(request_id, body.reason, require_admin(request))
+def reject(request_id: RequestId, body: Rejection, officer: Approver, ctx: Ctx) -> ApprovalRequestOut:
+    return ctx.approvals.reject(request_id, body.reason, officer.actor)

@@ -2,18 +2,17 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
-from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from nodes.api.deps import actor_of, get_ctx, require_admin
-from nodes.context import NodeContext
-from nodes.errors import BadUpload, SourceError
-from nodes.models import DatasetOut, IngestOptions, QualityReport, SchemaEdit, SqlIngestRequest
-from nodes.services.audit import sm3_hex
+from nodes.api.deps import Ctx, DatasetName, MemberOrOfficer, Officer, Steward
+from nodes.errors import BadUpload
+from nodes.models import DatasetOut, IngestOptions, QualityReport, SchemaEdit
 from nodes.services.mock import mock_frame
-from nodes.services.tabular import detect_format, read_csv_text, read_parquet_text, read_sql_text
+from nodes.services.officers import ProposalOut
+from nodes.services.sql_sources import SqlSourceIngest, read_source
+from nodes.services.tabular import detect_format, read_csv_text, read_parquet_text
 from nodes.services.uploads import parse_multipart
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -22,10 +21,10 @@ _OPTION_FIELDS = ("name", "key_column", "description", "encoding", "delimiter")
 
 
 @router.post("/upload", status_code=201)
-async def upload(request: Request, ctx: NodeContext = Depends(get_ctx)) -> DatasetOut:
+async def upload(request: Request, officer: Steward, ctx: Ctx) -> DatasetOut:
     """Register a dataset from a CSV or Parquet file (multipart field ``file``; fields ``name``,
     ``key_column``, ``format``, ``encoding``, ``delimiter``, ``description``, ``columns`` (JSON))."""
-    actor = require_admin(request)
+    actor = officer.actor
     s = ctx.settings
     parsed = await parse_multipart(
         request.headers.get("content-type"),
@@ -63,59 +62,59 @@ async def upload(request: Request, ctx: NodeContext = Depends(get_ctx)) -> Datas
 
 
 @router.post("/sql", status_code=201)
-def ingest_sql(req: SqlIngestRequest, request: Request, ctx: NodeContext = Depends(get_ctx)) -> DatasetOut:
-    """Register a dataset from an existing SQL table or SELECT query (any SQLAlchemy URL)."""
-    actor = require_admin(request)
-    try:
-        shown = make_url(req.url).render_as_string(hide_password=True)
-    except Exception:
-        raise SourceError("the source URL is not a SQLAlchemy URL") from None
-    ref = f"{shown} table={req.table}" if req.table else f"{shown} query=sm3:{sm3_hex(req.query.encode())[:16]}"
-    frame = read_sql_text(req.url, req.table, req.query)
-    return ctx.datasets.register(frame, req, "sql", ref, actor)
+def ingest_sql(req: SqlSourceIngest, officer: Steward, ctx: Ctx) -> DatasetOut:
+    """Register a dataset from a table or one SELECT of a data source named in the node's settings."""
+    frame, ref = read_source(ctx.settings.sql_sources, req)
+    return ctx.datasets.register(frame, req, "sql", ref, officer.actor)
 
 
 @router.get("")
-def list_datasets(ctx: NodeContext = Depends(get_ctx)) -> list[DatasetOut]:
+def list_datasets(officer: Officer, ctx: Ctx) -> list[DatasetOut]:
     """All datasets (metadata only)."""
     return ctx.datasets.list()
 
 
 @router.get("/{name}")
-def get_dataset(name: str, ctx: NodeContext = Depends(get_ctx)) -> DatasetOut:
+def get_dataset(name: DatasetName, officer: Officer, ctx: Ctx) -> DatasetOut:
     return ctx.datasets.get(name)
 
 
-@router.patch("/{name}/schema")
-def edit_schema(name: str, edit: SchemaEdit, request: Request, ctx: NodeContext = Depends(get_ctx)) -> DatasetOut:
-    """Edit per-column type, description, grade (1–4), category and declared range."""
-    return ctx.datasets.edit_schema(name, edit, require_admin(request))
+@router.patch("/{name}/schema", status_code=202)
+def edit_schema(name: DatasetName, edit: SchemaEdit, officer: Steward, ctx: Ctx) -> ProposalOut:
+    """Propose per-column type, description, grade (1–4), category and declared range changes; a
+    different steward confirms (``POST /proposals/{id}/confirm``)."""
+    assert officer.officer is not None
+    ctx.datasets.get(name)  # 404 now rather than at confirmation
+    p = ctx.officers.propose("schema", name, edit.model_dump(mode="json", exclude_unset=True), officer.officer)
+    ctx.audit.record(actor=officer.actor, action="dataset.schema.propose", target=name,
+                     detail={"proposal": p.id, "edit": p.body})
+    return p
 
 
 @router.delete("/{name}", status_code=204)
-def delete_dataset(name: str, request: Request, ctx: NodeContext = Depends(get_ctx)) -> Response:
-    ctx.datasets.delete(name, require_admin(request))
+def delete_dataset(name: DatasetName, officer: Steward, ctx: Ctx) -> Response:
+    ctx.datasets.delete(name, officer.actor)
     return Response(status_code=204)
 
 
 @router.get("/{name}/quality")
-def quality(name: str, ctx: NodeContext = Depends(get_ctx)) -> QualityReport:
+def quality(name: DatasetName, officer: Officer, ctx: Ctx) -> QualityReport:
     """The stored quality report: counts per rule and sample row numbers, never values."""
     return ctx.datasets.quality_report(name)
 
 
 @router.get("/{name}/mock")
 def mock(
-    name: str,
-    request: Request,
-    rows: int = Query(100, ge=1),
-    seed: int = 0,
-    ctx: NodeContext = Depends(get_ctx),
+    name: DatasetName,
+    caller: MemberOrOfficer,
+    ctx: Ctx,
+    rows: int = Query(100, ge=1, le=1_000_000),
+    seed: int = Query(0, ge=0, le=2**32 - 1),
 ) -> list[dict]:
     """A desensitized mock of the dataset for researchers (no real values)."""
     rows = min(rows, ctx.settings.mock_max_rows)
     metas = ctx.datasets.column_meta(name)
     df = ctx.datasets.read_frame(name)
     out = mock_frame(df, metas, rows, seed, ctx.policy.current().min_group_size)
-    ctx.audit.record(actor=actor_of(request), action="dataset.mock", target=name, detail={"rows": rows, "seed": seed})
+    ctx.audit.record(actor=caller.actor, action="dataset.mock", target=name, detail={"rows": rows, "seed": seed})
     return json.loads(out.to_json(orient="records", force_ascii=False))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
-from nodes.api.deps import actor_of, get_ctx
+from nodes.api.deps import CoordinatorCaller, get_ctx
 from nodes.context import NodeContext
 from nodes.models import (
     SealedOutput,
@@ -20,29 +20,29 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
 @router.post("/{job_id}/ports")
-def ports(job_id: str, body: TaskPortsIn, request: Request, ctx: NodeContext = Depends(get_ctx)) -> TaskPortsOut:
+def ports(job_id: str, body: TaskPortsIn, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> TaskPortsOut:
     """Reserve this node's party ports for an approved job (idempotent)."""
-    return ctx.tasks.ports(job_id, body, actor_of(request))
+    return ctx.tasks.ports(job_id, body, caller.actor)
 
 
 @router.post("/{job_id}", status_code=202)
-def start(job_id: str, body: TaskStartIn, request: Request, ctx: NodeContext = Depends(get_ctx)) -> TaskStarted:
+def start(job_id: str, body: TaskStartIn, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> TaskStarted:
     """Check the authorization on chain and the node's own policy, extract, start the party."""
-    return ctx.tasks.start(job_id, body, actor_of(request))
+    return ctx.tasks.start(job_id, body, caller.actor)
 
 
 @router.get("/{job_id}")
-def status(job_id: str, ctx: NodeContext = Depends(get_ctx)) -> TaskOut:
+def status(job_id: str, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> TaskOut:
     return ctx.tasks.get(job_id)
 
 
 @router.post("/{job_id}/stop")
-def stop(job_id: str, request: Request, ctx: NodeContext = Depends(get_ctx)) -> TaskStopped:
+def stop(job_id: str, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> TaskStopped:
     """Kill the party's process group; the extract is deleted (idempotent)."""
-    return ctx.tasks.stop(job_id, actor_of(request))
+    return ctx.tasks.stop(job_id, caller.actor)
 
 
 @router.get("/{job_id}/outputs/{name}")
-def output(job_id: str, name: str, request: Request, ctx: NodeContext = Depends(get_ctx)) -> SealedOutput:
+def output(job_id: str, name: str, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> SealedOutput:
     """An output sealed (SM2) to its receiver's key from the Registry; never plaintext."""
-    return ctx.tasks.output(job_id, name, actor_of(request))
+    return ctx.tasks.output(job_id, name, caller.actor)

@@ -365,22 +365,23 @@ def ingest(state: Any, prep: PreparedFederation, say: Callable[[str], None]) -> 
     import httpx
 
     from coordinator.chain import connect
+    from coordinator.federation import officer_token
     from coordinator.manifest import dataset_chain_id
     from protocols.crypto.keystore import load_keystore
-
-    passphrase = state.passphrase_file.read_text().strip()
 
     def one(m: str) -> str:
         p = prep.members[m]
         url = state.nodes[m]
+        steward = officer_token(state, m, "steward")  # publishing a dataset is a data steward's act
         with p.csv_path.open("rb") as fh:
             r = httpx.post(f"{url}/datasets/upload", data={
                 "name": p.dataset, "description": p.description, "key_column": "uscc",
-                "columns": json.dumps(p.columns)}, files={"file": (p.csv_path.name, fh)}, timeout=600)
+                "columns": json.dumps(p.columns)}, files={"file": (p.csv_path.name, fh)}, timeout=600,
+                headers={"Authorization": f"Bearer {steward}"})
         if r.status_code >= 400:
             raise DemoError(f"ingest of {m}/{p.dataset} into its node failed: {r.text[:300]}")
         entry = httpx.get(f"{url}/catalog/{p.dataset}", timeout=60).json()
-        keys = load_keystore(state.keys_dir / f"{m}.keystore.json", passphrase)
+        keys = load_keystore(state.keys_dir / f"{m}.keystore.json", state.passphrase_of(m))
         owner = connect(state.rpc_url, state.registry, keys.chain_private_key)
         did = dataset_chain_id(m, p.dataset)
         if owner.dataset(did) is None:
@@ -416,10 +417,11 @@ def approve_as_members(
 
     from rich.panel import Panel
 
+    from coordinator.federation import officer_token
     from coordinator.nodeclient import NodeClient
 
     def approve(m: str, node: Any, rid: int, how: str) -> None:
-        out = node.decide(rid, True)
+        out = node.decide(rid, True, token=officer_token(state, m, "approver"))  # an approver's act
         line.approvals[m] = "approved"
         ref = out.get("chain_ref")
         where = (f"its approval on chain in tx {str(ref)[:18]}…" if ref else
@@ -685,7 +687,7 @@ def _governed_attempt(con: Any, cfg: DemoConfig, state: Any, client: Any, spec: 
 
 def _open(client: Any, state: Any, cfg: DemoConfig, job: str, output: str) -> bytes:
     """The bank fetches one sealed output of ``job`` and opens it with its own keystore."""
-    passphrase = state.passphrase_file.read_text().strip()
+    passphrase = state.passphrase_of(cfg.bank)
     return client.result(job, output, state.keys_dir / f"{cfg.bank}.keystore.json", passphrase)
 
 
@@ -724,7 +726,10 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
         ingest(state, prep, lambda msg: con.print(f"  · {msg}"))
     con.print("[green]✓[/green] datasets ingested, quality-checked and registered on chain")
 
-    client = DcpClient(state.coordinator_url, timeout=120)
+    from protocols.crypto.keystore import load_keystore
+
+    bank_keys = load_keystore(state.keys_dir / f"{cfg.bank}.keystore.json", state.passphrase_of(cfg.bank))
+    client = DcpClient(state.coordinator_url, timeout=120, signer=bank_keys)  # the bank signs its job requests
     rows = joined_rows(prep)  # the evaluator's view (plaintext), used only for the comparison
     spec = resolve_job_template(job_template, client.catalog(), len(rows.keys), prep.test_fraction)
     spec["requester"] = cfg.bank

@@ -50,8 +50,8 @@ class DiagnosingClient(DcpClient):
     federation's parties for their stacks (SIGUSR1) and prints every party log of the job, then
     raises. A job that ends FAILED prints its parties' logs too (pytest shows them if the test fails)."""
 
-    def __init__(self, base_url: str, root: Path) -> None:
-        super().__init__(base_url)
+    def __init__(self, base_url: str, root: Path, signer: Any = None) -> None:
+        super().__init__(base_url, signer=signer)
         self.root = root
 
     def wait(self, job_id: str, timeout: float = 600.0, *args: Any, **kwargs: Any) -> JobOut:
@@ -85,7 +85,11 @@ def federation(root: Path, n_rows: int, seed: int, coordinator: dict[str, Any]) 
         for p in data.parties
     ]
     with started(root, members, coordinator) as state:
-        yield {"state": state, "data": data, "root": root, "client": DiagnosingClient(state.coordinator_url, root)}
+        from protocols.crypto.keystore import load_keystore
+
+        bank = load_keystore(state.keys_dir / "bank.keystore.json", state.passphrase_of("bank"))
+        yield {"state": state, "data": data, "root": root,
+               "client": DiagnosingClient(state.coordinator_url, root, signer=bank)}  # the bank signs its jobs
 
 
 @contextmanager
@@ -130,7 +134,7 @@ def chain(fed: dict[str, Any], member: str | None = None) -> Any:
     st = fed["state"]
     key = None
     if member is not None:
-        keys = load_keystore(st.keys_dir / f"{member}.keystore.json", st.passphrase_file.read_text().strip())
+        keys = load_keystore(st.keys_dir / f"{member}.keystore.json", st.passphrase_of(member))
         key = keys.chain_private_key
     return connect(st.rpc_url, st.registry, key)
 

@@ -24,10 +24,15 @@ def node_url(tmp_path):
     from nodes.app import create_app
     from nodes.services.audit import FileAnchor
     from nodes.settings import NodeSettings
+    from tests.authkit import TEST_SCRYPT_N, AsPeer, add_officer, peer_entries
 
-    app = create_app(NodeSettings(name="tax", work_dir=tmp_path / "node"), anchor=FileAnchor(tmp_path / "a.jsonl"))
+    app = create_app(NodeSettings(name="tax", work_dir=tmp_path / "node", peers=peer_entries(),
+                                  officer_scrypt_n=TEST_SCRYPT_N), anchor=FileAnchor(tmp_path / "a.jsonl"))
+    steward = add_officer(app, "wang", ["steward"])
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # the coordinator's calls carry its key as the 国密 TLS server would put it in the scope
+    server = uvicorn.Server(uvicorn.Config(AsPeer(app, "coordinator"), host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -37,7 +42,8 @@ def node_url(tmp_path):
     for name in ("tax_2024", "tax_2025"):
         rows = "uscc,vat_paid\n" + "".join(f"9133010{i:011d},{i * 10.5}\n" for i in range(50))
         r = httpx.post(f"{url}/datasets/upload", data={"name": name, "key_column": "uscc"},
-                       files={"file": ("t.csv", rows.encode())}, timeout=60)
+                       files={"file": ("t.csv", rows.encode())}, timeout=60,
+                       headers={"Authorization": f"Bearer {steward}"})
         assert r.status_code == 201, r.text
     yield url
     server.should_exit = True

@@ -62,7 +62,16 @@ def test_cli_job_commands_name_their_errors(tmp_path):
     app = build_app()
     dead = f"http://127.0.0.1:{free_port()}"
     spec = EXAMPLES / "credit_job.yaml"
-    r = runner.invoke(app, ["job", "submit", str(spec), "--coordinator", dead])
+    r = runner.invoke(app, ["job", "submit", str(spec), "--coordinator", dead, "--federation-dir", str(tmp_path)])
+    assert r.exit_code == 1 and "no federation is up" in r.output  # no keys to sign the request with
+    from protocols.crypto.keystore import create_keystore
+
+    path, _ = create_keystore(tmp_path / "keys", "bank", "bank passphrase", scrypt_n=2**10)
+    pf = tmp_path / "pf"
+    pf.write_text("bank passphrase")
+    pf.chmod(0o600)
+    r = runner.invoke(app, ["job", "submit", str(spec), "--coordinator", dead, "--keystore", str(path),
+                            "--passphrase-file", str(pf)])
     assert r.exit_code == 1 and "NodeUnavailable" in r.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: mine_bitcoin\nrequester: bank\n")

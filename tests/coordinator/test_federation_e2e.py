@@ -67,7 +67,7 @@ def test_end_to_end_psi_sslr_receipts_and_clean_audit(fed):
     for m in ("bank", "tax", "power"):
         assert ch.runs(job_key(job), dataset_chain_id(m, f"{m}_2024")) == 1
     # results: sealed to the bank's SM2 key; only its keystore opens them
-    passphrase = st.passphrase_file.read_text().strip()
+    passphrase = st.passphrase_of("bank")
     metrics = json.loads(c.result(job, "metrics", st.keys_dir / "bank.keystore.json", passphrase))
     assert 0.6 < metrics["auc"] <= 1.0
     assert metrics["n_rows"] == fed["data"].true_intersection

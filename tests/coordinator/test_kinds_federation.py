@@ -94,7 +94,7 @@ def _run(fed: dict[str, Any], spec: dict[str, Any], cli_approver: str | None = N
 
 def _result(fed: dict[str, Any], job: str, name: str) -> bytes:
     st = fed["state"]
-    return fed["client"].result(job, name, st.keys_dir / "bank.keystore.json", st.passphrase_file.read_text().strip())
+    return fed["client"].result(job, name, st.keys_dir / "bank.keystore.json", st.passphrase_of("bank"))
 
 
 def _receipts(fed: dict[str, Any], job: str, year: str) -> dict[str, int]:

@@ -12,15 +12,21 @@ from coordinator.lifecycle import ALLOWED, can_transition
 from coordinator.models import TERMINAL, CatalogEntry, JobEvent, JobState, PolicySnapshot
 from coordinator.service import Coordinator
 from coordinator.settings import CoordinatorSettings
+from protocols.signed_request import sign_request
+from tests.authkit import AsPeer, member_key, peer_entries
 
 from .test_spec import CATALOG, POLICY, base
+
+
+def signed(spec: dict, member: str = "bank", action: str = "submit") -> dict:
+    return {"request": sign_request(member_key(member).private_key, member, spec, action=action).model_dump()}
 
 S = JobState
 
 
 @pytest.fixture
 def coord(tmp_path):
-    c = Coordinator(CoordinatorSettings(work_dir=tmp_path, worker=False))
+    c = Coordinator(CoordinatorSettings(work_dir=tmp_path, worker=False, peers=peer_entries()))
     c.upsert_member("bank", "bank", "http://127.0.0.1:9")
     c.upsert_member("tax", "department", "http://127.0.0.1:9")
     import json
@@ -71,8 +77,8 @@ def test_transitions_persist_and_illegal_ones_fail(coord, tmp_path):
 
 def test_api_submit_status_and_named_errors(coord):
     app = create_app(coord.settings, coord)
-    with TestClient(app) as client:
-        r = client.post("/jobs", json=base())
+    with TestClient(AsPeer(app, "bank")) as client:
+        r = client.post("/jobs", json=signed(base()))
         assert r.status_code == 201, r.text
         job = r.json()["job_id"]
         assert r.json()["state"] == "SUBMITTED"
@@ -80,30 +86,40 @@ def test_api_submit_status_and_named_errors(coord):
         assert st["state"] == "SUBMITTED" and st["approvals"] == {"bank": "unsent", "tax": "unsent"}
         man = client.get(f"/jobs/{job}/manifest")
         assert man.status_code == 422 or man.status_code == 200  # no chain account yet for terms
-        import yaml
-
-        r = client.post("/jobs", json={"spec_yaml": yaml.safe_dump({**base(), "kind": "nope"})})
+        r = client.post("/jobs", json=signed({**base(), "kind": "nope"}))
         assert r.status_code == 422 and r.json()["error"] == "UnknownJobKind"
-        r = client.post("/jobs", json={**base(), "outputs": [{"name": "metrics", "receiver": "tax"}]})
+        r = client.post("/jobs", json=signed({**base(), "outputs": [{"name": "metrics", "receiver": "tax"}]}))
         assert r.status_code == 403 and r.json()["error"] == "OutputNotToRequester"
         raw = base()
         raw["inputs"][1]["columns"] = ["tax_secret"]
-        r = client.post("/jobs", json=raw)
+        r = client.post("/jobs", json=signed(raw))
         assert r.status_code == 403 and r.json()["error"] == "PolicyForbidden"
         assert "tax_secret has grade 4" in r.json()["detail"]
         assert client.get("/jobs/job-missing").json()["error"] == "JobNotFound"
-        r = client.post(f"/jobs/{job}/revoke", json={"by": "tax"})
-        assert r.status_code == 403 and r.json()["error"] == "NotAllowed"
-        r = client.post(f"/jobs/{job}/revoke", json={"by": "bank", "reason": "changed my mind"})
+        # an unsigned spec, another member's signature, a bank spec sent by tax: refused
+        assert client.post("/jobs", json=base()).json()["error"] == "UnsignedRequest"
+        assert client.post("/jobs", json=signed(base(), "tax")).json()["error"] == "Forbidden"
+        r = client.post("/jobs", json=signed(base(), "tax"), headers={"x-test-peer": "tax"})
+        assert (r.status_code, r.json()["error"]) == (403, "Forbidden")
+        r = client.post(f"/jobs/{job}/revoke", json=signed({"job_id": job, "reason": "x"}, "tax", "revoke"),
+                        headers={"x-test-peer": "tax"})
+        assert r.status_code == 403 and r.json()["error"] == "Forbidden"
+        r = client.post(f"/jobs/{job}/revoke", json={"by": "bank", "reason": "unsigned"})
+        assert r.status_code == 403 and r.json()["error"] == "UnsignedRequest"
+        r = client.post(f"/jobs/{job}/revoke",
+                        json=signed({"job_id": job, "reason": "changed my mind"}, "bank", "revoke"))
         assert r.json()["state"] == "REVOKED" and r.json()["reason"] == "changed my mind"
         r = client.get(f"/jobs/{job}/results/metrics")
         assert r.status_code == 409 and r.json()["error"] == "ResultNotReady"
         assert [j["job_id"] for j in client.get("/jobs", params={"state": "REVOKED"}).json()] == [job]
+        # no peer key (plain HTTP): 401
+        r = client.get("/jobs", headers={"x-test-peer": "none"})
+        assert (r.status_code, r.json()["error"]) == (401, "NotAuthenticated")
 
 
 def test_catalog_search(coord):
     app = create_app(coord.settings, coord)
-    with TestClient(app) as client:
+    with TestClient(AsPeer(app, "bank")) as client:
         assert {(e["member"], e["dataset"]) for e in client.get("/catalog", params={"q": "vat"}).json()} == {
             ("tax", "tax")}
         assert [e["dataset"] for e in client.get("/catalog", params={"department": "bank"}).json()] == ["loans"]

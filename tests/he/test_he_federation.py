@@ -85,7 +85,7 @@ def approve(fed, job_id, members):
 
 def result(fed, job_id, name) -> bytes:
     st = fed["state"]
-    return fed["client"].result(job_id, name, st.keys_dir / "bank.keystore.json", st.passphrase_file.read_text().strip())
+    return fed["client"].result(job_id, name, st.keys_dir / "bank.keystore.json", st.passphrase_of("bank"))
 
 
 def stats_spec(**he) -> dict:
@@ -241,7 +241,7 @@ def test_he_score_end_to_end_matches_plaintext(fed, no_leaked_processes):
     from protocols.crypto.errors import CryptoError
 
     with pytest.raises(CryptoError):
-        c.result(job, "scores", st.keys_dir / "tax.keystore.json", st.passphrase_file.read_text().strip())
+        c.result(job, "scores", st.keys_dir / "tax.keystore.json", st.passphrase_of("bank"))
 
 
 def test_malformed_total_relayed_to_the_requester_is_refused(fed, no_leaked_processes):

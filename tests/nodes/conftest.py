@@ -19,6 +19,7 @@ from common.ids import id_check_char, random_uscc
 from nodes.app import create_app
 from nodes.services.audit import FileAnchor
 from nodes.settings import NodeSettings
+from tests.authkit import TEST_SCRYPT_N, officer_client, peer_entries
 
 
 def make_tax_frame(n: int = 60, seed: int = 7) -> pd.DataFrame:
@@ -49,7 +50,9 @@ def csv_bytes(df: pd.DataFrame, encoding: str = "utf-8") -> bytes:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> NodeSettings:
-    return NodeSettings(name="tax", work_dir=tmp_path / "node", max_upload_bytes=256 * 1024)
+    # inbox and policy tests file unsigned requests; signed ones: tests/security, ChainKit.publish
+    return NodeSettings(name="tax", work_dir=tmp_path / "node", max_upload_bytes=256 * 1024,
+                        peers=peer_entries(), officer_scrypt_n=TEST_SCRYPT_N, require_signed_requests=False)
 
 
 @pytest.fixture
@@ -59,8 +62,10 @@ def anchor(tmp_path: Path) -> FileAnchor:
 
 @pytest.fixture
 def client(settings: NodeSettings, anchor: FileAnchor) -> Iterator[TestClient]:
+    """The tax node in process: calls come from the coordinator's TLS key and officer alice; bob
+    confirms alice's four-eyes proposals."""
     app = create_app(settings, anchor=anchor)
-    with TestClient(app) as c:
+    with officer_client(app) as c:
         yield c
 
 
@@ -84,6 +89,8 @@ def tax_dataset(client: TestClient, tax_frame: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- a real chain for chain-wired nodes
 
 PASSPHRASE = "node test passphrase"
+COORDINATOR_SM2 = b"\x01" * 64
+"""The coordinator's SM2 key in the test Registry (chain-wired nodes see it as the TLS peer's key)."""
 
 
 class JobBoard:
@@ -126,7 +133,7 @@ class ChainKit:
         from contracts.models import MemberAdmission, Role
 
         self.admin.admit(self.governors, MemberAdmission(account=self.coordinator, role=Role.COORDINATOR,
-                                                         name="coordinator", sm2_public_key=b"\x01" * 64))
+                                                         name="coordinator", sm2_public_key=COORDINATOR_SM2))
 
     def member(self, name: str, role: str = "department") -> tuple[Path, object]:
         """A member with a keystore, funded and admitted (created once per chain)."""
@@ -175,9 +182,10 @@ class ChainKit:
         path, _ = self.member(name, kw.pop("role", "department"))
         pass_file = self.keys_dir / "passphrase"
         pass_file.write_text(PASSPHRASE)
+        pass_file.chmod(0o600)
         base = dict(name=name, work_dir=work, keystore_path=path, keystore_passphrase_file=pass_file,
                     chain_rpc_url=self.anvil.url, chain_registry=self.registry, coordinator_url=self.board_url,
-                    anchor_interval_s=0)
+                    anchor_interval_s=0, officer_scrypt_n=TEST_SCRYPT_N)
         base.update(kw)
         return NodeSettings(**base)
 
@@ -191,6 +199,12 @@ class ChainKit:
         spec = JobSpec.model_validate(spec_dict)
         expiry = datetime.fromtimestamp(self.now() + expires_in, tz=timezone.utc)
         manifest = build_manifest(spec, job_id, "bank", expiry=expiry)
+        # the requester's signed request, as the coordinator receives it and puts it in the manifest
+        from protocols.signed_request import sign_request
+
+        bank_keys = self.member(spec.requester, "bank")[1]
+        manifest["request"] = sign_request(bank_keys.sm2.private_key, spec.requester,
+                                           spec.model_dump(mode="json")).model_dump()
         requester = self.member(spec.requester, "bank")[1].public.chain_address
         terms = terms_of(manifest, requester)
         self.board.jobs[job_id] = {"manifest": manifest, "manifest_hash": manifest_sm3(manifest).hex(),
@@ -284,7 +298,7 @@ def vertical_spec(job_tax_columns: list[str], **over) -> dict:
 def chain_node(kit: ChainKit, name: str, work: Path, datasets: dict[str, bytes], **kw) -> Iterator[TestClient]:
     """A chain-wired node app (TestClient, lifespan running) with ``datasets`` (name -> CSV bytes) ingested."""
     app = create_app(kit.node_settings(name, work, **kw))
-    with TestClient(app) as client:
+    with officer_client(app, keys={"coordinator": COORDINATOR_SM2}) as client:
         for dataset, data in datasets.items():
             r = upload(client, dataset, data, key_column="uscc")
             assert r.status_code == 201, r.text

@@ -7,19 +7,21 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from conftest import csv_bytes, upload
-from fastapi.testclient import TestClient
 
 from nodes.app import create_app
 from nodes.settings import NodeSettings
 from protocols.crypto.approvals import manifest_hash, verify_approval
 from protocols.crypto.keystore import create_keystore
+from tests.authkit import officer_client, secret_file
 
 
 @pytest.fixture
 def keyed(tmp_path, tax_frame):
     path, keys = create_keystore(tmp_path / "keys", "tax", "correct horse", scrypt_n=2**10)
-    s = NodeSettings(name="tax", work_dir=tmp_path / "node", keystore_path=path, keystore_passphrase="correct horse")
-    with TestClient(create_app(s)) as c:
+    s = NodeSettings(name="tax", work_dir=tmp_path / "node", keystore_path=path,
+                     keystore_passphrase_file=secret_file(tmp_path / "pass", "correct horse"),
+                     require_signed_requests=False)
+    with officer_client(create_app(s)) as c:
         assert upload(c, "tax_2024", csv_bytes(tax_frame), key_column="uscc").status_code == 201
         c.put("/policy", json={"max_grade": {"psi": 3}, "default_max_grade": 2, "allowed_roles": ["bank"],
                                "negative_list": ["personal_id"]})
@@ -55,7 +57,7 @@ def test_inbox_shows_the_request_and_an_unwired_node_cannot_approve(keyed):
     assert item["manifest_hash"] == manifest_hash(item["manifest"]).hex()
     assert [i["job_id"] for i in c.get("/approvals?status=pending").json()] == ["job-0001"]
     # an approval signs the job's chain terms: a node without a chain cannot approve, and loses nothing
-    r = c.post(f"/approvals/{item['id']}/approve", headers={"X-DCP-Actor": "director_li"})
+    r = c.post(f"/approvals/{item['id']}/approve")
     assert (r.status_code, r.json()["error"]) == (503, "ChainUnavailable"), r.text
     assert c.get(f"/approvals/{item['id']}").json()["status"] == "pending"
     # it can still reject
@@ -85,10 +87,10 @@ def test_approve_signs_the_chain_digest_of_the_terms(chain, vertical_data, tmp_p
         manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2]), job)
         chain.board.jobs[job]["authorization_mode"] = mode
         item = c.post("/approvals", json=node_request(manifest, "tax")).json()
-        r = c.post(f"/approvals/{item['id']}/approve", headers={"X-DCP-Actor": "director_li"})
+        r = c.post(f"/approvals/{item['id']}/approve")
         assert r.status_code == 200, r.text
         done = r.json()
-        assert done["status"] == "approved" and done["decided_by"] == "director_li"
+        assert done["status"] == "approved" and done["decided_by"] == "officer:alice@tax via member:coordinator"
         approval = Approval.model_validate(done["approval"])
         digest = chain.admin.approval_digest(terms)
         assert approval.digest == digest.hex() == chain.admin.authorizations.functions.approvalDigest(
@@ -180,8 +182,10 @@ def test_approve_without_keystore_is_named_error(client, tax_dataset):
 
 def test_wrong_passphrase_is_keys_unavailable(tmp_path, tax_frame):
     path, _ = create_keystore(tmp_path / "k", "tax", "right", scrypt_n=2**10)
-    s = NodeSettings(name="tax", work_dir=tmp_path / "n", keystore_path=path, keystore_passphrase="wrong")
-    with TestClient(create_app(s)) as c:
+    s = NodeSettings(name="tax", work_dir=tmp_path / "n", keystore_path=path,
+                     keystore_passphrase_file=secret_file(tmp_path / "pass", "wrong"),
+                     require_signed_requests=False)
+    with officer_client(create_app(s)) as c:
         upload(c, "tax_2024", csv_bytes(tax_frame))
         c.put("/policy", json={"max_grade": {"psi": 3}, "allowed_roles": ["bank"]})
         item = c.post("/approvals", json=_req()).json()

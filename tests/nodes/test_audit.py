@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from conftest import csv_bytes, upload
 
 from nodes.services.audit import GENESIS, AuditLog, FileAnchor, canonical_json
+from tests.authkit import officer_client
 
 
 def _sql(settings, stmt: str, *args) -> None:
@@ -18,9 +19,12 @@ def _sql(settings, stmt: str, *args) -> None:
 
 
 def _fill(client, n: int = 6) -> None:
+    """``n`` audit entries: policy versions set by the node's service (the API's four-eyes path
+    writes two entries per change, a proposal and its confirmation)."""
+    from nodes.models import Policy
+
     for i in range(n):
-        r = client.put("/policy", json={"min_group_size": 10 + i})
-        assert r.status_code == 200
+        client.app.state.ctx.policy.set(Policy(min_group_size=10 + i), actor="officer:alice@tax")
 
 
 def test_entries_are_sm3_chained(client):
@@ -124,48 +128,53 @@ def test_retention_prunes_only_anchored_and_verification_survives(tmp_path):
 
 
 def test_anchor_without_backend_is_a_named_error(tmp_path):
-    from fastapi.testclient import TestClient
 
     from nodes.app import create_app
     from nodes.settings import NodeSettings
 
-    with TestClient(create_app(NodeSettings(name="n", work_dir=tmp_path))) as c:
+    with officer_client(create_app(NodeSettings(name="n", work_dir=tmp_path))) as c:
         r = c.post("/audit/anchor")
         assert r.status_code == 502 and r.json()["error"] == "AnchorError"
 
 
 def test_state_changes_and_refusals_are_logged(client, tax_frame):
     assert upload(client, "t1", csv_bytes(tax_frame), key_column="uscc").status_code == 201
-    client.patch("/datasets/t1/schema", json={"columns": [{"name": "industry", "grade": 1}]})
+    r = client.patch("/datasets/t1/schema", json={"columns": [{"name": "industry", "grade": 1}]})
+    assert r.status_code == 200, r.text
     client.get("/datasets/t1/mock?rows=3")
     client.delete("/datasets/t1")
     client.get("/datasets/nope")
     client.put("/policy", json={"min_group_size": 0})
-    actions = [(e["action"], e["outcome"]) for e in client.get("/audit").json()]
-    assert actions == [
-        ("dataset.register", "ok"),
-        ("dataset.schema_edit", "ok"),
-        ("dataset.mock", "ok"),
-        ("dataset.delete", "ok"),
-        ("GET /datasets/nope", "refused"),
-        ("PUT /policy", "refused"),
+    log = client.get("/audit").json()
+    assert [(e["actor"], e["action"], e["outcome"]) for e in log] == [
+        ("officer:alice@tax via member:coordinator", "dataset.register", "ok"),
+        ("officer:alice@tax via member:coordinator", "dataset.schema.propose", "ok"),
+        ("officer:alice@tax confirmed by officer:bob@tax via member:coordinator", "dataset.schema_edit", "ok"),
+        ("officer:alice@tax via member:coordinator", "dataset.mock", "ok"),
+        ("officer:alice@tax via member:coordinator", "dataset.delete", "ok"),
+        ("officer:alice@tax via member:coordinator", "GET /datasets/nope", "refused"),
+        ("officer:alice@tax via member:coordinator", "PUT /policy", "refused"),
     ]
     assert client.get("/audit/verify").json()["ok"]
 
 
-def test_admin_token_guards_state_changes(tmp_path, tax_frame):
-    from fastapi.testclient import TestClient
+def test_state_changes_need_a_verified_officer(client, tax_frame):
+    """A member without an officer session: 403 Forbidden; a forged token: 401 NotAuthenticated;
+    each refusal audited under the verified member, nothing changed."""
+    def policy() -> dict:
+        return {k: v for k, v in client.get("/policy").json().items() if k != "updated_at"}
 
-    from nodes.app import create_app
-    from nodes.settings import NodeSettings
-
-    s = NodeSettings(name="n", work_dir=tmp_path, admin_token="t0ken")
-    with TestClient(create_app(s)) as c:
-        r = c.put("/policy", json={"min_group_size": 5})
-        assert r.status_code == 401 and r.json()["error"] == "Unauthorized"
-        r = upload(c, "x", csv_bytes(tax_frame))
-        assert r.status_code == 401
-        r = c.put("/policy", json={"min_group_size": 5}, headers={"Authorization": "Bearer t0ken", "X-DCP-Actor": "alice"})
-        assert r.status_code == 200
-        log = c.get("/audit").json()
-        assert [(e["actor"], e["outcome"]) for e in log] == [("anonymous", "refused"), ("anonymous", "refused"), ("alice", "ok")]
+    before = policy()
+    r = client.put("/policy", json={"min_group_size": 5}, headers={"Authorization": ""})
+    assert r.status_code == 403 and r.json()["error"] == "Forbidden"
+    r = client.post(
+        "/datasets/upload", files={"file": ("x.csv", csv_bytes(tax_frame))}, data={"name": "x"},
+        headers={"Authorization": "Bearer dcp1.forged.token"})
+    assert r.status_code == 401 and r.json()["error"] == "NotAuthenticated"
+    assert policy() == before and before["version"] == 0
+    assert client.get("/datasets").json() == []
+    log = client.get("/audit").json()
+    assert [(e["actor"], e["action"], e["outcome"]) for e in log] == [
+        ("member:coordinator", "PUT /policy", "refused"),
+        ("member:coordinator", "POST /datasets/upload", "refused"),
+    ]

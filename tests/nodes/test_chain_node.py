@@ -35,7 +35,7 @@ def _approve(kit, c, job_id: str, tax_columns: list[str], expires_in: int = 3600
     manifest, terms = kit.publish(vertical_spec(tax_columns), job_id, expires_in)
     item = c.post("/approvals", json=node_request(manifest, "tax"))
     assert item.status_code == 201, item.text
-    r = c.post(f"/approvals/{item.json()['id']}/approve", headers={"X-DCP-Actor": "director_wang"})
+    r = c.post(f"/approvals/{item.json()['id']}/approve")
     assert r.status_code == 200, r.text
     kit.approve_as("bank", terms)
     if authorize:
@@ -300,6 +300,10 @@ def test_chain_settings(tmp_path, kit):
         NodeSettings(name="x", work_dir=tmp_path, chain_deployment_file=bad).chain_target()
     pf = tmp_path / "pass"
     pf.write_text("s3cret\n")
+    pf.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        NodeSettings(name="x", work_dir=tmp_path, keystore_passphrase_file=pf).passphrase()
+    pf.chmod(0o600)
     assert NodeSettings(name="x", work_dir=tmp_path, keystore_passphrase_file=pf).passphrase() == "s3cret"
     # a chain-wired node without keys does not start
     from nodes.app import create_app

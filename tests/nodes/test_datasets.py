@@ -13,7 +13,9 @@ from conftest import csv_bytes, make_tax_frame, upload
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect
 
+from nodes.app import create_app
 from nodes.settings import GIB, NodeSettings
+from tests.authkit import TEST_SCRYPT_N, officer_client, peer_entries
 
 
 def _db_state(settings: NodeSettings) -> tuple[int, list[str]]:
@@ -98,36 +100,47 @@ def test_parquet_ingest(client, tax_frame):
     assert list(stored["legal_rep_id"]) == list(tax_frame["legal_rep_id"])
 
 
-def test_sql_ingest_table_and_query(client, tmp_path, tax_frame):
+def test_sql_ingest_from_named_sources(tmp_path, anchor, tax_frame):
     src = tmp_path / "dept.db"
     with sqlite3.connect(src) as conn:
         tax_frame.to_sql("vat", conn, index=False)
-    url = f"sqlite:///{src}"
-    r = client.post("/datasets/sql", json={"name": "vat_tbl", "url": url, "table": "vat", "key_column": "uscc"})
-    assert r.status_code == 201, r.text
-    assert r.json()["row_count"] == 60
-    r = client.post(
-        "/datasets/sql",
-        json={"name": "vat_big", "url": url, "query": "select uscc, vat_paid from vat where vat_paid > 500000"},
-    )
-    assert r.status_code == 201, r.text
-    assert r.json()["row_count"] == int((tax_frame["vat_paid"] > 500000).sum())
-    assert [c["name"] for c in r.json()["columns"]] == ["uscc", "vat_paid"]
-    # bad sources: unknown table, non-SELECT, bad URL — named errors, nothing registered
-    for body, err in [
-        ({"name": "x1", "url": url, "table": "nope"}, "SourceError"),
-        ({"name": "x2", "url": url, "query": "delete from vat"}, "SourceError"),
-        ({"name": "x3", "url": "notaurl", "table": "vat"}, "SourceError"),
-        ({"name": "x4", "url": url, "table": "vat", "query": "select 1"}, "SourceError"),
-        ({"name": "x5", "url": url, "query": "select * from vat where 1 = 0"}, "EmptyDataFile"),
-    ]:
-        r = client.post("/datasets/sql", json=body)
-        assert r.status_code == 422 and r.json()["error"] == err, (body, r.text)
-    assert {d["name"] for d in client.get("/datasets").json()} == {"vat_tbl", "vat_big"}
-    # the source password never shows up in the audit log
-    r = client.post("/datasets/sql", json={"name": "pw", "url": "postgresql://u:s3cretpw@127.0.0.1:1/db", "table": "t"})
-    assert r.status_code == 422
-    assert "s3cretpw" not in client.get("/audit?limit=1000").text
+    s = NodeSettings(name="tax", work_dir=tmp_path / "node", peers=peer_entries(), officer_scrypt_n=TEST_SCRYPT_N,
+                     sql_sources={"tax_dw": {"url": f"sqlite:///{src}"},
+                                  "pg": {"url": "postgresql://u:s3cretpw@127.0.0.1:1/db"}})
+    with officer_client(create_app(s, anchor=anchor)) as client:
+        r = client.post("/datasets/sql", json={"name": "vat_tbl", "source": "tax_dw", "table": "vat",
+                                               "key_column": "uscc"})
+        assert r.status_code == 201, r.text
+        assert r.json()["row_count"] == 60 and r.json()["source"] == "sql"
+        r = client.post("/datasets/sql", json={"name": "vat_big", "source": "tax_dw",
+                                               "query": "select uscc, vat_paid from vat where vat_paid > 500000"})
+        assert r.status_code == 201, r.text
+        assert r.json()["row_count"] == int((tax_frame["vat_paid"] > 500000).sum())
+        assert [c["name"] for c in r.json()["columns"]] == ["uscc", "vat_paid"]
+        # bad requests: unknown source or table, non-SELECT, several statements, a URL — named errors
+        for body, status, err in [
+            ({"name": "x1", "source": "tax_dw", "table": "nope"}, 422, "SourceError"),
+            ({"name": "x2", "source": "tax_dw", "query": "delete from vat"}, 422, "SourceError"),
+            ({"name": "x3", "source": "nowhere", "table": "vat"}, 422, "SourceError"),
+            ({"name": "x4", "source": "tax_dw", "table": "vat", "query": "select 1"}, 422, "InvalidRequest"),
+            ({"name": "x5", "source": "tax_dw", "query": "select * from vat where 1 = 0"}, 422, "EmptyDataFile"),
+            ({"name": "x6", "source": "tax_dw", "query": "select 1; drop table vat"}, 422, "SourceError"),
+            ({"name": "x7", "source": "tax_dw", "query": "WITH d AS (DELETE FROM vat RETURNING *) SELECT * FROM d"},
+             422, "SourceError"),
+            ({"name": "x8", "source": "tax_dw", "query": "select load_extension('x')"}, 422, "SourceError"),
+            ({"name": "x9", "url": f"sqlite:///{src}", "table": "vat"}, 422, "InvalidRequest"),
+            ({"name": "xa", "source": "tax_dw", "table": "vat; drop table vat"}, 422, "InvalidRequest"),
+        ]:
+            r = client.post("/datasets/sql", json=body)
+            assert (r.status_code, r.json()["error"]) == (status, err), (body, r.text)
+        assert {d["name"] for d in client.get("/datasets").json()} == {"vat_tbl", "vat_big"}
+        with sqlite3.connect(src) as conn:
+            assert conn.execute("select count(*) from vat").fetchone() == (60,)
+        # an unreachable source: the driver's text (host, password) reaches neither answer nor log
+        r = client.post("/datasets/sql", json={"name": "pw", "source": "pg", "table": "t"})
+        assert r.status_code == 422 and r.json()["error"] == "SourceError"
+        assert "s3cretpw" not in r.text and "127.0.0.1" not in r.text
+        assert "s3cretpw" not in client.get("/audit?limit=1000").text
 
 
 def test_bad_files_give_named_errors_and_register_nothing(client, settings, tax_frame):
@@ -211,7 +224,8 @@ def test_upload_limit_enforced_while_streaming(client, settings):
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
         "path": "/datasets/upload", "raw_path": b"/datasets/upload", "query_string": b"", "root_path": "",
         "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
-                    (b"transfer-encoding", b"chunked"), (b"host", b"127.0.0.1")],
+                    (b"transfer-encoding", b"chunked"), (b"host", b"127.0.0.1"),
+                        (b"authorization", client.headers["authorization"].encode())],
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}, "app": app,
     }
     asyncio.run(app(scope, receive, send))

@@ -20,12 +20,13 @@ from nodes.services.audit import FileAnchor
 from nodes.services.quality import valid_resident_id_mask, valid_uscc_mask
 from nodes.services.tabular import convert_column, infer_dtype
 from nodes.settings import NodeSettings
+from tests.authkit import officer_client
 
 
 @pytest.fixture
 def big_client(tmp_path: Path) -> Iterator[TestClient]:
     settings = NodeSettings(name="tax", work_dir=tmp_path / "node", max_upload_bytes=64 * 1024 * 1024)
-    with TestClient(create_app(settings, anchor=FileAnchor(tmp_path / "anchors.jsonl"))) as c:
+    with officer_client(create_app(settings, anchor=FileAnchor(tmp_path / "anchors.jsonl"))) as c:
         yield c
 
 

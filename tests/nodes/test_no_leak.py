@@ -6,6 +6,8 @@ import sqlite3
 
 from conftest import csv_bytes, upload
 
+from tests.authkit import PASSWORD, add_officer, bearer
+
 DS = "tax_2024"
 
 
@@ -20,7 +22,7 @@ def _sensitive_values(df) -> set[str]:
     return vals
 
 
-def _calls(tmp_path, frame) -> dict[tuple[str, str], list[dict]]:
+def _calls(tmp_path, frame, carol: str) -> dict[tuple[str, str], list[dict]]:
     src = tmp_path / "src.db"
     with sqlite3.connect(src) as conn:
         frame.to_sql("vat", conn, index=False)
@@ -35,8 +37,16 @@ def _calls(tmp_path, frame) -> dict[tuple[str, str], list[dict]]:
         ],
         ("POST", "/datasets/sql"): [
             {"json": {"name": "from_sql", "url": f"sqlite:///{src}", "table": "vat", "key_column": "uscc"}},
-            {"json": {"name": "q", "url": f"sqlite:///{src}", "query": "select uscc from vat where uscc = 'x'"}},
+            {"json": {"name": "q", "source": "dept", "query": "select uscc from vat where uscc = 'x'"}},
         ],
+        ("POST", "/officers/login"): [{"json": {"name": "alice", "password": PASSWORD}},
+                                      {"json": {"name": "alice", "password": "wrong"}}],
+        ("POST", "/officers/logout"): [{"headers": bearer(carol)}],
+        ("GET", "/officers/me"): [{}],
+        ("GET", "/proposals"): [{}],
+        ("GET", "/proposals/{proposal_id}"): [{"proposal_id": "1"}, {"proposal_id": "99999999999999999999999"}],
+        ("POST", "/proposals/{proposal_id}/confirm"): [{"proposal_id": "1"}],
+        ("POST", "/proposals/{proposal_id}/cancel"): [{"proposal_id": "1"}],
         ("GET", "/datasets"): [{}],
         ("GET", "/datasets/{name}"): [{"name": DS}, {"name": "missing"}],
         ("PATCH", "/datasets/{name}/schema"): [
@@ -92,8 +102,8 @@ def test_no_route_returns_real_values(client, tax_frame, tmp_path):
     df.loc[4, "uscc"] = df.loc[5, "uscc"]
     assert upload(client, DS, csv_bytes(df), key_column="uscc").status_code == 201
     secrets = _sensitive_values(df)
-    calls = _calls(tmp_path, df)
-    spec = client.get("/openapi.json").json()
+    calls = _calls(tmp_path, df, add_officer(client.app, "carol", ["auditor"]))
+    spec = client.app.app.openapi()
     routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert routes == set(calls), f"walker out of date: {routes ^ set(calls)}"
     seen = 0
@@ -104,6 +114,7 @@ def test_no_route_returns_real_values(client, tax_frame, tmp_path):
             call = dict(call)
             url = path.replace("{name}", call.pop("name", "")).replace("{request_id}", call.pop("request_id", ""))
             url = url.replace("{job_id}", call.pop("job_id", "")).replace("{dataset}", call.pop("dataset", ""))
+            url = url.replace("{proposal_id}", call.pop("proposal_id", ""))
             r = client.request(method, url, **call)
             assert r.status_code < 500 or r.json()["error"] in {"KeysUnavailable", "ChainUnavailable"}, (method, url, r.text)
             text = r.text

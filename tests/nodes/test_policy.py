@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
-
 from nodes.app import create_app
 from nodes.settings import NodeSettings
+from tests.authkit import officer_client
 
 
 def _job(**kw) -> dict:
@@ -27,14 +26,14 @@ def test_policy_from_file_then_api(tmp_path):
         "allowed_requesters: [bank_a, bank_b]\nallowed_roles: [bank]\n"
     )
     s = NodeSettings(name="tax", work_dir=tmp_path / "n", policy_file=pf)
-    with TestClient(create_app(s)) as c:
+    with officer_client(create_app(s)) as c:
         p = c.get("/policy").json()
         assert p["version"] == 1 and p["min_group_size"] == 20 and p["max_grade"] == {"psi": 3, "vertical_train": 2}
         r = c.put("/policy", json={**{k: p[k] for k in ("negative_list", "max_grade", "allowed_requesters")},
                                    "min_group_size": 50, "allowed_roles": ["bank", "regulator"]})
         assert r.status_code == 200 and r.json()["version"] == 2
     # restarting does not overwrite the API's newer policy with the file
-    with TestClient(create_app(s)) as c:
+    with officer_client(create_app(s)) as c:
         assert c.get("/policy").json()["min_group_size"] == 50
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
-from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from nodes.app import create_app
 from nodes.models import NodeTask
 from nodes.services.tasks import scrub
+from tests.authkit import officer_client
 
 
 def test_restart_fails_running_tasks_and_deletes_their_extracts(settings, anchor):
-    with TestClient(create_app(settings, anchor=anchor)) as c:
+    with officer_client(create_app(settings, anchor=anchor)) as c:
         engine = c.app.state.ctx.engine
         private = settings.tmp_dir() / "task-left-behind"
         private.mkdir(parents=True, mode=0o700)
@@ -23,7 +23,7 @@ def test_restart_fails_running_tasks_and_deletes_their_extracts(settings, anchor
                            extract_dir=str(private), pid=2**22 + 1))
             s.add(NodeTask(job_id="job-ready", status="ports", endpoint_json=json.dumps({"name": "tax"})))
             s.commit()
-    with TestClient(create_app(settings, anchor=anchor)) as c:  # the node comes back
+    with officer_client(create_app(settings, anchor=anchor)) as c:  # the node comes back
         t = c.get("/tasks/job-crash").json()
         assert (t["status"], t["error"]) == ("failed", "the node restarted during the task")
         assert not private.exists()
