@@ -3,6 +3,7 @@ the page's CJK font and a screen reader or a search finds it). No JavaScript, no
 
 from __future__ import annotations
 
+import glob
 import io
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -11,13 +12,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from matplotlib import font_manager  # noqa: E402
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from console.regulator.index import UsagePoint  # noqa: E402
 
-_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "DejaVu Sans", "sans-serif"]
+# Debian's fonts-noto-cjk, registered by file: matplotlib's font cache may predate the package. The
+# SVG keeps text as text (the browser picks the font); matplotlib needs one only to lay it out.
+for _path in sorted(glob.glob("/usr/share/fonts/opentype/noto/NotoSansCJK-*.ttc")):
+    font_manager.fontManager.addfont(_path)
+_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "DejaVu Sans", "sans-serif"]
 
 
 def usage_svg(
