@@ -46,8 +46,7 @@ def usage_svg(
             for label, points in series.items():
                 xs = [p.start for p in points]
                 ys = [p.runs if metric == "runs" else p.rows for p in points]
-                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=label,
-                        drawstyle="steps-post" if len(xs) > 1 else "default")
+                ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.5, label=label)
             locator = AutoDateLocator(tz=next(iter(series.values()))[0].start.tzinfo)
             ax.xaxis.set_major_locator(locator)
             ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=locator.tz))
@@ -55,7 +54,8 @@ def usage_svg(
             ax.set_ylim(bottom=0)
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
-            ax.legend(loc="upper left", fontsize="small", frameon=False, ncols=min(4, len(series)))
+            ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), fontsize="small", frameon=False,
+                      ncols=min(4, len(series)))
         buf = io.BytesIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
         return buf.getvalue()
