@@ -159,6 +159,7 @@ class Console:
         with i18n.use_locale(locale):
             html = self.env.get_template(name).render(
                 request=request,
+                root=request.scope.get("root_path", "").rstrip("/"),
                 locale=locale,
                 html_lang=i18n.HTML_LANG[locale],
                 console_title=self.title,
