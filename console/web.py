@@ -11,7 +11,7 @@ layout, and push the same URL.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -126,6 +126,16 @@ def paginate(items: Sequence[T], number: int | None, size: int = 20) -> Page[T]:
     pages = max(1, math.ceil(total / size))
     n = min(max(1, number or 1), pages)
     return Page(items=list(items[(n - 1) * size : n * size]), number=n, size=size, total=total)
+
+
+def paginate_query(total: int, number: int | None, fetch: Callable[[int, int], list[T]], size: int = 20) -> Page[T]:
+    """Like :func:`paginate` for a list that lives in a store: ``fetch(offset, limit)`` reads only
+    the page shown; ``total`` is the list's length."""
+    if size < 1:
+        raise ValueError("page size must be positive")
+    pages = max(1, math.ceil(total / size))
+    n = min(max(1, number or 1), pages)
+    return Page(items=fetch((n - 1) * size, size) if total else [], number=n, size=size, total=total)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ decision so far; approve, or reject with a reason.
 
 Mounted on the node's app as a sub-application (``app.mount("/console", create_node_console(…))``);
 every link is relative to where it is mounted. Pages read the node's own
-:class:`nodes.services.approvals.ApprovalService` (``list`` / ``get``); decisions go through its
+:class:`nodes.services.approvals.ApprovalService` (``counts`` / ``page`` / ``get``); decisions go through its
 ``approve`` / ``reject`` with the officer's name as the actor.
 """
 
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from console.i18n import N_
 from console.node.deps import ConsoleOfficer, OfficerDependency, officer_login_required, same_origin
-from console.web import Console, NavItem, mount_static, paginate
+from console.web import Console, NavItem, mount_static, paginate_query
 from nodes.errors import NodeError
 from nodes.models import ApprovalRequestOut
 from nodes.services.approvals import ApprovalService
@@ -106,13 +106,14 @@ def create_node_console(
     @app.get("/inbox", response_class=HTMLResponse)
     def inbox(request: Request, who: Officer, status: Annotated[str, Query(max_length=20)] = "pending",
               page_no: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1) -> HTMLResponse:
-        everything = approvals.list()
-        counts = {s: sum(1 for r in everything if r.status == s) for s in TABS}
-        rows = [r for r in everything if status == "all" or r.status == status]
-        rows.sort(key=lambda r: r.created_at, reverse=True)
+        counts = approvals.counts()  # the tabs' counts and the list come from one store: they agree
+        everything = sum(counts.values())
+        shown = None if status == "all" else status
+        page = paginate_query(everything if shown is None else counts.get(shown, 0), page_no,
+                              lambda offset, limit: approvals.page(shown, offset, limit), page_size)
         return console.render(request, "node/inbox.html", fragment="node/_inbox.html", officer=who,
-                              status=status, counts=counts, total=len(everything),
-                              page=paginate(rows, page_no, page_size))
+                              status=status, counts={s: counts.get(s, 0) for s in TABS}, total=everything,
+                              page=page)
 
     def detail(request: Request, who: ConsoleOfficer, item: ApprovalRequestOut, error: str | None = None,
                status_code: int = 200) -> HTMLResponse:
