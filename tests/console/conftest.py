@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from common.net import free_port
@@ -226,3 +227,93 @@ def browser() -> Iterator[object]:
             b.close()
     finally:
         pw.stop()
+
+
+# ---------------------------------------------------------------- the node console on a real node
+
+
+@dataclass(frozen=True)
+class Officer:
+    """An officer as the console sees one (name, roles)."""
+
+    name: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass
+class Desk:
+    """The tests' stand-in for the officers' login (issue #13, not built yet): who is signed in."""
+
+    officer: Officer
+
+    def login(self) -> Officer:
+        return self.officer
+
+
+def inbox_request(job_id: str, **kw: object) -> dict:
+    """An approval request as the coordinator sends it to the tax node."""
+    from datetime import datetime, timedelta, timezone
+
+    body = {
+        "job_id": job_id, "kind": "psi", "protocol": "secretflow/psi-rr22", "requester": "bank_a",
+        "requester_role": "bank", "purpose": "find shared small-enterprise customers for pre-loan credit",
+        "inputs": [{"dataset": "tax_2024", "columns": ["uscc", "vat_paid"]}],
+        "receivers": {"intersection": ["bank_a"]},
+        "expiry": (datetime.now(timezone.utc) + timedelta(days=2)).isoformat(), "max_runs": 2,
+    }
+    body.update(kw)
+    return body
+
+
+def seeded_node(work_dir: Path, desk: Desk, page_size: int = 20, jobs: tuple[str, ...] = ("job-1", "job-2", "job-3")):
+    """A real tax node (no chain) with a dataset, a policy and ``jobs`` waiting in its inbox, its
+    console mounted at /console with ``desk``'s login; returns the app (enter a TestClient to start it)."""
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from console.node import create_node_console
+    from nodes.app import create_app
+    from nodes.settings import NodeSettings
+
+    app = create_app(NodeSettings(name="tax", work_dir=work_dir))
+    app.mount("/console", create_node_console(app.state.ctx.approvals, officer=desk.login, page_size=page_size))
+    frame = pd.DataFrame({"uscc": [f"91310000{i:010d}" for i in range(40)],
+                          "vat_paid": [1000.0 + i for i in range(40)]})
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    with TestClient(app) as c:  # the API a coordinator and a steward would use
+        r = c.post("/datasets/upload", data={"name": "tax_2024", "key_column": "uscc"},
+                   files={"file": ("t.csv", buf.getvalue().encode(), "text/csv")})
+        assert r.status_code == 201, r.text
+        assert c.put("/policy", json={"max_grade": {"psi": 3}, "default_max_grade": 3,
+                                      "allowed_roles": ["bank"]}).status_code == 200
+        for job in jobs:
+            assert c.post("/approvals", json=inbox_request(job)).status_code in (200, 201)
+    return app
+
+
+@pytest.fixture(scope="module")
+def node_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Desk]]:
+    """The tax node with its console, served by uvicorn on a free port in this process (the login
+    is the test's :class:`Desk`); stopped after the module."""
+    import threading
+
+    import uvicorn
+
+    desk = Desk(Officer("director_li", frozenset({"approver"})))
+    app = seeded_node(tmp_path_factory.mktemp("tax-node"), desk)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the node did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", desk
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -5,70 +5,25 @@ approvals service — refused without a reason, without the approver role, from 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from console.node import create_node_console
 from nodes.app import create_app
 from nodes.settings import NodeSettings
+from tests.console.conftest import Desk, Officer, seeded_node
 
 ORIGIN = {"Origin": "http://testserver"}
-
-
-@dataclass(frozen=True)
-class Officer:
-    name: str
-    roles: frozenset[str] = field(default_factory=frozenset)
-
-
-@dataclass
-class Desk:
-    """The test's stand-in for the officers' login (issue #13): who is signed in right now."""
-
-    officer: Officer
-
-    def login(self) -> Officer:
-        return self.officer
-
-
-def _request(job_id: str, **kw: object) -> dict:
-    body = {
-        "job_id": job_id, "kind": "psi", "protocol": "secretflow/psi-rr22", "requester": "bank_a",
-        "requester_role": "bank", "purpose": "find shared small-enterprise customers for pre-loan credit",
-        "inputs": [{"dataset": "tax_2024", "columns": ["uscc", "vat_paid"]}],
-        "receivers": {"intersection": ["bank_a"]},
-        "expiry": (datetime.now(timezone.utc) + timedelta(days=2)).isoformat(), "max_runs": 2,
-    }
-    body.update(kw)
-    return body
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[tuple[TestClient, Desk]]:
     """A real node (no chain) with a dataset, a policy, three requests, and its console mounted."""
-    frame = pd.DataFrame({"uscc": [f"91310000{i:010d}" for i in range(40)],
-                          "vat_paid": [1000.0 + i for i in range(40)]})
-    settings = NodeSettings(name="tax", work_dir=tmp_path / "node")
-    app = create_app(settings)
     desk = Desk(Officer("director_li", frozenset({"approver"})))
-    app.mount("/console", create_node_console(app.state.ctx.approvals, officer=desk.login, page_size=2))
-    with TestClient(app) as c:
-        buf = io.StringIO()
-        frame.to_csv(buf, index=False)
-        r = c.post("/datasets/upload", data={"name": "tax_2024", "key_column": "uscc"},
-                   files={"file": ("t.csv", buf.getvalue().encode(), "text/csv")})
-        assert r.status_code == 201, r.text
-        assert c.put("/policy", json={"max_grade": {"psi": 3}, "default_max_grade": 3,
-                                      "allowed_roles": ["bank"]}).status_code == 200
-        for job in ("job-1", "job-2", "job-3"):
-            assert c.post("/approvals", json=_request(job)).status_code in (200, 201)
+    with TestClient(seeded_node(tmp_path / "node", desk, page_size=2)) as c:
         yield c, desk
 
 
