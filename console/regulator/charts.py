@@ -49,7 +49,12 @@ def usage_svg(
                 ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.5, label=label)
             locator = AutoDateLocator(tz=next(iter(series.values()))[0].start.tzinfo)
             ax.xaxis.set_major_locator(locator)
-            ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=locator.tz))
+            # numeric dates (no month names): the same in Chinese and English
+            ax.xaxis.set_major_formatter(ConciseDateFormatter(
+                locator, tz=locator.tz,
+                formats=["%Y", "%m", "%d", "%H:%M", "%H:%M", "%S"],
+                zero_formats=["", "%Y", "%m-%d", "%m-%d", "%H:%M", "%H:%M"],
+                offset_formats=["", "%Y", "%Y-%m", "%Y-%m-%d", "%Y-%m-%d", "%Y-%m-%d %H:%M"]))
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylim(bottom=0)
             ax.set_ylabel(ylabel)

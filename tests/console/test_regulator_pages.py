@@ -149,3 +149,16 @@ def test_anchors_show_each_nodes_latest_head(web: TestClient, scenario: Scenario
     assert "0x" + __import__("hashlib").sha256(b"tax-log-head-2").hexdigest() in html
     assert "0x" + __import__("hashlib").sha256(b"power-log-head-1").hexdigest() in html
     assert "3 anchors" in html
+
+
+def test_cli_refuses_a_chain_that_does_not_answer() -> None:
+    import subprocess
+    import sys
+
+    from common.net import free_port
+
+    port = free_port()
+    r = subprocess.run([sys.executable, "-m", "console.regulator", "--rpc", f"http://127.0.0.1:{port}",
+                        "--registry", "0x" + "11" * 20, "--port", str(free_port())],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no chain answers" in r.stderr
