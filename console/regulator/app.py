@@ -30,32 +30,47 @@ NAV = [
     NavItem("/anchors", N_("Audit anchors")),
 ]
 
-#: Each finding kind's name and what it means, for the findings page.
-FINDINGS: dict[FindingKind, tuple[str, str]] = {
-    FindingKind.RECEIPT_WITHOUT_AUTHORIZATION: (
+#: Each finding kind's name and what it means, by the kind's value (kinds the audit may add later
+#: fall back to their value: see :func:`finding_text`).
+FINDINGS: dict[str, tuple[str, str]] = {
+    "receipt_without_authorization": (
         N_("Receipt without authorization"), N_("A dataset was used under a job that has no authorization.")),
-    FindingKind.RECEIPT_OUTSIDE_AUTHORIZATION: (
+    "receipt_outside_authorization": (
         N_("Receipt outside the authorization"),
         N_("A use was recorded, started or finished when the authorization was not live "
            "(before it was written, after expiry or revocation), or for a dataset it does not cover.")),
-    FindingKind.RUNS_BEYOND_MAXIMUM: (
+    "runs_beyond_maximum": (
         N_("Runs beyond the maximum"), N_("A dataset was used more times than the authorization allows.")),
-    FindingKind.APPROVAL_MISSING: (
+    "approval_missing": (
         N_("Approval missing"),
         N_("A dataset owner did not approve these exact terms, or the aggregate signature does not verify.")),
-    FindingKind.RECEIPT_FROM_NON_OWNER: (
+    "receipt_from_non_owner": (
         N_("Receipt from a non-owner"),
         N_("The receipt was recorded by a node that did not own the dataset or was not an active member.")),
-    FindingKind.ANCHOR_WENT_BACKWARDS: (
+    "receipt_run_too_short": (
+        N_("Run too short"),
+        N_("The receipt claims a run too short to be real: its times were not measured.")),
+    "receipt_times_disagree_with_block": (
+        N_("Run times disagree with the chain"),
+        N_("The run claims to finish after the block that recorded it, or before it started.")),
+    "anchor_went_backwards": (
         N_("Audit anchor went backwards"),
         N_("A node anchored a shorter audit log than before, or the same length with a different head: "
            "its log was rewritten.")),
-    FindingKind.DIGEST_MISMATCH: (
+    "digest_mismatch": (
         N_("Digest mismatch"), N_("The digest an authorization claims is not that of its terms.")),
-    FindingKind.AUTHORIZATION_BY_NON_COORDINATOR: (
+    "authorization_by_non_coordinator": (
         N_("Authorization by a non-coordinator"),
         N_("The authorization was written by an account that is not an active coordinator.")),
 }
+
+
+def finding_text(kind: FindingKind | str) -> tuple[str, str]:
+    """The (untranslated) name and meaning of a finding kind; an unknown kind is shown by its value."""
+    value = kind.value if isinstance(kind, FindingKind) else str(kind)
+    return FINDINGS.get(value, (value, ""))
+
+
 STATUS = {"live": N_("live"), "expired": N_("expired"), "revoked": N_("revoked")}
 ROLES = {
     Role.NONE: N_("none"), Role.DEPARTMENT: N_("department"), Role.BANK: N_("bank"),
@@ -125,7 +140,7 @@ def create_regulator_app(
         tail = Markup(" <small>({})</small>").format(owner) if owner else Markup("")
         return Markup('<code title="{}">{}…</code>{}').format(dataset_id, dataset_id[:12], tail)
 
-    env.globals.update(when=when, who=who, dataset=dataset, FINDINGS=FINDINGS, STATUS=STATUS, ROLES=ROLES,
+    env.globals.update(when=when, who=who, dataset=dataset, finding_text=finding_text, STATUS=STATUS, ROLES=ROLES,
                        METRICS=METRICS, BY=BY, tz_name=tz)
 
     app = FastAPI(title="dcp regulator console", docs_url=None, redoc_url=None, openapi_url=None)
@@ -222,7 +237,7 @@ def create_regulator_app(
         chosen = next((k for k in FindingKind if k.value == kind), None)
         rows: list[Finding] = [f for f in report.findings if chosen is None or f.kind == chosen]
         return page(request, "regulator/findings.html", fragment="regulator/_findings.html", report=report,
-                    kind=chosen, counts={k: report.count(k) for k in FindingKind},
+                    kind=chosen, kinds=list(FindingKind), counts={k: report.count(k) for k in FindingKind},
                     page=paginate(rows, page_no, page_size))
 
     @app.get("/anchors", response_class=HTMLResponse)
