@@ -162,3 +162,26 @@ def test_cli_refuses_a_chain_that_does_not_answer() -> None:
                         "--registry", "0x" + "11" * 20, "--port", str(free_port())],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no chain answers" in r.stderr
+
+
+def test_index_reads_only_new_blocks_and_sees_a_new_receipt(scenario: Scenario) -> None:
+    from console.regulator.index import ChainIndex, Search
+    from contracts.models import UsageReceipt
+    from tests.console.conftest import h
+
+    index = ChainIndex(scenario.client)
+    head = index.refresh()
+    before = len(index.receipts)
+    assert index.refresh() == head and len(index.receipts) == before  # nothing new: nothing re-read
+    snap = scenario.backend.snapshot()
+    try:
+        now = scenario.backend.now()
+        scenario.client.record_usage(scenario.accounts["power"], UsageReceipt(
+            job_id=h(scenario.main_job), dataset_id=scenario.datasets["power"], row_count=777,
+            result_hash=h("late result"), started_at=now - 60, finished_at=now))
+        assert index.refresh() > head
+        assert len(index.receipts) == before + 1
+        rows = index.search_receipts(Search(job=hx(scenario.main_job)))
+        assert [r.row_count for r in rows][0] == 777 and rows[0].run == 2
+    finally:
+        scenario.backend.revert(snap)
