@@ -82,9 +82,10 @@ class FederationConfig(_Model):
     coordinator: CoordinatorConfig = Field(default_factory=CoordinatorConfig)
     members: list[MemberConfig] = Field(min_length=2)
     scrypt_n: int = 2**14
-    gmtls: bool = False
+    gmtls: Literal[True] = True
     """Every service serves only 国密 mutual TLS (TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3) with a certificate
-    carrying its member's SM2 identity key; peers are accepted by their key in the Registry."""
+    carrying its member's SM2 identity key; peers are accepted by their key in the Registry. Always on:
+    every member-facing route takes its caller from the key proved in the handshake (plain HTTP has none)."""
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:
@@ -133,7 +134,7 @@ class FederationState(BaseModel):
     accounts: dict[str, str]
     commands: dict[str, list[str]] = {}
     """How each service process was started (``respawn`` restarts one the same way)."""
-    gmtls: bool = False
+    gmtls: bool = True
     """The services speak only 国密 mutual TLS; clients use :func:`client_for`."""
 
     def passphrase_of(self, name: str) -> str:

@@ -16,27 +16,34 @@ from coordinator.errors import NodeRefused, NodeUnavailable
 class NodeClient:
     """A small typed wrapper over one node's HTTP API."""
 
-    def __init__(self, member: str, base_url: str, timeout: float = 10.0, http: httpx.Client | None = None) -> None:
+    def __init__(self, member: str, base_url: str, timeout: float = 10.0, http: httpx.Client | None = None,
+                 token: str | None = None) -> None:
         """``http``: a client to share (the coordinator's worker polls every node every few hundred ms, and
-        ``httpx.request`` builds a client and its TLS context per call, ~25 ms of CPU); None = one per call."""
+        ``httpx.request`` builds a client and its TLS context per call, ~25 ms of CPU); None = one per call.
+        ``token``: an officer's session token of that node, sent with every call (the inbox is an
+        officer's or the coordinator's to read)."""
         self.member = member
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._http = http
+        self._token = token
 
     @property
     def http(self) -> httpx.Client | None:
         """The shared client (connection pool, e.g. over 国密 TLS) this client calls through; None = one per call."""
         return self._http
 
-    def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None,
+              token: str | None = None, timeout: float | None = None) -> Any:
+        token = token or self._token
         try:
             r = (self._http or httpx).request(
                 method,
                 f"{self.base_url}{path}",
                 json=json,
                 params=params,
-                timeout=self.timeout,
+                timeout=timeout or self.timeout,
+                headers={"Authorization": f"Bearer {token}"} if token else None,
             )
         except httpx.HTTPError as exc:
             raise NodeUnavailable(f"node {self.member} at {self.base_url} did not answer: {type(exc).__name__}") from None
@@ -81,17 +88,7 @@ class NodeClient:
         """Approve or reject an inbox request (what a department does through its node)."""
         path = f"/approvals/{request_id}/{'approve' if approve else 'reject'}"
         body = None if approve else {"reason": reason or "rejected"}
-        if token:
-            try:
-                r = (self._http or httpx).post(f"{self.base_url}{path}", json=body, timeout=max(self.timeout, 60.0),
-                               headers={"Authorization": f"Bearer {token}"})
-            except httpx.HTTPError as exc:
-                raise NodeUnavailable(f"node {self.member} did not answer: {type(exc).__name__}") from None
-            if r.status_code >= 400:
-                b = r.json()
-                raise NodeRefused(self.member, r.status_code, b.get("error", ""), b.get("detail", ""))
-            return r.json()
-        return self._call("POST", path, json=body)
+        return self._call("POST", path, json=body, token=token, timeout=max(self.timeout, 60.0))
 
     # tasks
     def allocate_ports(self, job_id: str, peers: list[str], label_party: str) -> dict[str, Any]:

@@ -166,8 +166,9 @@ class DcpClient:
         return self._call("GET", "/catalog", params=params)
 
     # a department's decision, through its own node
-    def _inbox_request(self, job_id: str, member: str, node_url: str, wait_s: float) -> tuple[NodeClient, int]:
-        node = NodeClient(member, node_url, timeout=60.0, http=self._client() if self.transport else None)
+    def _inbox_request(self, job_id: str, member: str, node_url: str, wait_s: float,
+                       token: str | None) -> tuple[NodeClient, int]:
+        node = NodeClient(member, node_url, timeout=60.0, http=self._client() if self.transport else None, token=token)
         deadline = time.monotonic() + wait_s
         while True:
             req = node.find_approval(job_id)
@@ -179,10 +180,10 @@ class DcpClient:
 
     def approve(self, job_id: str, member: str, node_url: str, token: str | None = None, wait_s: float = 30.0) -> Any:
         """Approve ``job_id`` as ``member`` (signed by the node's keys, recorded on chain by the node)."""
-        node, rid = self._inbox_request(job_id, member, node_url, wait_s)
-        return node.decide(rid, True, token=token)
+        node, rid = self._inbox_request(job_id, member, node_url, wait_s, token)
+        return node.decide(rid, True)
 
     def reject(self, job_id: str, member: str, node_url: str, reason: str, token: str | None = None,
                wait_s: float = 30.0) -> Any:
-        node, rid = self._inbox_request(job_id, member, node_url, wait_s)
-        return node.decide(rid, False, reason, token=token)
+        node, rid = self._inbox_request(job_id, member, node_url, wait_s, token)
+        return node.decide(rid, False, reason)

@@ -362,25 +362,24 @@ def ingest(state: Any, prep: PreparedFederation, say: Callable[[str], None]) -> 
     account — the members at the same time, as independent organisations would."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import httpx
-
     from coordinator.chain import connect
-    from coordinator.federation import officer_token
+    from coordinator.federation import client_for, officer_token
     from coordinator.manifest import dataset_chain_id
     from protocols.crypto.keystore import load_keystore
 
     def one(m: str) -> str:
         p = prep.members[m]
         url = state.nodes[m]
+        http = client_for(state, m)  # each member reaches its own node over 国密 mutual TLS
         steward = officer_token(state, m, "steward")  # publishing a dataset is a data steward's act
         with p.csv_path.open("rb") as fh:
-            r = httpx.post(f"{url}/datasets/upload", data={
+            r = http.post(f"{url}/datasets/upload", data={
                 "name": p.dataset, "description": p.description, "key_column": "uscc",
                 "columns": json.dumps(p.columns)}, files={"file": (p.csv_path.name, fh)}, timeout=600,
                 headers={"Authorization": f"Bearer {steward}"})
         if r.status_code >= 400:
             raise DemoError(f"ingest of {m}/{p.dataset} into its node failed: {r.text[:300]}")
-        entry = httpx.get(f"{url}/catalog/{p.dataset}", timeout=60).json()
+        entry = http.get(f"{url}/catalog/{p.dataset}", timeout=60).json()
         keys = load_keystore(state.keys_dir / f"{m}.keystore.json", state.passphrase_of(m))
         owner = connect(state.rpc_url, state.registry, keys.chain_private_key)
         did = dataset_chain_id(m, p.dataset)
@@ -392,7 +391,7 @@ def ingest(state: Any, prep: PreparedFederation, say: Callable[[str], None]) -> 
     with ThreadPoolExecutor(max_workers=len(prep.parties)) as pool:
         for line in pool.map(one, prep.parties):  # in member order; the first failure is raised here
             say(line)
-    r = httpx.post(f"{state.coordinator_url}/catalog/refresh", timeout=120)
+    r = client_for(state, prep.bank).post(f"{state.coordinator_url}/catalog/refresh", timeout=120)
     bad = {k: v for k, v in r.json().items() if v != "ok"} if r.status_code < 400 else {"coordinator": r.text[:200]}
     if bad:
         raise DemoError(f"the coordinator could not pull the catalog: {bad}")
@@ -417,11 +416,11 @@ def approve_as_members(
 
     from rich.panel import Panel
 
-    from coordinator.federation import officer_token
+    from coordinator.federation import client_for, officer_token
     from coordinator.nodeclient import NodeClient
 
     def approve(m: str, node: Any, rid: int, how: str) -> None:
-        out = node.decide(rid, True, token=officer_token(state, m, "approver"))  # an approver's act
+        out = node.decide(rid, True)  # an approver's act: the node client carries the approver's session
         line.approvals[m] = "approved"
         ref = out.get("chain_ref")
         where = (f"its approval on chain in tx {str(ref)[:18]}…" if ref else
@@ -431,7 +430,8 @@ def approve_as_members(
     with ThreadPoolExecutor(max_workers=len(parties)) as pool:
         pending = []
         for m in parties:
-            node = NodeClient(m, state.nodes[m], timeout=60.0)
+            node = NodeClient(m, state.nodes[m], timeout=60.0, http=client_for(state, m),
+                              token=officer_token(state, m, "approver"))
             deadline = time.monotonic() + 60
             while (req := node.find_approval(job_id)) is None:
                 if time.monotonic() > deadline:
@@ -713,6 +713,7 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
 
     from contracts.audit import run_audit
     from coordinator.chain import connect
+    from coordinator.federation import transport_for
     from coordinator.sdk import DcpClient
     from scenarios.bank_credit.federated import (
         federated_scores,
@@ -729,7 +730,8 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
     from protocols.crypto.keystore import load_keystore
 
     bank_keys = load_keystore(state.keys_dir / f"{cfg.bank}.keystore.json", state.passphrase_of(cfg.bank))
-    client = DcpClient(state.coordinator_url, timeout=120, signer=bank_keys)  # the bank signs its job requests
+    client = DcpClient(state.coordinator_url, timeout=120, signer=bank_keys,  # the bank signs its job requests
+                       transport=transport_for(state, cfg.bank))
     rows = joined_rows(prep)  # the evaluator's view (plaintext), used only for the comparison
     spec = resolve_job_template(job_template, client.catalog(), len(rows.keys), prep.test_fraction)
     spec["requester"] = cfg.bank

@@ -50,9 +50,29 @@ class DiagnosingClient(DcpClient):
     federation's parties for their stacks (SIGUSR1) and prints every party log of the job, then
     raises. A job that ends FAILED prints its parties' logs too (pytest shows them if the test fails)."""
 
-    def __init__(self, base_url: str, root: Path, signer: Any = None) -> None:
-        super().__init__(base_url, signer=signer)
+    def __init__(self, base_url: str, root: Path, signer: Any = None, state: Any = None) -> None:
+        """With the federation's ``state`` the client acts as ``bank`` over 国密 TLS and signs as bank."""
+        from coordinator.federation import transport_for
+        from protocols.crypto.keystore import load_keystore
+
+        if signer is None and state is not None:
+            signer = load_keystore(state.keys_dir / "bank.keystore.json", state.passphrase_of("bank"))
+        super().__init__(base_url, signer=signer, transport=transport_for(state, "bank") if state else None)
         self.root = root
+        self.state = state
+
+    def approve(self, job_id: str, member: str, node_url: str, token: str | None = None, **kw: Any) -> Any:
+        """As ``member``'s approver (the officer ``dcp up`` made on its node) unless a token is given."""
+        return super().approve(job_id, member, node_url, token or self._officer(member), **kw)
+
+    def reject(self, job_id: str, member: str, node_url: str, reason: str, token: str | None = None,
+               **kw: Any) -> Any:
+        return super().reject(job_id, member, node_url, reason, token or self._officer(member), **kw)
+
+    def _officer(self, member: str) -> str | None:
+        from coordinator.federation import officer_token
+
+        return officer_token(self.state, member, "approver") if self.state is not None else None
 
     def wait(self, job_id: str, timeout: float = 600.0, *args: Any, **kwargs: Any) -> JobOut:
         try:
@@ -89,7 +109,7 @@ def federation(root: Path, n_rows: int, seed: int, coordinator: dict[str, Any]) 
 
         bank = load_keystore(state.keys_dir / "bank.keystore.json", state.passphrase_of("bank"))
         yield {"state": state, "data": data, "root": root,
-               "client": DiagnosingClient(state.coordinator_url, root, signer=bank)}  # the bank signs its jobs
+               "client": DiagnosingClient(state.coordinator_url, root, signer=bank, state=state)}  # the bank signs
 
 
 @contextmanager
@@ -124,6 +144,13 @@ def vertical_spec(fed: dict[str, Any], purpose: str, **over: Any) -> dict[str, A
     }
     base.update(over)
     return base
+
+
+def http(fed: dict[str, Any], member: str) -> Any:
+    """An ``httpx.Client`` acting as ``member`` over the federation's 国密 mutual TLS."""
+    from coordinator.federation import client_for
+
+    return client_for(fed["state"] if isinstance(fed, dict) else fed, member)
 
 
 def chain(fed: dict[str, Any], member: str | None = None) -> Any:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import pytest
 
 from protocols.crypto.approvals import job_key
 from protocols.manifest import dataset_chain_id
 
-from .fedkit import chain, federation, party_procs, vertical_spec, wait_stage
+from .fedkit import chain, federation, http, party_procs, vertical_spec, wait_stage
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +41,7 @@ def spec(fed, **over) -> dict:
 
 def signed_approval(fed, job: str, member: str) -> str:
     """The signed approval (JSON) in ``member``'s inbox: public, it is what the coordinator collects."""
-    items = httpx.get(f"{fed['state'].nodes[member]}/approvals", timeout=30).json()
+    items = http(fed, "coordinator").get(f"{fed['state'].nodes[member]}/approvals", timeout=30).json()
     return json.dumps(next(i for i in items if i["job_id"] == job)["approval"])
 
 
@@ -118,13 +117,14 @@ def test_aggregate_missing_a_department_is_refused_and_nothing_runs(fed, no_leak
         assert as_coordinator.runs(job_key(job), dataset_chain_id(m, f"{m}_2024")) == 0
     # and a node asked to run it refuses on its own: there is no authorization on chain
     tax_feature = next(p for p in fed["data"].parties if p.name == "tax").features[0]
-    r = httpx.post(f"{st.nodes['tax']}/tasks/{job}/ports", json={"peers": ["bank", "power"], "label_party": "bank"})
+    as_coord = http(fed, "coordinator")  # the tasks routes are the coordinator's alone
+    r = as_coord.post(f"{st.nodes['tax']}/tasks/{job}/ports", json={"peers": ["bank", "power"], "label_party": "bank"})
     assert r.status_code == 200, r.text  # tax approved the job, so it prepares ports ...
     body = {"job_id": job, "party": "tax", "cluster": {"host": "127.0.0.1", "parties": [r.json()["endpoint"]]},
             "join_key": "uscc", "label_party": "bank", "label_column": "default", "psi_protocol": "RR22",
             "model": {}, "inputs": [{"dataset": "tax_2024", "columns": ["uscc", tax_feature]}],
             "features": [tax_feature], "receivers": {"metrics": ["bank"]}, "timeout_s": 60}
-    r = httpx.post(f"{st.nodes['tax']}/tasks/{job}", json=body)
+    r = as_coord.post(f"{st.nodes['tax']}/tasks/{job}", json=body)
     assert (r.status_code, r.json()["error"]) == (403, "NotAuthorized"), r.text  # ... but never runs it
     assert "no authorization on chain" in r.json()["detail"]
 
@@ -155,7 +155,7 @@ def test_department_revokes_on_chain_mid_run(fed):
     time.sleep(2)
     for m in MEMBERS:
         assert tax.runs(key, dataset_chain_id(m, f"{m}_2024")) == 0
-        task = httpx.get(f"{st.nodes[m]}/tasks/{job}", timeout=30).json()
+        task = http(fed, "coordinator").get(f"{st.nodes[m]}/tasks/{job}", timeout=30).json()
         assert task["status"] in ("stopped", "failed") and task["receipt_tx"] is None, task
     assert not [e for e in tax.events("Receipts", "UsageRecorded") if e.args["jobId"] == key]
     assert c.status(job).state.value == "REVOKED"

@@ -58,7 +58,7 @@ def _federation(root: Path) -> Iterator[dict[str, Any]]:
         for p in data.parties
     ]
     with started(root, members) as state:
-        yield {"state": state, "data": data, "root": root, "client": DiagnosingClient(state.coordinator_url, root)}
+        yield {"state": state, "data": data, "root": root, "client": DiagnosingClient(state.coordinator_url, root, state=state)}
 
 
 @pytest.fixture(scope="module")
