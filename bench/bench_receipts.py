@@ -61,7 +61,7 @@ def main() -> int:
     ap.add_argument("--anvil-args", default="", help="extra anvil flags, e.g. '--prune-history 64'")
     args = ap.parse_args()
     load0 = os.getloadavg()
-    rows: list[tuple[str, int, float, float, float]] = []
+    rows: list[tuple[str, int, float, float, float, str]] = []
     with AnvilNode(accounts=6, extra_args=args.anvil_args.split()) as node:
         w3 = node.web3()
         acc = w3.eth.accounts
@@ -93,9 +93,10 @@ def main() -> int:
 
         def measure(name: str, n: int, fn) -> None:  # noqa: ANN001
             calls0, cpu0, t0 = counter.calls, time.process_time(), time.perf_counter()
-            fn()
+            txs = fn()
             wall = time.perf_counter() - t0
-            rows.append((name, n, n / wall, (counter.calls - calls0) / n, (time.process_time() - cpu0) / n * 1e3))
+            gas = f"{sum(t.gas_used for t in txs) / n:,.0f}" if txs else "-"
+            rows.append((name, n, n / wall, (counter.calls - calls0) / n, (time.process_time() - cpu0) / n * 1e3, gas))
 
         def web3_path() -> None:
             for i in range(args.web3):
@@ -131,11 +132,13 @@ def main() -> int:
     load1 = os.getloadavg()
     table = Table(title=f"usage receipts on anvil ({blocks} blocks, {total} receipts on chain); "
                         f"load average {load0[0]:.1f} -> {load1[0]:.1f} (2 cores, shared)")
-    for col in ("path", "receipts", "receipts/s", "RPC calls/receipt", "client CPU ms/receipt", "goal ≥ 200/s"):
+    for col in ("path", "receipts", "receipts/s", "RPC calls/receipt", "client CPU ms/receipt", "gas/receipt",
+                "goal ≥ 200/s"):
         table.add_column(col, justify="left" if col == "path" else "right")
-    for name, n, rate, calls, cpu in rows:
+    for name, n, rate, calls, cpu, gas in rows:
         ok = "-" if name.startswith("web3") else ("met" if rate >= GOAL else f"missed ({rate / GOAL:.0%})")
-        table.add_row(name, str(n), f"{rate:.0f}", f"{calls:.2f}", f"{cpu:.2f}", ok)
+        shown_calls = "-" if name.startswith("web3") else f"{calls:.2f}"  # web3 bypasses the counter
+        table.add_row(name, str(n), f"{rate:.0f}", shown_calls, f"{cpu:.2f}", gas, ok)
     Console(width=140).print(table)
     return 0
 
