@@ -284,6 +284,18 @@ class _RpcFailure(Exception):
         super().__init__(error.get("message") if isinstance(error, dict) else str(error))
 
 
+def _uint(word: bytes) -> int:
+    return int.from_bytes(word, "big")
+
+
+#: Decoders of the elementary types that take exactly one 32-byte word of event data.
+_STATIC_WORD: dict[str, Callable[[bytes], Any]] = {
+    **{f"uint{8 * k}": _uint for k in range(1, 33)},
+    "bytes32": bytes,
+    "address": lambda w: _checksum(w[12:]),
+    "bool": lambda w: w[-1] == 1,
+}
+
 _RawLog = tuple[list[bytes], bytes, int, int, bytes]
 
 
@@ -327,8 +339,12 @@ def read_events(
             name, indexed, names, types, converters = entry
             args = {n: _topic_value(t, ty) for (n, ty), t in zip(indexed, topics[1:], strict=False)}
             if types:
-                values = abi_decode(types, data)
-                args.update(zip(names, (f(v) for f, v in zip(converters, values, strict=True)), strict=True))
+                if all(t in _STATIC_WORD for t in types):  # one 32-byte word each: slice, skip eth-abi
+                    args.update((n, _STATIC_WORD[t](data[32 * k : 32 * k + 32]))
+                                for k, (n, t) in enumerate(zip(names, types, strict=True)))
+                else:
+                    values = abi_decode(types, data)
+                    args.update(zip(names, (f(v) for f, v in zip(converters, values, strict=True)), strict=True))
             out.append(_Event(name, block, index, tx_hash, args))
         start, size = end + 1, page_size
     out.sort(key=lambda e: (e.block_number, e.log_index))

@@ -253,7 +253,9 @@ class ChainClient:
         )
         self.receipts = w3.eth.contract(address=deployment.receipts, abi=load_artifact("Receipts").abi)
         in_process = type(w3.provider).__name__ == "EthereumTesterProvider"
-        self._receipt_sender = None if in_process else _ReceiptSender(w3, self._signers, receipt_timeout)
+        # the lean receipt path signs with the raw key of eth-account accounts (or lets the node sign)
+        lean = not in_process and all(hasattr(k, "key") for k in self._signers.values())
+        self._receipt_sender = _ReceiptSender(w3, self._signers, receipt_timeout) if lean else None
 
     # ------------------------------------------------------------------ deployment
 
