@@ -777,14 +777,21 @@ class _ReceiptSender:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, tx_hash: bytes) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout
-        delay = 0.0005
+    def _wait(self, tx_hash: bytes, sender: str) -> dict[str, Any]:
+        start = time.monotonic()
+        delay, checked = 0.0005, False
         while True:
             receipt = self._rpc("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
             if receipt is not None:
                 return receipt
-            if time.monotonic() > deadline:
+            waited = time.monotonic() - start
+            if waited > 5 and not checked:  # slow: is the transaction still known to the node at all?
+                checked = True
+                if self._rpc("eth_getTransactionByHash", ["0x" + tx_hash.hex()]) is None:
+                    self._nonces.pop(sender, None)
+                    raise TransactionFailed(f"transaction 0x{tx_hash.hex()} was dropped by the node (nonce resynced)")
+            if waited > self.timeout:
+                self._nonces.pop(sender, None)  # a nonce gap (e.g. the chain was reset) must not stay cached
                 raise TimeoutError(f"transaction 0x{tx_hash.hex()} not mined after {self.timeout} s")
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
@@ -802,7 +809,7 @@ class _ReceiptSender:
         """Send, wait, and return the mined transaction; its named error if it reverted."""
         sender = to_checksum_address(sender)
         tx_hash = self._send(sender, to, data, gas)
-        receipt = self._wait(tx_hash)
+        receipt = self._wait(tx_hash, sender)
         block, used = int(receipt["blockNumber"], 16), int(receipt["gasUsed"], 16)
         if int(receipt["status"], 16) == 1:
             return TxResult(tx_hash=tx_hash, block_number=block, gas_used=used)
