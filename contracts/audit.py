@@ -66,7 +66,7 @@ from eth_utils import keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict
 from web3 import Web3
 
-from contracts.client import approval_digest, terms_from_abi
+from contracts.client import APPROVAL_TYPEHASH
 from contracts.errors import DeploymentError, InvalidInput
 from contracts.models import ZERO_ADDRESS, Address, Bytes32, HexBytes, Role, Terms
 
@@ -677,16 +677,24 @@ def _job_entry(st: _AuthState) -> JobEntry:
 
 
 def _terms_from_event(raw: Any) -> Terms:
-    if isinstance(raw, dict):
-        return Terms(
-            job_id=raw["jobId"],
-            manifest_hash=raw["manifestHash"],
-            dataset_ids=tuple(raw["datasetIds"]),
-            requester=raw["requester"],
-            expiry=raw["expiry"],
-            max_runs=raw["maxRuns"],
-        )
-    return terms_from_abi(raw)
+    """The event's terms, trusted as decoded (typed by the ABI): built without validation."""
+    job_id, manifest_hash, dataset_ids, requester, expiry, max_runs = raw
+    return Terms.model_construct(job_id=job_id, manifest_hash=manifest_hash, dataset_ids=tuple(dataset_ids),
+                                 requester=requester, expiry=expiry, max_runs=max_runs)
+
+
+def _approval_digest(terms: Terms, prefix: bytes) -> bytes:
+    """``contracts.client.approval_digest`` from 32-byte words (``prefix`` = typehash, chain id and
+    Authorizations address words): the same bytes as its ``abi.encode``, without eth-abi's checks."""
+    return keccak(
+        prefix
+        + terms.job_id
+        + terms.manifest_hash
+        + keccak(b"".join(terms.dataset_ids))
+        + _word(terms.requester)
+        + terms.expiry.to_bytes(32, "big")
+        + terms.max_runs.to_bytes(32, "big")
+    )
 
 
 def _on_authorization(
@@ -712,7 +720,7 @@ def _on_authorization(
         terms=terms, created_at=block_time, created_block=e.block_number, coordinator=a["coordinator"],
         approvers=list(a["approvers"]), via_bls=bool(a["viaBls"]), bls_verified_by=bls_by if a["viaBls"] else None,
     )
-    digest = approval_digest(terms, chain_id, auth_addr)
+    digest = _approval_digest(terms, APPROVAL_TYPEHASH + chain_id.to_bytes(32, "big") + _word(auth_addr))
     if bytes(a["digest"]) != digest:
         find(
             FindingKind.DIGEST_MISMATCH,
