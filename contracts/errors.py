@@ -227,9 +227,37 @@ class InvalidThreshold(ContractRevert):
 
 
 class InvalidTimes(ContractRevert):
-    """Receipt times must satisfy startedAt <= finishedAt <= now."""
+    """A run must not finish before it started (startedAt <= finishedAt)."""
 
     error_name = "InvalidTimes"
+
+
+class FinishedInFuture(ContractRevert):
+    """The run claims to finish after the recording block's time plus the contract's tolerance."""
+
+    error_name = "FinishedInFuture"
+
+
+class StartedBeforeAuthorization(ContractRevert):
+    """The run claims to start before its authorization was written (less the contract's tolerance)."""
+
+    error_name = "StartedBeforeAuthorization"
+
+
+class EmptyBatch(ContractRevert):
+    """A batch of receipts must hold at least one receipt."""
+
+    error_name = "EmptyBatch"
+
+
+class BatchItemRefused(ContractRevert):
+    """One receipt of a batch was refused, so nothing of the batch was recorded.
+
+    ``error_args["index"]`` is the receipt's position in the batch and :attr:`item_error` the named
+    error that receipt alone would have raised (decoded from ``error_args["reason"]``)."""
+
+    error_name = "BatchItemRefused"
+    item_error: ContractRevert | None = None
 
 
 class MaxRunsReached(ContractRevert):

@@ -4,6 +4,16 @@ pragma solidity ^0.8.28;
 /// @title IReceipts
 /// @notice Events of usage receipts and audit anchors, shared by the Receipts contract and its readers.
 interface IReceipts {
+    /// @notice One usage receipt, as `recordUsageBatch` takes it (the arguments of `recordUsage`).
+    struct Usage {
+        bytes32 jobId;
+        bytes32 datasetId;
+        uint64 rowCount;
+        bytes32 resultHash;
+        uint64 startedAt;
+        uint64 finishedAt;
+    }
+
     /// @notice `node`, owner of `datasetId`, used it under `jobId`'s authorization (its `run`-th use, from 1).
     event UsageRecorded(
         bytes32 indexed jobId,

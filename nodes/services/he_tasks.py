@@ -727,8 +727,8 @@ class HeService:
         from protocols.crypto.approvals import job_key
 
         assert self.chain is not None
-        chain_now = self.chain.chain_time()
-        finished = min(int(time.time()), chain_now)
+        # the node's own measured run (no clamp to the latest block, stale on an on-demand chain; #18.1)
+        finished = -int(-time.time() // 1)
         started = min(int(t.started_at.replace(tzinfo=t.started_at.tzinfo or timezone.utc).timestamp()), finished)
         receipt = UsageReceipt(job_id=job_key(t.job_id), dataset_id=dataset_chain_id(self.member, dataset),
                                row_count=rows, result_hash=result_hash, started_at=started, finished_at=finished)

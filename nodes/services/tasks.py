@@ -904,10 +904,10 @@ class TaskService:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(sealed)
             outputs[name] = {"receiver": receiver, "sm3": sm3_digest(data).hex(), "size": len(data)}
-        # the chain wants finishedAt <= block.timestamp: never claim a time ahead of the chain
+        # the node's own measured run (start floored, finish rounded up to whole seconds): the chain
+        # accepts it within Receipts.TIME_TOLERANCE of the recording block (#18.1; no clamp to a stale block)
         t = self._get(job_id)
-        chain_now = self.chain.chain_time()
-        finished = min(int(time.time()), chain_now)
+        finished = -int(-time.time() // 1)
         started = min(int(_epoch(t.started_at) or finished), finished)
         receipt = UsageReceipt(job_id=job_key(job_id), dataset_id=dataset_chain_id(self.member, dataset),
                                row_count=rows, result_hash=result_hash, started_at=started, finished_at=finished)

@@ -77,7 +77,7 @@ class Federation:
         self.client.authorize(self.coordinator, t)
         return t
 
-    def receipt(self, terms: Terms, dataset_name: str, started_ago: int = 0, **kw: int) -> UsageReceipt:
+    def receipt(self, terms: Terms, dataset_name: str, started_ago: int = 5, **kw: int) -> UsageReceipt:
         now = self.backend.now()
         return UsageReceipt(
             job_id=terms.job_id,

@@ -80,23 +80,46 @@ def test_cli_deploy_audit_and_besu(tmp_path: Path, no_leaked_processes) -> None:
         assert r.exit_code == 0, r.output
         assert "no findings" in r.output
 
-        # a run that started two hours before its authorization existed
+        # a run of 0 s: its times were not measured (the contract takes it; the audit flags it)
         from contracts.models import Terms, UsageReceipt
 
         now = w3.eth.get_block("latest")["timestamp"]
         t = Terms(job_id=h("j"), manifest_hash=h("m"), dataset_ids=(h("tax.vat"),), requester=acc[3],
-                  expiry=now + 3600, max_runs=1)
+                  expiry=now + 3600, max_runs=2)
         client.approve(acc[5], t)
         client.authorize(acc[3], t)
         client.record_usage(acc[5], UsageReceipt(job_id=t.job_id, dataset_id=h("tax.vat"), row_count=5,
-                                                 result_hash=h("r"), started_at=now - 7200, finished_at=now))
+                                                 result_hash=h("r"), started_at=now, finished_at=now))
+        client.record_usage(acc[5], UsageReceipt(job_id=t.job_id, dataset_id=h("tax.vat"), row_count=6,
+                                                 result_hash=h("r2"), started_at=now - 4, finished_at=now))
+        t2 = Terms(job_id=h("other"), manifest_hash=h("m2"), dataset_ids=(h("tax.vat"),), requester=acc[3],
+                   expiry=now + 3600, max_runs=1)
+        client.approve(acc[5], t2)
+        client.authorize(acc[3], t2)
         r = runner.invoke(app, [*audit, "--json"])
         assert r.exit_code == 1, r.output
         report = json.loads(r.output)
-        assert [f["kind"] for f in report["findings"]] == ["receipt_outside_authorization"]
+        assert [f["kind"] for f in report["findings"]] == ["receipt_run_too_short"]
         assert report["findings"][0]["job_id"] == "0x" + h("j").hex()
+        assert report["contracts_genuine"] is True and report["bls_verified_by"] == "chain"
+        job = report["jobs"][0]
+        assert (job["job_id"], job["manifest_hash"], job["approvers"]) == ("0x" + h("j").hex(), "0x" + h("m").hex(),
+                                                                          [acc[5]])
+        assert job["runs_used"] == {"0x" + h("tax.vat").hex(): 2} and job["findings"] == 1
+        assert [(x["node"], x["row_count"], x["result_hash"], x["started_at"], x["finished_at"], x["flags"])
+                for x in job["receipts"]] == [(acc[5], 5, "0x" + h("r").hex(), now, now, ["receipt_run_too_short"]),
+                                              (acc[5], 6, "0x" + h("r2").hex(), now - 4, now, [])]
+        assert all(x["block_time"] >= now and x["late"] is False for x in job["receipts"])
+        # --job narrows the listing and the findings (by 0x key or by the coordinator's job id)
+        r = runner.invoke(app, [*audit, "--json", "--job", "0x" + h("other").hex()])
+        assert r.exit_code == 0, r.output
+        narrowed = json.loads(r.output)
+        assert [j["job_id"] for j in narrowed["jobs"]] == ["0x" + h("other").hex()] and narrowed["findings"] == []
+        assert narrowed["receipts_count"] == 2  # totals stay whole
+        r = runner.invoke(app, [*audit, "--job", "no-such-job"])
+        assert r.exit_code == 0 and "no authorization for job" in r.output
         r = runner.invoke(app, audit)
-        assert r.exit_code == 1 and "receipt_outside_authorization" in r.output
+        assert r.exit_code == 1 and "receipt_run_too_short" in r.output
 
         r = runner.invoke(app, ["audit", "--rpc", node.url, "--registry", acc[9]])
         assert r.exit_code == 2 and "DeploymentError" in r.output

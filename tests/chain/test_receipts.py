@@ -65,14 +65,92 @@ def test_revoked_authorization_rejects_receipts(fed: Federation) -> None:
     assert c.runs(t.job_id, fed.datasets["tax.vat"]) == 0
 
 
+def _recorded(fed: Federation) -> list:
+    return fed.client.events("Receipts", "UsageRecorded")
+
+
 def test_receipt_times_are_checked(fed: Federation) -> None:
+    """Run times are the node's own; the chain takes them within TIME_TOLERANCE of its block, never
+    a run that ends in the future or starts before its authorization."""
+    c = fed.client
+    tax = fed.departments["tax"]
+    tolerance = c.receipts.functions.TIME_TOLERANCE().call()
+    assert tolerance == 60
+    t = fed.authorized("tax.vat", max_runs=5)
+    created = c.authorization(t.job_id).created_at
+    now = fed.backend.now()
+    with pytest.raises(E.InvalidTimes) as exc:
+        c.record_usage(tax, fed.receipt(t, "tax.vat", started_at=now, finished_at=now - 5))
+    assert exc.value.error_args == {"startedAt": now, "finishedAt": now - 5}
+    with pytest.raises(E.FinishedInFuture) as exc:
+        c.record_usage(tax, fed.receipt(t, "tax.vat", started_at=now, finished_at=now + 3600))
+    assert exc.value.error_args["finishedAt"] == now + 3600 and exc.value.error_args["blockTimestamp"] >= now
+    with pytest.raises(E.StartedBeforeAuthorization) as exc:
+        c.record_usage(tax, fed.receipt(t, "tax.vat", started_at=created - tolerance - 1, finished_at=now))
+    assert exc.value.error_args == {"jobId": t.job_id, "startedAt": created - tolerance - 1, "createdAt": created}
+    assert c.runs(t.job_id, fed.datasets["tax.vat"]) == 0 and _recorded(fed) == []
+    # within the tolerance: a node clock slightly ahead, a run that began as the authorization landed
+    c.record_usage(tax, fed.receipt(t, "tax.vat", started_at=created - tolerance + 1, finished_at=now + 30))
+    got = _recorded(fed)[-1].args
+    assert (got["startedAt"], got["finishedAt"]) == (created - tolerance + 1, now + 30)
+    assert c.runs(t.job_id, fed.datasets["tax.vat"]) == 1
+
+
+def test_batch_records_every_receipt_with_its_own_event(fed: Federation) -> None:
+    c = fed.client
+    tax = fed.departments["tax"]
+    t1 = fed.authorized("tax.vat", "power.usage", max_runs=3, job="job-a")
+    t2 = fed.authorized("tax.vat", max_runs=1, job="job-b")
+    batch = [fed.receipt(t1, "tax.vat", started_ago=9, row_count=10),
+             fed.receipt(t2, "tax.vat", started_ago=8, row_count=20),
+             fed.receipt(t1, "tax.vat", started_ago=7, row_count=30)]
+    tx = c.record_usage_batch(tax, batch)
+    events = _recorded(fed)
+    assert [(e.args["jobId"], e.args["rowCount"], e.args["run"]) for e in events] == [
+        (t1.job_id, 10, 1), (t2.job_id, 20, 1), (t1.job_id, 30, 2)]
+    assert {e.tx_hash for e in events} == {tx.tx_hash} and {e.args["node"] for e in events} == {tax}
+    assert [e.args["startedAt"] for e in events] == [r.started_at for r in batch]
+    assert (c.runs(t1.job_id, fed.datasets["tax.vat"]), c.runs(t2.job_id, fed.datasets["tax.vat"])) == (2, 1)
+
+
+@pytest.mark.parametrize("case", ["max_runs", "future", "before_authorization", "not_owner", "unknown_job"])
+def test_one_bad_receipt_refuses_the_whole_batch(fed: Federation, case: str) -> None:
+    c = fed.client
+    tax = fed.departments["tax"]
+    t = fed.authorized("tax.vat", "power.usage", max_runs=2)
+    created = c.authorization(t.job_id).created_at
+    now = fed.backend.now()
+    good = fed.receipt(t, "tax.vat")
+    bad, name = {
+        "max_runs": (good, "MaxRunsReached"),  # the batch's own earlier receipts count towards the maximum
+        "future": (fed.receipt(t, "tax.vat", finished_at=now + 3600), "FinishedInFuture"),
+        "before_authorization": (fed.receipt(t, "tax.vat", started_at=created - 3600), "StartedBeforeAuthorization"),
+        "not_owner": (fed.receipt(t, "power.usage"), "NotDatasetOwner"),
+        "unknown_job": (fed.receipt(fed.terms("tax.vat", job="never"), "tax.vat"), "UnknownAuthorization"),
+    }[case]
+    with pytest.raises(E.BatchItemRefused) as exc:
+        c.record_usage_batch(tax, [good, good, bad] if case == "max_runs" else [good, bad, good])
+    index = 2 if case == "max_runs" else 1
+    assert exc.value.error_args["index"] == index
+    assert exc.value.item_error is not None and exc.value.item_error.error_name == name
+    assert f"receipt {index} of the batch was refused with {name}" in str(exc.value)
+    # nothing of the batch was recorded
+    assert c.runs(t.job_id, fed.datasets["tax.vat"]) == 0 and c.runs(t.job_id, fed.datasets["power.usage"]) == 0
+    assert _recorded(fed) == []
+
+
+def test_empty_and_oversized_batches(fed: Federation) -> None:
+    from contracts.client import MAX_BATCH
+
     c = fed.client
     t = fed.authorized("tax.vat")
-    now = fed.backend.now()
-    with pytest.raises(E.InvalidTimes):
-        c.record_usage(fed.departments["tax"], fed.receipt(t, "tax.vat", started_at=now, finished_at=now - 5))
-    with pytest.raises(E.InvalidTimes):
-        c.record_usage(fed.departments["tax"], fed.receipt(t, "tax.vat", started_at=now, finished_at=now + 3600))
+    with pytest.raises(E.EmptyBatch):
+        c.record_usage_batch(fed.departments["tax"], [])
+    with pytest.raises(E.InvalidInput):
+        c.record_usage_batch(fed.departments["tax"], [fed.receipt(t, "tax.vat")] * (MAX_BATCH + 1))
+    with pytest.raises(E.NotMember):
+        c.record_usage_batch(fed.outsider, [fed.receipt(t, "tax.vat")])
+    assert _recorded(fed) == []
 
 
 def test_audit_anchors_must_advance(fed: Federation) -> None:
