@@ -1,6 +1,6 @@
 """This node's part in ``he_score`` and ``secure_stats`` jobs (CKKS on TenSEAL, ``protocols/he``).
 
-The coordinator relays bytes and sums ciphertexts (``coordinator/he_jobs.py``); everything that
+The coordinator relays bytes and sums ciphertexts (``engines/ckks/coordinator.py``); everything that
 touches a key or a row happens here, after the node checked for itself:
 
 * **start** — the manifest it is given hashes (SM3) to the manifest hash of the live authorization
