@@ -9,13 +9,13 @@ import pytest
 from coordinator.errors import EngineUnsupported, InvalidJobSpec, PolicyForbidden
 from coordinator.manifest import build_manifest, manifest_sm3, node_request, used_columns
 from coordinator.spec import KIND_STAGES, RUNNABLE, check_runnable, parse_spec
-from engines.secretflow.coordinator import hub_of
 from coordinator.validation import (
     PredictColumnsMismatch,
     UnknownTrainingJob,
     check_against_catalog,
     check_model_from,
 )
+from engines.secretflow.coordinator import hub_of
 
 from .test_spec import CATALOG, MEMBERS, POLICIES, base
 
