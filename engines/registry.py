@@ -1,32 +1,44 @@
 """Job kind -> engine: the one place that says which engine runs a kind.
 
-The two built-in engines register themselves lazily (their imports are heavy); a test or a plug-in
-adds one with :func:`register` (and removes it with :func:`unregister`)."""
+The two built-in engines are registered on first use. Another engine is an addition: a module that
+calls :func:`register` in a function ``register_engines()``, named in ``DCP_ENGINES`` (comma-separated
+modules; every process of a federation inherits it: coordinator and nodes load the same engines), or
+registered directly by a test (and removed with :func:`unregister`)."""
 
 from __future__ import annotations
 
+import importlib
+import os
 import threading
 
 from engines.base import Engine, NodeEngine
 
-_lock = threading.Lock()
+PLUGINS_ENV = "DCP_ENGINES"
+_lock = threading.RLock()
 _engines: dict[str, Engine] = {}
 _node_engines: dict[str, NodeEngine] = {}
-_loaded = False
+_state = {"loaded": False, "loading": False}
 
 
 def _builtins() -> None:
-    global _loaded
+    if _state["loaded"]:
+        return
     with _lock:
-        if _loaded:
+        if _state["loaded"] or _state["loading"]:
             return
-        from engines.ckks.coordinator import CkksEngine
-        from engines.secretflow.coordinator import SecretFlowEngine
+        _state["loading"] = True
+        try:
+            from engines.ckks.coordinator import CkksEngine
+            from engines.secretflow.coordinator import SecretFlowEngine
 
-        for e in (SecretFlowEngine(), CkksEngine()):
-            for k in e.kinds:
-                _engines.setdefault(k, e)
-        _loaded = True
+            for e in (SecretFlowEngine(), CkksEngine()):
+                for k in e.kinds:
+                    _engines.setdefault(k, e)
+            for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+                importlib.import_module(name).register_engines()
+            _state["loaded"] = True
+        finally:
+            _state["loading"] = False
 
 
 def register(engine: Engine, node: NodeEngine | None = None) -> None:

@@ -17,7 +17,9 @@ from nodes.services.chain import (
     load_node_keys,
 )
 from nodes.services.datasets import DatasetService
+from nodes.services.he_tasks import HeService
 from nodes.services.policy import PolicyService
+from nodes.services.steps import StepService
 from nodes.services.tasks import TaskService
 from nodes.settings import NodeSettings
 
@@ -31,7 +33,10 @@ class NodeContext:
     policy: PolicyService
     approvals: ApprovalService
     tasks: TaskService
+    steps: StepService
     chain: NodeChain | None = None
+    he: HeService | None = None
+    """The CKKS steps (``/he`` routes); built with the context."""
 
     @classmethod
     def build(
@@ -74,9 +79,13 @@ class NodeContext:
         approvals = ApprovalService(settings, engine, audit, policy, datasets, recorder, keys=keys)
         tasks = TaskService(settings, engine, audit, datasets, policy, chain)
         tasks.recover()
-        return cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
-                   approvals=approvals, tasks=tasks, chain=chain)
+        ctx = cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
+                  approvals=approvals, tasks=tasks, steps=StepService(tasks), chain=chain)
+        ctx.he = HeService.from_context(ctx)
+        return ctx
 
     def close(self) -> None:
         self.tasks.stop_all()
+        if self.he is not None:
+            self.he.close()
         self.engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -382,12 +383,39 @@ class ApprovalRequestOut(BaseModel):
     created_at: datetime
 
 
+class TaskStatus(str, enum.Enum):
+    """A task's status on this node (stored as its value); :data:`TASK_MOVES` says where each may go."""
+
+    PORTS = "ports"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+#: The allowed task transitions: a task is created ``ports`` (SecretFlow) or ``running`` (a step of
+#: the generic route) and ends in one of the three terminal statuses, never to leave it.
+TASK_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PORTS: frozenset({TaskStatus.RUNNING, TaskStatus.STOPPED, TaskStatus.FAILED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.STOPPED}),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.STOPPED: frozenset(),
+}
+
+
+def task_may_move(src: str, dst: str) -> bool:
+    """Whether a task may go from status ``src`` to ``dst`` (the same status is no move: allowed)."""
+    return src == dst or TaskStatus(dst) in TASK_MOVES[TaskStatus(src)]
+
+
 class NodeTask(SQLModel, table=True):
     """One task of a job on this node; every state change is persisted before it is acted on."""
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(index=True, unique=True)
-    status: str = "ports"  # ports | running | succeeded | failed | stopped
+    status: str = TaskStatus.PORTS.value
+    """A :class:`TaskStatus` value; moves only as :data:`TASK_MOVES` allows."""
     stage: str | None = None
     error: str | None = None
     endpoint_json: str

@@ -75,6 +75,7 @@ from nodes.models import (
     TaskStarted,
     TaskStartIn,
     TaskStopped,
+    task_may_move,
     utcnow,
 )
 from nodes.services.audit import AuditLog
@@ -420,6 +421,8 @@ class TaskService:
         with self.audit.transaction() as session:
             t = self._row(session, job_id)
             assert t is not None
+            if "status" in values and not task_may_move(t.status, values["status"]):
+                raise TaskExists(f"the task of job {job_id!r} is {t.status}; it cannot become {values['status']}")
             for k, v in values.items():
                 setattr(t, k, v)
             session.add(t)
