@@ -18,7 +18,15 @@ from coordinator.spec import JobSpec
 from engines import registry
 from engines.secretflow.coordinator import protocol_name
 from protocols.crypto.approvals import job_key
-from protocols.manifest import dataset_chain_id, inputs_of, manifest_sm3, receivers_of, slice_matches
+from protocols.manifest import (
+    ApprovalRequestIn,
+    dataset_chain_id,
+    inputs_of,
+    manifest_sm3,
+    receivers_of,
+    slice_matches,
+    slice_of,
+)
 
 MANIFEST_VERSION = 1
 
@@ -82,10 +90,7 @@ def build_manifest(
 def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
     """The approvals-inbox request for ``member`` (its own inputs only) with its SM3 hash.
 
-    The hash is computed exactly as the node recomputes it (``nodes.services.approvals.manifest_of``)."""
-    from nodes.models import ApprovalRequestIn
-    from nodes.services.approvals import manifest_of
-
+    The hash is computed exactly as the node recomputes it (``protocols.manifest.slice_of``)."""
     body = {
         "job_id": manifest["job_id"],
         "kind": manifest["kind"],
@@ -101,7 +106,7 @@ def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
     if manifest.get("model_from"):
         body["model_from"] = manifest["model_from"]
     req = ApprovalRequestIn.model_validate(body)
-    body["manifest_hash"] = manifest_sm3(manifest_of(req)).hex()
+    body["manifest_hash"] = manifest_sm3(slice_of(req)).hex()
     return body
 
 

@@ -370,10 +370,8 @@ class Coordinator:
         """Start the background scheduler thread."""
         if self._thread is not None:
             return
-        # what the first job needs, imported now rather than inside its first step (~1 s: the node
-        # request hash reuses the nodes' manifest code, which brings pandas and SQLModel along)
+        # what the first job needs, imported now rather than inside its first step
         import coordinator.authorization  # noqa: F401
-        import nodes.services.approvals  # noqa: F401
         import protocols.crypto.approvals  # noqa: F401
 
         self._stop.clear()

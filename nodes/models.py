@@ -6,9 +6,11 @@ import enum
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PField
 from sqlmodel import Field, SQLModel, UniqueConstraint
+
+from protocols.manifest import ApprovalRequestIn, JobColumns  # noqa: F401 - the slice lives with the manifest
 
 DType = Literal["int", "float", "bool", "date", "string", "uscc", "resident_id"]
 DTYPES: tuple[str, ...] = ("int", "float", "bool", "date", "string", "uscc", "resident_id")
@@ -272,11 +274,6 @@ class PolicyOut(Policy):
     updated_at: datetime
 
 
-class JobColumns(BaseModel):
-    dataset: str
-    columns: list[str]
-
-
 class JobCheck(BaseModel):
     """A job as the node's policy sees it."""
 
@@ -331,40 +328,6 @@ class PruneOut(BaseModel):
     pruned: int
     boundary_seq: int
     boundary_hash: str
-
-
-class ApprovalRequestIn(BaseModel):
-    """What the coordinator sends a node: the part of a job's manifest that touches this node."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: str = PField(min_length=1, max_length=200)
-    kind: str
-    protocol: str
-    requester: str
-    requester_role: str
-    purpose: str = PField(min_length=1)
-    inputs: list[JobColumns] = PField(min_length=1)
-    receivers: dict[str, list[str]] = PField(min_length=1)
-    """Output name -> members that receive it."""
-    expiry: datetime
-    max_runs: int = PField(default=1, ge=1)
-    aggregate_group_size: int | None = None
-    manifest_hash: str | None = None
-    """The coordinator's SM3 of the manifest; when given, the node checks it against its own."""
-    job_manifest_hash: str | None = PField(default=None, pattern=r"^(0x)?[0-9a-fA-F]{64}$")
-    """SM3 of the whole job manifest (``Terms.manifest_hash``). When given it is part of the signed
-    slice, and the node approves on chain only terms carrying exactly this hash."""
-    model_from: str | None = PField(default=None, min_length=1, max_length=200)
-    """vertical_predict: the training job whose stored model part this node would use (signed with the
-    slice; absent from the canonical form of every other kind, so their hashes are unchanged)."""
-
-    @model_serializer(mode="wrap")
-    def _omit_no_model(self, handler: SerializerFunctionWrapHandler) -> dict:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("model_from") is None:
-            data.pop("model_from", None)
-        return data
 
 
 class ApprovalRequestOut(BaseModel):

@@ -9,7 +9,7 @@ neither side imports the other:
 * manifest hash (``Terms.manifest_hash``): SM3 of the canonical JSON (sorted keys, no whitespace,
   UTF-8) of the whole job manifest — :func:`protocols.crypto.approvals.manifest_hash`;
 * job key on chain: ``sha256(utf8(job_id))`` — :func:`protocols.crypto.approvals.job_key`;
-* the slice of one member: its inputs (``[{"dataset", "columns"}]`` in manifest order), the purpose,
+* the slice of one member (:class:`ApprovalRequestIn`, canonical form :func:`slice_of`): its inputs (``[{"dataset", "columns"}]`` in manifest order), the purpose,
   requester, kind, receivers (output name -> members), expiry and maximum runs.
 
 How the departments' approvals become an authorization on chain is the federation's
@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from protocols.crypto.approvals import manifest_hash
 from protocols.crypto.sm3 import sm3_digest
@@ -78,8 +80,64 @@ def slice_matches(manifest: Mapping[str, Any], member: str, node_manifest: Mappi
         return False
 
 
+class JobColumns(BaseModel):
+    """Columns of one dataset."""
+
+    dataset: str
+    columns: list[str]
+
+
+class ApprovalRequestIn(BaseModel):
+    """A member's slice of a job manifest: what the coordinator sends its node, what the node signs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=200)
+    kind: str
+    protocol: str
+    requester: str
+    requester_role: str
+    purpose: str = Field(min_length=1)
+    inputs: list[JobColumns] = Field(min_length=1)
+    receivers: dict[str, list[str]] = Field(min_length=1)
+    """Output name -> members that receive it."""
+    expiry: datetime
+    max_runs: int = Field(default=1, ge=1)
+    aggregate_group_size: int | None = None
+    manifest_hash: str | None = None
+    """The coordinator's SM3 of the manifest; when given, the node checks it against its own."""
+    job_manifest_hash: str | None = Field(default=None, pattern=r"^(0x)?[0-9a-fA-F]{64}$")
+    """SM3 of the whole job manifest (``Terms.manifest_hash``). When given it is part of the signed
+    slice, and the node approves on chain only terms carrying exactly this hash."""
+    model_from: str | None = Field(default=None, min_length=1, max_length=200)
+    """vertical_predict: the training job whose stored model part this node would use (signed with the
+    slice; absent from the canonical form of every other kind, so their hashes are unchanged)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_no_model(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("model_from") is None:
+            data.pop("model_from", None)
+        return data
+
+
+def slice_of(req: ApprovalRequestIn) -> dict[str, Any]:
+    """The canonical slice a node signs (everything but the coordinator's hash claim); its SM3 is the
+    request's hash on both sides."""
+    exclude = {"manifest_hash"} | ({"job_manifest_hash"} if req.job_manifest_hash is None else set())
+    m = req.model_dump(mode="json", exclude=exclude)
+    if req.job_manifest_hash is not None:
+        m["job_manifest_hash"] = req.job_manifest_hash.lower().removeprefix("0x")
+    expiry = req.expiry if req.expiry.tzinfo else req.expiry.replace(tzinfo=timezone.utc)
+    m["expiry"] = expiry.astimezone(timezone.utc).isoformat()
+    return m
+
+
 __all__ = [
     "AUTHORIZATION_MODES",
+    "ApprovalRequestIn",
+    "JobColumns",
+    "slice_of",
     "DATASET_ID_DOMAIN",
     "AuthorizationMode",
     "dataset_chain_id",

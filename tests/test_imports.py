@@ -166,3 +166,11 @@ def test_the_walk_sees_the_imports_it_checks():
     assert "protocols.he.jobs" in edges["engines.ckks.coordinator"]  # an import inside a function counts
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_coordinator_and_the_nodes_share_only_protocols():
+    """Neither side imports the other (protocols/manifest.py: the identifiers and the slice live there)."""
+    edges = graph()
+    crossing = sorted(f"{a} -> {b}" for a, t in edges.items() for b in t
+                      if {a.split(".")[0], b.split(".")[0]} == {"coordinator", "nodes"})
+    assert crossing == []

@@ -28,6 +28,7 @@ from nodes.services.audit import AuditLog
 from nodes.services.datasets import DatasetService
 from nodes.services.policy import PolicyService
 from nodes.settings import NodeSettings
+from protocols.manifest import slice_of
 
 
 @runtime_checkable
@@ -49,13 +50,8 @@ def _aware(dt: datetime) -> datetime:
 
 
 def manifest_of(req: ApprovalRequestIn) -> dict[str, Any]:
-    """The canonical manifest this node signs (everything but the coordinator's hash claim)."""
-    exclude = {"manifest_hash"} | ({"job_manifest_hash"} if req.job_manifest_hash is None else set())
-    m = req.model_dump(mode="json", exclude=exclude)
-    if req.job_manifest_hash is not None:
-        m["job_manifest_hash"] = req.job_manifest_hash.lower().removeprefix("0x")
-    m["expiry"] = _aware(req.expiry).astimezone(timezone.utc).isoformat()
-    return m
+    """The canonical manifest this node signs (``protocols.manifest.slice_of``)."""
+    return slice_of(req)
 
 
 class ApprovalService:
