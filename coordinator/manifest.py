@@ -20,6 +20,7 @@ from engines.secretflow.coordinator import protocol_name
 from protocols.crypto.approvals import job_key
 from protocols.manifest import (
     ApprovalRequestIn,
+    Manifest,
     dataset_chain_id,
     inputs_of,
     manifest_sm3,
@@ -51,7 +52,8 @@ def used_columns(spec: JobSpec, member: str) -> list[str]:
 def build_manifest(
     spec: JobSpec, job_id: str, requester_role: str, *, expiry: datetime | None = None
 ) -> dict[str, Any]:
-    """The manifest of ``spec`` as job ``job_id``: the fields every kind has, and its engine's section."""
+    """The manifest of ``spec`` as job ``job_id`` (:class:`protocols.manifest.Manifest`, in its wire
+    form): the fields every kind has, and its engine's section."""
     engine = registry.engine_for(spec.kind)
     exp = (expiry or spec.expiry_at()).astimezone(timezone.utc).replace(microsecond=0)
     manifest = {
@@ -84,7 +86,7 @@ def build_manifest(
     if spec.model_from is not None:
         # the departments approve scoring with the model parts of exactly this training job
         manifest["model_from"] = spec.model_from
-    return manifest
+    return Manifest.model_validate(manifest).as_dict()  # typed and checked; the wire form is what is hashed
 
 
 def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:

@@ -20,9 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    model_serializer,
+)
 
 from protocols.crypto.approvals import manifest_hash
 from protocols.crypto.sm3 import sm3_digest
@@ -133,8 +141,133 @@ def slice_of(req: ApprovalRequestIn) -> dict[str, Any]:
     return m
 
 
+# ---------------------------------------------------------------- the manifest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ManifestInput(_Strict):
+    """One member's dataset in a job: its on-chain id, the features, every column the job touches."""
+
+    member: str
+    dataset: str
+    dataset_id: str
+    features: list[str]
+    columns: list[str]
+
+
+class ManifestLabel(_Strict):
+    """Where the label lives (its holder receives the scores)."""
+
+    member: str
+    dataset: str
+    column: str | None = None
+
+
+class ManifestOutput(_Strict):
+    """One output and the member it is sealed to."""
+
+    name: str
+    receiver: str
+
+
+class SecretFlowSection(_Strict):
+    """The SecretFlow engine's section: the PSI protocol, the algorithm and its approved parameters."""
+
+    name: Literal["secretflow"]
+    protocol: str
+    psi_protocol: str
+    algorithm: str | None
+    params: dict[str, Any]
+
+
+class CkksSection(_Strict):
+    """The CKKS engine's section: the whole protocol spec, the aligning job and the model commitment."""
+
+    name: Literal["tenseal-ckks"]
+    protocol: str
+    he: dict[str, Any]
+    aligned_by: str | None
+    model: str | None
+    model_commitment: str | None
+
+
+class OtherEngineSection(BaseModel):
+    """The section of an engine this module does not know by name (a plug-in): kept as it came."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    protocol: str
+
+
+def _engine_tag(v: Any) -> str:
+    name = v.get("name") if isinstance(v, dict) else getattr(v, "name", None)
+    return name if name in ("secretflow", "tenseal-ckks") else "other"
+
+
+EngineSection = Annotated[
+    Annotated[SecretFlowSection, Tag("secretflow")] | Annotated[CkksSection, Tag("tenseal-ckks")]
+    | Annotated[OtherEngineSection, Tag("other")],
+    Discriminator(_engine_tag),
+]
+
+
+class Manifest(_Strict):
+    """A job's manifest: what every department approves and ``Terms.manifest_hash`` hashes.
+
+    Its wire form (:meth:`as_dict`, the JSON the coordinator stores and serves) is what is hashed,
+    exactly as before the model existed: ``model_from`` is left out unless it is set."""
+
+    version: int
+    job_id: str
+    job_key: str
+    kind: str
+    requester: str
+    requester_role: str
+    purpose: str
+    join_key: str | None
+    label: ManifestLabel | None
+    inputs: list[ManifestInput]
+    engine: EngineSection
+    outputs: list[ManifestOutput]
+    expiry: str
+    expiry_unix: int
+    max_runs: int
+    timeout_s: float
+    model_from: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The wire form (JSON types)."""
+        data = self.model_dump(mode="json")
+        if data.get("model_from") is None:
+            data.pop("model_from", None)
+        return data
+
+    def sm3(self) -> bytes:
+        """``Terms.manifest_hash``: SM3 of the canonical JSON of the wire form."""
+        return manifest_hash(self.as_dict())
+
+    def input_of(self, member: str) -> ManifestInput:
+        """``member``'s input (KeyError if it brings none)."""
+        for i in self.inputs:
+            if i.member == member:
+                return i
+        raise KeyError(member)
+
+
 __all__ = [
     "AUTHORIZATION_MODES",
+    "CkksSection",
+    "EngineSection",
+    "Manifest",
+    "ManifestInput",
+    "ManifestLabel",
+    "ManifestOutput",
+    "OtherEngineSection",
+    "SecretFlowSection",
     "ApprovalRequestIn",
     "JobColumns",
     "slice_of",
