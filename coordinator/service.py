@@ -36,6 +36,7 @@ from coordinator.manifest import build_manifest, manifest_sm3, node_request, ter
 from coordinator.models import (
     TERMINAL,
     ApprovalRecord,
+    ApprovalState,
     CatalogEntry,
     Job,
     JobEvent,
@@ -46,6 +47,7 @@ from coordinator.models import (
     ResultOut,
     SubmitOut,
     TaskRecord,
+    approval_may_move,
     aware,
     utcnow,
 )
@@ -59,6 +61,7 @@ from engines.base import Progress
 
 log = logging.getLogger("dcp.coordinator")
 S = JobState
+A = ApprovalState
 
 
 class Coordinator:
@@ -443,7 +446,7 @@ class Coordinator:
         def ask(a: ApprovalRecord) -> dict[str, Any] | None:
             """The node's answer for ``a``: the request it filed (unsent) or its current state (pending)."""
             client = self.node(a.member)
-            if a.status == "unsent":
+            if a.status == A.UNSENT:
                 try:
                     return client.submit_approval(node_request(manifest, a.member))
                 except NodeRefused as exc:
@@ -453,12 +456,12 @@ class Coordinator:
                     if got is None:
                         raise
                     return got
-            if a.status == "pending" and a.node_request_id is not None:
+            if a.status == A.PENDING and a.node_request_id is not None:
                 return client.approval(a.node_request_id)
             return None
 
         records = self._approvals(job_id)
-        asking = [a for a in records if a.status == "unsent" or (a.status == "pending" and a.node_request_id is not None)]
+        asking = [a for a in records if a.status == A.UNSENT or (a.status == A.PENDING and a.node_request_id is not None)]
         answers = dict(zip((a.member for a in asking), concurrently(asking, ask), strict=True))  # every node at once
         for a in records:
             got, error = answers.get(a.member, (None, None))
@@ -471,26 +474,29 @@ class Coordinator:
                 continue
             if error is not None:
                 raise error
-            if got is not None and a.status == "unsent":
+            if got is not None and not approval_may_move(a.status, got["status"]):
+                return self._fail(job_id, f"{a.member}'s node answered approval status {got['status']!r} "
+                                          f"for a request that was {a.status}")
+            if got is not None and a.status == A.UNSENT:
                 if got["manifest_hash"] != a.request_hash:
-                    a.status, a.reason = "rejected", f"{a.member} hashed the request differently"
+                    a.status, a.reason = A.REJECTED.value, f"{a.member} hashed the request differently"
                 else:
                     a.node_request_id, a.status = got["id"], got["status"]
                 a.updated_at = utcnow()
                 self._save(a)
-            elif got is not None and got["status"] != "pending":
+            elif got is not None and got["status"] != A.PENDING:
                 a.status, a.reason = got["status"], got.get("reason")
                 a.approval_json = json.dumps(got["approval"]) if got.get("approval") else None
                 a.updated_at = utcnow()
                 self._save(a)
-            if a.status == "rejected":
+            if a.status == A.REJECTED:
                 self.lifecycle.transition(job_id, S.REJECTED, f"{a.member} rejected: {a.reason or 'no reason given'}")
                 return S.REJECTED
-            if a.status == "expired":
+            if a.status == A.EXPIRED:
                 self.lifecycle.transition(job_id, S.EXPIRED, f"{a.member}'s approval request expired")
                 return S.EXPIRED
         # every signed approval that came in is verified (all of this pass at once: one BLS batch)
-        unverified = [a for a in self._approvals(job_id) if a.status == "approved" and not a.verified]
+        unverified = [a for a in self._approvals(job_id) if a.status == A.APPROVED and not a.verified]
         if unverified:
             problems = self._verify_approvals(j, manifest, unverified)
             for a in unverified:
@@ -498,7 +504,7 @@ class Coordinator:
                     self.lifecycle.transition(job_id, S.FAILED,
                                               f"{a.member}'s approval is invalid: {problems[a.member]}")
                     return S.FAILED
-        if not all(a.status == "approved" and a.verified for a in self._approvals(job_id)):
+        if not all(a.status == A.APPROVED and a.verified for a in self._approvals(job_id)):
             return S.PENDING_APPROVAL
         # every owner approved: the authorization goes on chain (as the job's mode says), then AUTHORIZED
         pending = self._authorize_on_chain(j, manifest)

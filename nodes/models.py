@@ -99,6 +99,24 @@ class PolicyRecord(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class ApprovalStatus(str, enum.Enum):
+    """An inbox request's status (stored as its value); only a pending request is ever decided."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+#: The allowed approval moves: pending to one decision, never back and never again.
+APPROVAL_MOVES: dict[ApprovalStatus, frozenset[ApprovalStatus]] = {
+    ApprovalStatus.PENDING: frozenset({ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED}),
+    ApprovalStatus.APPROVED: frozenset(),
+    ApprovalStatus.REJECTED: frozenset(),
+    ApprovalStatus.EXPIRED: frozenset(),
+}
+
+
 class ApprovalRecord(SQLModel, table=True):
     """One request in the approvals inbox and its decision."""
 
@@ -109,7 +127,8 @@ class ApprovalRecord(SQLModel, table=True):
     manifest_json: str
     manifest_hash: str
     expires_at: datetime
-    status: str = "pending"  # pending | approved | rejected | expired
+    status: str = ApprovalStatus.PENDING.value
+    """An :class:`ApprovalStatus` value; moves only as :data:`APPROVAL_MOVES` allows."""
     reason: str | None = None
     approval_json: str | None = None
     chain_ref: str | None = None
@@ -516,7 +535,8 @@ class HeTask(SQLModel, table=True):
     kind: str
     roles: str = "[]"
     """JSON list: "requester" and/or "department"."""
-    status: str = "running"  # running | succeeded | failed | stopped
+    status: str = TaskStatus.RUNNING.value
+    """A :class:`TaskStatus` value (the same statuses and moves as every task of this node)."""
     stage: str | None = None
     error: str | None = None
     manifest_hash: str

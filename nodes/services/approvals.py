@@ -23,7 +23,14 @@ from nodes.errors import (
     ManifestMismatch,
     RequestExpired,
 )
-from nodes.models import ApprovalRecord, ApprovalRequestIn, ApprovalRequestOut, JobCheck, utcnow
+from nodes.models import (
+    ApprovalRecord,
+    ApprovalRequestIn,
+    ApprovalRequestOut,
+    ApprovalStatus,
+    JobCheck,
+    utcnow,
+)
 from nodes.services.audit import AuditLog
 from nodes.services.datasets import DatasetService
 from nodes.services.policy import PolicyService
@@ -168,9 +175,9 @@ class ApprovalService:
         now = utcnow()
         n = 0
         with self.audit.transaction() as session:
-            for r in session.exec(select(ApprovalRecord).where(ApprovalRecord.status == "pending")):
+            for r in session.exec(select(ApprovalRecord).where(ApprovalRecord.status == ApprovalStatus.PENDING.value)):
                 if _aware(r.expires_at) <= now:
-                    r.status, r.decided_at, r.decided_by = "expired", now, "node"
+                    r.status, r.decided_at, r.decided_by = ApprovalStatus.EXPIRED.value, now, "node"
                     session.add(r)
                     self.audit.append(session, actor="node", action="approval.expire", target=r.job_id)
                     n += 1
@@ -185,7 +192,7 @@ class ApprovalService:
             r = self._get(session, request_id)
         if r.status == "expired":
             raise RequestExpired(f"job {r.job_id!r} expired before it was approved")
-        if r.status != "pending":
+        if r.status != ApprovalStatus.PENDING.value:
             raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
         m = json.loads(r.manifest_json)
         self.policy.enforce(self._job(m))  # the policy may have changed since the request came in
@@ -200,9 +207,9 @@ class ApprovalService:
         ref = self.recorder.record(prepared, approval)
         with self.audit.transaction() as session:
             r = self._get(session, request_id)
-            if r.status != "pending":
+            if r.status != ApprovalStatus.PENDING.value:
                 raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
-            r.status, r.decided_by, r.decided_at = "approved", actor, utcnow()
+            r.status, r.decided_by, r.decided_at = ApprovalStatus.APPROVED.value, actor, utcnow()
             r.approval_json, r.chain_ref = approval.model_dump_json(), ref
             r.terms_json, r.job_manifest_hash = prepared.terms_json, prepared.job_manifest_hash
             session.add(r)
@@ -215,9 +222,9 @@ class ApprovalService:
     def reject(self, request_id: int, reason: str, actor: str) -> ApprovalRequestOut:
         with self.audit.transaction() as session:
             r = self._get(session, request_id)
-            if r.status != "pending":
+            if r.status != ApprovalStatus.PENDING.value:
                 raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
-            r.status, r.reason, r.decided_by, r.decided_at = "rejected", reason, actor, utcnow()
+            r.status, r.reason, r.decided_by, r.decided_at = ApprovalStatus.REJECTED.value, reason, actor, utcnow()
             session.add(r)
             self.audit.append(session, actor=actor, action="approval.reject", target=r.job_id,
                               detail={"manifest_hash": r.manifest_hash, "reason": reason})

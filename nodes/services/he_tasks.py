@@ -50,7 +50,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from nodes.errors import ChainUnavailable, NodeError, NotAuthorized, TaskNotFound
-from nodes.models import ApprovalRecord, HeModel, HeTask, JobCheck, NodeTask, utcnow
+from nodes.models import (
+    ApprovalRecord,
+    HeModel,
+    HeTask,
+    JobCheck,
+    NodeTask,
+    TaskStatus,
+    task_may_move,
+    utcnow,
+)
 from nodes.services.audit import AuditLog
 from nodes.services.chain import NodeChain, manifest_sm3
 from nodes.services.datasets import DatasetService
@@ -324,6 +333,8 @@ class HeService:
         with self.audit.transaction() as session:
             t = self._row(session, job_id)
             assert t is not None
+            if "status" in values and not task_may_move(t.status, values["status"]):
+                raise HeStepRefused(f"the HE task of job {job_id!r} is {t.status}; it cannot become {values['status']}")
             for k, v in values.items():
                 setattr(t, k, v)
             session.add(t)
@@ -375,7 +386,8 @@ class HeService:
     def _refuse(self, job_id: str, exc: NodeError) -> NodeError:
         """Fail the task (its secrets deleted) and hand back the error to raise."""
         try:
-            self._end(job_id, "failed", f"{exc.name}: {exc.detail}")
+            if self._get(job_id).status == TaskStatus.RUNNING.value:  # an ended task keeps how it ended
+                self._end(job_id, TaskStatus.FAILED.value, f"{exc.name}: {exc.detail}")
         except TaskNotFound:
             pass
         return exc
