@@ -78,9 +78,11 @@ class NodeContext:
             policy.seed_from_file(settings.policy_file)
         approvals = ApprovalService(settings, engine, audit, policy, datasets, recorder, keys=keys)
         tasks = TaskService(settings, engine, audit, datasets, policy, chain)
+        steps = StepService(tasks)
+        steps.recover()  # the step-route engines' tasks first: their engines drop what they left
         tasks.recover()
         ctx = cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
-                  approvals=approvals, tasks=tasks, steps=StepService(tasks), chain=chain)
+                  approvals=approvals, tasks=tasks, steps=steps, chain=chain)
         ctx.he = HeService.from_context(ctx)
         return ctx
 

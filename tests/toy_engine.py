@@ -73,10 +73,16 @@ class ToyNodeEngine(NodeEngine):
     kinds = (KIND,)
     steps = {"answer": AnswerIn}
 
+    def __init__(self) -> None:
+        self.recovered: list[str] = []
+
     def step(self, task: Any, name: str, body: BaseModel) -> dict[str, Any]:
         task.stage("answer")
         outputs = {"answer": ANSWER} if task.member == task.approved["requester"] else {}
         return task.finish(outputs, rows=0)
+
+    def recover(self, task: Any) -> None:
+        self.recovered.append(task.job_id)
 
 
 ENGINE = ToyEngine()

@@ -154,6 +154,30 @@ class StepService:
             self._fail(job_id, exc)
             raise
 
+    def recover(self) -> int:
+        """After a restart, before the SecretFlow recovery: every task of a step-route engine that was
+        running gets its engine's ``recover`` (drop what it left), then ends ``failed``; how many."""
+        from sqlmodel import Session, select
+
+        with Session(self.tasks.engine) as session:
+            running = [t.job_id for t in session.exec(select(NodeTask).where(NodeTask.status == TaskStatus.RUNNING.value))]
+        n = 0
+        for job_id in running:
+            try:
+                engine, _, approved = self._engine(job_id)
+            except NodeError:
+                continue
+            if engine is None:
+                continue  # a SecretFlow party: TaskService.recover ends it
+            try:
+                engine.recover(TaskPort(self.tasks, job_id, approved, "node"))
+            finally:
+                self.tasks._update(job_id, status=TaskStatus.FAILED.value, error="the node restarted during the task",
+                                   finished_at=utcnow(), audit={"actor": "node", "action": "task.fail",
+                                                                "detail": {"error": "node restarted"}})
+            n += 1
+        return n
+
     def stop(self, job_id: str, actor: str) -> TaskStopped:
         """Stop the task, whichever path runs it (idempotent)."""
         try:
