@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from coordinator.federation import FederationConfig, down, up
 from coordinator.sdk import DcpClient
+from federation.launcher import FederationConfig, down, up
 from protocols.secretflow.synthetic import make_vertical_data
 
 SIZES = [int(a) for a in sys.argv[1:]] or [2000, 10000]

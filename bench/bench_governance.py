@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from coordinator.federation import FederationConfig, down, up  # noqa: E402
 from coordinator.sdk import DcpClient  # noqa: E402
+from federation.launcher import FederationConfig, down, up  # noqa: E402
 from protocols.crypto.approvals import job_key  # noqa: E402
 from protocols.secretflow.synthetic import make_vertical_data  # noqa: E402
 

@@ -27,8 +27,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.ids import random_uscc  # noqa: E402
-from coordinator.federation import FederationConfig, down, up  # noqa: E402
 from coordinator.sdk import DcpClient  # noqa: E402
+from federation.launcher import FederationConfig, down, up  # noqa: E402
 from protocols.secretflow.synthetic import make_vertical_data  # noqa: E402
 
 GRADES = {"vertical_train": 3, "he_score": 3, "secure_stats": 3}

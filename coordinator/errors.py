@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from engines.errors import PartyRefused, PartyUnavailable, PortError
 
-class CoordinatorError(Exception):
+
+class CoordinatorError(PortError):
     """Base class: ``status_code`` is what the API answers."""
 
     status_code = 400
@@ -77,7 +79,7 @@ class ResultNotReady(CoordinatorError):
     status_code = 409
 
 
-class NodeUnavailable(CoordinatorError):
+class NodeUnavailable(CoordinatorError, PartyUnavailable):
     """A node did not answer (or answered with an error) when the coordinator called it."""
 
     status_code = 502
@@ -97,7 +99,7 @@ class InvalidFederationConfig(FederationError):
     status_code = 422
 
 
-class NodeRefused(CoordinatorError):
+class NodeRefused(CoordinatorError, PartyRefused):
     """A node answered a coordinator call with a named error (policy, expiry, conflict ...)."""
 
     status_code = 409
@@ -108,3 +110,25 @@ class NodeRefused(CoordinatorError):
         self.status = status
         self.error = error
         self.node_detail = detail
+
+
+class EngineSpecRefused(InvalidJobSpec):
+    """A spec breaks a rule of its engine; reported under the engine's error name (``TooFewDepartments``,
+    ``AlignmentUnavailable`` …)."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error = error
+
+    @property
+    def name(self) -> str:
+        """The engine's error name."""
+        return self.error
+
+
+def spec_refused(error: str, detail: str) -> InvalidJobSpec:
+    """The coordinator's error for an engine's ``SpecRefused``: its own class when it has one of that name."""
+    cls = globals().get(error)
+    if isinstance(cls, type) and issubclass(cls, InvalidJobSpec) and cls is not EngineSpecRefused:
+        return cls(detail)
+    return EngineSpecRefused(error, detail)

@@ -15,8 +15,19 @@ from datetime import datetime, timezone
 from typing import Any
 
 from coordinator.spec import JobSpec
+from engines import registry
+from engines.secretflow.coordinator import protocol_name
 from protocols.crypto.approvals import job_key
-from protocols.manifest import dataset_chain_id, inputs_of, manifest_sm3, receivers_of, slice_matches
+from protocols.manifest import (
+    ApprovalRequestIn,
+    Manifest,
+    dataset_chain_id,
+    inputs_of,
+    manifest_sm3,
+    receivers_of,
+    slice_matches,
+    slice_of,
+)
 
 MANIFEST_VERSION = 1
 
@@ -34,27 +45,16 @@ __all__ = [
 
 
 def used_columns(spec: JobSpec, member: str) -> list[str]:
-    """Every column of ``member`` the computation touches: join key, features, label."""
-    inp = spec.input_of(member)
-    cols = [spec.join_key, *inp.columns]
-    if spec.label is not None and spec.label.column and spec.label.member == member and spec.kind != "psi":
-        cols.append(spec.label.column)
-    return cols
-
-
-def protocol_name(spec: JobSpec) -> str:
-    """A short engine/protocol label (shown to approvers)."""
-    if spec.kind == "psi":
-        return f"secretflow/psi-{spec.psi_protocol}"
-    if spec.kind == "vertical_predict":
-        return f"secretflow/psi-{spec.psi_protocol}+{spec.model.algorithm}-predict"
-    return f"secretflow/psi-{spec.psi_protocol}+{spec.model.algorithm}"
+    """Every column of ``member`` the computation touches, as the kind's engine says."""
+    return registry.engine_for(spec.kind).used_columns(spec, member)
 
 
 def build_manifest(
     spec: JobSpec, job_id: str, requester_role: str, *, expiry: datetime | None = None
 ) -> dict[str, Any]:
-    """The manifest of ``spec`` as job ``job_id``."""
+    """The manifest of ``spec`` as job ``job_id`` (:class:`protocols.manifest.Manifest`, in its wire
+    form): the fields every kind has, and its engine's section."""
+    engine = registry.engine_for(spec.kind)
     exp = (expiry or spec.expiry_at()).astimezone(timezone.utc).replace(microsecond=0)
     manifest = {
         "version": MANIFEST_VERSION,
@@ -72,36 +72,27 @@ def build_manifest(
                 "dataset": i.dataset,
                 "dataset_id": dataset_chain_id(i.member, i.dataset).hex(),
                 "features": list(i.columns),
-                "columns": used_columns(spec, i.member),
+                "columns": engine.used_columns(spec, i.member),
             }
             for i in spec.inputs
         ],
-        "engine": {
-            "name": "secretflow",
-            "protocol": protocol_name(spec),
-            "psi_protocol": spec.psi_protocol,
-            "algorithm": spec.model.algorithm if spec.kind != "psi" else None,
-            "params": spec.model.params if spec.kind != "psi" else {},
-        },
+        "engine": engine.manifest_section(spec, job_id),
         "outputs": [o.model_dump() for o in spec.outputs],
         "expiry": exp.isoformat(),
         "expiry_unix": int(exp.timestamp()),
         "max_runs": spec.max_runs,
         "timeout_s": spec.timeout_s,
     }
-    if spec.kind == "vertical_predict":
+    if spec.model_from is not None:
         # the departments approve scoring with the model parts of exactly this training job
         manifest["model_from"] = spec.model_from
-    return manifest
+    return Manifest.model_validate(manifest).as_dict()  # typed and checked; the wire form is what is hashed
 
 
 def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
     """The approvals-inbox request for ``member`` (its own inputs only) with its SM3 hash.
 
-    The hash is computed exactly as the node recomputes it (``nodes.services.approvals.manifest_of``)."""
-    from nodes.models import ApprovalRequestIn
-    from nodes.services.approvals import manifest_of
-
+    The hash is computed exactly as the node recomputes it (``protocols.manifest.slice_of``)."""
     body = {
         "job_id": manifest["job_id"],
         "kind": manifest["kind"],
@@ -119,7 +110,7 @@ def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
     if manifest.get("request"):  # the requester's signed job request: every node verifies it
         body["request"] = manifest["request"]
     req = ApprovalRequestIn.model_validate(body)
-    body["manifest_hash"] = manifest_sm3(manifest_of(req)).hex()
+    body["manifest_hash"] = manifest_sm3(slice_of(req)).hex()
     return body
 
 

@@ -84,6 +84,36 @@ class JobEvent(CoordBase, table=True):
     at: datetime = Field(default_factory=utcnow)
 
 
+class ApprovalState(str, enum.Enum):
+    """Where one owner's approval request stands, as the coordinator sees it (stored as its value)."""
+
+    UNSENT = "unsent"
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+#: The allowed moves of an approval record: sent (the node may answer a decision at once), then decided once.
+APPROVAL_MOVES: dict[ApprovalState, frozenset[ApprovalState]] = {
+    ApprovalState.UNSENT: frozenset({ApprovalState.PENDING, ApprovalState.APPROVED, ApprovalState.REJECTED,
+                                     ApprovalState.EXPIRED}),
+    ApprovalState.PENDING: frozenset({ApprovalState.APPROVED, ApprovalState.REJECTED, ApprovalState.EXPIRED}),
+    ApprovalState.APPROVED: frozenset(),
+    ApprovalState.REJECTED: frozenset(),
+    ApprovalState.EXPIRED: frozenset(),
+}
+
+
+def approval_may_move(src: str, dst: str) -> bool:
+    """Whether an approval record may go from ``src`` to ``dst`` (staying is no move); False for a status
+    that is not an :class:`ApprovalState`."""
+    try:
+        return src == dst or ApprovalState(dst) in APPROVAL_MOVES[ApprovalState(src)]
+    except ValueError:
+        return False
+
+
 class ApprovalRecord(CoordBase, table=True):
     """The approval request sent to one data owner and what came back."""
 
@@ -94,7 +124,8 @@ class ApprovalRecord(CoordBase, table=True):
     member: str
     node_request_id: int | None = None
     request_hash: str
-    status: str = "unsent"  # unsent | pending | approved | rejected | expired
+    status: str = ApprovalState.UNSENT.value
+    """An :class:`ApprovalState` value; moves only as :data:`APPROVAL_MOVES` allows."""
     reason: str | None = None
     approval_json: str | None = None
     verified: bool = False

@@ -7,7 +7,6 @@ restarted coordinator simply carries on."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete as sa_delete
 from sqlmodel import Session, select
 
+from common.threads import concurrently
 from coordinator.db import init_db, make_engine
 from coordinator.errors import (
     ChainUnavailable,
@@ -36,6 +36,7 @@ from coordinator.manifest import build_manifest, manifest_sm3, node_request, ter
 from coordinator.models import (
     TERMINAL,
     ApprovalRecord,
+    ApprovalState,
     CatalogEntry,
     Job,
     JobEvent,
@@ -46,16 +47,21 @@ from coordinator.models import (
     ResultOut,
     SubmitOut,
     TaskRecord,
+    approval_may_move,
     aware,
     utcnow,
 )
 from coordinator.nodeclient import NodeClient
+from coordinator.ports import JobPort, SubmitPort
 from coordinator.settings import CoordinatorSettings
-from coordinator.spec import HE_KINDS, KIND_STAGES, JobSpec, check_runnable
+from coordinator.spec import JobSpec, complete_spec
 from coordinator.validation import check_against_catalog, check_model_from
+from engines import registry
+from engines.base import Progress
 
 log = logging.getLogger("dcp.coordinator")
 S = JobState
+A = ApprovalState
 
 
 class Coordinator:
@@ -108,8 +114,8 @@ class Coordinator:
         """The coordinator's chain address."""
         return self.keys().public.chain_address
 
-    def node(self, member: str) -> NodeClient:
-        """A client of ``member``'s node."""
+    def node(self, member: str, timeout: float | None = None) -> NodeClient:
+        """A client of ``member``'s node (``timeout``: longer than the usual calls, for an engine's steps)."""
         url = self.settings.nodes.get(member)
         if url is None:
             with Session(self.engine) as session:
@@ -117,7 +123,7 @@ class Coordinator:
                 url = m.node_url if m else None
         if not url:
             raise UnknownMember(f"member {member!r} has no node URL")
-        return NodeClient(member, url, self.settings.http_timeout_s, http=self._http_client())
+        return NodeClient(member, url, timeout or self.settings.http_timeout_s, http=self._http_client())
 
     def _http_client(self) -> Any:
         """The coordinator's one HTTP client (connection pool) for every node call."""
@@ -268,17 +274,11 @@ class Coordinator:
             self.refresh_catalog()  # a dataset may have been published since the last pull
             members, catalog, policies = self._validation_inputs()
         check_against_catalog(spec, members, catalog, policies)
-        check_runnable(spec)
-        if spec.kind == "vertical_predict":
-            check_model_from(spec, self._training_of(spec.model_from or ""))
+        spec = complete_spec(spec, SubmitPort(self))
+        if spec.model_from is not None:
+            check_model_from(spec, self._training_of(spec.model_from))
         job_id = "job-" + uuid.uuid4().hex[:16]
-        if spec.kind in HE_KINDS:  # CKKS kinds: their own manifest engine section (coordinator/he_jobs.py)
-            from coordinator.he_jobs import build_he_manifest, complete_he_spec
-
-            spec = complete_he_spec(self, spec)
-            manifest = build_he_manifest(spec, job_id, members[spec.requester]["role"])
-        else:
-            manifest = build_manifest(spec, job_id, members[spec.requester]["role"])
+        manifest = build_manifest(spec, job_id, members[spec.requester]["role"])
         if request is not None:
             manifest["request"] = request
         mhash = manifest_sm3(manifest).hex()
@@ -392,10 +392,8 @@ class Coordinator:
         """Start the background scheduler thread."""
         if self._thread is not None:
             return
-        # what the first job needs, imported now rather than inside its first step (~1 s: the node
-        # request hash reuses the nodes' manifest code, which brings pandas and SQLModel along)
+        # what the first job needs, imported now rather than inside its first step
         import coordinator.authorization  # noqa: F401
-        import nodes.services.approvals  # noqa: F401
         import protocols.crypto.approvals  # noqa: F401
 
         self._stop.clear()
@@ -467,7 +465,7 @@ class Coordinator:
         def ask(a: ApprovalRecord) -> dict[str, Any] | None:
             """The node's answer for ``a``: the request it filed (unsent) or its current state (pending)."""
             client = self.node(a.member)
-            if a.status == "unsent":
+            if a.status == A.UNSENT:
                 try:
                     return client.submit_approval(node_request(manifest, a.member))
                 except NodeRefused as exc:
@@ -477,13 +475,13 @@ class Coordinator:
                     if got is None:
                         raise
                     return got
-            if a.status == "pending" and a.node_request_id is not None:
+            if a.status == A.PENDING and a.node_request_id is not None:
                 return client.approval(a.node_request_id)
             return None
 
         records = self._approvals(job_id)
-        asking = [a for a in records if a.status == "unsent" or (a.status == "pending" and a.node_request_id is not None)]
-        answers = dict(zip((a.member for a in asking), _concurrently(asking, ask), strict=True))  # every node at once
+        asking = [a for a in records if a.status == A.UNSENT or (a.status == A.PENDING and a.node_request_id is not None)]
+        answers = dict(zip((a.member for a in asking), concurrently(asking, ask), strict=True))  # every node at once
         for a in records:
             got, error = answers.get(a.member, (None, None))
             if isinstance(error, NodeRefused):
@@ -495,26 +493,29 @@ class Coordinator:
                 continue
             if error is not None:
                 raise error
-            if got is not None and a.status == "unsent":
+            if got is not None and not approval_may_move(a.status, got["status"]):
+                return self._fail(job_id, f"{a.member}'s node answered approval status {got['status']!r} "
+                                          f"for a request that was {a.status}")
+            if got is not None and a.status == A.UNSENT:
                 if got["manifest_hash"] != a.request_hash:
-                    a.status, a.reason = "rejected", f"{a.member} hashed the request differently"
+                    a.status, a.reason = A.REJECTED.value, f"{a.member} hashed the request differently"
                 else:
                     a.node_request_id, a.status = got["id"], got["status"]
                 a.updated_at = utcnow()
                 self._save(a)
-            elif got is not None and got["status"] != "pending":
+            elif got is not None and got["status"] != A.PENDING:
                 a.status, a.reason = got["status"], got.get("reason")
                 a.approval_json = json.dumps(got["approval"]) if got.get("approval") else None
                 a.updated_at = utcnow()
                 self._save(a)
-            if a.status == "rejected":
+            if a.status == A.REJECTED:
                 self.lifecycle.transition(job_id, S.REJECTED, f"{a.member} rejected: {a.reason or 'no reason given'}")
                 return S.REJECTED
-            if a.status == "expired":
+            if a.status == A.EXPIRED:
                 self.lifecycle.transition(job_id, S.EXPIRED, f"{a.member}'s approval request expired")
                 return S.EXPIRED
         # every signed approval that came in is verified (all of this pass at once: one BLS batch)
-        unverified = [a for a in self._approvals(job_id) if a.status == "approved" and not a.verified]
+        unverified = [a for a in self._approvals(job_id) if a.status == A.APPROVED and not a.verified]
         if unverified:
             problems = self._verify_approvals(j, manifest, unverified)
             for a in unverified:
@@ -522,7 +523,7 @@ class Coordinator:
                     self.lifecycle.transition(job_id, S.FAILED,
                                               f"{a.member}'s approval is invalid: {problems[a.member]}")
                     return S.FAILED
-        if not all(a.status == "approved" and a.verified for a in self._approvals(job_id)):
+        if not all(a.status == A.APPROVED and a.verified for a in self._approvals(job_id)):
             return S.PENDING_APPROVAL
         # every owner approved: the authorization goes on chain (as the job's mode says), then AUTHORIZED
         pending = self._authorize_on_chain(j, manifest)
@@ -621,21 +622,9 @@ class Coordinator:
         return S.FAILED
 
     def _stop_tasks(self, job_id: str) -> None:
+        """The job's engine stops every party (idempotent, never raises)."""
         j = self.get_job(job_id)
-        if j.kind in HE_KINDS:  # the HE steps: every participant drops the job, the requester its secret key
-            from coordinator.he_jobs import abort_he, participants_of
-
-            abort_he(self, job_id, participants_of(json.loads(j.manifest_json)))
-            return
-        for t in self._tasks(job_id):
-            if t.status in ("succeeded", "failed", "stopped", "new", "ports"):
-                continue
-            try:
-                self.node(t.member).stop_task(job_id)
-                t.status = "stopped"
-                self._save(t)
-            except CoordinatorError as exc:
-                log.warning("job %s: could not stop %s: %s", job_id, t.member, exc.detail)
+        registry.engine_for(j.kind).abort(JobPort(self, j, json.loads(j.manifest_json)))
 
     def _training_of(self, job_id: str) -> dict[str, Any] | None:
         """The kind, state and spec of job ``job_id`` (a vertical_predict's ``model_from``), or None."""
@@ -645,123 +634,23 @@ class Coordinator:
             return None
         return {"kind": job.kind, "state": job.state, "spec": JobSpec.model_validate_json(job.spec_json)}
 
-    def _task_body(self, j: Job, manifest: dict[str, Any], member: str, cluster: dict[str, Any]) -> dict[str, Any]:
-        spec = JobSpec.model_validate_json(j.spec_json)
-        inp = next(i for i in manifest["inputs"] if i["member"] == member)
-        label = manifest["label"]
-        body: dict[str, Any] = {
-            "job_id": j.job_id,
-            "party": member,
-            "cluster": cluster,
-            "join_key": manifest["join_key"],
-            "label_party": hub_of(manifest),
-            "label_column": label["column"] if label else None,
-            "psi_protocol": manifest["engine"]["psi_protocol"],
-            # the engine's ModelParams: the approved parameters and the algorithm they belong to
-            "model": {**manifest["engine"]["params"],
-                      **({"algorithm": manifest["engine"]["algorithm"]} if manifest["engine"]["algorithm"] else {})},
-            "inputs": [{"dataset": inp["dataset"], "columns": inp["columns"]}],
-            "features": inp["features"],
-            "receivers": {o["name"]: [o["receiver"]] for o in manifest["outputs"]},
-            "timeout_s": spec.timeout_s,
-        }
-        if j.kind in KIND_STAGES and j.kind != "vertical_train":  # a training body stays as it always was
-            body["stages"] = KIND_STAGES[j.kind]
-        if manifest.get("model_from"):
-            body["model_from"] = manifest["model_from"]
-        return body
-
     def _step_running(self, j: Job, manifest: dict[str, Any]) -> JobState:
-        if j.kind in HE_KINDS:
-            from coordinator.he_jobs import step_he
-
-            return step_he(self, j, manifest)
+        """The one running step of every kind: the revocation check, the engine's advance, then (once
+        the engine is done) every usage receipt on chain, the results, and SUCCEEDED once."""
         job_id = j.job_id
+        engine = registry.engine_for(j.kind)
+        port = JobPort(self, j, manifest)
         reason = self._revoked(j)
         if reason:
             self.lifecycle.transition(job_id, S.REVOKED, reason)
-            self._stop_tasks(job_id)
+            engine.abort(port)
             return S.REVOKED
-        tasks = self._tasks(job_id)
-        label_party = hub_of(manifest)
-        members = [t.member for t in tasks]
-        # 1. ports (every node asked at once; answers handled in task order)
-        fresh = [t for t in tasks if t.status == "new"]
-        answers = _concurrently(fresh, lambda t: self.node(t.member).allocate_ports(
-            job_id, [m for m in members if m != t.member], label_party))
-        for t, (got, error) in zip(fresh, answers, strict=True):
-            if isinstance(error, NodeRefused):
-                return self._fail(job_id, f"{t.member} refused to prepare the task: {error.error}: {error.node_detail}")
-            if isinstance(error, NodeUnavailable):
-                return self._unreachable(job_id, t, error)
-            if error is not None:
-                raise error
-            t.endpoint_json, t.status, t.last_seen = json.dumps(got), "ports", utcnow()
-            self._save(t)
-        # 2. cluster and dispatch
-        if j.cluster_json is None:
-            eps = [json.loads(t.endpoint_json or "{}") for t in tasks]
-            cluster = {"host": eps[0]["host"], "parties": [e["endpoint"] for e in eps]}
-            with Session(self.engine) as session:
-                job = self._job(session, job_id)
-                job.cluster_json, job.stage = json.dumps(cluster), "dispatch"
-                session.add(job)
-                session.commit()
-            j = self.get_job(job_id)
-        cluster = json.loads(j.cluster_json or "{}")
-        # each node checks the authorization on chain and answers at once (it extracts in the background):
-        # the start calls go out together
-        ready = [t for t in tasks if t.status == "ports"]
-        answers = _concurrently(ready, lambda t: self.node(t.member).start_task(
-            job_id, self._task_body(j, manifest, t.member, cluster)))
-        for t, (_, error) in zip(ready, answers, strict=True):
-            if isinstance(error, NodeRefused):
-                if error.error != "TaskExists":
-                    return self._fail(job_id, f"{t.member} refused the task: {error.error}: {error.node_detail}")
-            elif isinstance(error, NodeUnavailable):
-                return self._unreachable(job_id, t, error)
-            elif error is not None:
-                raise error
-            t.status, t.last_seen = "running", utcnow()
-            self._save(t)
-        # 3. follow
-        for t in tasks:
-            if t.status != "running":
-                continue
-            try:
-                got = self.node(t.member).task(job_id)
-            except (NodeUnavailable, NodeRefused) as exc:
-                return self._unreachable(job_id, t, exc)
-            t.last_seen, t.stage, t.detail_json = utcnow(), got.get("stage"), json.dumps(got)
-            if got["status"] in ("failed", "stopped"):
-                t.status, t.error = "failed", got.get("error") or got["status"]
-                self._save(t)
-                where = ", ".join(f"{o.member} {o.stage or o.status}" for o in tasks)
-                return self._fail(job_id, f"{t.member}'s task failed: {t.error} (stages then: {where})")
-            if got["status"] == "succeeded":
-                t.status = "succeeded"
-            self._save(t)
-        late = straggler(tasks, self.settings.straggler_timeout_s)
-        if late:
-            return self._fail(job_id, late)
-        stages = sorted({t.stage for t in tasks if t.stage})
-        with Session(self.engine) as session:
-            job = self._job(session, job_id)
-            job.stage = ",".join(stages) if stages else job.stage
-            session.add(job)
-            session.commit()
-        if not all(t.status == "succeeded" for t in self._tasks(job_id)):
+        progress: Progress = engine.advance(port)
+        if progress.state == "failed":
+            return self._fail(job_id, progress.reason or "the engine failed the job")
+        if progress.state == "running":
             return S.RUNNING
-        # 4. outputs (sealed to the requester by the node that holds them) and receipts
-        results: dict[str, Any] = {}
-        for o in manifest["outputs"]:
-            try:
-                got = self.node(label_party).output(job_id, o["name"])
-            except CoordinatorError as exc:
-                return self._fail(job_id, f"collecting output {o['name']!r} failed: {exc.detail}")
-            base64.b64decode(got["envelope_b64"], validate=True)
-            results[o["name"]] = {"name": o["name"], "receiver": got["receiver"],
-                                  "envelope_b64": got["envelope_b64"], "sm3": got["sm3"]}
+        # receipts: every dataset used has its receipt on chain, or nothing is handed out
         terms = self._terms_model(j, manifest)
         chain = self.chain()
         missing = [d.hex()[:12] for d in terms.dataset_ids if chain.runs(terms.job_id, d) < 1]
@@ -769,78 +658,12 @@ class Coordinator:
             return self._fail(job_id, f"no usage receipt on chain for dataset(s) {', '.join(missing)}")
         with Session(self.engine) as session:
             job = self._job(session, job_id)
-            job.results_json, job.stage = json.dumps(results), "done"
+            job.results_json, job.stage = json.dumps(progress.results), "done"
             session.add(job)
             session.commit()
         self.lifecycle.transition(job_id, S.SUCCEEDED, expect=S.RUNNING)
+        engine.cleanup(port)
         return S.SUCCEEDED
-
-    def _unreachable(self, job_id: str, t: TaskRecord, exc: CoordinatorError) -> JobState:
-        """A node that stays silent longer than ``node_timeout_s`` fails the job."""
-        last = aware(t.last_seen) if t.last_seen else None
-        if last is None:
-            t.last_seen = utcnow()
-            self._save(t)
-            return S.RUNNING
-        silent = (utcnow() - last).total_seconds()
-        if silent >= self.settings.node_timeout_s:
-            return self._fail(job_id, f"node {t.member} stopped answering for {silent:.0f}s: {exc.detail}")
-        return S.RUNNING
-
-
-def straggler(tasks: list[TaskRecord], limit_s: float, now: float | None = None) -> str | None:
-    """Why the job's still-running tasks are stuck, if a task of the job ended ``limit_s`` or more ago.
-
-    The parties of one job leave together (the engine's last step is a barrier), within seconds of
-    each other; a party that is still running long after a peer's task ended waits on a party that
-    has left, and would wait until the job's timeout."""
-    running = [t for t in tasks if t.status == "running"]
-    ended = sorted(
-        (float(f), t.member)
-        for t in tasks
-        if t.status == "succeeded" and (f := json.loads(t.detail_json or "{}").get("finished_at")) is not None
-    )
-    if not running or not ended:
-        return None
-    first, who = ended[0]
-    waited = (time.time() if now is None else now) - first
-    if waited < limit_s:
-        return None
-    late = ", ".join(f"{t.member} (stage {t.stage or 'unknown'})" for t in running)
-    return (f"{late} still running {waited:.0f}s after {who}'s task ended: a party that outlives its peers "
-            f"waits on one that has left")
-
-
-def _concurrently(items: list[Any], call: Any) -> list[tuple[Any, Exception | None]]:
-    """``call(item)`` for every item at the same time (threads: the calls wait on other processes);
-    ``(result, None)`` or ``(None, exception)`` per item, in order."""
-    if len(items) <= 1:
-        out: list[tuple[Any, Exception | None]] = []
-        for it in items:
-            try:
-                out.append((call(it), None))
-            except Exception as exc:  # noqa: BLE001 - handed back to the caller
-                out.append((None, exc))
-        return out
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(it: Any) -> tuple[Any, Exception | None]:
-        try:
-            return call(it), None
-        except Exception as exc:  # noqa: BLE001 - handed back to the caller
-            return None, exc
-
-    with ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="dcp-dispatch") as pool:
-        return list(pool.map(one, items))
-
-
-def hub_of(manifest: dict[str, Any]) -> str:
-    """The party that holds a SecretFlow job's outputs: the label holder, or (psi, no label) the
-    requester when it brings data, else the first input's member."""
-    if manifest.get("label"):
-        return manifest["label"]["member"]
-    members = [i["member"] for i in manifest["inputs"]]
-    return manifest["requester"] if manifest["requester"] in members else members[0]
 
 
 def _iso(value: str | None) -> datetime | None:

@@ -17,8 +17,8 @@ from pydantic_settings import (
 
 from common.settings import file_settings_sources, project_root
 from coordinator.errors import FederationError
-from nodes.services.identity import PeerEntry
 from protocols.gmtls.config import GmTlsSettings
+from protocols.identity import PeerEntry
 
 
 class CoordinatorSettings(BaseSettings):

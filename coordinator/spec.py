@@ -16,40 +16,28 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from coordinator.errors import EngineUnsupported, InvalidJobSpec, OutputNotToRequester, UnknownJobKind
+from coordinator.errors import InvalidJobSpec, OutputNotToRequester, UnknownJobKind, spec_refused
+from engines import registry
+from engines.base import SubmitContext
+from engines.ckks.coordinator import CkksEngine
+from engines.errors import SpecRefused
+from engines.secretflow.coordinator import KIND_STAGES, RUNNABLE  # noqa: F401 - read by tests and the CLI
 
-JOB_KINDS: tuple[str, ...] = ("psi", "vertical_train", "vertical_predict", "he_score", "secure_stats")
-JobKind = Literal["psi", "vertical_train", "vertical_predict", "he_score", "secure_stats"]
-#: Kinds run on CKKS (TenSEAL) by coordinator/he_jobs.py instead of a SecretFlow party.
-HE_KINDS: tuple[str, ...] = ("he_score", "secure_stats")
+#: Kinds whose spec carries the ``he`` section (the CKKS engine's, engines/ckks).
+HE_KINDS: tuple[str, ...] = CkksEngine.kinds
 PsiProtocol = Literal["RR22", "ECDH", "ECDH_SM2"]
 Algorithm = Literal["ss_lr", "ss_xgb", "sgb"]
 
-#: The outputs each kind produces, and what the engine calls them.
-KIND_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "psi": ("intersection",),
-    "vertical_train": ("metrics", "predictions"),
-    "vertical_predict": ("predictions",),
-    "he_score": ("scores",),
-    "secure_stats": ("stats",),
-}
-#: What the engines in this build can run (kind, algorithm): PSI alone, training with each learner,
-#: and prediction with a model stored by an earlier training job (``model_from``).
-RUNNABLE: set[tuple[str, str | None]] = {
-    ("psi", None),
-    ("vertical_train", "ss_lr"),
-    ("vertical_train", "ss_xgb"),
-    ("vertical_train", "sgb"),
-    ("vertical_predict", "ss_lr"),
-    ("vertical_predict", "ss_xgb"),
-    ("vertical_predict", "sgb"),
-}
-#: The engine stages each SecretFlow kind runs (protocols.secretflow.spec.STAGE_PLANS).
-KIND_STAGES: dict[str, list[str]] = {
-    "psi": ["psi"],
-    "vertical_train": ["psi", "train", "predict"],
-    "vertical_predict": ["psi", "predict"],
-}
+
+def job_kinds() -> tuple[str, ...]:
+    """Every kind an engine in the registry serves (engines/registry.py)."""
+    return registry.kinds()
+
+
+def kind_outputs(kind: str) -> tuple[str, ...]:
+    """The outputs a job of ``kind`` produces, as its engine names them."""
+    return registry.engine_for(kind).outputs[kind]
+
 
 _NAME = r"^[a-z][a-z0-9_]{0,31}$"
 
@@ -113,7 +101,7 @@ class ModelSpec(_Model):
 class JobSpec(_Model):
     """A requester's job, before the coordinator checks it against the catalog and policies."""
 
-    kind: JobKind
+    kind: str = Field(description="a kind some engine serves (engines/registry.py)")
     requester: str = Field(pattern=_NAME)
     purpose: str = Field(min_length=1, max_length=2000)
     join_key: str | None = Field(default=None, min_length=1, description="not needed by secure_stats")
@@ -128,7 +116,7 @@ class JobSpec(_Model):
     max_runs: int = Field(default=1, ge=1, le=1000)
     timeout_s: float = Field(default=600.0, gt=0)
     he: dict[str, Any] | None = Field(
-        default=None, description="he_score / secure_stats parameters (coordinator/he_jobs.py)"
+        default=None, description="he_score / secure_stats parameters (engines/ckks)"
     )
     model_from: str | None = Field(
         default=None, min_length=1, max_length=200,
@@ -141,6 +129,13 @@ class JobSpec(_Model):
         if not v.strip():
             raise ValueError("the purpose must say what the computation is for")
         return v.strip()
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v not in job_kinds():
+            raise ValueError(f"unknown job kind {v!r}; known kinds: {', '.join(job_kinds())}")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
@@ -190,8 +185,8 @@ class JobSpec(_Model):
             check_real_sigmoid(ModelParams.model_validate({**self.model.params, "algorithm": self.model.algorithm}),
                                len(members), training=True)
         if not self.outputs:
-            self.outputs = [OutputSpec(name=n, receiver=self.requester) for n in KIND_OUTPUTS[self.kind]]
-        known = KIND_OUTPUTS[self.kind]
+            self.outputs = [OutputSpec(name=n, receiver=self.requester) for n in kind_outputs(self.kind)]
+        known = kind_outputs(self.kind)
         for o in self.outputs:
             if o.name not in known:
                 raise ValueError(f"a {self.kind} job has no output {o.name!r} (it has {', '.join(known)})")
@@ -229,9 +224,9 @@ def parse_spec(raw: Any) -> JobSpec:
         raise InvalidJobSpec(f"a job spec is a mapping, got {type(raw).__name__}")
     kind = raw.get("kind")
     if kind is None:
-        raise InvalidJobSpec("kind: field required (one of " + ", ".join(JOB_KINDS) + ")")
-    if kind not in JOB_KINDS:
-        raise UnknownJobKind(f"kind: unknown job kind {kind!r}; known kinds: {', '.join(JOB_KINDS)}")
+        raise InvalidJobSpec("kind: field required (one of " + ", ".join(job_kinds()) + ")")
+    if kind not in job_kinds():
+        raise UnknownJobKind(f"kind: unknown job kind {kind!r}; known kinds: {', '.join(job_kinds())}")
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
@@ -244,24 +239,25 @@ def parse_spec(raw: Any) -> JobSpec:
             raise OutputNotToRequester(
                 f"output {o.name!r} would go to {o.receiver!r}; results go only to the requester {spec.requester!r}"
             )
-    if spec.kind in HE_KINDS:
-        from coordinator.he_jobs import check_he_spec
-
-        check_he_spec(spec)
+    try:
+        registry.engine_for(spec.kind).check_spec(spec)
+    except SpecRefused as exc:
+        raise spec_refused(exc.error, exc.detail) from None
     return spec
+
+
+def complete_spec(spec: JobSpec, ctx: SubmitContext | None = None) -> JobSpec:
+    """At submission: refuse a spec no engine in this build runs (``EngineUnsupported``); with ``ctx``,
+    the engine fills in what the coordinator knows (the aligned rows of an he_score job)."""
+    try:
+        return registry.engine_for(spec.kind).complete_spec(spec, ctx)
+    except SpecRefused as exc:
+        raise spec_refused(exc.error, exc.detail) from None
 
 
 def check_runnable(spec: JobSpec) -> None:
     """Refuse specs that are valid but that no engine in this build can run (EngineUnsupported)."""
-    if spec.kind in HE_KINDS:
-        return  # CKKS on TenSEAL: coordinator/he_jobs.py runs both kinds
-    algo = spec.model.algorithm if spec.kind != "psi" else None
-    if (spec.kind, algo) not in RUNNABLE:
-        what = spec.kind if algo is None else f"{spec.kind} with {algo}"
-        raise EngineUnsupported(
-            f"{what} is a valid job but the SecretFlow party runner in this build does not run it yet "
-            f"(it runs: {', '.join(sorted(k if a is None else f'{k} with {a}' for k, a in RUNNABLE))})"
-        )
+    complete_spec(spec, None)
 
 
 def load_spec_text(text: str, fmt: str = "yaml") -> JobSpec:

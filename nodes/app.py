@@ -20,7 +20,6 @@ from nodes.errors import NodeError
 from nodes.services.approvals import ApprovalRecorder
 from nodes.services.audit import AuditAnchor
 from nodes.services.chain import NodeChain
-from nodes.services.he_tasks import HeService
 from nodes.settings import NodeSettings
 
 log = logging.getLogger("dcp.node")
@@ -63,7 +62,6 @@ def create_app(
 ) -> FastAPI:
     """The node's HTTP service over its own database (created if missing); see NodeContext.build."""
     ctx = NodeContext.build(settings, anchor, recorder, chain)
-    he_service = HeService.from_context(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -78,7 +76,6 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
             await run_in_threadpool(ctx.close)
-            he_service.close()
 
     docs = settings.docs_enabled
     app = FastAPI(title=f"dcp node {settings.name}", version="0.1.0", lifespan=lifespan,
@@ -88,7 +85,7 @@ def create_app(
 
     app.add_middleware(BodyLimit, cap=lambda: settings.max_body_bytes, exempt=UPLOAD_PATHS, on_refusal=_too_big)
     app.state.ctx = ctx
-    app.state.he = he_service
+    app.state.he = ctx.he
 
     @app.exception_handler(NodeError)
     async def _node_error(request: Request, exc: NodeError) -> JSONResponse:

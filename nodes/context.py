@@ -17,12 +17,14 @@ from nodes.services.chain import (
     load_node_keys,
 )
 from nodes.services.datasets import DatasetService
-from nodes.services.identity import MemberDirectory, RegistryDirectory, StaticDirectory
+from nodes.services.he_tasks import HeService
 from nodes.services.officers import OfficerService, private_file_secret
 from nodes.services.policy import PolicyService
 from nodes.services.requests import SeenRequest  # noqa: F401  (registers its table before init_db)
+from nodes.services.steps import StepService
 from nodes.services.tasks import TaskService
 from nodes.settings import NodeSettings
+from protocols.identity import MemberDirectory, RegistryDirectory, StaticDirectory
 
 
 @dataclass
@@ -36,7 +38,10 @@ class NodeContext:
     tasks: TaskService
     officers: OfficerService
     members: MemberDirectory
+    steps: StepService
     chain: NodeChain | None = None
+    he: HeService | None = None
+    """The CKKS steps (``/he`` routes); built with the context."""
 
     @classmethod
     def build(
@@ -93,10 +98,16 @@ class NodeContext:
             policy.seed_from_file(settings.policy_file)
         approvals = ApprovalService(settings, engine, audit, policy, datasets, recorder, keys=keys)
         tasks = TaskService(settings, engine, audit, datasets, policy, chain)
+        steps = StepService(tasks)
+        steps.recover()  # the step-route engines' tasks first: their engines drop what they left
         tasks.recover()
-        return cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
-                   approvals=approvals, tasks=tasks, officers=officers, members=members, chain=chain)
+        ctx = cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
+                  approvals=approvals, tasks=tasks, steps=steps, officers=officers, members=members, chain=chain)
+        ctx.he = HeService.from_context(ctx)
+        return ctx
 
     def close(self) -> None:
         self.tasks.stop_all()
+        if self.he is not None:
+            self.he.close()
         self.engine.dispose()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PField
 from sqlmodel import Field, SQLModel, UniqueConstraint
+
+from protocols.manifest import ApprovalRequestIn, JobColumns  # noqa: F401 - the slice lives with the manifest
 
 DType = Literal["int", "float", "bool", "date", "string", "uscc", "resident_id"]
 DTYPES: tuple[str, ...] = ("int", "float", "bool", "date", "string", "uscc", "resident_id")
@@ -96,6 +99,24 @@ class PolicyRecord(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class ApprovalStatus(str, enum.Enum):
+    """An inbox request's status (stored as its value); only a pending request is ever decided."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+#: The allowed approval moves: pending to one decision, never back and never again.
+APPROVAL_MOVES: dict[ApprovalStatus, frozenset[ApprovalStatus]] = {
+    ApprovalStatus.PENDING: frozenset({ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED}),
+    ApprovalStatus.APPROVED: frozenset(),
+    ApprovalStatus.REJECTED: frozenset(),
+    ApprovalStatus.EXPIRED: frozenset(),
+}
+
+
 class ApprovalRecord(SQLModel, table=True):
     """One request in the approvals inbox and its decision."""
 
@@ -106,7 +127,8 @@ class ApprovalRecord(SQLModel, table=True):
     manifest_json: str
     manifest_hash: str
     expires_at: datetime
-    status: str = "pending"  # pending | approved | rejected | expired
+    status: str = ApprovalStatus.PENDING.value
+    """An :class:`ApprovalStatus` value; moves only as :data:`APPROVAL_MOVES` allows."""
     reason: str | None = None
     approval_json: str | None = None
     chain_ref: str | None = None
@@ -271,11 +293,6 @@ class PolicyOut(Policy):
     updated_at: datetime
 
 
-class JobColumns(BaseModel):
-    dataset: str
-    columns: list[str]
-
-
 class JobCheck(BaseModel):
     """A job as the node's policy sees it."""
 
@@ -332,45 +349,6 @@ class PruneOut(BaseModel):
     boundary_hash: str
 
 
-class ApprovalRequestIn(BaseModel):
-    """What the coordinator sends a node: the part of a job's manifest that touches this node."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: str = PField(min_length=1, max_length=200)
-    kind: str
-    protocol: str
-    requester: str
-    requester_role: str
-    purpose: str = PField(min_length=1)
-    inputs: list[JobColumns] = PField(min_length=1)
-    receivers: dict[str, list[str]] = PField(min_length=1)
-    """Output name -> members that receive it."""
-    expiry: datetime
-    max_runs: int = PField(default=1, ge=1)
-    aggregate_group_size: int | None = None
-    manifest_hash: str | None = None
-    """The coordinator's SM3 of the manifest; when given, the node checks it against its own."""
-    job_manifest_hash: str | None = PField(default=None, pattern=r"^(0x)?[0-9a-fA-F]{64}$")
-    """SM3 of the whole job manifest (``Terms.manifest_hash``). When given it is part of the signed
-    slice, and the node approves on chain only terms carrying exactly this hash."""
-    model_from: str | None = PField(default=None, min_length=1, max_length=200)
-    """vertical_predict: the training job whose stored model part this node would use (signed with the
-    slice; absent from the canonical form of every other kind, so their hashes are unchanged)."""
-    request: dict[str, Any] | None = None
-    """The requester's signed job request (``protocols.signed_request.SignedRequest``): part of the
-    signed slice; the node verifies it against the requester's Registry key before filing."""
-
-    @model_serializer(mode="wrap")
-    def _omit_no_model(self, handler: SerializerFunctionWrapHandler) -> dict:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("model_from") is None:
-            data.pop("model_from", None)
-        if isinstance(data, dict) and data.get("request") is None:
-            data.pop("request", None)
-        return data
-
-
 class ApprovalRequestOut(BaseModel):
     id: int
     job_id: str
@@ -387,12 +365,39 @@ class ApprovalRequestOut(BaseModel):
     created_at: datetime
 
 
+class TaskStatus(str, enum.Enum):
+    """A task's status on this node (stored as its value); :data:`TASK_MOVES` says where each may go."""
+
+    PORTS = "ports"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+#: The allowed task transitions: a task is created ``ports`` (SecretFlow) or ``running`` (a step of
+#: the generic route) and ends in one of the three terminal statuses, never to leave it.
+TASK_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PORTS: frozenset({TaskStatus.RUNNING, TaskStatus.STOPPED, TaskStatus.FAILED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.STOPPED}),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.STOPPED: frozenset(),
+}
+
+
+def task_may_move(src: str, dst: str) -> bool:
+    """Whether a task may go from status ``src`` to ``dst`` (the same status is no move: allowed)."""
+    return src == dst or TaskStatus(dst) in TASK_MOVES[TaskStatus(src)]
+
+
 class NodeTask(SQLModel, table=True):
     """One task of a job on this node; every state change is persisted before it is acted on."""
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(index=True, unique=True)
-    status: str = "ports"  # ports | running | succeeded | failed | stopped
+    status: str = TaskStatus.PORTS.value
+    """A :class:`TaskStatus` value; moves only as :data:`TASK_MOVES` allows."""
     stage: str | None = None
     error: str | None = None
     endpoint_json: str
@@ -530,7 +535,8 @@ class HeTask(SQLModel, table=True):
     kind: str
     roles: str = "[]"
     """JSON list: "requester" and/or "department"."""
-    status: str = "running"  # running | succeeded | failed | stopped
+    status: str = TaskStatus.RUNNING.value
+    """A :class:`TaskStatus` value (the same statuses and moves as every task of this node)."""
     stage: str | None = None
     error: str | None = None
     manifest_hash: str

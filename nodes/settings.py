@@ -17,8 +17,8 @@ from pydantic_settings import (
 
 from common.settings import file_settings_sources, project_root
 from nodes.errors import ConfigError
-from nodes.services.identity import PeerEntry
 from protocols.gmtls.config import GmTlsSettings
+from protocols.identity import PeerEntry
 
 GIB = 1024**3
 

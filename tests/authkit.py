@@ -1,7 +1,7 @@
 """Test plumbing for verified identities: member keys, a peer-key ASGI wrapper, officer clients.
 
 In production the 国密 TLS server puts the peer's proven SM2 key into the ASGI scope
-(``nodes.services.identity.PEER_KEY_SCOPE``). In-process tests where TLS is not the point wrap the
+(``protocols.identity.PEER_KEY_SCOPE``). In-process tests where TLS is not the point wrap the
 app in :class:`AsPeer`, which does the same for the key of the member named by the test-only
 header ``x-test-peer`` (default: the wrapper's ``default``; ``none``: no key, like plain HTTP)."""
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from nodes.services.identity import PEER_KEY_SCOPE, PeerEntry, StaticDirectory
 from protocols.crypto import sm2
+from protocols.identity import PEER_KEY_SCOPE, PeerEntry, StaticDirectory
 
 MEMBER_ROLES = {"coordinator": "coordinator", "bank": "bank", "tax": "department", "power": "department",
                 "regulator": "regulator", "researcher": "researcher"}

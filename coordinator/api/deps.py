@@ -15,7 +15,7 @@ from fastapi import Depends, Path, Request
 
 from coordinator.errors import CoordinatorError
 from coordinator.service import Coordinator
-from nodes.services.identity import Caller, MemberDirectory, RegistryDirectory, StaticDirectory, peer_key
+from protocols.identity import Caller, MemberDirectory, RegistryDirectory, StaticDirectory, peer_key
 
 log = logging.getLogger("dcp.coordinator")
 

@@ -17,8 +17,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from coordinator.errors import CoordinatorError
-        from coordinator.federation import load_federation_config
-        from coordinator.federation import up as fed_up
+        from federation.launcher import load_federation_config
+        from federation.launcher import up as fed_up
 
         console = Console(stderr=True)
         try:
@@ -42,8 +42,8 @@ def register(app: typer.Typer) -> None:
         """Stop every process of the federation started by ``dcp up``."""
         from common.settings import DcpSettings
         from coordinator.errors import CoordinatorError
-        from coordinator.federation import down as fed_down
-        from coordinator.federation import load_federation_config
+        from federation.launcher import down as fed_down
+        from federation.launcher import load_federation_config
 
         try:
             wd = work_dir or (load_federation_config(config).work_dir if config else DcpSettings().work_dir / "federation")

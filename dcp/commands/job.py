@@ -15,7 +15,7 @@ MEMBER_ENV = "DCP_MEMBER"
 
 def _state(fed_dir: Path | None):  # noqa: ANN202 - FederationState, imported lazily
     from common.settings import DcpSettings
-    from coordinator.federation import read_state
+    from federation.launcher import read_state
 
     return read_state(fed_dir or Path(os.environ.get(FED_DIR_ENV) or DcpSettings().work_dir / "federation"))
 
@@ -53,7 +53,7 @@ def _client(url: str | None, fed_dir: Path | None, member: str | None = None):  
         typer.echo(f"the federation speaks 国密 TLS only: say which member you act as (--member or ${MEMBER_ENV})",
                    err=True)
         raise typer.Exit(2)
-    from coordinator.federation import transport_for
+    from federation.launcher import transport_for
 
     return DcpClient(_url(url, fed_dir), transport=transport_for(state, member))
 
@@ -75,7 +75,7 @@ def _officer_token(member: str, token: str | None, officer: str, fed_dir: Path |
     """``token``, else a session of the officer ``dcp up`` made on ``member``'s node."""
     if token:
         return token
-    from coordinator.federation import officer_token
+    from federation.launcher import officer_token
 
     return officer_token(_state(fed_dir), member, officer)
 

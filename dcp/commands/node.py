@@ -41,7 +41,7 @@ def _http(member: str | None):  # noqa: ANN202 - httpx or an httpx.Client
 
     from common.settings import DcpSettings
     from coordinator.errors import FederationError
-    from coordinator.federation import client_for, read_state
+    from federation.launcher import client_for, read_state
 
     try:
         state = read_state(os.environ.get("DCP_FEDERATION_DIR") or DcpSettings().work_dir / "federation")

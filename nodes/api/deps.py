@@ -10,7 +10,7 @@ Two kinds of proven identity meet here:
 
 - **members** (other services: the coordinator, a bank's client, a regulator) are the SM2 key the
   peer proved in the 国密 TLS handshake — ``scope["dcp.peer_sm2_public_key"]``, set by the TLS
-  server — looked up in the chain's Registry (:mod:`nodes.services.identity`; cached
+  server — looked up in the chain's Registry (:mod:`protocols.identity`; cached
   ``identity_cache_s``). No key (plain HTTP, in-process) means no member.
 - **officers** (people of this node) are a live session token, ``Authorization: Bearer dcp1…``,
   issued by ``POST /officers/login`` of this node (:mod:`nodes.services.officers`).
@@ -44,7 +44,6 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from nodes.context import NodeContext
-from nodes.services.identity import Caller, peer_key
 from nodes.services.officers import (
     Forbidden,
     MemberInactive,
@@ -52,6 +51,7 @@ from nodes.services.officers import (
     OfficerIdentity,
     UnknownMember,
 )
+from protocols.identity import Caller, peer_key
 
 ANY = "*"
 

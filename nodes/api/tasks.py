@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends
 
 from nodes.api.deps import CoordinatorCaller, get_ctx
 from nodes.context import NodeContext
@@ -39,7 +41,17 @@ def status(job_id: str, caller: CoordinatorCaller, ctx: NodeContext = Depends(ge
 @router.post("/{job_id}/stop")
 def stop(job_id: str, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> TaskStopped:
     """Kill the party's process group; the extract is deleted (idempotent)."""
-    return ctx.tasks.stop(job_id, caller.actor)
+    return ctx.steps.stop(job_id, caller.actor)
+
+
+@router.post("/{job_id}/{step}")
+def step(
+    job_id: str, step: str, caller: CoordinatorCaller, body: dict[str, Any] | None = Body(default=None),
+    ctx: NodeContext = Depends(get_ctx),
+) -> dict[str, Any]:
+    """One step of a job whose engine runs through this route, its body validated against the step's
+    model (engines.base.NodeEngine.steps); the authorization guard and the policy first."""
+    return ctx.steps.run(job_id, step, body, caller.actor)
 
 
 @router.get("/{job_id}/outputs/{name}")

@@ -24,11 +24,19 @@ from nodes.errors import (
     ManifestMismatch,
     RequestExpired,
 )
-from nodes.models import ApprovalRecord, ApprovalRequestIn, ApprovalRequestOut, JobCheck, utcnow
+from nodes.models import (
+    ApprovalRecord,
+    ApprovalRequestIn,
+    ApprovalRequestOut,
+    ApprovalStatus,
+    JobCheck,
+    utcnow,
+)
 from nodes.services.audit import AuditLog
 from nodes.services.datasets import DatasetService
 from nodes.services.policy import PolicyService
 from nodes.settings import NodeSettings
+from protocols.manifest import slice_of
 
 
 @runtime_checkable
@@ -50,13 +58,8 @@ def _aware(dt: datetime) -> datetime:
 
 
 def manifest_of(req: ApprovalRequestIn) -> dict[str, Any]:
-    """The canonical manifest this node signs (everything but the coordinator's hash claim)."""
-    exclude = {"manifest_hash"} | ({"job_manifest_hash"} if req.job_manifest_hash is None else set())
-    m = req.model_dump(mode="json", exclude=exclude)
-    if req.job_manifest_hash is not None:
-        m["job_manifest_hash"] = req.job_manifest_hash.lower().removeprefix("0x")
-    m["expiry"] = _aware(req.expiry).astimezone(timezone.utc).isoformat()
-    return m
+    """The canonical manifest this node signs (``protocols.manifest.slice_of``)."""
+    return slice_of(req)
 
 
 class ApprovalService:
@@ -193,9 +196,9 @@ class ApprovalService:
         now = utcnow()
         n = 0
         with self.audit.transaction() as session:
-            for r in session.exec(select(ApprovalRecord).where(ApprovalRecord.status == "pending")):
+            for r in session.exec(select(ApprovalRecord).where(ApprovalRecord.status == ApprovalStatus.PENDING.value)):
                 if _aware(r.expires_at) <= now:
-                    r.status, r.decided_at, r.decided_by = "expired", now, "node"
+                    r.status, r.decided_at, r.decided_by = ApprovalStatus.EXPIRED.value, now, "node"
                     session.add(r)
                     self.audit.append(session, actor="node", action="approval.expire", target=r.job_id)
                     n += 1
@@ -210,7 +213,7 @@ class ApprovalService:
             r = self._get(session, request_id)
         if r.status == "expired":
             raise RequestExpired(f"job {r.job_id!r} expired before it was approved")
-        if r.status != "pending":
+        if r.status != ApprovalStatus.PENDING.value:
             raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
         m = json.loads(r.manifest_json)
         self.policy.enforce(self._job(m))  # the policy may have changed since the request came in
@@ -225,9 +228,9 @@ class ApprovalService:
         ref = self.recorder.record(prepared, approval)
         with self.audit.transaction() as session:
             r = self._get(session, request_id)
-            if r.status != "pending":
+            if r.status != ApprovalStatus.PENDING.value:
                 raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
-            r.status, r.decided_by, r.decided_at = "approved", actor, utcnow()
+            r.status, r.decided_by, r.decided_at = ApprovalStatus.APPROVED.value, actor, utcnow()
             r.approval_json, r.chain_ref = approval.model_dump_json(), ref
             r.terms_json, r.job_manifest_hash = prepared.terms_json, prepared.job_manifest_hash
             session.add(r)
@@ -240,9 +243,9 @@ class ApprovalService:
     def reject(self, request_id: int, reason: str, actor: str) -> ApprovalRequestOut:
         with self.audit.transaction() as session:
             r = self._get(session, request_id)
-            if r.status != "pending":
+            if r.status != ApprovalStatus.PENDING.value:
                 raise ApprovalNotPending(f"job {r.job_id!r} is already {r.status}")
-            r.status, r.reason, r.decided_by, r.decided_at = "rejected", reason, actor, utcnow()
+            r.status, r.reason, r.decided_by, r.decided_at = ApprovalStatus.REJECTED.value, reason, actor, utcnow()
             session.add(r)
             self.audit.append(session, actor=actor, action="approval.reject", target=r.job_id,
                               detail={"manifest_hash": r.manifest_hash, "reason": reason})

@@ -1,6 +1,6 @@
 """This node's part in ``he_score`` and ``secure_stats`` jobs (CKKS on TenSEAL, ``protocols/he``).
 
-The coordinator relays bytes and sums ciphertexts (``coordinator/he_jobs.py``); everything that
+The coordinator relays bytes and sums ciphertexts (``engines/ckks/coordinator.py``); everything that
 touches a key or a row happens here, after the node checked for itself:
 
 * **start** — the manifest it is given hashes (SM3) to the manifest hash of the live authorization
@@ -38,9 +38,8 @@ import secrets
 import shutil
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +50,21 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from nodes.errors import ChainUnavailable, NodeError, NotAuthorized, TaskNotFound
-from nodes.models import ApprovalRecord, HeModel, HeTask, JobCheck, NodeTask, utcnow
+from nodes.models import (
+    ApprovalRecord,
+    HeModel,
+    HeTask,
+    JobCheck,
+    NodeTask,
+    TaskStatus,
+    task_may_move,
+    utcnow,
+)
 from nodes.services.audit import AuditLog
-from nodes.services.chain import NodeChain, dataset_chain_id, manifest_sm3
+from nodes.services.chain import NodeChain, manifest_sm3
 from nodes.services.datasets import DatasetService
 from nodes.services.policy import PolicyService
+from nodes.services.receipts import record_receipt, seal_for
 from nodes.settings import NodeSettings
 
 HE_KINDS = ("he_score", "secure_stats")
@@ -324,6 +333,8 @@ class HeService:
         with self.audit.transaction() as session:
             t = self._row(session, job_id)
             assert t is not None
+            if "status" in values and not task_may_move(t.status, values["status"]):
+                raise HeStepRefused(f"the HE task of job {job_id!r} is {t.status}; it cannot become {values['status']}")
             for k, v in values.items():
                 setattr(t, k, v)
             session.add(t)
@@ -375,7 +386,8 @@ class HeService:
     def _refuse(self, job_id: str, exc: NodeError) -> NodeError:
         """Fail the task (its secrets deleted) and hand back the error to raise."""
         try:
-            self._end(job_id, "failed", f"{exc.name}: {exc.detail}")
+            if self._get(job_id).status == TaskStatus.RUNNING.value:  # an ended task keeps how it ended
+                self._end(job_id, TaskStatus.FAILED.value, f"{exc.name}: {exc.detail}")
         except TaskNotFound:
             pass
         return exc
@@ -405,14 +417,14 @@ class HeService:
             approved = json.loads(approval.manifest_json)
             if approved.get("inputs") != [{"dataset": i["dataset"], "columns": i["columns"]} for i in mine]:
                 raise NotAuthorized("the manifest uses other data of this node than it approved")
-            auth = self.tasks.check_authorization(job_id, [i["dataset"] for i in mine], approval)
+            auth = self.tasks.guard.check(job_id, [i["dataset"] for i in mine], approval)
             self.policy.enforce(JobCheck.model_validate({
                 "kind": kind, "requester": manifest["requester"], "requester_role": manifest["requester_role"],
                 "purpose": manifest["purpose"],
                 "inputs": [{"dataset": i["dataset"], "columns": i["columns"]} for i in mine],
             }))
         elif manifest.get("requester") == self.member:
-            auth = self._live(job_id)
+            auth = self.tasks.guard.live(job_id)
             if str(auth.terms.requester).lower() != self.chain.account.lower():
                 raise NotAuthorized(f"the authorization of job {job_id!r} names another requester")
         else:
@@ -432,20 +444,6 @@ class HeService:
             raise NotAuthorized(f"this node has no role in job {job_id!r}")
         return _Checked(kind, manifest, mhash.hex(), spec, roles, mine)
 
-    def _live(self, job_id: str) -> Any:
-        """The authorization of ``job_id``, live on chain (NotAuthorized otherwise)."""
-        from protocols.crypto.approvals import job_key
-
-        assert self.chain is not None
-        auth = self.chain.authorization(job_key(job_id))
-        if auth is None:
-            raise NotAuthorized(f"job {job_id!r} has no authorization on chain")
-        if auth.revoked_at:
-            raise NotAuthorized(f"the authorization of job {job_id!r} was revoked on chain")
-        if self.chain.chain_time() >= auth.terms.expiry or not self.chain.is_live(job_key(job_id)):
-            raise NotAuthorized(f"the authorization of job {job_id!r} is not live on chain")
-        return auth
-
     def _running(self, job_id: str, role: str) -> tuple[HeTask, _Checked]:
         t = self._get(job_id)
         if t.status != "running":
@@ -454,7 +452,7 @@ class HeService:
             raise HeStepRefused(f"this node is not the {role} of job {job_id!r}")
         manifest = json.loads((self._public_dir(job_id) / "manifest.json").read_text())
         try:
-            self._live(job_id)
+            self.tasks.guard.live(job_id)
         except NodeError as exc:
             raise self._refuse(job_id, exc) from None
         from protocols.he.jobs import parse_job
@@ -723,16 +721,8 @@ class HeService:
         return int(np.isfinite(values).sum()), contribution
 
     def _receipt(self, t: HeTask, dataset: str, rows: int, result_hash: bytes) -> str:
-        from contracts.models import UsageReceipt
-        from protocols.crypto.approvals import job_key
-
         assert self.chain is not None
-        # the node's own measured run (no clamp to the latest block, stale on an on-demand chain; #18.1)
-        finished = -int(-time.time() // 1)
-        started = min(int(t.started_at.replace(tzinfo=t.started_at.tzinfo or timezone.utc).timestamp()), finished)
-        receipt = UsageReceipt(job_id=job_key(t.job_id), dataset_id=dataset_chain_id(self.member, dataset),
-                               row_count=rows, result_hash=result_hash, started_at=started, finished_at=finished)
-        return self.chain.record_usage(receipt)
+        return record_receipt(self.chain, self.member, t.job_id, dataset, rows, result_hash, t.started_at)
 
     def finish(self, job_id: str, body: HeFinishIn, actor: str) -> dict[str, Any]:
         """Requester: check the total, decrypt it, seal the result to itself, record its receipt."""
@@ -751,7 +741,6 @@ class HeService:
             raise self._refuse(job_id, exc) from None
 
     def _finish(self, t: HeTask, c: _Checked, body: HeFinishIn, actor: str) -> dict[str, Any]:
-        from protocols.crypto.envelope import seal
         from protocols.crypto.sm3 import sm3_digest
         from protocols.he.context import context_fingerprint
         from protocols.he.jobs import check_total
@@ -774,12 +763,10 @@ class HeService:
             res = decrypt_stats(secret, spec.query, total, context=fp)
             name, data, rows = "stats", res.model_dump_json().encode(), 0
         del secret
-        key = self.chain.member_sm2_key(self.member)
-        if key is None:
-            raise NotAuthorized(f"{self.member!r} is not an active member on chain")
         digest = sm3_digest(data)
+        sealed = seal_for(self.chain, self.member, job_id, name, data)
         out = {"name": name, "receiver": self.member, "sm3": digest.hex(),
-               "envelope_b64": base64.b64encode(seal(key, data, f"{job_id}/{name}".encode())).decode()}
+               "envelope_b64": base64.b64encode(sealed).decode()}
         tx, result_hash = t.receipt_tx, t.result_hash
         if c.inputs and c.kind == "he_score":  # the requester's own dataset took part: its receipt
             tx = self._receipt(t, c.inputs[0]["dataset"], rows, digest)

@@ -14,7 +14,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from nodes.errors import NodeError
 from nodes.models import ApprovalRequestIn
-from nodes.services.identity import MemberDirectory
+from protocols.identity import MemberDirectory
 from protocols.signed_request import RequestRefused, SignedRequest, verify_request
 
 

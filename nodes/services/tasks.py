@@ -56,10 +56,8 @@ from sqlmodel import Session, select
 from common.net import free_ports
 from common.settings import project_root
 from nodes.errors import (
-    ChainUnavailable,
     ColumnNotApproved,
     NodeError,
-    NotAuthorized,
     OutputNotFound,
     TaskExists,
     TaskMismatch,
@@ -77,12 +75,15 @@ from nodes.models import (
     TaskStarted,
     TaskStartIn,
     TaskStopped,
+    task_may_move,
     utcnow,
 )
 from nodes.services.audit import AuditLog
-from nodes.services.chain import NodeChain, dataset_chain_id
+from nodes.services.chain import NodeChain
 from nodes.services.datasets import DatasetService
+from nodes.services.grants import AuthorizationGuard
 from nodes.services.policy import PolicyService
+from nodes.services.receipts import record_receipt, seal_for
 from nodes.settings import NodeSettings
 
 
@@ -392,6 +393,7 @@ class TaskService:
         self.policy = policy
         self.chain = chain
         self.member = settings.name
+        self.guard = AuthorizationGuard(self.member, engine, chain)
         self.outputs_root = settings.work_dir / "tasks"
         self.scratch_root = settings.tmp_dir()
         self._runs: dict[str, _Run] = {}
@@ -419,6 +421,8 @@ class TaskService:
         with self.audit.transaction() as session:
             t = self._row(session, job_id)
             assert t is not None
+            if "status" in values and not task_may_move(t.status, values["status"]):
+                raise TaskExists(f"the task of job {job_id!r} is {t.status}; it cannot become {values['status']}")
             for k, v in values.items():
                 setattr(t, k, v)
             session.add(t)
@@ -482,12 +486,7 @@ class TaskService:
         return self._out(self._get(job_id))
 
     def _approval(self, job_id: str) -> ApprovalRecord:
-        with Session(self.engine) as session:
-            rec = session.exec(select(ApprovalRecord).where(ApprovalRecord.job_id == job_id)).first()
-        if rec is None or rec.status != "approved":
-            state = "never asked" if rec is None else rec.status
-            raise NotAuthorized(f"this node has not approved job {job_id!r} ({state})")
-        return rec
+        return self.guard.approval(job_id)
 
     def ports(self, job_id: str, req: TaskPortsIn, actor: str) -> TaskPortsOut:
         """Reserve this node's ports for the job's party (idempotent)."""
@@ -515,38 +514,9 @@ class TaskService:
             return TaskPortsOut(host=self.settings.host, endpoint=endpoint)
 
     def check_authorization(self, job_id: str, datasets: list[str], approval: ApprovalRecord) -> Any:
-        """The live on-chain authorization of ``job_id`` for this node's ``datasets`` (NotAuthorized otherwise)."""
-        from protocols.crypto.approvals import job_key
-
-        if self.chain is None:
-            raise ChainUnavailable("this node is not wired to a chain; it runs nothing without an authorization on chain")
-        key = job_key(job_id)
-        auth = self.chain.authorization(key)
-        if auth is None:
-            raise NotAuthorized(f"job {job_id!r} has no authorization on chain")
-        if auth.revoked_at:
-            raise NotAuthorized(f"the authorization of job {job_id!r} was revoked on chain at {auth.revoked_at}")
-        now = self.chain.chain_time()
-        if now >= auth.terms.expiry:
-            raise NotAuthorized(f"the authorization of job {job_id!r} expired on chain at {auth.terms.expiry}")
-        if not self.chain.is_live(key):
-            raise NotAuthorized(f"the authorization of job {job_id!r} is not live on chain")
-        ids = {d: dataset_chain_id(self.member, d) for d in datasets}
-        for name, did in ids.items():
-            if did not in auth.terms.dataset_ids:
-                raise NotAuthorized(f"the authorization of job {job_id!r} does not cover dataset {name!r}")
-        if approval.job_manifest_hash:
-            if bytes(auth.terms.manifest_hash).hex() != approval.job_manifest_hash:
-                raise NotAuthorized("the authorization on chain is for another manifest than the one this node approved")
-        else:
-            for name, did in ids.items():
-                if not self.chain.approved_by_me(bytes(auth.digest), did):
-                    raise NotAuthorized(f"this node did not approve the authorized terms on chain for {name!r}")
-        for name, did in ids.items():
-            used = self.chain.runs(key, did)
-            if used >= auth.terms.max_runs:
-                raise NotAuthorized(f"dataset {name!r} has used all {auth.terms.max_runs} run(s) of job {job_id!r}")
-        return auth
+        """The live on-chain authorization of ``job_id`` for this node's ``datasets`` (the node's one guard,
+        :class:`nodes.services.grants.AuthorizationGuard`)."""
+        return self.guard.check(job_id, datasets, approval)
 
     def _check_slice(self, body: TaskStartIn, approved: dict[str, Any]) -> None:
         """The requested data and outputs are within what this node approved."""
@@ -869,9 +839,6 @@ class TaskService:
         self, job_id: str, run: _Run, private: Path, dataset: str, receivers: dict[str, str],
         result: dict[str, Any], join_key: str,
     ) -> None:
-        from contracts.models import UsageReceipt
-        from protocols.crypto.approvals import job_key
-        from protocols.crypto.envelope import seal
         from protocols.crypto.sm3 import sm3_digest, sm3_file
 
         assert self.chain is not None
@@ -895,24 +862,15 @@ class TaskService:
 
                 frame = pd.read_csv(path, dtype={join_key: str}, usecols=[join_key])
                 data = frame.to_csv(index=False).encode()
-            key = self.chain.member_sm2_key(receiver)
-            if key is None:
-                raise NotAuthorized(f"receiver {receiver!r} is not an active member on chain")
-            sealed = seal(key, data, f"{job_id}/{name}".encode())
+            sealed = seal_for(self.chain, receiver, job_id, name, data)
             target = job_dir / f"{name}.sealed"
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(sealed)
             outputs[name] = {"receiver": receiver, "sm3": sm3_digest(data).hex(), "size": len(data)}
-        # the node's own measured run (start floored, finish rounded up to whole seconds): the chain
-        # accepts it within Receipts.TIME_TOLERANCE of the recording block (#18.1; no clamp to a stale block)
         t = self._get(job_id)
-        finished = -int(-time.time() // 1)
-        started = min(int(_epoch(t.started_at) or finished), finished)
-        receipt = UsageReceipt(job_id=job_key(job_id), dataset_id=dataset_chain_id(self.member, dataset),
-                               row_count=rows, result_hash=result_hash, started_at=started, finished_at=finished)
         try:
-            tx = self.chain.record_usage(receipt)
+            tx = record_receipt(self.chain, self.member, job_id, dataset, rows, result_hash, _epoch(t.started_at))
         except Exception:
             for name in outputs:  # no receipt, no output
                 (job_dir / f"{name}.sealed").unlink(missing_ok=True)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import hashlib
 import json
 import os
 import re
@@ -58,6 +57,18 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from protocols.secretflow.events import Emit, make_emitter, private_event_stream  # noqa: F401 - re-exported
+from protocols.secretflow.inputs import (  # noqa: F401 - re-exported: the party's checks before the engine
+    InputInvalidError,
+    InputMissingError,
+    ModelInvalidError,
+    feature_columns,
+    file_sha256,
+    is_predict_only,
+    load_model_part,
+    validate_input,
+)
+from protocols.secretflow.leave import _leave  # noqa: F401 - re-exported
 from protocols.secretflow.spec import (
     MODEL_PART_FILE,
     PSI_PROTOCOLS,
@@ -83,154 +94,12 @@ def staging_dir(output_dir: Path, job_id: str) -> Path:
     return output_dir / (".dcp-staging-" + re.sub(r"[^A-Za-z0-9_.-]", "_", job_id))
 
 
-class InputMissingError(Exception):
-    """The party's input CSV does not exist or cannot be read."""
-
-
-class InputInvalidError(Exception):
-    """The party's input CSV cannot be used for this job."""
-
-
 class EmptyIntersectionError(Exception):
     """PSI found no common key: there is nothing to train on."""
 
 
 class SingleClassError(Exception):
     """The training rows' labels are all one class: nothing to learn, AUC undefined."""
-
-
-class ModelInvalidError(Exception):
-    """The stored model part is missing, corrupt, or does not fit this job or the other parties' parts."""
-
-
-Emit = Callable[..., None]
-
-
-def private_event_stream() -> Any:
-    """Give the progress events a descriptor of their own and point fd 1 at stderr (the task's log).
-
-    The engine's C++ libraries (libpsi, yacl, SPU) log to fd 1 from their own threads. On a shared
-    stdout, a log line written between an event and its newline costs the event (the node reads events
-    line by line; a lost ``result`` fails a run that succeeded), and the node's log of the run misses
-    the engine's own lines. The new descriptor is not inherited, so no helper process the engine starts
-    can hold the node's pipe open after the party has ended. Called once, when the module runs as a
-    process (never in a test's own process)."""
-    sys.stdout.flush()
-    fd = os.dup(1)
-    os.dup2(2, 1)
-    return os.fdopen(fd, "w", buffering=1, encoding="utf-8")
-
-
-def make_emitter(party: str, stream: Any = None) -> Emit:
-    """A function that prints one JSON progress line per call."""
-    out = stream or sys.stdout
-    pid = os.getpid()
-
-    def emit(event: str, **fields: Any) -> None:
-        line = json.dumps({"event": event, "party": party, "pid": pid, "t": round(time.time(), 3), **fields}, default=str)
-        out.write(line + "\n")  # one write: nothing can land between an event and its newline
-        out.flush()
-
-    return emit
-
-
-def is_predict_only(cfg: PartyConfig) -> bool:
-    """The job predicts with a stored model instead of training one."""
-    return "predict" in cfg.stages and "train" not in cfg.stages
-
-
-def feature_columns(cfg: PartyConfig, columns: list[str], part: ModelPart | None = None) -> list[str]:
-    """This party's feature columns: as configured, else the stored model's, else all but key and label."""
-    if cfg.me.features is not None:
-        return list(cfg.me.features)
-    if part is not None:
-        return list(part.features)
-    skip = {cfg.join_key} | ({cfg.label_column} if cfg.me.name == cfg.label_party and cfg.label_column else set())
-    return [c for c in columns if c not in skip]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_model_part(cfg: PartyConfig) -> ModelPart | None:
-    """This party's stored model part, checked against the job (None unless the job predicts with one)."""
-    if not is_predict_only(cfg):
-        return None
-    assert cfg.me.model_dir is not None  # enforced by the config
-    src = cfg.me.model_dir
-    path = src / MODEL_PART_FILE
-    if not path.is_file():
-        raise ModelInvalidError(f"no stored model part at {path}")
-    try:
-        part = ModelPart.model_validate_json(path.read_text())
-    except (OSError, ValidationError, UnicodeDecodeError) as exc:
-        raise ModelInvalidError(f"{path} is not a model part: {exc}") from exc
-    if part.party != cfg.me.name:
-        raise ModelInvalidError(f"{path} is the model part of {part.party!r}, not of {cfg.me.name!r}")
-    if part.parties != cfg.cluster.names:
-        raise ModelInvalidError(f"the model was trained by {part.parties}, this job has {cfg.cluster.names}")
-    if part.spu_protocol != cfg.spu_protocol:
-        raise ModelInvalidError(f"the model's shares are {part.spu_protocol}, the job asks for {cfg.spu_protocol}")
-    for name, digest in part.files_sha256.items():
-        f = src / name
-        if not f.is_file() or _sha256(f) != digest:
-            raise ModelInvalidError(f"model file {f} is missing or was modified")
-    if cfg.me.features is not None and list(cfg.me.features) != part.features:
-        raise ModelInvalidError(f"the model uses features {part.features}, the job gives {list(cfg.me.features)}")
-    return part
-
-
-def validate_input(cfg: PartyConfig, part: ModelPart | None = None) -> int:
-    """Check this party's own CSV; return its row count or raise a named input error."""
-    path = cfg.me.input_csv
-    if not path.is_file():
-        raise InputMissingError(f"input file not found: {path}")
-    try:
-        frame = pd.read_csv(path, dtype={cfg.join_key: str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputMissingError(f"cannot read input file {path}: {exc}") from exc
-    cols = list(frame.columns)
-    if cfg.join_key not in cols:
-        raise InputInvalidError(f"{path}: join key column {cfg.join_key!r} is missing (columns: {cols})")
-    keys = frame[cfg.join_key]
-    if keys.isna().any() or (keys.str.strip() == "").any():
-        raise InputInvalidError(f"{path}: join key {cfg.join_key!r} has empty values")
-    dup = keys[keys.duplicated()]
-    if len(dup):
-        raise InputInvalidError(
-            f"{path}: join key {cfg.join_key!r} has {len(dup)} duplicate values, e.g. {dup.iloc[0]!r}"
-        )
-    feats = feature_columns(cfg, cols, part)
-    missing = [c for c in feats if c not in cols]
-    if missing:
-        raise InputInvalidError(f"{path}: feature columns missing: {missing}")
-    if not feats and cfg.stages != ["psi"]:
-        raise InputInvalidError(f"{path}: no feature columns")
-    if cfg.join_key in feats:
-        raise InputInvalidError(f"{path}: the join key cannot be a feature")
-    for c in feats:
-        if not pd.api.types.is_numeric_dtype(frame[c]):
-            raise InputInvalidError(f"{path}: feature column {c!r} is not numeric")
-        if frame[c].isna().any():
-            raise InputInvalidError(f"{path}: feature column {c!r} has missing values")
-    if cfg.me.name == cfg.label_party and cfg.label_column:
-        if cfg.label_column not in cols:
-            raise InputInvalidError(f"{path}: label column {cfg.label_column!r} is missing")
-        if cfg.label_column in feats:
-            raise InputInvalidError(f"{path}: the label cannot be a feature")
-        labels = set(frame[cfg.label_column].dropna().unique().tolist())
-        if cfg.stages != ["psi"] and (frame[cfg.label_column].isna().any() or not labels <= {0, 1}):
-            raise InputInvalidError(
-                f"{path}: label column {cfg.label_column!r} must be 0/1, got {sorted(labels)[:5]}"
-            )
-    if len(frame) == 0:
-        raise InputInvalidError(f"{path}: no rows")
-    return len(frame)
 
 
 class PsiRound(NamedTuple):
@@ -659,7 +528,7 @@ def _learn(
             mean=None if mean is None else [float(v) for v in mean],
             std=None if std is None else [float(v) for v in std],
             files_sha256={
-                str(p.relative_to(model_dir)): _sha256(p) for p in sorted(model_dir.rglob("*")) if p.is_file()
+                str(p.relative_to(model_dir)): file_sha256(p) for p in sorted(model_dir.rglob("*")) if p.is_file()
             },
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **fields,
@@ -724,80 +593,6 @@ def _const_fn(value: Any) -> Callable[[], Any]:
 #: links, and a link's destructor flushes its queued sends with the GIL held: to a peer that has left,
 #: that is minutes of retries in which no thread of the party runs. The process ends with os._exit.
 _ENGINE_DEVICES: list[Any] = []
-
-
-class _LeaveTimeout(Exception):
-    """The leaving barrier outran its grace (raised on the main thread by SIGALRM)."""
-
-
-def _barrier_on_main_thread(barrier: Callable[[], Any], grace_s: float) -> str:
-    """Run SecretFlow's barrier (its fed layer works on the main thread only), bounded by SIGALRM."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return "skipped: not on the main thread"
-
-    def _late(signum: int, frame: Any) -> None:
-        raise _LeaveTimeout
-
-    previous = signal.signal(signal.SIGALRM, _late)
-    signal.setitimer(signal.ITIMER_REAL, grace_s)
-    try:
-        barrier()
-        return "ok"
-    except _LeaveTimeout:
-        return f"timeout after {grace_s:.0f} s"
-    except Exception as exc:  # noqa: BLE001 - leaving anyway; the outcome is reported
-        return f"error: {type(exc).__name__}: {exc}"[:200]
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _flush_sends(grace_s: float) -> bool:
-    """Wait (at most ``grace_s``) until this party's queued fed sends have left; True if they have."""
-    import threading
-
-    from secretflow.distributed.fed.global_context import get_global_context
-
-    ctx = get_global_context(assert_none=False)
-    executor = getattr(ctx, "_send_executor", None)
-    if executor is None:
-        return True
-    t = threading.Thread(target=lambda: executor.shutdown(wait=True), name="fed-flush", daemon=True)
-    t.start()
-    t.join(grace_s)
-    return not t.is_alive()
-
-
-def _leave(
-    after_error: bool,
-    emit: Emit,
-    grace_s: float | None = None,
-    barrier: Callable[[], Any] | None = None,
-    flush: Callable[[float], bool] | None = None,
-) -> None:
-    """Leave the cluster: every peer has what it needs from this party, and nothing waits for ever.
-
-    After success: SecretFlow's barrier on the main thread (every party has ended its program, so no
-    peer still waits for a message of ours, an SPU link's included), then this party's queued fed
-    sends are flushed. After a failure: no barrier (a failed peer would never answer it), only the
-    flush (the peers learn of the error). Each step is bounded by ``grace_s`` (30 s after success,
-    10 s after an error): a peer that left without answering must not keep the job from ending.
-
-    Nothing is torn down: SecretFlow's own shutdown ends in a garbage collection that destroys the
-    SPU links (see :data:`_ENGINE_DEVICES`), and the party process ends with os._exit anyway.
-    The outcome is an event: ``{"event": "stage", "stage": "leave", "barrier": ..., "flushed": ...}``."""
-    grace = grace_s if grace_s is not None else (10.0 if after_error else 30.0)
-    if barrier is None:
-        from secretflow.device.driver import barrier as sf_barrier
-
-        barrier = sf_barrier
-    outcome = "skipped: after an error" if after_error else _barrier_on_main_thread(barrier, grace)
-    flushed = (flush or _flush_sends)(grace)
-    emit("stage", stage="leave", status="done", barrier=outcome, flushed=flushed)
-    if (outcome != "ok" and not after_error) or not flushed:
-        emit("warning", message=f"leaving the cluster: barrier {outcome}, sends flushed: {flushed}")
 
 
 def _none() -> None:

@@ -111,8 +111,8 @@ class DemoConfig(_Model):
         raise KeyError(name)
 
     def federation_config(self, work_dir: Path) -> Any:
-        """The :class:`coordinator.federation.FederationConfig` (members without datasets: the demo ingests)."""
-        from coordinator.federation import FederationConfig
+        """The :class:`federation.launcher.FederationConfig` (members without datasets: the demo ingests)."""
+        from federation.launcher import FederationConfig
 
         try:
             return FederationConfig.model_validate({
@@ -363,8 +363,8 @@ def ingest(state: Any, prep: PreparedFederation, say: Callable[[str], None]) -> 
     from concurrent.futures import ThreadPoolExecutor
 
     from coordinator.chain import connect
-    from coordinator.federation import client_for, officer_token
     from coordinator.manifest import dataset_chain_id
+    from federation.launcher import client_for, officer_token
     from protocols.crypto.keystore import load_keystore
 
     def one(m: str) -> str:
@@ -416,8 +416,8 @@ def approve_as_members(
 
     from rich.panel import Panel
 
-    from coordinator.federation import client_for, officer_token
     from coordinator.nodeclient import NodeClient
+    from federation.launcher import client_for, officer_token
 
     def approve(m: str, node: Any, rid: int, how: str) -> None:
         out = node.decide(rid, True)  # an approver's act: the node client carries the approver's session
@@ -485,7 +485,7 @@ def _console(console: Any) -> Any:
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
-    from coordinator.federation import STATE_FILE, down
+    from federation.launcher import STATE_FILE, down
 
     fed = out_dir / "federation"
     if (fed / STATE_FILE).exists():  # a previous demo that was killed hard: stop what it left
@@ -551,7 +551,7 @@ def run_demo(
     con.print("[green]✓[/green] members prepared their own columns (log1p / codes / one-hot, impute, standardise): "
               + ", ".join(f"{m} {p.rows:,}×{len(p.features)}" for m, p in prep.members.items()))
 
-    from coordinator.federation import down, up
+    from federation.launcher import down, up
 
     fcfg = cfg.federation_config(out / "federation")
     state = None
@@ -713,8 +713,8 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
 
     from contracts.audit import run_audit
     from coordinator.chain import connect
-    from coordinator.federation import transport_for
     from coordinator.sdk import DcpClient
+    from federation.launcher import transport_for
     from scenarios.bank_credit.federated import (
         federated_scores,
         joined_rows,

@@ -14,9 +14,9 @@ from typing import Any
 
 import psutil
 
-from coordinator.federation import FederationConfig, down, up
 from coordinator.models import JobOut
 from coordinator.sdk import DcpClient, WaitTimeout
+from federation.launcher import FederationConfig, down, up
 from nodes.services.tasks import idle_warm_party
 
 POLICY = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2}
@@ -52,7 +52,7 @@ class DiagnosingClient(DcpClient):
 
     def __init__(self, base_url: str, root: Path, signer: Any = None, state: Any = None) -> None:
         """With the federation's ``state`` the client acts as ``bank`` over 国密 TLS and signs as bank."""
-        from coordinator.federation import transport_for
+        from federation.launcher import transport_for
         from protocols.crypto.keystore import load_keystore
 
         if signer is None and state is not None:
@@ -70,7 +70,7 @@ class DiagnosingClient(DcpClient):
         return super().reject(job_id, member, node_url, reason, token or self._officer(member), **kw)
 
     def _officer(self, member: str) -> str | None:
-        from coordinator.federation import officer_token
+        from federation.launcher import officer_token
 
         return officer_token(self.state, member, "approver") if self.state is not None else None
 
@@ -148,7 +148,7 @@ def vertical_spec(fed: dict[str, Any], purpose: str, **over: Any) -> dict[str, A
 
 def http(fed: dict[str, Any], member: str) -> Any:
     """An ``httpx.Client`` acting as ``member`` over the federation's 国密 mutual TLS."""
-    from coordinator.federation import client_for
+    from federation.launcher import client_for
 
     return client_for(fed["state"] if isinstance(fed, dict) else fed, member)
 

@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from common.net import free_port
 from coordinator.errors import FederationError, InvalidFederationConfig
-from coordinator.federation import down, load_federation_config
 from coordinator.spec import load_spec
 from dcp.cli import build_app
+from federation.launcher import down, load_federation_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "coordinator" / "examples"
 runner = CliRunner()

@@ -15,9 +15,9 @@ import time
 import httpx
 import pytest
 
-from coordinator.federation import read_state, respawn
 from coordinator.manifest import dataset_chain_id
 from coordinator.sdk import RemoteError
+from federation.launcher import read_state, respawn
 from protocols.crypto.approvals import job_key
 
 from .fedkit import chain, federation, vertical_spec, wait_stage

@@ -8,7 +8,6 @@ import pytest
 
 from coordinator.errors import EngineUnsupported, InvalidJobSpec, PolicyForbidden
 from coordinator.manifest import build_manifest, manifest_sm3, node_request, used_columns
-from coordinator.service import hub_of
 from coordinator.spec import KIND_STAGES, RUNNABLE, check_runnable, parse_spec
 from coordinator.validation import (
     PredictColumnsMismatch,
@@ -16,6 +15,7 @@ from coordinator.validation import (
     check_against_catalog,
     check_model_from,
 )
+from engines.secretflow.coordinator import hub_of
 
 from .test_spec import CATALOG, MEMBERS, POLICIES, base
 
@@ -199,7 +199,7 @@ def test_the_predict_dataset_may_be_a_fresh_population():
 
 
 def test_runnable_lists_every_kind_of_the_engine(monkeypatch):
-    import coordinator.spec as spec_mod
+    import engines.secretflow.coordinator as spec_mod  # the SecretFlow engine's table
 
     assert {k for k, _ in RUNNABLE} == {"psi", "vertical_train", "vertical_predict"}
     monkeypatch.setattr(spec_mod, "RUNNABLE", RUNNABLE - {("psi", None)})

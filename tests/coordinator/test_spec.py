@@ -149,7 +149,7 @@ def test_policy_forbidden_columns():
 
 
 def test_engine_unsupported_is_named(monkeypatch):
-    import coordinator.spec as spec_mod
+    import engines.secretflow.coordinator as spec_mod  # the SecretFlow engine's table
 
     raw = base()
     raw["model"] = {"algorithm": "ss_xgb"}

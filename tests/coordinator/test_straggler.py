@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import Session
 
 from coordinator.models import JobState, TaskRecord
-from coordinator.service import straggler
+from engines.secretflow.coordinator import straggler
 
 from .test_lifecycle_api import coord  # noqa: F401 - the fixture
 from .test_spec import base
@@ -57,13 +57,14 @@ class _Node:
     def __init__(self, calls: list[tuple[str, str]], member: str, answer: dict) -> None:
         self.calls, self.member, self.answer = calls, member, answer
 
-    def task(self, job_id: str) -> dict:
+    def _call(self, method: str, path: str, json: dict | None = None) -> dict:
+        """The two calls the engine makes of a running task: GET /tasks/{job} and POST /tasks/{job}/stop."""
+        if (method, path.rsplit("/", 1)[-1]) == ("POST", "stop"):
+            self.calls.append((self.member, "stop"))
+            return {"status": "stopped"}
+        assert method == "GET" and path.count("/") == 2, (method, path)
         self.calls.append((self.member, "task"))
         return dict(self.answer)
-
-    def stop_task(self, job_id: str) -> dict:
-        self.calls.append((self.member, "stop"))
-        return {"status": "stopped"}
 
 
 def _running_job(coord, answers: dict[str, dict]) -> tuple[str, list[tuple[str, str]]]:  # noqa: F811

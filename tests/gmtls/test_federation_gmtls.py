@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from coordinator.federation import FederationConfig, client_for, down, transport_for, up
+from federation.launcher import FederationConfig, client_for, down, transport_for, up
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coordinator.federation import officer_token
 from coordinator.manifest import dataset_chain_id
 from coordinator.sdk import RemoteError
+from federation.launcher import officer_token
 from protocols.crypto.approvals import job_key
 from protocols.secretflow.synthetic import make_vertical_data
 from tests.coordinator.fedkit import DiagnosingClient, http, started
@@ -249,8 +249,7 @@ def test_malformed_total_relayed_to_the_requester_is_refused(fed, no_leaked_proc
     """A rogue relay: the test authorizes a job on chain itself (the owners' and the coordinator's keys)
     and hands the requester's node garbage instead of a summed ciphertext."""
     from coordinator.chain import connect
-    from coordinator.he_jobs import build_he_manifest
-    from coordinator.manifest import terms_of
+    from coordinator.manifest import build_manifest, terms_of
     from coordinator.spec import parse_spec
     from protocols.crypto.keystore import load_keystore
 
@@ -259,7 +258,7 @@ def test_malformed_total_relayed_to_the_requester_is_refused(fed, no_leaked_proc
     keys = {m: load_keystore(st.keys_dir / f"{m}.keystore.json", passphrase) for m in ("coordinator", "tax", "power")}
     spec = parse_spec(stats_spec())
     job_id = "job-rogue-relay-1"
-    manifest = build_he_manifest(spec, job_id, "bank")
+    manifest = build_manifest(spec, job_id, "bank")
     terms = terms_of(manifest, st.accounts["bank"])
     for m in ("tax", "power"):
         connect(st.rpc_url, st.registry, keys[m].chain_private_key).approve(st.accounts[m], terms)

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.errors import InvalidJobSpec
-from coordinator.he_jobs import HeSpecRefused, build_he_manifest
-from coordinator.manifest import manifest_sm3, node_request
+from coordinator.manifest import build_manifest, manifest_sm3, node_request
 from coordinator.spec import check_runnable, load_spec, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "coordinator" / "examples"
@@ -44,7 +43,7 @@ def test_examples_parse_and_are_runnable():
 def test_secure_stats_manifest_carries_the_query_and_only_the_column():
     spec = parse_spec(stats(min_group_size=20, epsilon=0.5, lower=0, upper=100, statistics=["count", "sum"],
                             bin_edges=None))
-    m = build_he_manifest(spec, "job-abc", "bank")
+    m = build_manifest(spec, "job-abc", "bank")
     assert m["join_key"] is None and [i["columns"] for i in m["inputs"]] == [["employees"], ["employees"]]
     q = m["engine"]["he"]["query"]
     assert (q["job_id"], q["column"], q["min_group_size"], q["epsilon"]) == ("job-abc", "employees", 20, 0.5)
@@ -53,12 +52,12 @@ def test_secure_stats_manifest_carries_the_query_and_only_the_column():
     # the department's inbox slice is hashed exactly as before; the whole manifest changes with the query
     req = node_request(m, "tax")
     assert req["inputs"] == [{"dataset": "tax_stats", "columns": ["employees"]}]
-    other = build_he_manifest(parse_spec(stats(min_group_size=5)), "job-abc", "bank")
+    other = build_manifest(parse_spec(stats(min_group_size=5)), "job-abc", "bank")
     assert manifest_sm3(other) != manifest_sm3(m)
 
 
 def test_he_score_manifest_columns_in_weight_order():
-    m = build_he_manifest(parse_spec(score(n_rows=40)), "job-s", "bank")
+    m = build_manifest(parse_spec(score(n_rows=40)), "job-s", "bank")
     he = m["engine"]["he"]
     assert he["departments"] == {"tax": ["t1", "t2"], "power": ["p1"]} and he["requester_features"] == ["b1"]
     assert he["n_rows"] == 40 and m["engine"]["model_commitment"] == COMMIT
@@ -74,9 +73,9 @@ def test_he_score_manifest_columns_in_weight_order():
      "ParametersBelowSecurity", "below 128-bit security"),
 ])
 def test_protocol_rules_are_named_errors(raw, error, words):
-    with pytest.raises(HeSpecRefused) as err:
+    with pytest.raises(InvalidJobSpec) as err:
         parse_spec(raw)
-    assert err.value.name == error and words in err.value.detail
+    assert type(err.value).__name__ == "EngineSpecRefused" and err.value.name == error and words in err.value.detail
     assert err.value.status_code == 422
 
 

@@ -82,6 +82,8 @@ def _calls(tmp_path, frame, carol: str) -> dict[tuple[str, str], list[dict]]:
             "features": ["vat_paid"]}}],
         ("GET", "/tasks/{job_id}"): [{"job_id": "j1"}],
         ("POST", "/tasks/{job_id}/stop"): [{"job_id": "j1"}],
+        ("POST", "/tasks/{job_id}/{step}"): [{"job_id": "j1", "step": "answer", "json": {"note": "x"}},
+                                             {"job_id": "nope", "step": "answer", "json": {}}],
         ("GET", "/tasks/{job_id}/outputs/{name}"): [{"job_id": "j1", "name": "predictions"}],
         # HE steps: a model is stored (its weights never come back), every job step is a named refusal
         ("PUT", "/he/models/{name}"): [{"name": "m1", "json": {"intercept": 0.5, "weights": {"tax": {"vat_paid": 1.25}}}}],
@@ -115,6 +117,7 @@ def test_no_route_returns_real_values(client, tax_frame, tmp_path):
             url = path.replace("{name}", call.pop("name", "")).replace("{request_id}", call.pop("request_id", ""))
             url = url.replace("{job_id}", call.pop("job_id", "")).replace("{dataset}", call.pop("dataset", ""))
             url = url.replace("{proposal_id}", call.pop("proposal_id", ""))
+            url = url.replace("{step}", call.pop("step", ""))
             r = client.request(method, url, **call)
             assert r.status_code < 500 or r.json()["error"] in {"KeysUnavailable", "ChainUnavailable"}, (method, url, r.text)
             text = r.text

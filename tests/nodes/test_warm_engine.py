@@ -201,7 +201,7 @@ def test_the_setting_comes_from_the_environment(monkeypatch, tmp_path):
 
 
 def test_the_launcher_turns_the_warm_engine_on_unless_told_otherwise():
-    from coordinator.federation import node_env
+    from federation.launcher import node_env
 
     assert node_env({"PATH": "/bin"})["DCP_NODE_WARM_ENGINE"] == "1"
     assert node_env({"PATH": "/bin", "DCP_NODE_WARM_ENGINE": "0"})["DCP_NODE_WARM_ENGINE"] == "0"

@@ -17,7 +17,7 @@ def chain(tmp_path_factory):  # noqa: ANN201
     """Anvil with the contracts governed as ``dcp up`` governs them, and members tax and bank."""
     from contracts.anvil import AnvilNode
     from contracts.models import MemberAdmission, Role
-    from coordinator.federation import governed_deployment
+    from federation.launcher import governed_deployment
     from protocols.crypto.keystore import create_keystore
 
     keys_dir = tmp_path_factory.mktemp("keys")

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from coordinator.federation import FederationState, _bootstrap_officers, secret_file
+from federation.launcher import FederationState, _bootstrap_officers, secret_file
 from nodes.errors import ConfigError
 from nodes.settings import NodeSettings
 

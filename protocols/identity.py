@@ -90,6 +90,10 @@ class StaticDirectory:
         return next((bytes.fromhex(k) for k, c in self._by_key.items() if c.name == name and c.active), None)
 
 
+#: The Registry's roles by number (``IRegistry.Role``; ``contracts.models.Role`` numbers them alike).
+ROLE_NAMES = ("none", "department", "bank", "regulator", "coordinator", "researcher")
+
+
 class RegistryDirectory:
     """Members from the chain's Registry, re-read at most every ``ttl_s`` seconds.
 
@@ -106,12 +110,10 @@ class RegistryDirectory:
         self._read_at: float | None = None
 
     def _refresh(self) -> None:
-        from contracts.models import Role
-
         by_key: dict[str, Caller] = {}
         for m in self._read():
             key = bytes(m.sm2_public_key).hex()
-            c = Caller(name=m.name, role=Role(m.role).name.lower(), active=bool(m.active), sm2_public_key=key)
+            c = Caller(name=m.name, role=ROLE_NAMES[int(m.role)], active=bool(m.active), sm2_public_key=key)
             # a rotated key: the old record stays in the Registry inactive; an active holder wins
             if key not in by_key or c.active:
                 by_key[key] = c

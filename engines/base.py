@@ -1,0 +1,124 @@
+"""The engine contract: what the coordinator and a node need of an engine, and what they give it.
+
+An :class:`Engine` (coordinator side) serves some job kinds: it checks their specs, writes its section
+of the manifest, and advances a RUNNING job one idempotent step at a time through a
+:class:`JobContext` (the coordinator's port: node calls, task records, stored results). A
+:class:`NodeEngine` (node side) runs the steps the engine calls at one party, with typed bodies.
+Models: FATE-Flow's ``EngineABC`` (run, kill, is_alive, cleanup), Flower's ``Strategy``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where :meth:`Engine.advance` left a job: still ``running``, ``failed`` (why) or ``done`` (outputs)."""
+
+    state: Literal["running", "failed", "done"]
+    reason: str | None = None
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {name, receiver, envelope_b64, sm3}
+
+
+RUNNING = Progress("running")
+
+
+@dataclass(frozen=True)
+class PastJob:
+    """An earlier job of the same coordinator, as a spec check may need it (alignment, model_from)."""
+
+    job_id: str
+    kind: str
+    state: str
+    requester: str
+    spec: Any
+    results: dict[str, Any]
+    task_details: dict[str, dict[str, Any]]  # member -> what its node last reported
+
+
+class SubmitContext(Protocol):
+    """What the coordinator lends an engine at submission."""
+
+    def job(self, job_id: str) -> PastJob | None: ...
+
+
+class JobContext(Protocol):
+    """The coordinator's port for one RUNNING job (every store write goes through it)."""
+
+    job_id: str
+    kind: str
+    manifest: dict[str, Any]
+    work_dir: Path  # the coordinator's scratch root (never plaintext data)
+    settings: Any  # the coordinator's settings (timeouts)
+
+    def call(self, member: str, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
+        """Call ``member``'s node; PartyRefused / PartyUnavailable (engines.errors) on trouble."""
+    def tasks(self) -> list[Any]: ...  # the job's task records (member, status, stage, error, detail_json, ...)
+    def update_task(self, member: str, **values: Any) -> Any: ...  # set fields of member's record, last_seen=now
+    def update_job(self, *, stage: str | None = None, cluster: dict[str, Any] | None = None) -> None: ...
+    def cluster(self) -> dict[str, Any] | None: ...
+    def silent(self, member: str, exc: Exception) -> Progress:
+        """RUNNING while ``member``'s node has been silent less than node_timeout_s, else failed."""
+    def result_of(self, job_id: str, name: str) -> dict[str, Any]: ...  # a SUCCEEDED job's sealed output
+    def results_of(self, job_id: str) -> dict[str, Any]: ...
+
+
+class Engine(ABC):
+    """The coordinator side of an engine."""
+
+    name: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+    outputs: ClassVar[dict[str, tuple[str, ...]]]  # kind -> the outputs a job of that kind produces
+
+    def check_spec(self, spec: Any) -> None:
+        """Refuse (SpecRefused) a spec that breaks a rule of this engine (when it is parsed)."""
+        return None
+
+    def complete_spec(self, spec: Any, ctx: SubmitContext | None) -> Any:
+        """At submission: refuse what this build cannot run; with ``ctx``, fill in what the coordinator knows."""
+        return spec
+
+    def used_columns(self, spec: Any, member: str) -> list[str]:
+        """Every column of ``member`` the computation touches (the manifest's ``inputs[].columns``)."""
+        return [*([spec.join_key] if spec.join_key else []), *spec.input_of(member).columns]
+
+    @abstractmethod
+    def manifest_section(self, spec: Any, job_id: str) -> dict[str, Any]:
+        """The manifest's ``engine`` section: everything about the computation the departments sign."""
+
+    @abstractmethod
+    def advance(self, ctx: JobContext) -> Progress:
+        """Advance a RUNNING job as far as it goes now; idempotent (a restarted coordinator calls it again)."""
+
+    @abstractmethod
+    def abort(self, ctx: JobContext) -> None:
+        """Stop every party of a failed or revoked job and drop what it left; idempotent, never raises."""
+
+    def cleanup(self, ctx: JobContext) -> None:
+        """Drop the coordinator's scratch of a SUCCEEDED job."""
+        return None
+
+
+class NodeEngine(ABC):
+    """The node side of an engine: the steps the coordinator calls at one party."""
+
+    kinds: ClassVar[tuple[str, ...]]
+    steps: ClassVar[dict[str, type[BaseModel]]]  # step name -> its body
+
+    @abstractmethod
+    def step(self, task: Any, name: str, body: BaseModel) -> dict[str, Any]:
+        """Run step ``name`` of an authorized task (``task``: the node's TaskContext port)."""
+
+    def stop(self, task: Any) -> None:
+        """Stop whatever the task still runs and delete its secrets; idempotent."""
+        return None
+
+    def recover(self, task: Any) -> None:
+        """After a node restart: end (or resume) a task that was running."""
+        return None
