@@ -59,14 +59,27 @@ class JobContext(Protocol):
 
     def call(self, member: str, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
         """Call ``member``'s node; PartyRefused / PartyUnavailable (engines.errors) on trouble."""
-    def tasks(self) -> list[Any]: ...  # the job's task records (member, status, stage, error, detail_json, ...)
-    def update_task(self, member: str, **values: Any) -> Any: ...  # set fields of member's record, last_seen=now
-    def update_job(self, *, stage: str | None = None, cluster: dict[str, Any] | None = None) -> None: ...
-    def cluster(self) -> dict[str, Any] | None: ...
+
+    def tasks(self) -> list[Any]:
+        """The job's task records (member, status, stage, error, endpoint_json, detail_json, last_seen)."""
+
+    def update_task(self, member: str, **values: Any) -> Any:
+        """Set fields of ``member``'s task record (created if missing), ``last_seen`` now; the record."""
+
+    def update_job(self, *, stage: str | None = None, cluster: dict[str, Any] | None = None) -> None:
+        """Record the job's stage, or its cluster (the parties' endpoints)."""
+
+    def cluster(self) -> dict[str, Any] | None:
+        """The cluster recorded for the job, if any."""
+
     def silent(self, member: str, exc: Exception) -> Progress:
         """RUNNING while ``member``'s node has been silent less than node_timeout_s, else failed."""
-    def result_of(self, job_id: str, name: str) -> dict[str, Any]: ...  # a SUCCEEDED job's sealed output
-    def results_of(self, job_id: str) -> dict[str, Any]: ...
+
+    def result_of(self, job_id: str, name: str) -> dict[str, Any]:
+        """An output of another SUCCEEDED job, sealed to its requester (as the coordinator hands it out)."""
+
+    def results_of(self, job_id: str) -> dict[str, Any]:
+        """Every output another job recorded (name -> sealed output)."""
 
 
 class Engine(ABC):
