@@ -75,11 +75,6 @@ class NodeContext:
                 recorder = ChainApprovalRecorder(chain, coordinator_url, timeout=settings.coordinator_timeout_s)
         engine = make_engine(settings.resolved_database_url())
         init_db(engine)
-        officers = OfficerService(
-            settings.name, engine, private_file_secret(settings.work_dir / "session.key"),
-            session_ttl_s=settings.session_ttl_s, proposal_ttl_s=settings.proposal_ttl_s,
-            scrypt_n=settings.officer_scrypt_n,
-        )
         members: MemberDirectory
         if chain is not None:
             node_chain = chain
@@ -92,6 +87,11 @@ class NodeContext:
         if anchor is None and settings.anchor_file is not None:
             anchor = FileAnchor(settings.anchor_file)
         audit = AuditLog(settings.name, engine, anchor)
+        officers = OfficerService(
+            settings.name, engine, private_file_secret(settings.work_dir / "session.key"),
+            session_ttl_s=settings.session_ttl_s, proposal_ttl_s=settings.proposal_ttl_s,
+            scrypt_n=settings.officer_scrypt_n, write_lock=audit.write_lock,
+        )
         datasets = DatasetService(settings.name, engine, audit)
         policy = PolicyService(engine, audit, datasets)
         if settings.policy_file is not None:

@@ -16,7 +16,7 @@ def submit(req: ApprovalRequestIn, caller: CoordinatorCaller, ctx: Ctx) -> Appro
     the requester's Registry key) and this node's policy allows it."""
     s = ctx.settings
     check_signed_request(req, s.name, ctx.members, ctx.engine, required=s.require_signed_requests,
-                         max_age_s=s.request_max_age_s)
+                         max_age_s=s.request_max_age_s, write_lock=ctx.audit.write_lock)
     return ctx.approvals.submit(req, caller.actor)
 
 

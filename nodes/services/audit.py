@@ -130,6 +130,13 @@ class AuditLog:
         self.anchor_backend = anchor
         self._lock = threading.RLock()
 
+    @property
+    def write_lock(self) -> threading.RLock:
+        """The node's one writer lock: every write transaction of the node's database holds it (SQLite
+        cannot upgrade a read transaction to a write once another writer has committed, and answers
+        "database is locked" at once instead of waiting)."""
+        return self._lock
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One serialized write transaction: the change and its audit entry commit together."""

@@ -25,6 +25,9 @@ import json
 import os
 import re
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -249,13 +252,22 @@ class OfficerService:
     """Accounts, sessions and four-eyes proposals of one node."""
 
     def __init__(self, node: str, engine: Engine, secret: bytes, *, session_ttl_s: float = 900.0,
-                 proposal_ttl_s: float = 86400.0, scrypt_n: int = SCRYPT_N) -> None:
+                 proposal_ttl_s: float = 86400.0, scrypt_n: int = SCRYPT_N,
+                 write_lock: threading.RLock | None = None) -> None:
+        """``write_lock``: the node's one writer lock (``AuditLog.write_lock``), held by every write here."""
         self.node = node
         self.engine = engine
+        self._write_lock = write_lock or threading.RLock()
         self._secret = secret
         self.session_ttl_s = session_ttl_s
         self.proposal_ttl_s = proposal_ttl_s
         self.scrypt_n = scrypt_n
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A session for a read-then-write transaction, under the node's writer lock."""
+        with self._write_lock, Session(self.engine, expire_on_commit=False) as s:
+            yield s
 
     # ------------------------------------------------------------ accounts
 
@@ -279,7 +291,7 @@ class OfficerService:
             raise OfficerError("an officer name is 2-64 of a-z 0-9 _ . - and starts with a letter")
         roles = self._check_roles(roles)
         self._check_password(password)
-        with Session(self.engine, expire_on_commit=False) as s:
+        with self._writing() as s:
             if s.exec(select(OfficerRecord).where(OfficerRecord.name == name)).first():
                 raise OfficerExists(f"officer {name!r} exists")
             r = OfficerRecord(name=name, roles=",".join(roles), password_hash=hash_password(password, n=self.scrypt_n))
@@ -304,7 +316,7 @@ class OfficerService:
 
     def disable(self, name: str) -> OfficerOut:
         """Disable the account and end its sessions at once."""
-        with Session(self.engine, expire_on_commit=False) as s:
+        with self._writing() as s:
             r = self._get(s, name)
             r.active = False
             s.add(r)
@@ -315,7 +327,7 @@ class OfficerService:
     def set_password(self, name: str, password: str) -> OfficerOut:
         """A new password; every session of the officer ends."""
         self._check_password(password)
-        with Session(self.engine, expire_on_commit=False) as s:
+        with self._writing() as s:
             r = self._get(s, name)
             r.password_hash = hash_password(password, n=self.scrypt_n)
             r.password_changed_at = _now()
@@ -327,7 +339,7 @@ class OfficerService:
     # ------------------------------------------------------------ sessions
 
     def login(self, name: str, password: str) -> TokenOut:
-        with Session(self.engine, expire_on_commit=False) as s:
+        with self._writing() as s:
             r = s.exec(select(OfficerRecord).where(OfficerRecord.name == name)).first()
             # the same KDF work whether or not the account exists (no user enumeration by timing)
             ok = check_password(password, r.password_hash if r else _DUMMY_HASH)
@@ -345,7 +357,7 @@ class OfficerService:
         return TokenOut(token=f"dcp1.{_b64(payload)}.{_b64(mac)}", officer=name, roles=roles, expires_at=exp)
 
     def logout(self, identity: OfficerIdentity) -> None:
-        with Session(self.engine) as s:
+        with self._writing() as s:
             sess = s.get(OfficerSession, identity.session)
             if sess is not None:
                 sess.revoked = True
@@ -383,7 +395,7 @@ class OfficerService:
                            decided_at=_aware(p.decided_at) if p.decided_at else None)
 
     def propose(self, kind: str, target: str, body: dict[str, Any], by: OfficerIdentity) -> ProposalOut:
-        with Session(self.engine, expire_on_commit=False) as s:
+        with self._writing() as s:
             p = ChangeProposal(kind=kind, target=target, body_json=json.dumps(body, ensure_ascii=False),
                                proposed_by=by.name, expires_at=_now() + timedelta(seconds=self.proposal_ttl_s))
             s.add(p)
@@ -398,7 +410,7 @@ class OfficerService:
                 s.add(p)
 
     def proposals(self, status: str | None = None) -> list[ProposalOut]:
-        with Session(self.engine) as s:
+        with self._writing() as s:
             self._expire(s)
             s.commit()
             q = select(ChangeProposal).order_by(ChangeProposal.id)
@@ -415,7 +427,7 @@ class OfficerService:
 
     def pending_for_confirmation(self, proposal_id: int, by: OfficerIdentity) -> ProposalOut:
         """The proposal ``by`` may confirm (pending, unexpired, proposed by someone else)."""
-        with Session(self.engine) as s:
+        with self._writing() as s:
             self._expire(s)
             s.commit()
             p = s.get(ChangeProposal, proposal_id)
@@ -429,7 +441,7 @@ class OfficerService:
 
     def close(self, proposal_id: int, status: str, by: OfficerIdentity) -> ProposalOut:
         """Mark a pending proposal confirmed or cancelled (after the change itself was applied)."""
-        with Session(self.engine, expire_on_commit=False) as s:
+        with self._writing() as s:
             p = s.get(ChangeProposal, proposal_id)
             if p is None or p.status != "pending":
                 raise ProposalNotPending(f"proposal {proposal_id} is no longer pending")

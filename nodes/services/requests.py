@@ -7,6 +7,7 @@ and columns inside what the requester signed for this member."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -53,7 +54,8 @@ def _spec_columns(spec: dict[str, Any], member: str) -> dict[str, set[str]]:
 
 
 def check_signed_request(req: ApprovalRequestIn, member: str, members: MemberDirectory, engine: Engine,
-                         *, required: bool, max_age_s: float) -> SignedRequest | None:
+                         *, required: bool, max_age_s: float,
+                         write_lock: threading.RLock | None = None) -> SignedRequest | None:
     """Verify ``req.request`` for this node ``member``; record its nonce. Raises a named refusal."""
     if req.request is None:
         if required:
@@ -78,7 +80,7 @@ def check_signed_request(req: ApprovalRequestIn, member: str, members: MemberDir
         if inp.dataset not in allowed or extra:
             raise UnsignedRequest(f"the requester did not sign for {member}.{inp.dataset} "
                                   f"column(s) {', '.join(sorted(extra)) or '(the dataset)'}")
-    with Session(engine) as s:
+    with write_lock or threading.RLock(), Session(engine) as s:  # read then write: the node's writer lock
         seen = s.get(SeenRequest, sr.nonce)
         if seen is not None and seen.job_id != req.job_id:
             raise ReplayedRequest(f"this signed request was already filed as job {seen.job_id}")
