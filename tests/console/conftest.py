@@ -75,8 +75,8 @@ def build_scenario(backend: ChainBackend) -> Scenario:
 
     * ``credit-2026-001``: tax + power, 3 runs allowed; tax uses it twice, power once, a day apart;
     * ``credit-2026-002``: tax + court; court uses it once; then tax revokes it;
-    * ``credit-2026-003``: tax only; tax records a run that *started an hour before the
-      authorization was written* — the chain accepts it, the audit finds it;
+    * ``credit-2026-003``: tax only; tax records a run of *zero seconds* (its times were not
+      measured) — the chain accepts it, the audit finds it;
     * ``batch-2026-NNN``: filler jobs on power's data, one receipt each, six hours apart;
     * audit anchors: tax twice, power once.
     """
@@ -128,7 +128,8 @@ def build_scenario(backend: ChainBackend) -> Scenario:
     early = authorize(sc.early_job, ("tax",))
     backend.advance_time(600)
     created = client.authorization(early.job_id).created_at  # type: ignore[union-attr]
-    use(early, "tax", 9_999, started_ago=backend.now() - created + 3600)
+    assert created is not None
+    use(early, "tax", 9_999, started_ago=0)
 
     client.anchor_audit_head(accounts["tax"], h("tax-log-head-1"), 40)
     for i in range(1, FILLER_JOBS + 1):
@@ -270,19 +271,19 @@ def seeded_node(work_dir: Path, desk: Desk, page_size: int = 20, jobs: tuple[str
     console mounted at /console with ``desk``'s login; returns the app (enter a TestClient to start it)."""
     import io
 
-    from fastapi.testclient import TestClient
-
     from console.node import create_node_console
     from nodes.app import create_app
     from nodes.settings import NodeSettings
+    from tests.authkit import officer_client
 
-    app = create_app(NodeSettings(name="tax", work_dir=work_dir))
+    # the inbox requests here are unsigned test requests (the signed path is tested in tests/security)
+    app = create_app(NodeSettings(name="tax", work_dir=work_dir, require_signed_requests=False))
     app.mount("/console", create_node_console(app.state.ctx.approvals, officer=desk.login, page_size=page_size))
     frame = pd.DataFrame({"uscc": [f"91310000{i:010d}" for i in range(40)],
                           "vat_paid": [1000.0 + i for i in range(40)]})
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
-    with TestClient(app) as c:  # the API a coordinator and a steward would use
+    with officer_client(app) as c:  # the API as the coordinator's TLS peer with a steward's session
         r = c.post("/datasets/upload", data={"name": "tax_2024", "key_column": "uscc"},
                    files={"file": ("t.csv", buf.getvalue().encode(), "text/csv")})
         assert r.status_code == 201, r.text

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from console.node import create_node_console
 from nodes.app import create_app
 from nodes.settings import NodeSettings
+from tests.authkit import AsPeer
 from tests.console.conftest import Desk, Officer, seeded_node
 
 ORIGIN = {"Origin": "http://testserver"}
@@ -21,9 +22,10 @@ ORIGIN = {"Origin": "http://testserver"}
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[tuple[TestClient, Desk]]:
-    """A real node (no chain) with a dataset, a policy, three requests, and its console mounted."""
+    """A real node (no chain) with a dataset, a policy, three requests, and its console mounted; the
+    API is read as the coordinator's TLS peer would (the inbox is the coordinator's or an officer's)."""
     desk = Desk(Officer("director_li", frozenset({"approver"})))
-    with TestClient(seeded_node(tmp_path / "node", desk, page_size=2)) as c:
+    with TestClient(AsPeer(seeded_node(tmp_path / "node", desk, page_size=2))) as c:
         yield c, desk
 
 

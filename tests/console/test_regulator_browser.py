@@ -20,10 +20,10 @@ from tests.console.conftest import FILLER_JOBS, PAGE_SIZE, Scenario, Served, hx
 #: What each language calls the things the tests click and read.
 WORDS = {
     "zh-CN": {"job": "任务标识", "member": "成员（名称或地址）", "search": "搜索", "next": "下一页",
-              "receipts": "回执", "finding": "超出授权的回执", "three": "3 条回执", "page": "第 {n} 页",
+              "receipts": "回执", "finding": "运行时间过短", "three": "3 条回执", "page": "第 {n} 页",
               "chart": "运行次数（回执）", "skip": "跳到正文", "live": "有效"},
     "en": {"job": "Job id", "member": "Member (name or address)", "search": "Search", "next": "Next",
-           "receipts": "Receipts", "finding": "Receipt outside the authorization", "three": "3 receipts",
+           "receipts": "Receipts", "finding": "Run too short", "three": "3 receipts",
            "page": "Page {n}", "chart": "Runs (receipts)", "skip": "Skip to content", "live": "live"},
 }
 
@@ -125,7 +125,7 @@ def test_findings_page_lists_the_planted_finding(
     rows = page.locator("#results table tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text(WORDS[lang]["finding"])
-    expect(rows.first).to_contain_text("before the authorization was written")  # the audit's evidence
+    expect(rows.first).to_contain_text("run of 0 s")  # the audit's evidence
     expect(rows.first.locator("a")).to_have_attribute("href", f"/jobs/{hx(scenario.early_job)}")
     _shot(page, shots, "findings", lang)
     rows.first.locator("a").click()
