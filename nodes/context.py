@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from nodes.db import init_db, make_engine
+from nodes.errors import ConfigError
 from nodes.services.approvals import ApprovalRecorder, ApprovalService
 from nodes.services.audit import AuditAnchor, AuditLog, FileAnchor
 from nodes.services.chain import (
@@ -24,7 +25,7 @@ from nodes.services.requests import SeenRequest  # noqa: F401  (registers its ta
 from nodes.services.steps import StepService
 from nodes.services.tasks import TaskService
 from nodes.settings import NodeSettings
-from protocols.identity import MemberDirectory, RegistryDirectory, StaticDirectory
+from protocols.identity import MemberDirectory, PeerEntry, RegistryDirectory, StaticDirectory
 
 
 @dataclass
@@ -83,7 +84,7 @@ class NodeContext:
                 ttl_s=settings.identity_cache_s,
             )
         else:
-            members = StaticDirectory(settings.peers)
+            members = StaticDirectory(settings.peers or known_key_peers(settings))
         if anchor is None and settings.anchor_file is not None:
             anchor = FileAnchor(settings.anchor_file)
         audit = AuditLog(settings.name, engine, anchor)
@@ -111,3 +112,20 @@ class NodeContext:
         if self.he is not None:
             self.he.close()
         self.engine.dispose()
+
+
+def known_key_peers(settings: NodeSettings) -> list[PeerEntry]:
+    """The members of a node without a chain and without ``peers``: its 国密 TLS known-keys file (the
+    same keys the TLS layer admits), so the channel and the routes know one list of members. A member
+    the file gives no role is a ``department``."""
+    if settings.tls is None or settings.tls.known_keys is None:
+        return []
+    from protocols.gmtls.identity import file_members
+    from protocols.identity import ROLES
+
+    try:
+        known = file_members(settings.tls.known_keys)()
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"tls: {type(exc).__name__}: {exc}") from None
+    return [PeerEntry(name=m.name, role=m.role if m.role in ROLES else "department",
+                      sm2_public_key=m.sm2_public_key.hex(), active=m.active) for m in known]

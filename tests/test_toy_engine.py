@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
 from coordinator.manifest import dataset_chain_id
+from federation.launcher import client_for
 from protocols.crypto.approvals import job_key
 
 from .coordinator.fedkit import DiagnosingClient, chain, started
@@ -44,7 +44,7 @@ def test_a_toy_engine_runs_through_the_whole_job_path(tmp_path, monkeypatch, no_
                 "datasets": [{"name": f"{m}_2024", "file": str(f), "key_column": "uscc"}]}
                for m, f in files.items()]
     with started(tmp_path, members) as state:
-        c = DiagnosingClient(state.coordinator_url, tmp_path)
+        c = DiagnosingClient(state.coordinator_url, tmp_path, state=state)  # the bank, over 国密 TLS
         spec = {"kind": KIND, "requester": "bank", "purpose": "a constant, to prove the engine contract",
                 "join_key": "uscc", "inputs": [{"member": "bank", "dataset": "bank_2024", "columns": ["loans"]},
                                                {"member": "tax", "dataset": "tax_2024", "columns": []}],
@@ -57,25 +57,29 @@ def test_a_toy_engine_runs_through_the_whole_job_path(tmp_path, monkeypatch, no_
         final = c.wait(job, timeout=180)
         assert final.state.value == "SUCCEEDED", final.reason
         assert {m: t["status"] for m, t in final.tasks.items()} == {"bank": "succeeded", "tax": "succeeded"}
-        got = c.result(job, "answer", state.keys_dir / "bank.keystore.json", state.passphrase_file.read_text().strip())
+        got = c.result(job, "answer", state.keys_dir / "bank.keystore.json", state.passphrase_of("bank"))
         assert got == ANSWER
         ch = chain({"state": state})
         assert {m: ch.runs(job_key(job), dataset_chain_id(m, f"{m}_2024")) for m in ("bank", "tax")} == {
             "bank": 1, "tax": 1}
         runs = {m: ch.runs(job_key(job), dataset_chain_id(m, f"{m}_2024")) for m in ("bank", "tax")}
         tax = state.nodes["tax"]
+        as_coordinator = client_for(state, "coordinator")  # the step route is the coordinator's alone
+        # a member that is not the coordinator may not drive a step
+        bank = client_for(state, "bank").post(f"{tax}/tasks/{job}/answer", json={"note": "again"}, timeout=30)
+        assert (bank.status_code, bank.json()["error"]) == (403, "Forbidden"), bank.text
         # a finished task is never run again: the same answer, no second receipt
-        again = httpx.post(f"{tax}/tasks/{job}/answer", json={"note": "again"}, timeout=30)
+        again = as_coordinator.post(f"{tax}/tasks/{job}/answer", json={"note": "again"}, timeout=30)
         assert again.status_code == 200 and again.json()["status"] == "succeeded"
         # a body the step's model does not take, a step the engine does not have, a job never approved:
         # each refused by name, and nothing changes
-        bad = httpx.post(f"{tax}/tasks/{job}/answer", json={"note": "x", "rows": 10**6}, timeout=30)
+        bad = as_coordinator.post(f"{tax}/tasks/{job}/answer", json={"note": "x", "rows": 10**6}, timeout=30)
         assert (bad.status_code, bad.json()["error"]) == (422, "TaskMismatch"), bad.text
         assert "rows" in bad.json()["detail"]
-        nostep = httpx.post(f"{tax}/tasks/{job}/exfiltrate", json={}, timeout=30)
+        nostep = as_coordinator.post(f"{tax}/tasks/{job}/exfiltrate", json={}, timeout=30)
         assert (nostep.status_code, nostep.json()["error"]) == (404, "StepNotFound"), nostep.text
-        stranger = httpx.post(f"{tax}/tasks/job-never-approved/answer", json={"note": "x"}, timeout=30)
+        stranger = as_coordinator.post(f"{tax}/tasks/job-never-approved/answer", json={"note": "x"}, timeout=30)
         assert (stranger.status_code, stranger.json()["error"]) == (403, "NotAuthorized"), stranger.text
         assert {m: ch.runs(job_key(job), dataset_chain_id(m, f"{m}_2024")) for m in ("bank", "tax")} == runs
-        assert httpx.get(f"{tax}/tasks/{job}", timeout=30).json()["status"] == "succeeded"
-        assert httpx.get(f"{tax}/tasks/job-never-approved", timeout=30).status_code == 404
+        assert as_coordinator.get(f"{tax}/tasks/{job}", timeout=30).json()["status"] == "succeeded"
+        assert as_coordinator.get(f"{tax}/tasks/job-never-approved", timeout=30).status_code == 404

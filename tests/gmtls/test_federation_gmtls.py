@@ -11,7 +11,8 @@ import httpx
 import psutil
 import pytest
 
-from federation.launcher import FederationConfig, client_for, down, transport_for, up
+from federation.launcher import FederationConfig, client_for, down, up
+from tests.coordinator.fedkit import DiagnosingClient
 
 pytestmark = pytest.mark.slow
 
@@ -87,8 +88,6 @@ def test_an_outsider_certificate_is_refused_by_every_service(fed):
 
 
 def test_a_job_runs_with_every_hop_over_gmtls(fed):
-    from coordinator.sdk import DcpClient
-
     state, data = fed["state"], fed["data"]
     spec = {
         "kind": "vertical_train", "requester": "bank", "purpose": "credit model over 国密 TLS (test)",
@@ -96,7 +95,8 @@ def test_a_job_runs_with_every_hop_over_gmtls(fed):
         "inputs": [{"member": p.name, "dataset": f"{p.name}_2024", "columns": p.features} for p in data.parties],
         "model": {"algorithm": "ss_lr", "params": {"epochs": 1, "batch_size": 256}}, "expires_in_s": 900,
     }
-    with DcpClient(state.coordinator_url, transport=transport_for(state, "bank")) as client:
+    # the bank over 国密 TLS, signing its request; each member's approver decides through its node
+    with DiagnosingClient(state.coordinator_url, fed["root"], state=state) as client:
         job = client.submit(spec)
         for m in ("bank", "tax", "power"):
             out = client.approve(job, m, state.nodes[m])
@@ -137,20 +137,18 @@ def test_an_he_job_runs_over_gmtls(fed):
     """secure_stats: the coordinator relays CKKS ciphertexts between the nodes' /he routes over 国密 TLS."""
     import json
 
-    from coordinator.sdk import DcpClient
-
     state = fed["state"]
     spec = {
         "kind": "secure_stats", "requester": "bank", "purpose": "employment profile over 国密 TLS (test)",
         "inputs": [{"member": m, "dataset": f"{m}_stats", "columns": ["employees"]} for m in ("tax", "power")],
         "he": {"statistics": ["count", "sum", "mean"], "min_group_size": 10}, "expires_in_s": 900,
     }
-    with DcpClient(state.coordinator_url, transport=transport_for(state, "bank")) as client:
+    with DiagnosingClient(state.coordinator_url, fed["root"], state=state) as client:
         job = client.submit(spec)
         for m in ("tax", "power"):
             assert client.approve(job, m, state.nodes[m])["status"] == "approved"
         final = client.wait(job, timeout=180)
         assert final.state.value == "SUCCEEDED", final.reason
         got = json.loads(client.result(job, "stats", state.keys_dir / "bank.keystore.json",
-                                       state.passphrase_file.read_text().strip()))
+                                       state.passphrase_of("bank")))
     assert got["count"] == 60 and abs(got["sum"] - 2 * sum(range(1, 31))) < 1e-3
