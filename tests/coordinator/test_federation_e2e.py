@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from coordinator.manifest import dataset_chain_id
-from coordinator.sdk import RemoteError
-from federation.launcher import read_state, respawn
+from coordinator.sdk import DcpClient, RemoteError
+from federation.launcher import read_state, respawn, transport_for
 from protocols.crypto.approvals import job_key
+from protocols.crypto.keystore import load_keystore
 
 from .fedkit import chain, federation, vertical_spec, wait_stage
 from .fedkit import party_procs as _party_procs
@@ -138,9 +139,14 @@ def test_revocation_mid_wait(fed, no_leaked_processes):
     c, nodes = fed["client"], fed["state"].nodes
     job = c.submit(spec(fed))
     c.approve(job, "tax", nodes["tax"])
+    # tax, over its own 国密 TLS identity and signing with its own key, cannot withdraw the bank's job
+    st = fed["state"]
+    tax_keys = load_keystore(st.keys_dir / "tax.keystore.json", st.passphrase_of("tax"))
+    as_tax = DcpClient(st.coordinator_url, signer=tax_keys, transport=transport_for(st, "tax"))
     with pytest.raises(RemoteError) as err:
-        c.revoke(job, by="tax")
-    assert err.value.error == "NotAllowed"
+        as_tax.revoke(job, by="tax")
+    assert err.value.error == "Forbidden" and "only the requester bank" in err.value.remote_detail
+    assert c.status(job).state.value == "PENDING_APPROVAL"
     st = c.revoke(job, by="bank", reason="the loan application was withdrawn")
     assert st.state.value == "REVOKED"
     time.sleep(1.0)  # the scheduler must not move it on
