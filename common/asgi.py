@@ -14,21 +14,25 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 class BodyLimit:
     """Read a request body up to ``cap()`` bytes (a lying or absent Content-Length does not help) and
-    replay it to ``app``; over the cap answer 413. Paths in ``exempt`` stream under their own cap.
+    replay it to ``app``; over the cap answer 413. Paths in ``exempt`` stream under their own cap; a path
+    under a prefix of ``prefix_caps`` (``(prefix, cap)`` pairs, first match) gets that cap instead.
     ``on_refusal(scope, detail)`` (awaitable) records the refusal (e.g. in an audit log)."""
 
     def __init__(self, app: Any, cap: Callable[[], int], exempt: Iterable[str] = (),
-                 on_refusal: Callable[[Scope, str], Awaitable[None]] | None = None) -> None:
+                 on_refusal: Callable[[Scope, str], Awaitable[None]] | None = None,
+                 prefix_caps: Iterable[tuple[str, Callable[[], int]]] = ()) -> None:
         self.app = app
         self.cap = cap
         self.exempt = frozenset(exempt)
         self.on_refusal = on_refusal
+        self.prefix_caps = tuple(prefix_caps)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        cap = self.cap()
+        cap = next((c() for prefix, c in self.prefix_caps if scope["path"].startswith(prefix)), None)
+        cap = self.cap() if cap is None else cap
         declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
         too_big = not declared.isdigit() or int(declared) > cap
         chunks: list[bytes] = []

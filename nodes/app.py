@@ -83,7 +83,11 @@ def create_app(
     async def _too_big(scope: dict, detail: str) -> None:
         await run_in_threadpool(_refusal, Request(scope), ctx, "BodyTooLarge", detail)
 
-    app.add_middleware(BodyLimit, cap=lambda: settings.max_body_bytes, exempt=UPLOAD_PATHS, on_refusal=_too_big)
+    def step_cap() -> int:  # engine steps carry the ciphertexts the coordinator relays
+        return settings.max_step_body_bytes
+
+    app.add_middleware(BodyLimit, cap=lambda: settings.max_body_bytes, exempt=UPLOAD_PATHS, on_refusal=_too_big,
+                       prefix_caps=(("/tasks/", step_cap), ("/he/", step_cap)))
     app.state.ctx = ctx
     app.state.he = ctx.he
 

@@ -113,6 +113,9 @@ class NodeSettings(BaseSettings):
     # ---------------------------------------------------------------- inputs
     max_body_bytes: int = 1024 * 1024
     """Any request body other than an upload larger than this is refused (413) before it is parsed."""
+    max_step_body_bytes: int = 512 * 1024 * 1024
+    """The cap of an engine step's body (``/tasks/…``, ``/he/…``: routes only the coordinator may call,
+    behind the 国密 TLS handshake): CKKS ciphertexts the coordinator relays grow with the rows."""
     sql_sources: dict[str, SqlSource] = Field(default_factory=dict)
     """Named SQL data sources the admin configured; ``POST /datasets/sql`` reads only from these."""
     docs_enabled: bool = False
@@ -126,7 +129,7 @@ class NodeSettings(BaseSettings):
         return v
 
     @field_validator("audit_retention_days", "max_upload_bytes", "upload_chunk_bytes", "mock_max_rows",
-                     "max_body_bytes", "officer_scrypt_n")
+                     "max_body_bytes", "max_step_body_bytes", "officer_scrypt_n")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v <= 0:

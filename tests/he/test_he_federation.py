@@ -254,8 +254,7 @@ def test_malformed_total_relayed_to_the_requester_is_refused(fed, no_leaked_proc
     from protocols.crypto.keystore import load_keystore
 
     st = fed["state"]
-    passphrase = st.passphrase_file.read_text().strip()
-    keys = {m: load_keystore(st.keys_dir / f"{m}.keystore.json", passphrase) for m in ("coordinator", "tax", "power")}
+    keys = {m: load_keystore(st.keys_dir / f"{m}.keystore.json", st.passphrase_of(m)) for m in ("coordinator", "tax", "power")}
     spec = parse_spec(stats_spec())
     job_id = "job-rogue-relay-1"
     manifest = build_manifest(spec, job_id, "bank")
