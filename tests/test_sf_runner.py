@@ -389,7 +389,9 @@ def test_signal_to_runner_stops_every_party(tmp_path, no_leaked_processes, sig, 
                 break
         assert len(party_processes(tmp_path)) == 3
         runner.send_signal(sig)
-        out, _ = runner.communicate(timeout=30)
+        # the runner stops each party (stacks, SIGTERM, 3 s grace, SIGKILL) before it exits: seconds on an
+        # idle machine; 30 s was once not enough at the end of a full CI run
+        out, _ = runner.communicate(timeout=90)
     finally:
         if runner.poll() is None:
             runner.kill()
