@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.ids import is_valid_resident_id, is_valid_uscc
-from nodes.errors import BadDataFile, BadEncoding, EmptyDataFile, SourceError, UnsupportedFormat
+from nodes.errors import BadDataFile, BadEncoding, EmptyDataFile, UnsupportedFormat
 
 ROW_COL = "_row"
 _INT_RE = re.compile(r"^[+-]?(0|[1-9]\d{0,14})$")
@@ -112,41 +112,6 @@ def read_parquet_text(path: Path) -> pd.DataFrame:
     if table.num_rows == 0:
         raise EmptyDataFile("the Parquet file has no rows")
     return _stringify(table.to_pandas())
-
-
-def read_sql_text(url: str, table: str | None, query: str | None) -> pd.DataFrame:
-    """Rows of an existing SQL table or query (any SQLAlchemy URL) as a frame of strings."""
-    from sqlalchemy import MetaData, Table, create_engine, select, text
-    from sqlalchemy.exc import SQLAlchemyError
-
-    if (table is None) == (query is None):
-        raise SourceError("give exactly one of table or query")
-    try:
-        engine = create_engine(url)
-    except Exception as exc:  # bad URL, missing driver
-        raise SourceError(f"cannot use the source URL: {type(exc).__name__}") from None
-    try:
-        with engine.connect() as conn:
-            if table is not None:
-                t = Table(table, MetaData(), autoload_with=conn)
-                result = conn.execute(select(t))
-            else:
-                if not query.lstrip().lower().startswith(("select", "with")):
-                    raise SourceError("a source query must be a SELECT")
-                result = conn.execute(text(query))
-            cols = list(result.keys())
-            rows = result.fetchall()
-    except SourceError:
-        raise
-    except SQLAlchemyError as exc:
-        raise SourceError(f"cannot read the source: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
-    finally:
-        engine.dispose()
-    if len(set(cols)) != len(cols):
-        raise SourceError("the source has duplicate column names")
-    if not rows:
-        raise EmptyDataFile("the source table or query returned no rows")
-    return _stringify(pd.DataFrame([tuple(r) for r in rows], columns=cols))
 
 
 def _stringify(df: pd.DataFrame) -> pd.DataFrame:
