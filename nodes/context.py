@@ -21,6 +21,7 @@ from nodes.services.datasets import DatasetService
 from nodes.services.he_tasks import HeService
 from nodes.services.officers import OfficerService, private_file_secret
 from nodes.services.policy import PolicyService
+from nodes.services.receipt_queue import ChainKeeper, ReceiptQueue
 from nodes.services.requests import SeenRequest  # noqa: F401  (registers its table before init_db)
 from nodes.services.steps import StepService
 from nodes.services.tasks import TaskService
@@ -43,6 +44,8 @@ class NodeContext:
     chain: NodeChain | None = None
     he: HeService | None = None
     """The CKKS steps (``/he`` routes); built with the context."""
+    keeper: ChainKeeper | None = None
+    """Pending receipts and the anchors at job ends and shutdown (chain-wired nodes)."""
 
     @classmethod
     def build(
@@ -88,6 +91,12 @@ class NodeContext:
         if anchor is None and settings.anchor_file is not None:
             anchor = FileAnchor(settings.anchor_file)
         audit = AuditLog(settings.name, engine, anchor)
+        keeper = None
+        if chain is not None:
+            chain.receipts = ReceiptQueue(engine, audit, chain)
+            keeper = ChainKeeper(chain.receipts, audit, retry_s=settings.receipt_retry_s or 2.0)
+            if audit.anchor_backend is not None:
+                audit.on_job_end = keeper.job_ended
         officers = OfficerService(
             settings.name, engine, private_file_secret(settings.work_dir / "session.key"),
             session_ttl_s=settings.session_ttl_s, proposal_ttl_s=settings.proposal_ttl_s,
@@ -103,14 +112,19 @@ class NodeContext:
         steps.recover()  # the step-route engines' tasks first: their engines drop what they left
         tasks.recover()
         ctx = cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
-                  approvals=approvals, tasks=tasks, steps=steps, officers=officers, members=members, chain=chain)
+                  approvals=approvals, tasks=tasks, steps=steps, officers=officers, members=members, chain=chain,
+                  keeper=keeper)
         ctx.he = HeService.from_context(ctx)
+        if keeper is not None:
+            keeper.start()  # receipts left pending before a restart go out as soon as the chain answers
         return ctx
 
     def close(self) -> None:
         self.tasks.stop_all()
         if self.he is not None:
             self.he.close()
+        if self.keeper is not None:
+            self.keeper.close()  # the last pending receipts and the shutdown anchor
         self.engine.dispose()
 
 

@@ -103,6 +103,12 @@ class AuditIntegrityError(NodeError):
     status_code = 409
 
 
+class RetentionTooShort(NodeError):
+    """A prune asked to keep fewer days of audit log than the floor (180)."""
+
+    status_code = 422
+
+
 class AnchorError(NodeError):
     """The audit head could not be anchored."""
 

@@ -62,6 +62,9 @@ class NodeSettings(BaseSettings):
     policy_file: Path | None = None
     """YAML/TOML/JSON policy loaded at start when the database holds none yet."""
     audit_retention_days: int = 180
+    """Days the audit log keeps before pruning what is anchored; at least 180 (shorter is refused)."""
+    receipt_retry_s: float = 2.0
+    """How often a usage receipt the chain could not take is sent again (it waits durably meanwhile)."""
     anchor_file: Path | None = None
     """Audit-head anchors go to this append-only file when no chain anchor is configured."""
     mock_max_rows: int = 1000
@@ -136,7 +139,14 @@ class NodeSettings(BaseSettings):
             raise ValueError("must be positive")
         return v
 
-    @field_validator("anchor_interval_s", "task_kill_grace_s", "identity_cache_s")
+    @field_validator("audit_retention_days")
+    @classmethod
+    def _retention_floor(cls, v: int) -> int:
+        if v < 180:
+            raise ValueError("the audit log keeps at least 180 days")
+        return v
+
+    @field_validator("anchor_interval_s", "task_kill_grace_s", "identity_cache_s", "receipt_retry_s")
     @classmethod
     def _non_negative(cls, v: float) -> float:
         if v < 0:

@@ -1,13 +1,19 @@
-"""``dcp audit``: the regulator's audit, reading the chain only (never the coordinator's database)."""
+"""``dcp audit``: the regulator's audit, reading the chain only (never the coordinator's database);
+``dcp audit reconcile``: one node's audit log proved against the chain (:mod:`nodes.services.reconcile`)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import typer
 
 
 def audit(
-    rpc: str = typer.Option(..., help="JSON-RPC URL of the chain"),
-    registry: str = typer.Option(..., help="Registry address (Authorizations/Receipts are found from it)"),
+    ctx: typer.Context,
+    rpc: str = typer.Option(None, help="JSON-RPC URL of the chain"),
+    registry: str = typer.Option(None, help="Registry address (Authorizations/Receipts are found from it)"),
     from_block: int = typer.Option(0, help="First block to read"),
     to_block: int = typer.Option(None, help="Last block to read (default: latest)"),
     page_size: int = typer.Option(2000, help="Blocks per eth_getLogs page"),
@@ -24,7 +30,13 @@ def audit(
     """Recompute from chain events whether every use of data was authorized, job by job.
 
     Exit code 0: nothing found; 1: findings; 2: the chain or registry could not be read.
+    ``dcp audit reconcile --node NAME`` proves one node's audit log against the chain.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not rpc or not registry:
+        typer.echo("error: --rpc and --registry are required", err=True)
+        raise typer.Exit(2)
     from web3 import HTTPProvider, Web3
 
     from contracts.audit import run_audit
@@ -118,6 +130,115 @@ def _print_jobs(console, report) -> None:  # noqa: ANN001 - rich Console, AuditR
         console.print(table)
 
 
+def remote_entries(http: Any, node_url: str, page: int = 1000) -> Iterator[dict[str, Any]]:
+    """A node's retained audit log, read in pages from its ``GET /audit`` (as an authenticated auditor)."""
+    after = 0
+    while True:
+        r = http.get(f"{node_url.rstrip('/')}/audit", params={"after": after, "limit": page})
+        if r.status_code != 200:
+            raise RuntimeError(f"the node refused to show its audit log: HTTP {r.status_code} {r.text[:300]}")
+        batch = r.json()
+        yield from batch
+        if len(batch) < page:
+            return
+        after = batch[-1]["seq"]
+
+
+def reconcile_remote(http: Any, node_url: str, chain_client: Any, node: str) -> Any:
+    """Reconcile member ``node``'s log (read from ``node_url`` through ``http``) with the chain that
+    ``chain_client`` (``contracts.client.ChainClient``) reads: a ``ReconcileReport``."""
+    from nodes.services.reconcile import chain_records, reconcile
+
+    member = next((m for m in chain_client.members() if m.name == node), None)
+    if member is None:
+        raise LookupError(f"no member called {node!r} in the Registry")
+    entries = list(remote_entries(http, node_url))
+    pruned = bool(entries) and int(entries[0]["seq"]) > 1
+    receipts, anchors = chain_records(chain_client, member.account, with_block_times=pruned)
+    return reconcile(node, member.account, entries, receipts, anchors)
+
+
+def reconcile_cmd(
+    node: str = typer.Option(..., "--node", help="the member whose node's log is proved (its name in the Registry)"),
+    member: str = typer.Option(None, "--member", "-m", help="the member you act as over 国密 TLS (a regulator)"),
+    fed_dir: Path = typer.Option(None, "--federation-dir", help="where `dcp up` wrote its state"),
+    node_url: str = typer.Option(None, "--node-url", help="the node's URL (default: from the federation state)"),
+    rpc: str = typer.Option(None, help="JSON-RPC URL of the chain (default: from the federation state)"),
+    registry: str = typer.Option(None, help="Registry address (default: from the federation state)"),
+    token: str = typer.Option(None, "--token", envvar="DCP_AUDITOR_TOKEN",
+                              help="an auditor officer's session token of that node, instead of a member"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report"),
+) -> None:
+    """Prove a node's audit log against the chain: its hash chain intact, every anchored head in the
+    log, every receipt on chain in the log and every logged receipt on chain. Each difference is a
+    finding naming the log entry or the transaction. Exit 0: clean; 1: findings; 2: unreadable."""
+    import httpx
+    from web3 import HTTPProvider, Web3
+
+    from contracts.client import ChainClient
+
+    state = None
+    if node_url is None or rpc is None or registry is None:
+        from dcp.commands.job import _state
+
+        try:
+            state = _state(fed_dir)
+        except Exception as exc:  # noqa: BLE001 - no federation: the options must say everything
+            typer.echo(f"error: give --node-url, --rpc and --registry, or a federation ({exc})", err=True)
+            raise typer.Exit(2) from None
+    node_url = node_url or (state.nodes.get(node) if state else None)
+    if not node_url:
+        typer.echo(f"error: no node called {node!r} in the federation", err=True)
+        raise typer.Exit(2)
+    transport = None
+    if state is not None and state.gmtls:
+        if not member and not token:
+            typer.echo("error: the federation speaks 国密 TLS only: say which member you act as (--member)", err=True)
+            raise typer.Exit(2)
+        from federation.launcher import transport_for
+
+        transport = transport_for(state, member or "regulator")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    w3 = Web3(HTTPProvider(rpc or state.rpc_url, request_kwargs={"timeout": 60}))
+    try:
+        chain_client = ChainClient.connect(w3, registry or state.registry)
+        with httpx.Client(transport=transport, headers=headers, timeout=60) as http:
+            report = reconcile_remote(http, node_url, chain_client, node)
+    except Exception as exc:  # noqa: BLE001 - chain, node or transport: named, exit 2
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        _print_reconciliation(report)
+    raise typer.Exit(1 if report.findings else 0)
+
+
+def _print_reconciliation(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"node {report.node} ({report.account}): log entries {report.first_seq}..{report.head_seq} "
+        f"({report.entries_checked} checked), {report.anchors_on_chain} anchors on chain "
+        f"({report.anchors_checked} matched, {report.anchors_before_log} before the retained log), "
+        f"{report.receipts_on_chain} receipts on chain / {report.receipts_in_log} in the log "
+        f"({report.receipts_late} late, {report.receipts_pending} pending, {report.receipts_before_log} pruned)")
+    if not report.findings:
+        console.print("[green]reconciled: no findings[/green]")
+        return
+    table = Table(title=f"{len(report.findings)} finding(s)")
+    for col in ("kind", "entry", "tx", "detail"):
+        table.add_column(col, overflow="fold")
+    for f in report.findings:
+        table.add_row(f.kind.value, str(f.seq) if f.seq is not None else "-", f.tx or "-", f.detail)
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
-    """Attach ``dcp audit``."""
-    app.command("audit")(audit)
+    """Attach ``dcp audit`` and ``dcp audit reconcile``."""
+    group = typer.Typer(help="The regulator's audit of the chain, and reconciliation of a node's log with it.")
+    group.callback(invoke_without_command=True)(audit)
+    group.command("reconcile")(reconcile_cmd)
+    app.add_typer(group, name="audit")

@@ -1,10 +1,11 @@
-"""Audit-log routes: auditors (and regulators) read; admins anchor and prune."""
+"""Audit-log routes: auditors (and regulators) read and reconcile with the chain; admins anchor and prune."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
 from nodes.api.deps import Admin, Auditor, Ctx
 from nodes.models import AnchorOut, AuditEntryOut, AuditHead, AuditVerifyResult, PruneOut
+from nodes.services.reconcile import ReconcileReport, reconcile_node
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -19,6 +20,17 @@ def entries(reader: Auditor, ctx: Ctx, after: int = Query(0, ge=0, le=2**62),
 def verify(reader: Auditor, ctx: Ctx) -> AuditVerifyResult:
     """Re-hash the whole chain; report the first bad entry (edited, deleted, truncated)."""
     return ctx.audit.verify()
+
+
+@router.get("/reconcile")
+def reconcile(reader: Auditor, ctx: Ctx) -> ReconcileReport:
+    """Prove this node's whole retained log against the chain: hash chain intact, every anchored head
+    in the log, every receipt on chain in the log and vice versa; each difference names its entry."""
+    report = reconcile_node(ctx.audit, ctx.chain)
+    ctx.audit.record(actor=reader.actor, action="audit.reconcile", detail={
+        "head_seq": report.head_seq, "findings": len(report.findings), "receipts": report.receipts_on_chain,
+        "anchors": report.anchors_on_chain})
+    return report
 
 
 @router.get("/head")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,7 +20,7 @@ from sqlalchemy import delete, func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from nodes.errors import AnchorError, AuditIntegrityError
+from nodes.errors import AnchorError, AuditIntegrityError, RetentionTooShort
 from nodes.models import (
     AnchorOut,
     AuditAnchorRecord,
@@ -33,6 +33,13 @@ from nodes.models import (
 )
 
 GENESIS = "0" * 64
+
+MIN_RETENTION_DAYS = 180
+"""The audit log keeps at least this many days (#18.3): a shorter retention is refused."""
+
+JOB_END_ACTIONS = frozenset({"task.succeed", "task.fail", "task.stopped", "he.succeeded", "he.failed",
+                             "he.stopped", "he.finish", "he.contribute"})
+"""Audit actions that end a job's task on this node: the node anchors its head after each (#18.3)."""
 
 
 def sm3_hex(data: bytes) -> str:
@@ -129,6 +136,8 @@ class AuditLog:
         self.engine = engine
         self.anchor_backend = anchor
         self._lock = threading.RLock()
+        self.on_job_end: Callable[[], None] | None = None
+        """Called after a transaction that logged one of :data:`JOB_END_ACTIONS` committed."""
 
     @property
     def write_lock(self) -> threading.RLock:
@@ -147,6 +156,8 @@ class AuditLog:
             except BaseException:
                 session.rollback()
                 raise
+        if session.info.pop("dcp.job_end", False) and self.on_job_end is not None:
+            self.on_job_end()
 
     def append(
         self,
@@ -172,6 +183,8 @@ class AuditLog:
             hash="",
         )
         entry.hash = entry_hash(prev, entry_body(entry))
+        if action in JOB_END_ACTIONS:
+            session.info["dcp.job_end"] = True
         session.add(entry)
         session.flush()
         return entry
@@ -277,9 +290,9 @@ class AuditLog:
         """Anchor the current head through the configured backend and remember it locally."""
         if self.anchor_backend is None:
             raise AnchorError("no audit anchor is configured (set anchor_file or a chain client)")
-        result = self.verify()
-        if not result.ok:
-            raise AuditIntegrityError(f"refusing to anchor a log that fails verification at {result.first_bad_seq}")
+        bad = self._verify_since_anchor()
+        if bad is not None:
+            raise AuditIntegrityError(f"refusing to anchor a log that fails verification at {bad}")
         with self.transaction() as session:
             seq, h = self._head(session)
             try:
@@ -291,8 +304,33 @@ class AuditLog:
             self.append(session, actor=actor, action="audit.anchor", target=str(seq), detail={"hash": h, "ref": ref})
         return AnchorOut(seq=rec.seq, hash=rec.hash, ref=rec.ref, anchored_at=rec.anchored_at)
 
+    def _verify_since_anchor(self) -> int | None:
+        """The first bad entry after (and at) this node's last anchor, or None: what an anchor adds to
+        the chain is checked, not the whole log again (the part before is pinned by the earlier anchor,
+        and the reconciliation re-checks everything)."""
+        with Session(self.engine) as session:
+            rec = session.exec(select(AuditAnchorRecord).order_by(AuditAnchorRecord.seq.desc()).limit(1)).first()
+            start = session.get(AuditEntry, rec.seq) if rec is not None else None
+            if rec is None or start is None:
+                full = self.verify()
+                return None if full.ok else (full.first_bad_seq or 0)
+            if start.hash != rec.hash or entry_hash(start.prev_hash, entry_body(start)) != start.hash:
+                return start.seq
+            expected_seq, expected_prev = start.seq + 1, start.hash
+            for e in session.exec(select(AuditEntry).where(AuditEntry.seq > start.seq)
+                                  .order_by(AuditEntry.seq)).yield_per(1000):
+                if (e.seq != expected_seq or e.prev_hash != expected_prev
+                        or entry_hash(e.prev_hash, entry_body(e)) != e.hash):
+                    return min(e.seq, expected_seq)
+                expected_seq, expected_prev = e.seq + 1, e.hash
+        return None
+
     def prune(self, retention_days: int, now: datetime | None = None, actor: str = "node") -> PruneOut:
-        """Delete entries older than the retention that are at or before the last anchored head."""
+        """Delete entries older than the retention (at least :data:`MIN_RETENTION_DAYS`) that are at or
+        before the last anchored head the chain confirms."""
+        if retention_days < MIN_RETENTION_DAYS:
+            raise RetentionTooShort(f"the audit log keeps at least {MIN_RETENTION_DAYS} days; "
+                                      f"refusing a retention of {retention_days}")
         now = now or datetime.now(timezone.utc)
         cutoff = now_ts(now - timedelta(days=retention_days))
         result = self.verify()

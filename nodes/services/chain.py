@@ -62,6 +62,8 @@ class NodeChain:
         self.account = account
         self.member = member
         self._write_lock = threading.Lock()
+        self.receipts: Any = None
+        """The node's durable receipt queue (``nodes.services.receipt_queue.ReceiptQueue``), once wired."""
 
     @classmethod
     def connect(cls, rpc_url: str, registry: str, keys: Any, member: str, timeout: float = 60.0) -> NodeChain:

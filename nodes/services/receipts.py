@@ -5,7 +5,9 @@
 * :func:`record_receipt` records this node's usage of one dataset on chain with the node's own
   measured run (start floored, finish rounded up to whole seconds); the chain accepts it within
   ``Receipts.TIME_TOLERANCE`` of the recording block (#18.1: no clamp to the latest block, whose
-  timestamp is stale on a chain that makes blocks on demand).
+  timestamp is stale on a chain that makes blocks on demand). With the node's receipt queue wired
+  (``chain.receipts``, :mod:`nodes.services.receipt_queue`) the receipt is kept durably first and a
+  chain that does not answer leaves it pending (None is returned) instead of failing the task.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ def seal_for(chain: NodeChain, receiver: str, job_id: str, name: str, data: byte
 def record_receipt(
     chain: NodeChain, member: str, job_id: str, dataset: str, rows: int, result_hash: bytes,
     started_at: datetime | float | None,
-) -> str:
-    """Record ``member``'s usage of ``dataset`` in job ``job_id`` on chain; the transaction hash."""
+) -> str | None:
+    """Record ``member``'s usage of ``dataset`` in job ``job_id`` on chain; the transaction hash, or None
+    while the receipt waits in the node's queue for the chain to answer."""
     from contracts.models import UsageReceipt
     from protocols.crypto.approvals import job_key
 
@@ -41,4 +44,7 @@ def record_receipt(
     started = min(int(started_at or finished), finished)
     receipt = UsageReceipt(job_id=job_key(job_id), dataset_id=dataset_chain_id(member, dataset),
                            row_count=rows, result_hash=result_hash, started_at=started, finished_at=finished)
+    queue = getattr(chain, "receipts", None)
+    if queue is not None:
+        return queue.submit(job_id, dataset, receipt)
     return chain.record_usage(receipt)
