@@ -61,6 +61,8 @@ from engines.base import Progress
 
 log = logging.getLogger("dcp.coordinator")
 S = JobState
+RECEIPT_PENDING = "receipt pending"
+"""The stage of a job whose engine is done while a node's usage receipt waits in its queue for the chain."""
 A = ApprovalState
 
 
@@ -650,12 +652,24 @@ class Coordinator:
             return self._fail(job_id, progress.reason or "the engine failed the job")
         if progress.state == "running":
             return S.RUNNING
-        # receipts: every dataset used has its receipt on chain, or nothing is handed out
+        # receipts: every dataset used has its receipt on chain, or nothing is handed out. A node whose
+        # receipt could not reach the chain keeps it queued and sends it when the chain answers: the job
+        # waits ("receipt pending") until the authorization's expiry, after which the chain refuses it.
         terms = self._terms_model(j, manifest)
         chain = self.chain()
         missing = [d.hex()[:12] for d in terms.dataset_ids if chain.runs(terms.job_id, d) < 1]
+        if missing and time.time() < terms.expiry:
+            if j.stage != RECEIPT_PENDING:
+                with Session(self.engine) as session:
+                    job = self._job(session, job_id)
+                    job.stage = RECEIPT_PENDING
+                    session.add(job)
+                    session.commit()
+                log.info("job %s: receipt pending for dataset(s) %s", job_id, ", ".join(missing))
+            return S.RUNNING
         if missing:
-            return self._fail(job_id, f"no usage receipt on chain for dataset(s) {', '.join(missing)}")
+            return self._fail(job_id, f"no usage receipt on chain for dataset(s) {', '.join(missing)} "
+                                      "by the authorization's expiry")
         with Session(self.engine) as session:
             job = self._job(session, job_id)
             job.results_json, job.stage = json.dumps(progress.results), "done"

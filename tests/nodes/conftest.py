@@ -174,6 +174,17 @@ class ChainKit:
     def now(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
+    def stop_chain(self) -> None:
+        """Stop anvil (with ``--state`` it dumps its state first)."""
+        self._port = self.anvil.port
+        self.anvil.stop()
+
+    def start_chain(self) -> None:
+        """Start anvil again on the same port with the same options (the dumped state loaded)."""
+        from contracts.anvil import AnvilNode
+
+        self.anvil = AnvilNode(accounts=10, port=self._port, extra_args=self.anvil.extra_args).start()
+
     def advance(self, seconds: int) -> None:
         self.w3.provider.make_request("evm_increaseTime", [int(seconds)])
         self.w3.provider.make_request("evm_mine", [])
@@ -220,7 +231,7 @@ class ChainKit:
 
 
 @pytest.fixture(scope="module")
-def chain_kit(tmp_path_factory) -> Iterator[ChainKit]:
+def chain_kit(request, tmp_path_factory) -> Iterator[ChainKit]:
     """A real anvil with the dcp contracts deployed and a coordinator manifest board on real HTTP."""
     import threading
 
@@ -234,15 +245,22 @@ def chain_kit(tmp_path_factory) -> Iterator[ChainKit]:
     server = uvicorn.Server(uvicorn.Config(board.app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    anvil = AnvilNode(accounts=10)
+    # a module may ask for anvil options, e.g. ``ANVIL_STATE = True``: ``--state`` in the module's tmp dir
+    state = getattr(request.module, "ANVIL_STATE", False)
+    extra = ["--state", str(tmp_path_factory.mktemp("anvil") / "state.json")] if state else []
+    anvil = AnvilNode(accounts=10, extra_args=extra)
     anvil.start()
+    kit = None
     try:
         while not server.started:
             time.sleep(0.02)
-        yield ChainKit(anvil, tmp_path_factory.mktemp("keys"), f"http://127.0.0.1:{port}", board)
+        kit = ChainKit(anvil, tmp_path_factory.mktemp("keys"), f"http://127.0.0.1:{port}", board)
+        yield kit
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        kit_anvil = kit.anvil if kit is not None else anvil
+        kit_anvil.stop()
         anvil.stop()
 
 
