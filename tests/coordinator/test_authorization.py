@@ -17,7 +17,6 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.spec import parse_spec
 from protocols.manifest import dataset_chain_id, inputs_of, manifest_sm3, receivers_of, slice_matches
 
-from .test_lifecycle_api import coord  # noqa: F401 - fixture
 from .test_spec import base
 
 BLS = "ab" * 128
@@ -57,7 +56,7 @@ def test_mode_column_is_added_to_an_older_database(tmp_path):
     ("auto", {"bank": BLS, "tax": ""}, "per_owner"),
     ("per_owner", {"bank": BLS, "tax": BLS}, "per_owner"),
 ])
-def test_mode_fixed_at_submission_and_served_to_nodes(coord, setting, keys, mode):  # noqa: F811
+def test_mode_fixed_at_submission_and_served_to_nodes(coord, setting, keys, mode):
     from sqlmodel import Session
 
     coord.settings.authorization_mode = setting

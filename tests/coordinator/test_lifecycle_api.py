@@ -9,37 +9,20 @@ from sqlmodel import Session, select
 from coordinator.app import create_app
 from coordinator.errors import IllegalTransition, JobNotFound
 from coordinator.lifecycle import ALLOWED, can_transition
-from coordinator.models import TERMINAL, CatalogEntry, JobEvent, JobState, PolicySnapshot
+from coordinator.models import TERMINAL, CatalogEntry, JobEvent, JobState
 from coordinator.service import Coordinator
 from coordinator.settings import CoordinatorSettings
 from protocols.signed_request import sign_request
-from tests.authkit import AsPeer, member_key, peer_entries
+from tests.authkit import AsPeer, member_key
+from tests.coordkit import POLICY
 
-from .test_spec import CATALOG, POLICY, base
+from .test_spec import base
 
 
 def signed(spec: dict, member: str = "bank", action: str = "submit") -> dict:
     return {"request": sign_request(member_key(member).private_key, member, spec, action=action).model_dump()}
 
 S = JobState
-
-
-@pytest.fixture
-def coord(tmp_path):
-    c = Coordinator(CoordinatorSettings(work_dir=tmp_path, worker=False, peers=peer_entries()))
-    c.upsert_member("bank", "bank", "http://127.0.0.1:9")
-    c.upsert_member("tax", "department", "http://127.0.0.1:9")
-    import json
-
-    with Session(c.engine) as s:
-        for (member, ds), cols in CATALOG.items():
-            s.add(CatalogEntry(member=member, dataset=ds, columns_json=json.dumps(
-                [{"name": n, **m} for n, m in cols.items()]), text=f"{ds} " + " ".join(cols), max_grade=3))
-        for member in ("bank", "tax"):
-            s.add(PolicySnapshot(member=member, policy_json=json.dumps(POLICY)))
-        s.commit()
-    yield c
-    c.close()
 
 
 def test_table_shape():

@@ -20,6 +20,7 @@ from coordinator.manifest import build_manifest, dataset_chain_id, manifest_sm3,
 from coordinator.spec import check_runnable, load_spec, load_spec_text, parse_spec
 from coordinator.validation import check_against_catalog
 from protocols.crypto.approvals import canonical_json as canonical_bytes
+from tests.coordkit import CATALOG, POLICY, col  # noqa: F401 - CATALOG is shared with test_kinds_spec
 
 
 def base() -> dict:
@@ -44,17 +45,6 @@ MEMBERS = {
 }
 
 
-def col(grade: int = 2, category: str | None = None) -> dict:
-    return {"grade": grade, "category": category}
-
-
-CATALOG = {
-    ("bank", "loans"): {"uscc": col(3), "bank_loan_amount": col(), "default": col()},
-    ("tax", "tax"): {"uscc": col(3), "tax_vat_paid": col(), "tax_credit_grade": col(), "tax_secret": col(4),
-                     "tax_case": col(2, "criminal")},
-}
-POLICY = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2, "negative_list": ["criminal"],
-          "allowed_roles": ["bank", "department"], "allowed_requesters": []}
 POLICIES = {"bank": POLICY, "tax": POLICY}
 
 

@@ -16,7 +16,6 @@ from sqlmodel import Session
 from coordinator.models import JobState, TaskRecord
 from engines.secretflow.coordinator import straggler
 
-from .test_lifecycle_api import coord  # noqa: F401 - the fixture
 from .test_spec import base
 
 S = JobState
@@ -67,7 +66,7 @@ class _Node:
         return dict(self.answer)
 
 
-def _running_job(coord, answers: dict[str, dict]) -> tuple[str, list[tuple[str, str]]]:  # noqa: F811
+def _running_job(coord, answers: dict[str, dict]) -> tuple[str, list[tuple[str, str]]]:
     from coordinator.spec import parse_spec
 
     job = coord.submit(parse_spec(base())).job_id
@@ -88,7 +87,7 @@ def _running_job(coord, answers: dict[str, dict]) -> tuple[str, list[tuple[str, 
     return job, calls
 
 
-def test_the_coordinator_fails_a_job_whose_party_outlives_its_peers_and_stops_it(coord):  # noqa: F811
+def test_the_coordinator_fails_a_job_whose_party_outlives_its_peers_and_stops_it(coord):
     job, calls = _running_job(coord, {
         "bank": {"status": "succeeded", "stage": "predict:done", "finished_at": time.time() - 200},
         "tax": {"status": "running", "stage": "psi:start"},
@@ -100,7 +99,7 @@ def test_the_coordinator_fails_a_job_whose_party_outlives_its_peers_and_stops_it
     assert ("tax", "stop") in calls and ("bank", "stop") not in calls  # only the party still running is stopped
 
 
-def test_a_peer_that_ended_moments_ago_is_waited_for(coord):  # noqa: F811
+def test_a_peer_that_ended_moments_ago_is_waited_for(coord):
     job, calls = _running_job(coord, {
         "bank": {"status": "succeeded", "stage": "predict:done", "finished_at": time.time() - 5},
         "tax": {"status": "running", "stage": "predict:start"},

@@ -81,26 +81,10 @@ def node_state(c: OfficerClient) -> dict:
 
 @pytest.fixture
 def coord(tmp_path):  # noqa: ANN201
-    """A coordinator (no worker) whose directory knows the test members; bank and tax with catalogs."""
-    import json
+    """The seeded coordinator (tests/coordkit.py): no worker, bank and tax with catalogs."""
+    from tests.coordkit import seeded_coordinator
 
-    from sqlmodel import Session
-
-    from coordinator.models import CatalogEntry, PolicySnapshot
-    from coordinator.service import Coordinator
-    from coordinator.settings import CoordinatorSettings
-    from tests.coordinator.test_spec import CATALOG, POLICY
-
-    c = Coordinator(CoordinatorSettings(work_dir=tmp_path / "coord", worker=False, peers=peer_entries()))
-    c.upsert_member("bank", "bank", "http://127.0.0.1:9")
-    c.upsert_member("tax", "department", "http://127.0.0.1:9")
-    with Session(c.engine) as s:
-        for (member, ds), cols in CATALOG.items():
-            s.add(CatalogEntry(member=member, dataset=ds, columns_json=json.dumps(
-                [{"name": n, **m} for n, m in cols.items()]), text=f"{ds} " + " ".join(cols), max_grade=3))
-        for member in ("bank", "tax"):
-            s.add(PolicySnapshot(member=member, policy_json=json.dumps(POLICY)))
-        s.commit()
+    c = seeded_coordinator(tmp_path / "coord")
     yield c
     c.close()
 
