@@ -659,7 +659,7 @@ class Coordinator:
         chain = self.chain()
         missing = [d.hex()[:12] for d in terms.dataset_ids if chain.runs(terms.job_id, d) < 1]
         if missing and time.time() < terms.expiry:
-            if j.stage != RECEIPT_PENDING:
+            if self.get_job(job_id).stage != RECEIPT_PENDING:  # the engine may have set its own stage
                 with Session(self.engine) as session:
                     job = self._job(session, job_id)
                     job.stage = RECEIPT_PENDING

@@ -103,12 +103,6 @@ class AuditIntegrityError(NodeError):
     status_code = 409
 
 
-class ReceiptPending(NodeError):
-    """The task's usage receipt waits in the node's queue for the chain: no receipt, no output yet."""
-
-    status_code = 409
-
-
 class RetentionTooShort(NodeError):
     """A prune asked to keep fewer days of audit log than the floor (180)."""
 

@@ -59,7 +59,6 @@ from nodes.errors import (
     ColumnNotApproved,
     NodeError,
     OutputNotFound,
-    ReceiptPending,
     TaskExists,
     TaskMismatch,
     TaskNotFound,
@@ -935,8 +934,6 @@ class TaskService:
         outs = json.loads(t.outputs_json or "{}")
         if t.status != "succeeded" or name not in outs:
             raise OutputNotFound(f"job {job_id!r} has no output {name!r} on this node")
-        if self.chain is not None and self.chain.receipts is not None and self.chain.receipts.pending(job_id):
-            raise ReceiptPending(f"the usage receipt of job {job_id!r} is not on chain yet: no receipt, no output")
         path = self.job_dir(job_id) / f"{name}.sealed"
         if not path.is_file():
             raise OutputNotFound(f"the sealed output {name!r} of job {job_id!r} is gone")

@@ -1,5 +1,5 @@
 """A usage receipt that is due while the chain is down loses nothing (#18.4): the node keeps it in its
-database, the task's outputs wait ("no receipt, no output"), and after the node itself restarts and the
+database (the coordinator hands out no result until every receipt is on chain), and after the node itself restarts and the
 chain (anvil, its state kept with ``--state``) comes back, the receipt reaches the chain once; the
 reconciliation counts it as late, not missing."""
 
