@@ -55,7 +55,7 @@ from coordinator.nodeclient import NodeClient
 from coordinator.ports import JobPort, SubmitPort
 from coordinator.settings import CoordinatorSettings
 from coordinator.spec import JobSpec, complete_spec
-from coordinator.validation import check_against_catalog, check_model_from
+from coordinator.validation import check_against_catalog, check_model_from, resolve_published
 from engines import registry
 from engines.base import Progress
 
@@ -275,6 +275,7 @@ class Coordinator:
         if any((i.member, i.dataset) not in catalog for i in spec.inputs):
             self.refresh_catalog()  # a dataset may have been published since the last pull
             members, catalog, policies = self._validation_inputs()
+        spec = resolve_published(spec, catalog, policies)
         check_against_catalog(spec, members, catalog, policies)
         spec = complete_spec(spec, SubmitPort(self))
         if spec.model_from is not None:

@@ -26,6 +26,8 @@ from engines.secretflow.coordinator import KIND_STAGES, RUNNABLE  # noqa: F401 -
 #: Kinds whose spec carries the ``he`` section (the CKKS engine's, engines/ckks).
 HE_KINDS: tuple[str, ...] = CkksEngine.kinds
 PsiProtocol = Literal["RR22", "ECDH", "ECDH_SM2"]
+PUBLISHED = "published"
+"""``inputs[].columns: published``: every column the member publishes for that dataset (see InputSpec)."""
 Algorithm = Literal["ss_lr", "ss_xgb", "sgb"]
 
 
@@ -51,12 +53,14 @@ class InputSpec(_Model):
 
     member: str = Field(pattern=_NAME)
     dataset: str = Field(min_length=1, max_length=200)
-    columns: list[str] = Field(default_factory=list)
+    columns: list[str] | Literal["published"] = Field(default_factory=list)
+    """The feature columns, or ``published``: every column the member publishes for the dataset in the
+    catalog but the join key and the label (resolved by the coordinator at submission)."""
 
     @field_validator("columns")
     @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
+    def _unique(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list) and len(set(v)) != len(v):
             raise ValueError(f"columns are listed twice: {sorted({c for c in v if v.count(c) > 1})}")
         return v
 
@@ -166,6 +170,8 @@ class JobSpec(_Model):
             if (i.member, i.dataset) in seen:
                 raise ValueError(f"inputs list {i.member}/{i.dataset} twice")
             seen.add((i.member, i.dataset))
+            if i.columns == PUBLISHED:
+                continue
             if self.join_key in i.columns:
                 raise ValueError(f"{i.member}/{i.dataset}: the join key {self.join_key!r} is not a feature")
             if self.label and self.label.column and (i.member, i.dataset) == (self.label.member, self.label.dataset) and (
@@ -213,6 +219,11 @@ class JobSpec(_Model):
         """Data-owning members, in spec order."""
         return [i.member for i in self.inputs]
 
+    @property
+    def uses_published(self) -> bool:
+        """Whether an input says ``columns: published`` (not yet resolved against the catalog)."""
+        return any(i.columns == PUBLISHED for i in self.inputs)
+
 
 def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "spec"
@@ -239,6 +250,8 @@ def parse_spec(raw: Any) -> JobSpec:
             raise OutputNotToRequester(
                 f"output {o.name!r} would go to {o.receiver!r}; results go only to the requester {spec.requester!r}"
             )
+    if spec.uses_published:
+        return spec  # the engine checks the spec once the coordinator has resolved the published columns
     try:
         registry.engine_for(spec.kind).check_spec(spec)
     except SpecRefused as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator.errors import InvalidJobSpec, PolicyForbidden, UnknownColumn, UnknownDataset, UnknownMember
-from coordinator.spec import JobSpec
+from coordinator.spec import PUBLISHED, JobSpec, parse_spec
 
 
 def check_against_catalog(
@@ -118,3 +118,32 @@ def check_model_from(spec: JobSpec, training: dict[str, Any] | None) -> None:
         raise PredictColumnsMismatch(
             f"model.algorithm: the model of {ref!r} is {tspec.model.algorithm}, not {spec.model.algorithm}"
         )
+
+
+def resolve_published(
+    spec: JobSpec,
+    catalog: dict[tuple[str, str], dict[str, dict[str, Any]]],
+    policies: dict[str, dict[str, Any]],
+) -> JobSpec:
+    """``inputs[].columns: published`` → every column the member publishes for that dataset in the catalog
+    (in the catalog's order) but the join key, the label, and the columns the member's policy keeps from
+    a job of this kind (above its grade limit, or in a negative-list category); the result is validated
+    again as a spec (the engine's checks included). A spec without ``published`` is returned as it is."""
+    if not spec.uses_published:
+        return spec
+    raw = spec.model_dump(mode="json", exclude_unset=True)
+    for inp in raw["inputs"]:
+        if inp.get("columns") != PUBLISHED:
+            continue
+        cols = catalog.get((inp["member"], inp["dataset"]))
+        if cols is None:
+            raise UnknownDataset(f"inputs: {inp['member']} has no dataset {inp['dataset']!r} in the catalog")
+        skip = {spec.join_key}
+        if spec.label is not None and (spec.label.member, spec.label.dataset) == (inp["member"], inp["dataset"]):
+            skip.add(spec.label.column)
+        policy = policies.get(inp["member"]) or {}
+        limit = int((policy.get("max_grade") or {}).get(spec.kind, policy.get("default_max_grade", 4)))
+        negative = set(policy.get("negative_list") or [])
+        inp["columns"] = [c for c, m in cols.items() if c not in skip and int(m.get("grade", 0)) <= limit
+                          and not (m.get("category") and m["category"] in negative)]
+    return parse_spec(raw)

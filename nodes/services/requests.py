@@ -39,17 +39,23 @@ class SeenRequest(SQLModel, table=True):
     requester: str
 
 
-def _spec_columns(spec: dict[str, Any], member: str) -> dict[str, set[str]]:
-    """Dataset -> the columns the signed spec lets ``member``'s data contribute."""
+def _spec_columns(spec: dict[str, Any], member: str) -> dict[str, set[str] | None]:
+    """Dataset -> the columns the signed spec lets ``member``'s data contribute; None for ``columns:
+    published`` (every column this node publishes for that dataset: its own catalog, its own policy)."""
     extra = {spec.get("join_key")} if spec.get("join_key") else set()
     label = spec.get("label") or {}
-    out: dict[str, set[str]] = {}
+    out: dict[str, set[str] | None] = {}
     for inp in spec.get("inputs") or []:
         if isinstance(inp, dict) and inp.get("member") == member:
+            if inp.get("columns") == "published":
+                out[str(inp.get("dataset"))] = None
+                continue
             cols = set(inp.get("columns") or []) | extra
             if label.get("member") == member and label.get("dataset") == inp.get("dataset") and label.get("column"):
                 cols.add(label["column"])
-            out.setdefault(str(inp.get("dataset")), set()).update(cols)
+            have = out.setdefault(str(inp.get("dataset")), set())
+            if have is not None:
+                have.update(cols)
     return out
 
 
@@ -76,7 +82,8 @@ def check_signed_request(req: ApprovalRequestIn, member: str, members: MemberDir
         raise UnsignedRequest("the job's kind or purpose differs from what the requester signed")
     allowed = _spec_columns(spec, member)
     for inp in req.inputs:
-        extra = set(inp.columns) - allowed.get(inp.dataset, set())
+        signed = allowed.get(inp.dataset, set())
+        extra = set() if signed is None else set(inp.columns) - signed
         if inp.dataset not in allowed or extra:
             raise UnsignedRequest(f"the requester did not sign for {member}.{inp.dataset} "
                                   f"column(s) {', '.join(sorted(extra)) or '(the dataset)'}")
