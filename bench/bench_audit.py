@@ -6,7 +6,7 @@ funded unlocked accounts without waiting, and ``evm_mine`` seals ``--per-block``
 (or ~20 M gas of receipt batches) at a time, in phases (approvals, then authorizations, then
 receipts) so nothing depends on in-block ordering. Most authorizations are per owner (two
 ``approve`` + ``authorize``); ``--bls`` of them are one ``authorizeWithBls`` with a real
-aggregate of the two owners' signatures (signed natively with milagro, verified on chain by the
+aggregate of the two owners' signatures (signed natively with blspy, verified on chain by the
 EIP-2537 precompiles). Receipts go in ``recordUsageBatch`` transactions of 100.
 
 Then it times ``dcp audit --json`` as a regulator runs it (a fresh process: imports included)
@@ -85,8 +85,6 @@ def main() -> int:
     ap.add_argument("--bls", type=int, default=200, help="authorizations by one BLS aggregate")
     ap.add_argument("--per-block", type=int, default=10, help="authorizations (or approvals) per block")
     args = ap.parse_args()
-    import milagro_bls_binding as milagro
-
     load0 = os.getloadavg()
     t_build = time.perf_counter()
     with AnvilNode(accounts=8, extra_args=["--no-mining"]) as node:
@@ -130,7 +128,7 @@ def main() -> int:
             if k < n_bls:
                 t0 = time.perf_counter()
                 digest = client.approval_digest(t)
-                agg = milagro.Aggregate([milagro.Sign(bls.sk_to_bytes(sks[n]), digest) for n in pair])
+                agg = bls.aggregate([bls.sign(sks[n], digest) for n in pair])
                 sig = bls.to_eip2537_g2(agg)
                 t_sign += time.perf_counter() - t0
                 b.send(coord, auths, with_bls + abi_encode([TERMS_TYPE, "bytes"], [t.as_tuple(), sig]), 2_000_000)

@@ -3,7 +3,9 @@ at exit), as a node records them: signed locally with the node's own key (not an
 
 Rows: web3's general write path (estimate, build, sign with eth-account, wait), for reference;
 the lean receipt path one receipt per transaction, sequential (each waits for its receipt) and
-from 4 threads sharing one client (the nonce is counted locally, so they pipeline); and
+from 4 threads sharing one client (the nonce is counted locally, so they pipeline); single receipts
+through the node's group commit (``NodeChain.record_usage`` from ``--recorders`` threads: what
+arrives while a transaction is under way goes in the next ``recordUsageBatch``); and
 ``record_usage_batch`` with ``--batch`` receipts per transaction. Each row gives receipts/s,
 JSON-RPC calls and client CPU per receipt; the load average is printed (the machine is shared).
 
@@ -58,6 +60,8 @@ def main() -> int:
     ap.add_argument("--batched", type=int, default=6000, help="receipts in the batched row")
     ap.add_argument("--batch", type=int, default=100, help="receipts per batch transaction")
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--grouped", type=int, default=3000, help="single receipts through the node's group commit")
+    ap.add_argument("--recorders", type=int, default=32, help="threads recording through the node at once")
     ap.add_argument("--anvil-args", default="", help="extra anvil flags, e.g. '--prune-history 64'")
     args = ap.parse_args()
     load0 = os.getloadavg()
@@ -123,6 +127,29 @@ def main() -> int:
 
         measure(f"lean path, one receipt per tx, {args.threads} threads", args.n // args.threads * args.threads,
                 threaded)
+        from nodes.services.chain import NodeChain
+
+        node = NodeChain(signed, dept.address, "tax")
+
+        def group_commit() -> None:
+            """Single receipts as a busy node records them: ``--recorders`` threads (tasks ending at
+            once), each calling the node's ``record_usage`` for one receipt at a time."""
+            per = args.grouped // args.recorders
+
+            def worker(k: int) -> None:
+                for i in range(per):
+                    node.record_usage(receipt(k * per + i))
+
+            ts = [threading.Thread(target=worker, args=(k,)) for k in range(args.recorders)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+
+        tx0 = node._receipts.transactions
+        measure(f"node group commit: single receipts from {args.recorders} recorders (NodeChain.record_usage)",
+                args.grouped // args.recorders * args.recorders, group_commit)
+        grouped_txs = node._receipts.transactions - tx0
         nb = args.batched // args.batch
         measure(f"record_usage_batch, {args.batch} per tx, sequential", nb * args.batch,
                 lambda: [signed.record_usage_batch(dept.address, [receipt(b * args.batch + i)
@@ -140,6 +167,8 @@ def main() -> int:
         shown_calls = "-" if name.startswith("web3") else f"{calls:.2f}"  # web3 bypasses the counter
         table.add_row(name, str(n), f"{rate:.0f}", shown_calls, f"{cpu:.2f}", gas, ok)
     Console(width=140).print(table)
+    print(f"node group commit: {grouped_txs} transactions for {args.grouped // args.recorders * args.recorders} "
+          "receipts")
     return 0
 
 

@@ -369,9 +369,12 @@ except Exception as exc:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("sig", "expect"), [(signal.SIGINT, "INTERRUPTED"), (signal.SIGTERM, "RunCancelledError")]
+    ("sig", "expect"),
+    [(signal.SIGINT, "INTERRUPTED"), (signal.SIGTERM, "RunCancelledError"), (signal.SIGKILL, None)],
 )
 def test_signal_to_runner_stops_every_party(tmp_path, no_leaked_processes, sig, expect):
+    """SIGINT / SIGTERM: the runner stops every party, then exits. SIGKILL: the runner cannot stop
+    anything, and each party dies with it all the same (PR_SET_PDEATHSIG, protocols/secretflow/lifeline)."""
     data = make_vertical_data(tmp_path / "data", n_rows=3_000, seed=8)
     spec = data.job_spec(tmp_path / "out", model=ModelParams(epochs=50), work_dir=tmp_path / "work")
     spec_path = tmp_path / "spec.json"
@@ -389,16 +392,42 @@ def test_signal_to_runner_stops_every_party(tmp_path, no_leaked_processes, sig, 
                 break
         assert len(party_processes(tmp_path)) == 3
         runner.send_signal(sig)
-        # the runner stops each party (stacks, SIGTERM, 3 s grace, SIGKILL) before it exits: seconds on an
-        # idle machine; 30 s was once not enough at the end of a full CI run
+        # the runner stops each party (SIGTERM, 3 s grace, SIGKILL) before it exits: seconds on an idle
+        # machine; 30 s was once not enough at the end of a full CI run
         out, _ = runner.communicate(timeout=90)
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
-    assert expect in out
     assert runner.returncode != 0
+    if expect is None:  # killed outright: the kernel takes the parties (no runner code ran)
+        assert runner.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 30
+        while party_processes(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    else:
+        assert expect in out
     assert party_processes(tmp_path) == []
+
+
+def test_a_party_started_for_a_runner_already_gone_exits_at_once(tmp_path):
+    """The window between the fork and the party's prctl: a party whose runner is not its parent any
+    more (here: a pid that is not ours) exits with ORPHANED; one whose runner is there gets SIGKILL as
+    its parent-death signal; without the variable nothing is set."""
+    from protocols.secretflow import lifeline
+
+    code = ("import os, sys; from protocols.secretflow.lifeline import die_with_parent, death_signal; "
+            "env = dict(os.environ); print(die_with_parent(env), death_signal(), env.get("
+            "'DCP_PARTY_PARENT_PID'), flush=True)")
+    env = {**os.environ, "PYTHONPATH": str(project_root())}
+    run = lambda extra: subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True,  # noqa: E731
+                                       text=True, timeout=60, cwd=project_root())
+    gone = run({lifeline.PARENT_ENV: "1"})  # pid 1 is never the parent of a child of this test
+    assert gone.returncode == lifeline.ORPHANED and gone.stdout == ""
+    ours = run({lifeline.PARENT_ENV: str(os.getpid())})
+    assert ours.returncode == 0 and ours.stdout.split() == ["True", str(int(signal.SIGKILL)), "None"]
+    plain = run({})
+    assert plain.returncode == 0 and plain.stdout.split() == ["False", "0", "None"]
 
 
 # ---------------------------------------------------------------- CLI

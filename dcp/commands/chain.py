@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -29,45 +28,78 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _governor_keys(keystores: list[Path], passphrase_files: list[Path]) -> list:
+    """The governors' keystores opened, each with its own passphrase file (given in the same order, or
+    ``<member>.passphrase`` beside the keystore, as ``dcp up`` lays them out)."""
+    from protocols.crypto.errors import CryptoError
+    from protocols.crypto.keystore import load_keystore, read_public
+
+    if passphrase_files and len(passphrase_files) != len(keystores):
+        typer.echo("error: give one --passphrase-file per --governor-keystore (or none)", err=True)
+        raise typer.Exit(2)
+    keys = []
+    for i, path in enumerate(keystores):
+        try:
+            pfile = passphrase_files[i] if passphrase_files else path.parent / f"{read_public(path).member}.passphrase"
+            keys.append(load_keystore(path, pfile.read_text(encoding="utf-8").rstrip("\r\n")))
+        except (OSError, CryptoError) as exc:
+            typer.echo(f"error: governor keystore {path}: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(2) from None
+    return keys
+
+
 @chain.command("deploy")
 def deploy(
     rpc: str = typer.Option(..., help="JSON-RPC URL of the chain"),
-    governor: list[str] = typer.Option(None, help="Governor address (repeat); default: the node's first 3 accounts"),
+    governor_keystore: list[Path] = typer.Option(
+        None, help="A governor's keystore (repeat); governors sign every governance transaction with it. "
+                   "The first one deploys the contracts."),
+    passphrase_file: list[Path] = typer.Option(
+        None, help="The passphrase file of each --governor-keystore, in the same order "
+                   "(default: <member>.passphrase beside the keystore)"),
     threshold: int = typer.Option(2, help="Governor approvals a proposal needs"),
-    sender: str = typer.Option(None, "--from", help="Deployer address; default: the node's first account"),
-    key_env: str = typer.Option(None, help="Environment variable holding the deployer's private key (hex)"),
+    fund: bool = typer.Option(
+        True, help="On a development chain (one with unlocked accounts, e.g. anvil), give governors without "
+                   "a balance gas from its first account. Those accounts only ever fund; they are never governors."),
     out: Path = typer.Option(Path("deployment.json"), help="Where to write the deployment addresses"),
 ) -> None:
-    """Deploy Registry, Authorizations and Receipts, bind them, and write their addresses."""
-    from contracts.client import ChainClient
+    """Deploy Registry, Authorizations and Receipts governed by the named keystores, bind them, and write
+    their addresses. The chain's unlocked development accounts are never governors (issue 13): anyone who
+    can reach the node could sign with them."""
     from contracts.errors import ChainError
+    from federation.launcher import governed_deployment
 
-    w3 = _web3(rpc)
-    signers = {}
-    if key_env:
-        from eth_account import Account
-
-        key = os.environ.get(key_env)
-        if not key:
-            typer.echo(f"error: environment variable {key_env} is empty", err=True)
-            raise typer.Exit(2)
-        acct = Account.from_key(key)
-        signers[acct.address] = acct
-        sender = sender or acct.address
-    accounts = list(w3.eth.accounts) if not (sender and governor) else []
-    sender = sender or (accounts[0] if accounts else None)
-    governors = list(governor) if governor else accounts[:3]
-    if not sender or not governors:
-        typer.echo("error: the node has no unlocked accounts; pass --from/--key-env and --governor", err=True)
+    if not governor_keystore:
+        typer.echo("error: name the governors: --governor-keystore PATH (repeat; make them with dcp keys new). "
+                   "The chain's unlocked development accounts are never governors.", err=True)
         raise typer.Exit(2)
+    if not 1 <= threshold <= len(governor_keystore):
+        typer.echo(f"error: --threshold must be between 1 and the {len(governor_keystore)} governors", err=True)
+        raise typer.Exit(2)
+    keys = _governor_keys(list(governor_keystore), list(passphrase_file or []))
+    w3 = _web3(rpc)
+    funder = None
+    if fund:
+        try:
+            dev = list(w3.eth.accounts)
+        except Exception:  # noqa: BLE001 - a production node may refuse eth_accounts
+            dev = []
+        funder = dev[0] if dev else None
+
+    def give_gas(addr: str) -> None:
+        if funder is not None and w3.eth.get_balance(addr) == 0:
+            w3.eth.wait_for_transaction_receipt(
+                w3.eth.send_transaction({"from": funder, "to": addr, "value": w3.to_wei(100, "ether")}))
+
     try:
-        client = ChainClient.deploy(w3, sender, governors, threshold, signers=signers)
+        client, governors = governed_deployment(w3, keys, threshold, give_gas)
     except ChainError as exc:
         _fail(exc)
     out.write_text(client.deployment.model_dump_json(indent=2) + "\n")
     typer.echo(f"registry       {client.deployment.registry}")
     typer.echo(f"authorizations {client.deployment.authorizations}")
     typer.echo(f"receipts       {client.deployment.receipts}")
+    typer.echo(f"governors      {', '.join(governors)} ({threshold} of {len(governors)})")
     typer.echo(f"wrote {out}")
 
 

@@ -64,6 +64,7 @@ class NodeChain:
         self._write_lock = threading.Lock()
         self.receipts: Any = None
         """The node's durable receipt queue (``nodes.services.receipt_queue.ReceiptQueue``), once wired."""
+        self._receipts = ReceiptGroup(self._record_one, self._record_batch)
 
     @classmethod
     def connect(cls, rpc_url: str, registry: str, keys: Any, member: str, timeout: float = 60.0) -> NodeChain:
@@ -155,12 +156,95 @@ class NodeChain:
         return self._write("approving on chain", lambda: self.client.approve(self.account, terms, ids))
 
     def record_usage(self, receipt: Any) -> str:
+        """Record one usage receipt; the hash of the transaction that holds it. Receipts recorded
+        at the same time (several tasks ending, a step over several datasets) share one
+        ``recordUsageBatch`` transaction (see :class:`ReceiptGroup`)."""
+        return self._receipts.record(receipt)
+
+    def _record_one(self, receipt: Any) -> str:
         return self._write("recording the usage receipt", lambda: self.client.record_usage(self.account, receipt))
+
+    def _record_batch(self, receipts: list[Any]) -> str:
+        return self._write("recording the usage receipts",
+                           lambda: self.client.record_usage_batch(self.account, receipts))
 
     def anchor(self, head_hash: bytes, entry_count: int) -> str:
         return self._write(
             "anchoring the audit head", lambda: self.client.anchor_audit_head(self.account, head_hash, entry_count)
         )
+
+
+class ReceiptGroup:
+    """Group commit of usage receipts (issue #19 item 1): a receipt that arrives while another
+    transaction of receipts is on its way waits for it and then goes with every other one that
+    arrived meanwhile, in one ``recordUsageBatch`` (the contract checks each receipt against its
+    live authorization and emits one event per receipt). A lone receipt goes alone, at once, so a
+    quiet node pays nothing; a busy one pays one block per batch instead of one per receipt.
+
+    A batch is all or nothing on chain: if it is refused, each of its receipts is sent again on its
+    own, so one bad receipt gets its own error and takes no other receipt down with it.
+    The caller that finds no transaction under way sends; it keeps sending the receipts that queued
+    behind it until its own is done, and hands over to the oldest waiting caller after that."""
+
+    def __init__(self, send_one: Callable[[Any], str], send_batch: Callable[[list[Any]], str],
+                 max_batch: int = 100) -> None:
+        from concurrent.futures import Future
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        self._future, self._timeout = Future, FutureTimeout
+        self._send_one, self._send_batch, self.max_batch = send_one, send_batch, max_batch
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Any, Any]] = []
+        self._sending = False
+        self.transactions = 0  # sent so far (batches and single receipts), for tests and benches
+
+    def record(self, receipt: Any) -> str:
+        fut = self._future()
+        with self._lock:
+            self._pending.append((receipt, fut))
+        while True:
+            with self._lock:
+                lead = not self._sending and bool(self._pending)
+                if lead:
+                    self._sending = True
+            if lead:
+                try:
+                    while not fut.done():
+                        with self._lock:
+                            batch = self._pending[: self.max_batch]
+                            del self._pending[: self.max_batch]
+                        if not batch:
+                            break
+                        self._send(batch)
+                finally:
+                    with self._lock:
+                        self._sending = False
+            try:
+                return fut.result(timeout=0.05)
+            except self._timeout:
+                continue
+
+    def _send(self, batch: list[tuple[Any, Any]]) -> None:
+        if len(batch) > 1:
+            try:
+                self.transactions += 1
+                tx = self._send_batch([r for r, _ in batch])
+            except ChainRefused:
+                pass  # one of them is refused: each goes alone below
+            except BaseException as exc:  # noqa: BLE001 - the chain is away: every caller hears it
+                for _, f in batch:
+                    f.set_exception(exc)
+                return
+            else:
+                for _, f in batch:
+                    f.set_result(tx)
+                return
+        for r, f in batch:
+            try:
+                self.transactions += 1
+                f.set_result(self._send_one(r))
+            except BaseException as exc:  # noqa: BLE001 - handed to the receipt's own caller
+                f.set_exception(exc)
 
 
 class ChainAnchor:

@@ -4,22 +4,19 @@ The ciphersuite is ``BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`` (Ethereum's, 
 contracts verify with EIP-2537): public keys are 48-byte compressed G1 points, signatures
 96-byte compressed G2 points.  Two implementations:
 
-* ``native`` (the default): ``milagro_bls_binding`` (Rust, Apache Milagro) for public keys,
-  sign, verify, aggregate and FastAggregateVerify — about 100x faster than py_ecc;
+* ``native`` (the default): ``blspy`` (Chia Network's bls-signatures, C++ over supranational's
+  blst) through its ``PopSchemeMPL`` — exactly this ciphersuite, both DSTs: public keys, sign,
+  verify, aggregate, FastAggregateVerify, and proofs of possession — ~100x faster than py_ecc.
+  It replaces ``milagro-bls-binding``, which declares itself deprecated and unmaintained;
 * ``py_ecc``: :class:`py_ecc.bls.G2ProofOfPossession` (pure Python), the reference the tests
-  cross-check against.
+  cross-check against (and the standard vectors in ``bls_vectors``).
 
-Proofs of possession stay on py_ecc whatever the backend: milagro hashes to G2 only under the
-signature DST and exposes no pairing, so it cannot make or check a signature under
-:data:`POP_DST`.  A PoP is made once per key and checked once per registration.  Key
-derivation (``KeyGen``, HKDF only) and the EIP-2537 encodings also stay on py_ecc.
+Key derivation (``KeyGen``, HKDF only) and the EIP-2537 encodings stay on py_ecc.
 
-Every sign/verify function takes ``backend="auto"`` (native when milagro loads), ``"native"``
-or ``"py_ecc"``.  Native verification answers first and diagnoses after: when milagro says
-no, the inputs are checked with :func:`validate_pubkey` so that a malformed key still raises
-:class:`MalformedKey` (milagro validates every key itself — subgroup check, no identity —
-so a True from it is never given for a key py_ecc's ``KeyValidate`` refuses; the tests
-check that over a list of malformed keys).
+Every sign/verify function takes ``backend="auto"`` (native when blspy loads), ``"native"``
+or ``"py_ecc"``.  blspy validates every point it parses (on the curve, in the subgroup); the
+identity is refused here as a public key (IETF KeyValidate), so a malformed key raises
+:class:`MalformedKey` on both backends, and a signature that is no valid G2 point verifies False.
 Approvers all sign the *same* message, so an authorization on chain carries one
 aggregate signature that verifies against the sum of the approvers' public keys
 (``FastAggregateVerify``).  That is only safe if every registered key came with a
@@ -87,14 +84,19 @@ PRECOMPILE_MAP_FP2_TO_G2 = 0x11
 Backend = Literal["auto", "native", "py_ecc"]
 
 try:
-    import milagro_bls_binding as _milagro
-except ImportError:  # pragma: no cover - milagro-bls-binding is locked
-    _milagro = None
+    from blspy import G1Element as _G1
+    from blspy import G2Element as _G2
+    from blspy import PopSchemeMPL as _Native
+    from blspy import PrivateKey as _Sk
+except ImportError:  # pragma: no cover - blspy is locked
+    _Native = None
+
+_NATIVE_ERRORS = (ValueError, RuntimeError)
 
 
 def native_available() -> bool:
-    """True if the native implementation (``milagro_bls_binding``) is importable."""
-    return _milagro is not None
+    """True if the native implementation (``blspy``) is importable."""
+    return _Native is not None
 
 
 def _native(backend: Backend) -> bool:
@@ -102,9 +104,33 @@ def _native(backend: Backend) -> bool:
         return False
     if backend not in ("auto", "native"):
         raise CryptoError(f"unknown BLS backend {backend!r}")
-    if _milagro is None and backend == "native":
-        raise CryptoError("native BLS needs milagro-bls-binding; use backend='py_ecc'")
-    return _milagro is not None
+    if _Native is None and backend == "native":
+        raise CryptoError("native BLS needs blspy; use backend='py_ecc'")
+    return _Native is not None
+
+
+def _native_sk(sk: int) -> _Sk:
+    return _Sk.from_bytes(sk.to_bytes(SECRET_KEY_LENGTH, "big"))
+
+
+def _native_pk(pk: bytes) -> _G1:
+    """A validated public key (KeyValidate): a G1 subgroup point that is not the identity."""
+    _check_pubkey_length(pk)
+    try:
+        point = _G1.from_bytes(bytes(pk))
+    except _NATIVE_ERRORS as exc:
+        raise MalformedKey(f"BLS public key is not a valid G1 subgroup point: {exc}") from exc
+    if point == _G1():
+        raise MalformedKey("BLS public key is the point at infinity")
+    return point
+
+
+def _native_sig(sig: bytes) -> _G2 | None:
+    """A signature as a validated G2 subgroup point, or None if it is not one."""
+    try:
+        return _G2.from_bytes(bytes(sig))
+    except _NATIVE_ERRORS:
+        return None
 
 
 # --------------------------------------------------------------------------- keys
@@ -143,7 +169,7 @@ def sk_to_pk(sk: int, *, backend: Backend = "auto") -> bytes:
     """The 48-byte compressed G1 public key of ``sk``."""
     _check_sk(sk)
     if _native(backend):
-        return bytes(_milagro.SkToPk(sk.to_bytes(SECRET_KEY_LENGTH, "big")))
+        return bytes(_Native.sk_to_g1(_native_sk(sk)))
     return bytes(_Pop.SkToPk(sk))
 
 
@@ -156,12 +182,7 @@ def _check_pubkey(pk: bytes, backend: Backend = "auto") -> None:
     """IETF KeyValidate: a compressed G1 point, in the prime-order subgroup, not the identity."""
     _check_pubkey_length(pk)
     if _native(backend):
-        try:  # decompression + subgroup check + identity refused, natively
-            _milagro._AggregatePKs([bytes(pk)])
-        except ValueError as exc:
-            raise MalformedKey(
-                f"BLS public key is not a valid G1 subgroup point (or is infinity): {exc}"
-            ) from exc
+        _native_pk(pk)
         return
     if not _Pop.KeyValidate(bytes(pk)):
         raise MalformedKey("BLS public key is not a valid G1 subgroup point (or is infinity)")
@@ -185,7 +206,7 @@ def sign(sk: int, message: bytes, *, backend: Backend = "auto") -> bytes:
     """Sign ``message``: a 96-byte compressed G2 signature (deterministic: same key, same bytes)."""
     _check_sk(sk)
     if _native(backend):
-        return bytes(_milagro.Sign(sk.to_bytes(SECRET_KEY_LENGTH, "big"), bytes(message)))
+        return bytes(_Native.sign(_native_sk(sk), bytes(message)))
     return bytes(_Pop.Sign(sk, bytes(message)))
 
 
@@ -197,11 +218,8 @@ def verify(pk: bytes, message: bytes, sig: bytes, *, backend: Backend = "auto") 
     """
     _check_sig_len(sig)
     if _native(backend):
-        _check_pubkey_length(pk)
-        if _milagro.Verify(bytes(pk), bytes(message), bytes(sig)):
-            return True
-        _check_pubkey(pk, backend)  # raise MalformedKey rather than answer False for a bad key
-        return False
+        point, signature = _native_pk(pk), _native_sig(sig)
+        return signature is not None and bool(_Native.verify(point, bytes(message), signature))
     _check_pubkey(pk, backend)
     return bool(_Pop.Verify(bytes(pk), bytes(message), bytes(sig)))
 
@@ -215,8 +233,8 @@ def require_valid(pk: bytes, message: bytes, sig: bytes) -> None:
 def aggregate(signatures: Sequence[bytes], *, backend: Backend = "auto") -> bytes:
     """Aggregate signatures (on the same or different messages) into one 96-byte signature.
 
-    Like py_ecc's ``Aggregate``, the inputs are decompressed (on the curve) but not
-    subgroup-checked; verification does that, on the aggregate.
+    py_ecc's ``Aggregate`` decompresses the inputs (on the curve) without a subgroup check, which
+    verification makes on the aggregate; blspy checks each input's subgroup as it parses it.
     """
     if not signatures:
         raise CryptoError("nothing to aggregate")
@@ -224,7 +242,10 @@ def aggregate(signatures: Sequence[bytes], *, backend: Backend = "auto") -> byte
         _check_sig_len(s)
     try:
         if _native(backend):
-            return bytes(_milagro.Aggregate([bytes(s) for s in signatures]))
+            points = [_native_sig(s) for s in signatures]
+            if any(p is None for p in points):
+                raise ValueError("a signature is not a G2 subgroup point")
+            return bytes(_Native.aggregate(points))
         return bytes(_Pop.Aggregate([bytes(s) for s in signatures]))
     except (ValidationError, ValueError, AssertionError) as exc:
         raise InvalidSignature(f"not a valid G2 signature point: {exc}") from exc
@@ -235,24 +256,24 @@ def aggregate_pubkeys(pubkeys: Sequence[bytes], *, backend: Backend = "auto") ->
     if not pubkeys:
         raise CryptoError("no public keys to aggregate")
     if _native(backend):
-        for pk in pubkeys:
-            _check_pubkey_length(pk)
-        try:  # validates every key (KeyValidate) natively
-            return bytes(_milagro._AggregatePKs([bytes(pk) for pk in pubkeys]))
-        except ValueError:
-            for pk in pubkeys:
-                _check_pubkey(pk, backend)
-            raise
+        return bytes(_sum_points([_native_pk(pk) for pk in pubkeys]))
     for pk in pubkeys:
         _check_pubkey(pk, backend)
     return bytes(_Pop._AggregatePKs([bytes(pk) for pk in pubkeys]))
 
 
+def _sum_points(points: Sequence[_G1]) -> _G1:
+    total = points[0]
+    for p in points[1:]:
+        total = total + p
+    return total
+
+
 @lru_cache(maxsize=4096)
-def _aggregate_registered(pubkeys: tuple[bytes, ...]) -> bytes:
+def _aggregate_registered(pubkeys: tuple[bytes, ...]) -> _G1:
     """The validated sum of a set of registered keys, cached: an audit meets the same
     approver sets again and again (public data only; a refused set raises and is not cached)."""
-    return bytes(_milagro._AggregatePKs(list(pubkeys)))
+    return _sum_points([_native_pk(pk) for pk in pubkeys])
 
 
 def fast_aggregate_verify(
@@ -276,20 +297,12 @@ def fast_aggregate_verify(
     if not pubkeys:
         raise CryptoError("no public keys")
     if _native(backend):
-        for pk in pubkeys:
-            _check_pubkey_length(pk)
+        signature = _native_sig(sig)
         if keys_registered:
-            try:
-                agg = _aggregate_registered(tuple(bytes(pk) for pk in pubkeys))
-            except ValueError:
-                agg = None
-            if agg is not None and _milagro.Verify(agg, bytes(message), bytes(sig)):
-                return True
-        elif _milagro.FastAggregateVerify([bytes(pk) for pk in pubkeys], bytes(message), bytes(sig)):
-            return True
-        for pk in pubkeys:  # a malformed key raises, as on py_ecc
-            _check_pubkey(pk, backend)
-        return False
+            agg = _aggregate_registered(tuple(bytes(pk) for pk in pubkeys))  # a malformed key raises
+            return signature is not None and bool(_Native.verify(agg, bytes(message), signature))
+        points = [_native_pk(pk) for pk in pubkeys]
+        return signature is not None and bool(_Native.fast_aggregate_verify(points, bytes(message), signature))
     if not keys_registered:
         for pk in pubkeys:
             _check_pubkey(pk, backend)
@@ -307,15 +320,20 @@ def fast_aggregate_verify(
 # --------------------------------------------------------------------------- proof of possession
 
 
-def pop_prove(sk: int) -> bytes:
+def pop_prove(sk: int, *, backend: Backend = "auto") -> bytes:
     """A proof that the holder of ``sk`` knows it (a signature on the public key under :data:`POP_DST`)."""
     _check_sk(sk)
+    if _native(backend):
+        return bytes(_Native.pop_prove(_native_sk(sk)))
     return bytes(_Pop.PopProve(sk))
 
 
-def pop_verify(pk: bytes, proof: bytes) -> bool:
+def pop_verify(pk: bytes, proof: bytes, *, backend: Backend = "auto") -> bool:
     """True iff ``proof`` is a valid proof of possession for ``pk``."""
     _check_sig_len(proof)
+    if _native(backend):
+        point, signature = _native_pk(pk), _native_sig(proof)
+        return signature is not None and bool(_Native.pop_verify(point, signature))
     _check_pubkey(pk)
     return bool(_Pop.PopVerify(bytes(pk), bytes(proof)))
 

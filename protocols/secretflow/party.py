@@ -69,6 +69,7 @@ from protocols.secretflow.inputs import (  # noqa: F401 - re-exported: the party
     validate_input,
 )
 from protocols.secretflow.leave import _leave  # noqa: F401 - re-exported
+from protocols.secretflow.lifeline import die_with_parent
 from protocols.secretflow.spec import (
     MODEL_PART_FILE,
     PSI_PROTOCOLS,
@@ -739,6 +740,7 @@ def warm_main(argv: list[str] | None = None, stdin: Any = None, events: Any = No
 
 
 if __name__ == "__main__":
+    die_with_parent()  # a runner that names itself in DCP_PARTY_PARENT_PID takes this party with it
     dump_stacks_on_signal()
     events = private_event_stream()
     code = warm_main(events=events) if sys.argv[1:2] == ["--warm"] else main(events=events)

@@ -41,6 +41,7 @@ from protocols.secretflow.errors import (
     RunTimeoutError,
     SingleClassLabelError,
 )
+from protocols.secretflow.lifeline import PARENT_ENV
 from protocols.secretflow.party import staging_dir
 from protocols.secretflow.spec import (
     ClusterSpec,
@@ -166,33 +167,52 @@ def _stop(parties: list[_Party], grace_s: float) -> None:
             p.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     # the leader may be gone while a child of it lingers: kill the groups regardless
     signal_groups(signal.SIGKILL)
+    join_by = time.monotonic() + 5  # one bound for all readers, not 5 s for each
     for p in parties:
         p.proc.wait()
         for t in p.threads:
-            t.join(timeout=5)
-        if p.proc.stdout is not None:
+            t.join(timeout=max(0.0, join_by - time.monotonic()))
+        # closing under a reader still in readline would wait on its buffer's lock
+        if p.proc.stdout is not None and not any(t.is_alive() for t in p.threads[:1]):
             p.proc.stdout.close()
 
 
 class _SignalGuard:
-    """While running, SIGTERM raises :class:`RunCancelledError`; during clean-up, SIGINT/SIGTERM wait.
+    """While running, SIGINT and SIGTERM are noted and acted on at one safe point; during clean-up
+    they are ignored.
 
+    A signal's exception is raised by :meth:`check`, which the watch loop calls at least every 0.2 s
+    — never asynchronously. An exception thrown into the middle of ``queue.get`` (its mutex held),
+    ``Popen`` (a party forked but not yet recorded, so never stopped) or a lock's ``with`` can leave the
+    reader threads blocked for good, after which each of them cost the stop its join timeout.
+    SIGINT is taken over only while Python's default handler (KeyboardInterrupt) is in place.
     Signal handlers can only be set from the main thread; elsewhere this does nothing.
     """
 
     def __init__(self) -> None:
         self.active = threading.current_thread() is threading.main_thread()
         self.saved: dict[int, Any] = {}
+        self.pending: int | None = None
 
     def __enter__(self) -> _SignalGuard:
         if self.active:
             self.saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-            signal.signal(signal.SIGTERM, self._cancel)
+            signal.signal(signal.SIGTERM, self._note)
+            if self.saved[signal.SIGINT] is signal.default_int_handler:
+                signal.signal(signal.SIGINT, self._note)
         return self
 
-    @staticmethod
-    def _cancel(signum: int, frame: object) -> None:
-        raise RunCancelledError("runner received SIGTERM; all parties were stopped")
+    def _note(self, signum: int, frame: object) -> None:
+        if self.pending is None:
+            self.pending = signum
+
+    def check(self) -> None:
+        """Raise for a signal received since the last call: SIGINT → KeyboardInterrupt,
+        SIGTERM → :class:`RunCancelledError`."""
+        if self.pending == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.pending == signal.SIGTERM:
+            raise RunCancelledError("runner received SIGTERM; all parties were stopped")
 
     def shield(self) -> None:
         """Ignore further SIGINT/SIGTERM so that stopping the parties is not cut short."""
@@ -252,7 +272,7 @@ def run_vertical_job(
     try:
         with guard:
             try:
-                result = _start_and_watch(spec, configs, work, parties, events, on_event, python)
+                result = _start_and_watch(spec, configs, work, parties, events, on_event, python, guard.check)
             except BaseException:
                 guard.shield()
                 _stop(parties, grace_s)
@@ -275,8 +295,10 @@ def _start_and_watch(
     events: queue.Queue[tuple[str, str, Any]],
     on_event: ProgressCallback | None,
     python: str | None,
+    check: Callable[[], None],
 ) -> RunResult:
-    """Start one process per party (appending to ``parties`` as it goes), then watch them."""
+    """Start one process per party (appending to ``parties`` as it goes), then watch them; ``check``
+    raises for a signal the runner received."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
@@ -304,7 +326,8 @@ def _start_and_watch(
                 stderr=err,
                 text=True,
                 cwd=tmp,  # SPU writes spu.log into the working directory
-                env={**env, "TMPDIR": str(tmp)},
+                # its own session (a signal to our terminal is ours to handle), and it dies with us
+                env={**env, "TMPDIR": str(tmp), PARENT_ENV: str(os.getpid())},
                 start_new_session=True,
             )
         p = _Party(name, proc, stderr_path, work / "logs" / f"{name}.stdout.log")
@@ -313,7 +336,7 @@ def _start_and_watch(
             t = threading.Thread(target=target, args=(p, events), daemon=True, name=f"sf-{name}")
             t.start()
             p.threads.append(t)
-    return _watch(spec, parties, events, started, on_event)
+    return _watch(spec, parties, events, started, on_event, check)
 
 
 def _handle_line(p: _Party, msg: dict[str, Any], on_event: ProgressCallback | None) -> None:
@@ -331,12 +354,15 @@ def _watch(
     events: queue.Queue[tuple[str, str, Any]],
     started: float,
     on_event: ProgressCallback | None,
+    check: Callable[[], None] = lambda: None,
 ) -> RunResult:
-    """Consume progress lines and exit notices (in the order they happened) until all parties are done."""
+    """Consume progress lines and exit notices (in the order they happened) until all parties are done;
+    ``check()`` at least every 0.2 s (a signal the runner received raises there)."""
     by_name = {p.name: p for p in parties}
     exited: dict[str, int] = {}
     deadline = started + spec.timeout_s
     while len(exited) < len(parties):
+        check()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RunTimeoutError(spec.timeout_s, sorted(set(by_name) - set(exited)))

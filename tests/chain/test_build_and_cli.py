@@ -59,19 +59,46 @@ def test_cli_deploy_audit_and_besu(tmp_path: Path, no_leaked_processes) -> None:
     from dcp.cli import build_app
 
     app, runner = build_app(), CliRunner()
+    from eth_account import Account
+
+    from protocols.crypto.keystore import create_keystore
+
+    keys_dir = tmp_path / "keys"
+    gov_keys, stores = [], []
+    for i in range(3):
+        (keys_dir / f"gov-{i}.passphrase").parent.mkdir(exist_ok=True)
+        (keys_dir / f"gov-{i}.passphrase").write_text(f"pass-{i}\n")
+        path, k = create_keystore(keys_dir, f"gov-{i}", f"pass-{i}", scrypt_n=2**10)
+        stores += ["--governor-keystore", str(path)]
+        gov_keys.append(k)
+    signers = {a.address: a for a in (Account.from_key(k.chain_private_key) for k in gov_keys)}
+    govs = list(signers)
     with AnvilNode() as node:
         out = tmp_path / "deployment.json"
-        r = runner.invoke(app, ["chain", "deploy", "--rpc", node.url, "--out", str(out)])
-        assert r.exit_code == 0, r.output
-        dep = json.loads(out.read_text())
         w3 = node.web3()
         acc = w3.eth.accounts
-        client = ChainClient.connect(w3, dep["registry"])
-        assert client.deployment.receipts == dep["receipts"] and client.governors() == acc[:3]
+        # no governors named: refused, and anvil's unlocked accounts are not taken instead
+        r = runner.invoke(app, ["chain", "deploy", "--rpc", node.url, "--out", str(out)])
+        assert r.exit_code == 2 and "name the governors" in r.output and not out.exists()
+        r = runner.invoke(app, ["chain", "deploy", "--rpc", node.url, *stores[:4], "--passphrase-file",
+                                str(keys_dir / "gov-1.passphrase"), "--passphrase-file",
+                                str(keys_dir / "gov-0.passphrase"), "--out", str(out)])
+        assert r.exit_code == 2 and "WrongPassphrase" in r.output and not out.exists()
+        r = runner.invoke(app, ["chain", "deploy", "--rpc", node.url, *stores, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        dep = json.loads(out.read_text())
+        client = ChainClient.connect(w3, dep["registry"], signers=signers)
+        assert client.deployment.receipts == dep["receipts"] and client.governors() == govs
+        assert not set(govs) & set(acc)
+        # an unlocked development account cannot govern: it is not a governor on chain
+        with pytest.raises(E.NotGovernor):
+            ChainClient.connect(w3, dep["registry"]).admit(acc[:3], MemberAdmission(
+                account=acc[7], role=Role.DEPARTMENT, name="intruder", sm2_public_key=os.urandom(64)))
+        assert [m.name for m in client.members()] == []
         enode = "enode://" + "ab" * 64 + "@10.0.0.5:30303"
-        client.admit(acc[:3], MemberAdmission(account=acc[3], role=Role.COORDINATOR, name="coord",
+        client.admit(govs, MemberAdmission(account=acc[3], role=Role.COORDINATOR, name="coord",
                                               sm2_public_key=os.urandom(64), enode=enode))
-        client.admit(acc[:3], MemberAdmission(account=acc[5], role=Role.DEPARTMENT, name="tax",
+        client.admit(govs, MemberAdmission(account=acc[5], role=Role.DEPARTMENT, name="tax",
                                               sm2_public_key=os.urandom(64)))
         client.register_dataset(acc[5], h("tax.vat"), h("schema"), 2)
 
@@ -134,10 +161,10 @@ def test_cli_deploy_audit_and_besu(tmp_path: Path, no_leaked_processes) -> None:
         text = (perms_dir / "permissions_config.toml").read_text()
         lists = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
         accounts, nodes = json.loads(lists["accounts-allowlist"]), json.loads(lists["nodes-allowlist"])
-        assert set(accounts) == {*acc[:3], acc[3], acc[5]}
+        assert set(accounts) == {*govs, acc[3], acc[5]}
         assert set(nodes) == {enode, "enode://" + "cd" * 64 + "@10.0.0.6:30303"}
         # a removed member drops out of both lists
-        client.remove(acc[:3], acc[3])
+        client.remove(govs, acc[3])
         r = runner.invoke(app, ["chain", "besu-permissions", "--rpc", node.url, "--registry", dep["registry"],
                                 "--out", str(perms_dir)])
         assert r.exit_code == 0 and "has no enode" in r.output
