@@ -109,7 +109,7 @@ def main() -> int:
 
         # the node's route: its database and its chain client
         t0 = time.perf_counter()
-        rec, anc = chain_records(client, node)
+        rec, anc, _ = chain_records(client, node)
         read_chain_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         entries = list(db_entries(engine))

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,34 +129,6 @@ def _print_jobs(console, report) -> None:  # noqa: ANN001 - rich Console, AuditR
         console.print(table)
 
 
-def remote_entries(http: Any, node_url: str, page: int = 1000) -> Iterator[dict[str, Any]]:
-    """A node's retained audit log, read in pages from its ``GET /audit`` (as an authenticated auditor)."""
-    after = 0
-    while True:
-        r = http.get(f"{node_url.rstrip('/')}/audit", params={"after": after, "limit": page})
-        if r.status_code != 200:
-            raise RuntimeError(f"the node refused to show its audit log: HTTP {r.status_code} {r.text[:300]}")
-        batch = r.json()
-        yield from batch
-        if len(batch) < page:
-            return
-        after = batch[-1]["seq"]
-
-
-def reconcile_remote(http: Any, node_url: str, chain_client: Any, node: str) -> Any:
-    """Reconcile member ``node``'s log (read from ``node_url`` through ``http``) with the chain that
-    ``chain_client`` (``contracts.client.ChainClient``) reads: a ``ReconcileReport``."""
-    from nodes.services.reconcile import chain_records, reconcile
-
-    member = next((m for m in chain_client.members() if m.name == node), None)
-    if member is None:
-        raise LookupError(f"no member called {node!r} in the Registry")
-    entries = list(remote_entries(http, node_url))
-    pruned = bool(entries) and int(entries[0]["seq"]) > 1
-    receipts, anchors = chain_records(chain_client, member.account, with_block_times=pruned)
-    return reconcile(node, member.account, entries, receipts, anchors)
-
-
 def reconcile_cmd(
     node: str = typer.Option(..., "--node", help="the member whose node's log is proved (its name in the Registry)"),
     member: str = typer.Option(None, "--member", "-m", help="the member you act as over 国密 TLS (a regulator)"),
@@ -203,6 +174,8 @@ def reconcile_cmd(
     try:
         chain_client = ChainClient.connect(w3, registry or state.registry)
         with httpx.Client(transport=transport, headers=headers, timeout=60) as http:
+            from nodes.services.reconcile import reconcile_remote
+
             report = reconcile_remote(http, node_url, chain_client, node)
     except Exception as exc:  # noqa: BLE001 - chain, node or transport: named, exit 2
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)

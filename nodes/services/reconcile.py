@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -114,10 +114,14 @@ def _detail(e: dict[str, Any]) -> dict[str, Any]:
 
 def reconcile(
     node: str, account: str, entries: Iterable[dict[str, Any]], receipts: list[ChainReceipt],
-    anchors: list[ChainAnchorEvent],
+    anchors: list[ChainAnchorEvent], recorded_later: Callable[[str], bool] | None = None,
 ) -> ReconcileReport:
     """Reconcile ``entries`` (the retained log, in order: dicts with the entry fields, ``detail`` as
-    an object or its JSON text) with the chain's ``receipts`` and ``anchors`` of ``account``."""
+    an object or its JSON text) with the chain's ``receipts`` and ``anchors`` of ``account``.
+
+    Read the chain first, then the log (an anchor always names entries that existed when it was made);
+    ``recorded_later(tx)`` says whether a logged receipt's transaction was mined after the chain was
+    read (not a finding: the node kept working meanwhile)."""
     t0 = time.perf_counter()
     findings: list[ReconcileFinding] = []
     hashes: dict[int, str] = {}
@@ -208,6 +212,8 @@ def reconcile(
             candidates.pop(match)
     for key, rest in recorded.items():
         for seq, _ in rest:
+            if recorded_later is not None and key[0] and recorded_later(key[0]):
+                continue
             findings.append(ReconcileFinding(
                 kind=ReconcileKind.RECEIPT_NOT_ON_CHAIN, seq=seq, tx=key[0] or None,
                 detail=f"entry {seq} records a receipt (tx {key[0][:18]}…) that the chain does not hold"))
@@ -227,21 +233,23 @@ def _iso_epoch(ts: str) -> float:
 
 
 def chain_records(client: Any, account: str, with_block_times: bool = False) -> tuple[list[ChainReceipt],
-                                                                                     list[ChainAnchorEvent]]:
+                                                                                     list[ChainAnchorEvent], int]:
     """The ``UsageRecorded`` and ``AuditHeadAnchored`` events of ``account`` (a ``contracts.client.
-    ChainClient``'s deployment), read with ``eth_getLogs`` filtered by the indexed node address."""
+    ChainClient``'s deployment), read with ``eth_getLogs`` filtered by the indexed node address, up to
+    the latest block (returned third)."""
     from eth_utils import keccak
 
     from contracts.audit import block_times
 
     w3 = client.w3
+    last = int(w3.eth.block_number)
     node_topic = "0x" + "00" * 12 + account.lower().removeprefix("0x")
     start = client.deployment.block_number
     address = client.receipts.address
     usage = "0x" + keccak(text="UsageRecorded(bytes32,bytes32,address,uint64,bytes32,uint64,uint64,uint32)").hex()
     anchored = "0x" + keccak(text="AuditHeadAnchored(address,bytes32,uint64,uint64)").hex()
     receipts: list[ChainReceipt] = []
-    for log in _logs(w3, address, start, [usage, None, None, node_topic]):
+    for log in _logs(w3, address, start, last, [usage, None, None, node_topic]):
         data = bytes(log["data"])
         words = [int.from_bytes(data[i:i + 32], "big") for i in range(0, len(data), 32)]
         receipts.append(ChainReceipt(
@@ -249,7 +257,7 @@ def chain_records(client: Any, account: str, with_block_times: bool = False) -> 
             job_key=bytes(log["topics"][1]).hex(), dataset_id=bytes(log["topics"][2]).hex(),
             rows=words[0], result_hash=data[32:64].hex(), started_at=words[2], finished_at=words[3]))
     anchors: list[ChainAnchorEvent] = []
-    for log in _logs(w3, address, start, [anchored, node_topic]):
+    for log in _logs(w3, address, start, last, [anchored, node_topic]):
         data = bytes(log["data"])
         anchors.append(ChainAnchorEvent(
             tx="0x" + bytes(log["transactionHash"]).hex(), block=int(log["blockNumber"]),
@@ -258,11 +266,22 @@ def chain_records(client: Any, account: str, with_block_times: bool = False) -> 
     if with_block_times and receipts:
         times = block_times(w3, {r.block for r in receipts})
         receipts = [r.model_copy(update={"block_time": times.get(r.block)}) for r in receipts]
-    return receipts, anchors
+    return receipts, anchors, last
 
 
-def _logs(w3: Any, address: str, start: int, topics: list[str | None], page: int = 50_000) -> list[Any]:
-    last = int(w3.eth.block_number)
+def mined_after(w3: Any, block: int) -> Callable[[str], bool]:
+    """``tx -> whether it was mined after ``block``` (for :func:`reconcile`'s ``recorded_later``)."""
+    def later(tx: str) -> bool:
+        try:
+            got = w3.eth.get_transaction_receipt(tx)
+        except Exception:  # noqa: BLE001 - unknown to the chain
+            return False
+        return got is not None and int(got["blockNumber"]) > block
+
+    return later
+
+
+def _logs(w3: Any, address: str, start: int, last: int, topics: list[str | None], page: int = 50_000) -> list[Any]:
     out: list[Any] = []
     while start <= last:
         end = min(last, start + page - 1)
@@ -291,6 +310,32 @@ def reconcile_node(audit: Any, chain: Any) -> ReconcileReport:
         raise ConfigError("this node is not wired to a chain: there is nothing to reconcile its log with")
     first = audit.entries(0, 1)
     pruned = bool(first) and first[0].seq > 1  # receipts older than the retained log are told apart by time
-    receipts, anchors = chain._call("reading the node's receipts and anchors",
-                                    lambda: chain_records(chain.client, chain.account, with_block_times=pruned))
-    return reconcile(audit.node, chain.account, db_entries(audit.engine), receipts, anchors)
+    receipts, anchors, last = chain._call("reading the node's receipts and anchors", lambda: chain_records(
+        chain.client, chain.account, with_block_times=pruned))
+    return reconcile(audit.node, chain.account, db_entries(audit.engine), receipts, anchors,
+                     mined_after(chain.client.w3, last))
+
+
+def remote_entries(http: Any, node_url: str, page: int = 1000) -> Iterator[dict[str, Any]]:
+    """A node's retained audit log, read in pages from its ``GET /audit`` (as an authenticated auditor)."""
+    after = 0
+    while True:
+        r = http.get(f"{node_url.rstrip('/')}/audit", params={"after": after, "limit": page})
+        if r.status_code != 200:
+            raise RuntimeError(f"the node refused to show its audit log: HTTP {r.status_code} {r.text[:300]}")
+        batch = r.json()
+        yield from batch
+        if len(batch) < page:
+            return
+        after = batch[-1]["seq"]
+
+
+def reconcile_remote(http: Any, node_url: str, chain_client: Any, node: str) -> Any:
+    """Reconcile member ``node``'s log (read from ``node_url`` through ``http``) with the chain that
+    ``chain_client`` (``contracts.client.ChainClient``) reads: a ``ReconcileReport``."""
+    member = next((m for m in chain_client.members() if m.name == node), None)
+    if member is None:
+        raise LookupError(f"no member called {node!r} in the Registry")
+    receipts, anchors, last = chain_records(chain_client, member.account, with_block_times=True)
+    entries = list(remote_entries(http, node_url))  # after the chain: see reconcile()
+    return reconcile(node, member.account, entries, receipts, anchors, mined_after(chain_client.w3, last))

@@ -16,7 +16,8 @@
    monitors its current borrowers (PSI, PDs that rose, the post-loan watch list);
 9. the report: federated vs bank-only vs centralized on the same rows and split (AUC, KS, uplift,
    gap, PSI, score bands, ROC/KS plots, HTML), the pre-loan white list and the post-loan section;
-10. the regulator's audit of the chain;
+10. the regulator's audit of the chain, and each node's audit log reconciled with it (its anchors and
+    receipts);
 11. everything is stopped — also on error and Ctrl-C.
 """
 
@@ -225,6 +226,10 @@ class DemoResult(BaseModel):
     gap_to_centralized: float | None = None
     audit_clean: bool | None = None
     audit_findings: list[str] = Field(default_factory=list)
+    anchors_on_chain: int | None = None
+    reconciled: dict[str, str] = Field(default_factory=dict)
+    """Member -> what the reconciliation of its node's audit log with the chain found ("clean" or the findings)."""
+    reconciliation_clean: bool | None = None
     report_dir: Path | None = None
     report_files: list[str] = Field(default_factory=list)
     white_list_size: int | None = None
@@ -792,7 +797,29 @@ def _run_job(con: Any, cfg: DemoConfig, state: Any, prep: PreparedFederation, da
         audit = run_audit(connect(state.rpc_url, state.registry).w3, state.registry)
     result.audit_clean = audit.clean
     result.audit_findings = [f"{f.kind}: {getattr(f, 'detail', '')}" for f in audit.findings]
+    result.anchors_on_chain = audit.anchors_count
+    with clock.stage("reconcile"), con.status("each node's audit log is reconciled with the chain …"):
+        reconcile_nodes(state, result)
     _print_audit(con, audit, result)
+
+
+def reconcile_nodes(state: Any, result: DemoResult) -> None:
+    """Every member's node log against the chain, read as that node's auditor officer (its log page by
+    page through ``GET /audit``; the receipts and anchors of its account from the chain itself)."""
+    from coordinator.chain import connect
+    from federation.launcher import client_for, officer_token
+    from nodes.services.reconcile import reconcile_remote
+
+    chain = connect(state.rpc_url, state.registry)
+    for member, url in sorted(state.nodes.items()):
+        token = officer_token(state, member, "auditor")
+        with client_for(state, member, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+            report = reconcile_remote(http, url, chain, member)
+        result.reconciled[member] = (
+            f"clean: {report.entries_checked} entries, {report.receipts_on_chain} receipts, "
+            f"{report.anchors_checked} anchors" if report.clean
+            else "; ".join(f"{f.kind.value} (entry {f.seq}, tx {f.tx}): {f.detail}" for f in report.findings))
+    result.reconciliation_clean = all(v.startswith("clean") for v in result.reconciled.values())
 
 
 def _model_label(spec: dict[str, Any]) -> tuple[str, str]:
@@ -961,6 +988,12 @@ def _print_audit(con: Any, audit: Any, result: DemoResult) -> None:
     else:
         for f in audit.findings:
             con.print(f"[red]finding[/red] {f}")
+    for member, what in result.reconciled.items():
+        con.print(f"{member}'s node log against the chain: " + (f"[green]{what}[/green]" if what.startswith("clean")
+                                                                 else f"[red]{what}[/red]"))
+    if result.reconciliation_clean:
+        con.print(f"[bold green]reconciled[/bold green]: every node's log agrees with the chain "
+                  f"({result.anchors_on_chain} anchors on chain)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -999,7 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if res.state != "SUCCEEDED":
         return 1
-    return 0 if res.audit_clean else 2
+    return 0 if res.audit_clean and res.reconciliation_clean is not False else 2
 
 
 if __name__ == "__main__":

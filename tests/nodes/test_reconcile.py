@@ -12,8 +12,8 @@ import pytest
 from conftest import chain_node, vertical_spec
 from typer.testing import CliRunner
 
-from dcp.commands.audit import reconcile_remote
 from nodes.services.receipts import record_receipt
+from nodes.services.reconcile import reconcile_remote
 from protocols.crypto.approvals import job_key
 from protocols.crypto.sm3 import sm3_digest
 

@@ -78,6 +78,9 @@ def test_demo_end_to_end(tmp_path, no_leaked_processes):
     # one usage receipt per dataset on chain, and the regulator's audit is clean
     assert res.receipts == dict.fromkeys(parties, 1)
     assert res.audit_clean is True and res.audit_findings == []
+    # the nodes anchored their logs (at each job's end), and every node's log reconciles with the chain
+    assert res.anchors_on_chain and res.anchors_on_chain >= len(parties), res.anchors_on_chain
+    assert res.reconciliation_clean is True and set(res.reconciled) >= set(parties), res.reconciled
     # the model: close to the centralized limit, clearly above bank-only, on the same rows
     fed, central, bank = res.model("federated"), res.model("centralized"), res.model("bank_only")
     assert abs(fed.auc - central.auc) <= AUC_TOLERANCE, (fed, central)
