@@ -18,11 +18,11 @@ from nodes.services.chain import (
     load_node_keys,
 )
 from nodes.services.datasets import DatasetService
-from nodes.services.he_tasks import HeService
 from nodes.services.officers import OfficerService, private_file_secret
 from nodes.services.policy import PolicyService
 from nodes.services.requests import SeenRequest  # noqa: F401  (registers its table before init_db)
 from nodes.services.steps import StepService
+from nodes.services.stored_models import StoredModels
 from nodes.services.tasks import TaskService
 from nodes.settings import NodeSettings
 from protocols.identity import MemberDirectory, PeerEntry, RegistryDirectory, StaticDirectory
@@ -40,9 +40,8 @@ class NodeContext:
     officers: OfficerService
     members: MemberDirectory
     steps: StepService
+    models: StoredModels
     chain: NodeChain | None = None
-    he: HeService | None = None
-    """The CKKS steps (``/he`` routes); built with the context."""
 
     @classmethod
     def build(
@@ -99,18 +98,17 @@ class NodeContext:
             policy.seed_from_file(settings.policy_file)
         approvals = ApprovalService(settings, engine, audit, policy, datasets, recorder, keys=keys)
         tasks = TaskService(settings, engine, audit, datasets, policy, chain)
-        steps = StepService(tasks)
+        steps = StepService(tasks, keys=approvals.keys)
         steps.recover()  # the step-route engines' tasks first: their engines drop what they left
         tasks.recover()
         ctx = cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
-                  approvals=approvals, tasks=tasks, steps=steps, officers=officers, members=members, chain=chain)
-        ctx.he = HeService.from_context(ctx)
+                  approvals=approvals, tasks=tasks, steps=steps, officers=officers, members=members, chain=chain,
+                  models=StoredModels(engine, audit, datasets, policy, steps.ledger))
         return ctx
 
     def close(self) -> None:
         self.tasks.stop_all()
-        if self.he is not None:
-            self.he.close()
+        self.steps.close()
         self.engine.dispose()
 
 

@@ -101,7 +101,7 @@ def stats_spec(**he) -> dict:
 def he_tasks_left(fed) -> list[Path]:
     """Private HE directories (secret contexts, mask keys) still on any node's disk."""
     root = fed["state"].work_dir / "nodes"
-    return [p for p in root.glob("*/tmp/he-*")]
+    return [p for p in root.glob("*/tmp/step-*")]
 
 
 def test_secure_stats_exact_without_dp(fed, no_leaked_processes):
@@ -144,16 +144,16 @@ def test_secure_stats_small_bin_refused_nothing_released(fed, no_leaked_processe
     assert err.value.error == "ResultNotReady"
     assert chain(fed).runs(job_key(job), dataset_chain_id("tax", "tax_stats")) == 0
     # the requester's secret context is gone, its task stopped; the tax node's task failed with the reason
-    bank = http(fed, "coordinator").get(f"{st.nodes['bank']}/he/{job}", timeout=10).json()
+    bank = http(fed, "coordinator").get(f"{st.nodes['bank']}/tasks/{job}", timeout=10).json()
     assert bank["status"] == "stopped"
-    tax = http(fed, "coordinator").get(f"{st.nodes['tax']}/he/{job}", timeout=10).json()
+    tax = http(fed, "coordinator").get(f"{st.nodes['tax']}/tasks/{job}", timeout=10).json()
     assert tax["status"] == "failed" and tax["error"].startswith("MinimumGroupSizeViolation")
     assert not he_tasks_left(fed)
 
 
 def test_dp_budget_exhausted_on_the_second_run(fed, no_leaked_processes):
     c, st = fed["client"], fed["state"]
-    spent0 = http(fed, "tax").get(f"{st.nodes['tax']}/he/budgets/tax_stats", timeout=10).json()
+    spent0 = http(fed, "tax").get(f"{st.nodes['tax']}/budgets/tax_stats", timeout=10).json()
     assert spent0["budget"] == 1.5 and spent0["spent"] == 0.0
     dp = {"statistics": ["count", "sum"], "bin_edges": None, "lower": 0, "upper": 100, "epsilon": 1.0}
     job1 = c.submit(stats_spec(**dp))
@@ -162,14 +162,14 @@ def test_dp_budget_exhausted_on_the_second_run(fed, no_leaked_processes):
     assert first.state.value == "SUCCEEDED", first.reason
     got = json.loads(result(fed, job1, "stats"))
     assert got["epsilon"] == 1.0 and abs(got["count"] - 108) < 60  # noisy, but of the right size
-    after = http(fed, "tax").get(f"{st.nodes['tax']}/he/budgets/tax_stats", timeout=10).json()
+    after = http(fed, "tax").get(f"{st.nodes['tax']}/budgets/tax_stats", timeout=10).json()
     assert after["spent"] == pytest.approx(1.0) and after["remaining"] == pytest.approx(0.5)
     job2 = c.submit(stats_spec(**dp))
     approve(fed, job2, ("tax", "power"))
     second = c.wait(job2, timeout=120)
     assert second.state.value == "FAILED"
     assert second.reason.startswith("tax refused: PrivacyBudgetExceeded"), second.reason
-    assert http(fed, "tax").get(f"{st.nodes['tax']}/he/budgets/tax_stats", timeout=10).json()["spent"] == pytest.approx(1.0)
+    assert http(fed, "tax").get(f"{st.nodes['tax']}/budgets/tax_stats", timeout=10).json()["spent"] == pytest.approx(1.0)
     assert chain(fed).runs(job_key(job2), dataset_chain_id("tax", "tax_stats")) == 0
 
 
@@ -200,7 +200,7 @@ def test_he_score_end_to_end_matches_plaintext(fed, no_leaked_processes):
     # 2. the bank's model stays on the bank's node; the spec names its commitment
     model, cols = _model(fed)
     steward = {"Authorization": f"Bearer {officer_token(st, 'bank', 'steward')}"}  # the bank's data steward
-    r = http(fed, "bank").put(f"{st.nodes['bank']}/he/models/credit_v1", json=model, timeout=30, headers=steward)
+    r = http(fed, "bank").put(f"{st.nodes['bank']}/models/credit_v1", json=model, timeout=30, headers=steward)
     assert r.status_code == 200, r.text
     commitment = r.json()["commitment"]
     spec = {
@@ -235,7 +235,7 @@ def test_he_score_end_to_end_matches_plaintext(fed, no_leaked_processes):
         assert ch.runs(job_key(job), dataset_chain_id(p.name, f"{p.name}_2024")) == 1
     assert run_audit(ch.w3, st.registry).clean
     for member in ("bank", "tax", "power"):
-        t = http(fed, "coordinator").get(f"{st.nodes[member]}/he/{job}", timeout=10).json()
+        t = http(fed, "coordinator").get(f"{st.nodes[member]}/tasks/{job}", timeout=10).json()
         assert t["status"] == "succeeded" and t["receipt_tx"].startswith("0x")
     assert not he_tasks_left(fed)
     # the departments cannot read the bank's result
@@ -266,18 +266,19 @@ def test_malformed_total_relayed_to_the_requester_is_refused(fed, no_leaked_proc
     # a manifest that is not the authorized one is refused before any key is made
     forged = json.loads(json.dumps(manifest))
     forged["engine"]["he"]["query"]["min_group_size"] = 1
-    r = http(fed, "coordinator").post(f"{bank}/he/{job_id}/start", json={"manifest": forged}, timeout=60)
+    r = http(fed, "coordinator").post(f"{bank}/tasks/{job_id}/start", json={"manifest": forged}, timeout=60)
     assert r.status_code == 403 and r.json()["error"] == "NotAuthorized"
-    r = http(fed, "coordinator").post(f"{bank}/he/{job_id}/start", json={"manifest": manifest}, timeout=60)
+    r = http(fed, "coordinator").post(f"{bank}/tasks/{job_id}/start", json={"manifest": manifest}, timeout=60)
     assert r.status_code == 200, r.text
     assert base64.b64decode(r.json()["public_context_b64"])
     assert len(he_tasks_left(fed)) == 1
     bad = base64.b64encode(b"DCPHE1\x00\x00\x00\x05{oops").decode()
-    r = http(fed, "coordinator").post(f"{bank}/he/{job_id}/finish", json={"total_b64": bad}, timeout=60)
+    r = http(fed, "coordinator").post(f"{bank}/tasks/{job_id}/finish", json={"total_b64": bad}, timeout=60)
     assert r.status_code == 422 and r.json()["error"] == "MalformedCiphertext", r.text
-    t = http(fed, "coordinator").get(f"{bank}/he/{job_id}", timeout=10).json()
+    t = http(fed, "coordinator").get(f"{bank}/tasks/{job_id}", timeout=10).json()
     assert t["status"] == "failed" and t["error"].startswith("MalformedCiphertext")
     assert not he_tasks_left(fed)  # the secret context was deleted with the refusal
     # and nothing more can be asked of that task
-    r = http(fed, "coordinator").post(f"{bank}/he/{job_id}/finish", json={"total_b64": bad}, timeout=60)
-    assert r.status_code == 409 and r.json()["error"] == "HeStepRefused"
+    r = http(fed, "coordinator").post(f"{bank}/tasks/{job_id}/finish", json={"total_b64": bad}, timeout=60)
+    assert r.status_code == 409 and r.json()["error"] == "TaskExists"
+
