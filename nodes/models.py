@@ -268,7 +268,7 @@ class Policy(BaseModel):
     """Members allowed to ask; empty means any member holding an allowed role."""
     allowed_roles: list[str] = PField(default_factory=lambda: ["bank", "department", "regulator", "researcher"])
     privacy_budgets: dict[str, float] = PField(default_factory=dict)
-    """Dataset -> total differential-privacy ε it may ever spend (secure_stats with epsilon); a DP query
+    """Dataset -> total differential-privacy ε it may ever spend (a statistics job with ε); a DP query
     on a dataset without a budget is refused. Spent ε is kept in the node's ledger (``protocols.he.budget``, in the node's database)."""
 
     @field_validator("privacy_budgets")
@@ -518,7 +518,7 @@ class SealedOutput(BaseModel):
 
 
 class HeModel(SQLModel, table=True):
-    """A requester's scoring model for he_score, kept on its own node (never sent anywhere in the clear)."""
+    """A requester's scoring model for an engine (engines/ckks), kept on its own node (never sent anywhere in the clear)."""
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)

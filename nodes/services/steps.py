@@ -5,7 +5,9 @@ does everything around a step the same way for every engine:
 
 1. the kind comes from the slice **this node approved**, never from the caller; the step must be one
    of that engine's, and the body must validate against the step's model (:class:`TaskMismatch`);
-2. the one authorization guard (:mod:`nodes.services.grants`) and the node's policy;
+2. the one authorization guard (:mod:`nodes.services.grants`) and the node's policy: the whole check
+   when a task begins, then, for each later step of the running task, that the authorization is still
+   live on chain (a multi-step engine may have recorded its receipt, using the run, before its last step);
 3. the task (one row of the task table, status :class:`nodes.models.TaskStatus`) is created
    ``running`` and audited before the engine acts; a task that ended is never run again;
 4. the engine's step runs with a :class:`TaskPort`: when it is done it hands over its outputs, which

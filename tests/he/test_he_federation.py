@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from coordinator.manifest import dataset_chain_id
+from coordinator.models import JobState
 from coordinator.sdk import RemoteError
 from federation.launcher import officer_token
 from protocols.crypto.approvals import job_key
@@ -282,3 +283,98 @@ def test_malformed_total_relayed_to_the_requester_is_refused(fed, no_leaked_proc
     r = http(fed, "coordinator").post(f"{bank}/tasks/{job_id}/finish", json={"total_b64": bad}, timeout=60)
     assert r.status_code == 409 and r.json()["error"] == "TaskExists"
 
+
+def _tax_state(fed, job: str) -> dict:
+    """What a hijack must not change at tax: its task, its receipts on chain, its ε ledger, its secrets."""
+    st = fed["state"]
+    r = http(fed, "coordinator").get(f"{st.nodes['tax']}/tasks/{job}", timeout=10)
+    task = r.json() if r.status_code == 200 else r.json()["error"]
+    spent = http(fed, "tax").get(f"{st.nodes['tax']}/budgets/tax_stats", timeout=10).json()["spent"]
+    scratch = sorted(p.name for d in (st.work_dir / "nodes" / "tax" / "tmp").glob("step-*") for p in d.iterdir())
+    return {"task": task, "runs": chain(fed).runs(job_key(job), dataset_chain_id("tax", "tax_stats")),
+            "spent": spent, "scratch": scratch}
+
+
+def test_he_hijack_is_refused_and_changes_nothing(fed, no_leaked_processes):
+    """The hijack of issue 15: an outsider calls tax's ``start`` first, then ``contribute`` with its own
+    CKKS context and an X25519 key standing in for power's, to decrypt tax's masked contribution.
+    Only the authenticated coordinator may call a step (403 for anyone else), and even the coordinator's
+    key cannot relay material that the requester and the contributors did not sign (MaterialNotSigned):
+    nothing is computed, contributed, charged or receipted, tax's task stays as it was, and the real job
+    then succeeds with the genuine material."""
+    import os
+    import signal
+
+    from protocols.crypto import sm2
+    from protocols.crypto.keystore import load_keystore
+    from protocols.he.binding import material_message
+    from protocols.he.context import make_context
+    from protocols.he.masks import mask_keypair
+    from protocols.manifest import manifest_sm3
+
+    c, st = fed["client"], fed["state"]
+    tax, bank_pid = st.nodes["tax"], st.pids["bank"]
+    job = c.submit(stats_spec())
+    manifest = c.manifest(job)["manifest"]
+    mhash = manifest_sm3(manifest).hex()  # the authorization's manifest hash
+    os.kill(bank_pid, signal.SIGSTOP)  # the coordinator's first step (the requester's start) waits on it
+    try:
+        approve(fed, job, ("tax", "power"))
+        assert c.wait(job, timeout=60, until={JobState.RUNNING}).state == JobState.RUNNING
+        before = _tax_state(fed, job)
+        assert before["task"] == "TaskNotFound" and before["runs"] == 0
+        outsider_ctx = make_context(None)
+        o_priv, o_pub = mask_keypair()
+        forged = {"public_context_b64": base64.b64encode(outsider_ctx.public).decode(),
+                  "mask_group": {"job_id": job, "members": {"tax": "00" * 32, "power": o_pub.hex()}}}
+        # 1. an outsider (a member that is not the coordinator: power's or the requester's own identity)
+        for who in ("power", "bank"):
+            r = http(fed, who).post(f"{tax}/tasks/{job}/start", json={"manifest": manifest}, timeout=60)
+            assert (r.status_code, r.json()["error"]) == (403, "Forbidden"), r.text
+            r = http(fed, who).post(f"{tax}/tasks/{job}/contribute", json=forged, timeout=60)
+            assert (r.status_code, r.json()["error"]) == (403, "Forbidden"), r.text
+        assert _tax_state(fed, job) == before
+        # 2. the coordinator's key relaying the outsider's material: tax starts (as the coordinator would)
+        #    and signs its mask key, but refuses a context the requester did not sign
+        as_coordinator = http(fed, "coordinator")
+        r = as_coordinator.post(f"{tax}/tasks/{job}/start", json={"manifest": manifest}, timeout=120)
+        assert r.status_code == 200, r.text
+        started = r.json()
+        tax_key = bytes.fromhex(started["mask_public_key"])
+        keys = {m: load_keystore(st.keys_dir / f"{m}.keystore.json", st.passphrase_of(m)).sm2 for m in ("tax", "bank")}
+        assert sm2.verify(keys["tax"].public_key, material_message("mask_key", job, mhash, "tax", tax_key.hex()),
+                          bytes.fromhex(started["mask_key_signature"]))
+        group = {"job_id": job, "members": {"tax": tax_key.hex(), "power": o_pub.hex()}}
+        outsider_sm2 = sm2.generate_keypair()
+        fp = outsider_ctx.fingerprint
+        hijack = {"public_context_b64": forged["public_context_b64"], "mask_group": group,
+                  "context_signature": sm2.sign(outsider_sm2.private_key, material_message("context", job, mhash, "bank", fp)).hex(),
+                  "mask_signatures": {"tax": started["mask_key_signature"],
+                                      "power": sm2.sign(outsider_sm2.private_key, material_message(
+                                          "mask_key", job, mhash, "power", o_pub.hex())).hex()}}
+        after_start = _tax_state(fed, job)
+        assert after_start["task"]["status"] == "running" and after_start["runs"] == 0
+        for body in (hijack, {**hijack, "context_signature": None, "mask_signatures": None}):
+            r = as_coordinator.post(f"{tax}/tasks/{job}/contribute", json=body, timeout=120)
+            assert (r.status_code, r.json()["error"]) == (403, "MaterialNotSigned"), r.text
+            assert "context" in r.json()["detail"] and "bank" in r.json()["detail"]
+            assert "contribution_b64" not in r.text
+        # 3. a context the requester did sign, but a mask key for power that power did not sign
+        signed_ctx = {**hijack, "context_signature": sm2.sign(keys["bank"].private_key, material_message(
+            "context", job, mhash, "bank", fp)).hex()}
+        for sigs in (hijack["mask_signatures"], {"tax": started["mask_key_signature"]}):
+            r = as_coordinator.post(f"{tax}/tasks/{job}/contribute", json={**signed_ctx, "mask_signatures": sigs},
+                                    timeout=120)
+            assert (r.status_code, r.json()["error"]) == (403, "MaterialNotSigned"), r.text
+            assert "mask key" in r.json()["detail"] and "power" in r.json()["detail"]
+        assert _tax_state(fed, job) == after_start  # nothing contributed, charged, receipted; the task as it was
+    finally:
+        os.kill(bank_pid, signal.SIGCONT)
+    # the real job, with the genuine material, is unharmed
+    final = c.wait(job, timeout=180)
+    assert final.state.value == "SUCCEEDED", final.reason
+    got = json.loads(result(fed, job, "stats"))
+    values = np.concatenate([fed["stats"]["tax"]["employees"], fed["stats"]["power"]["employees"]])
+    assert got["count"] == len(values) and got["sum"] == pytest.approx(values.sum(), abs=1e-3)
+    assert chain(fed).runs(job_key(job), dataset_chain_id("tax", "tax_stats")) == 1
+    assert not he_tasks_left(fed)
