@@ -85,7 +85,7 @@ def main() -> None:
                        "model": {"algorithm": "ss_lr", "params": {"epochs": 1, "batch_size": 512}}},
                       ["bank", "tax", "power"], f"vertical_train (PSI + 1 epoch), {data.true_intersection} rows")
             weights = {p.name: {f: 0.1 / (1 + i) for i, f in enumerate(p.features)} for p in data.parties}
-            commit = httpx.put(f"{state.nodes['bank']}/he/models/bench", json={"intercept": -1.0, "weights": weights},
+            commit = httpx.put(f"{state.nodes['bank']}/models/bench", json={"intercept": -1.0, "weights": weights},
                                timeout=30).json()["commitment"]
             for masked in (False, True):
                 run({"kind": "he_score", "requester": "bank", "purpose": "bench", "join_key": "uscc",

@@ -33,3 +33,16 @@ class SpecRefused(Exception):
         super().__init__(detail)
         self.error = error
         self.detail = detail
+
+
+class StepRefused(Exception):
+    """A node-side step refuses (``engines.base.NodeEngine.step``): reported under ``error`` with HTTP
+    ``status``. ``fatal`` (default) fails the task; a refusal that is not fatal leaves the task as it
+    was (e.g. forged material relayed to it: the genuine step may still come)."""
+
+    def __init__(self, error: str, detail: str, status: int = 422, *, fatal: bool = True) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+        self.status = status
+        self.fatal = fatal

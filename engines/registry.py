@@ -29,11 +29,14 @@ def _builtins() -> None:
         _state["loading"] = True
         try:
             from engines.ckks.coordinator import CkksEngine
+            from engines.ckks.node import CkksNodeEngine
             from engines.secretflow.coordinator import SecretFlowEngine
 
-            for e in (SecretFlowEngine(), CkksEngine()):
+            for e, n in ((SecretFlowEngine(), None), (CkksEngine(), CkksNodeEngine())):
                 for k in e.kinds:
                     _engines.setdefault(k, e)
+                    if n is not None:
+                        _node_engines.setdefault(k, n)
             for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
                 importlib.import_module(name).register_engines()
             _state["loaded"] = True

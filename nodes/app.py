@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from common.asgi import BodyLimit
-from nodes.api import approvals, audit, catalog, datasets, he, health, officers, policy, tasks
+from nodes.api import approvals, audit, catalog, datasets, health, officers, policy, stored, tasks
 from nodes.context import NodeContext
 from nodes.errors import NodeError
 from nodes.services.approvals import ApprovalRecorder
@@ -87,9 +87,8 @@ def create_app(
         return settings.max_step_body_bytes
 
     app.add_middleware(BodyLimit, cap=lambda: settings.max_body_bytes, exempt=UPLOAD_PATHS, on_refusal=_too_big,
-                       prefix_caps=(("/tasks/", step_cap), ("/he/", step_cap)))
+                       prefix_caps=(("/tasks/", step_cap),))
     app.state.ctx = ctx
-    app.state.he = ctx.he
 
     @app.exception_handler(NodeError)
     async def _node_error(request: Request, exc: NodeError) -> JSONResponse:
@@ -110,6 +109,6 @@ def create_app(
         return JSONResponse(status_code=500, content={"error": "InternalError", "detail": type(exc).__name__})
 
     for r in (health.router, datasets.router, catalog.router, policy.router, approvals.router, audit.router,
-              officers.router, tasks.router, he.router):
+              officers.router, tasks.router, stored.router):
         app.include_router(r)
     return app

@@ -18,12 +18,12 @@ from nodes.services.chain import (
     load_node_keys,
 )
 from nodes.services.datasets import DatasetService
-from nodes.services.he_tasks import HeService
 from nodes.services.officers import OfficerService, private_file_secret
 from nodes.services.policy import PolicyService
 from nodes.services.receipt_queue import ChainKeeper, ReceiptQueue
 from nodes.services.requests import SeenRequest  # noqa: F401  (registers its table before init_db)
 from nodes.services.steps import StepService
+from nodes.services.stored_models import StoredModels
 from nodes.services.tasks import TaskService
 from nodes.settings import NodeSettings
 from protocols.identity import MemberDirectory, PeerEntry, RegistryDirectory, StaticDirectory
@@ -41,9 +41,8 @@ class NodeContext:
     officers: OfficerService
     members: MemberDirectory
     steps: StepService
+    models: StoredModels
     chain: NodeChain | None = None
-    he: HeService | None = None
-    """The CKKS steps (``/he`` routes); built with the context."""
     keeper: ChainKeeper | None = None
     """Pending receipts and the anchors at job ends and shutdown (chain-wired nodes)."""
 
@@ -108,21 +107,19 @@ class NodeContext:
             policy.seed_from_file(settings.policy_file)
         approvals = ApprovalService(settings, engine, audit, policy, datasets, recorder, keys=keys)
         tasks = TaskService(settings, engine, audit, datasets, policy, chain)
-        steps = StepService(tasks)
+        steps = StepService(tasks, keys=approvals.keys)
         steps.recover()  # the step-route engines' tasks first: their engines drop what they left
         tasks.recover()
         ctx = cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
                   approvals=approvals, tasks=tasks, steps=steps, officers=officers, members=members, chain=chain,
-                  keeper=keeper)
-        ctx.he = HeService.from_context(ctx)
+                  keeper=keeper, models=StoredModels(engine, audit, datasets, policy, steps.ledger))
         if keeper is not None:
             keeper.start()  # receipts left pending before a restart go out as soon as the chain answers
         return ctx
 
     def close(self) -> None:
         self.tasks.stop_all()
-        if self.he is not None:
-            self.he.close()
+        self.steps.close()
         if self.keeper is not None:
             self.keeper.close()  # the last pending receipts and the shutdown anchor
         self.engine.dispose()

@@ -268,8 +268,8 @@ class Policy(BaseModel):
     """Members allowed to ask; empty means any member holding an allowed role."""
     allowed_roles: list[str] = PField(default_factory=lambda: ["bank", "department", "regulator", "researcher"])
     privacy_budgets: dict[str, float] = PField(default_factory=dict)
-    """Dataset -> total differential-privacy ε it may ever spend (secure_stats with epsilon); a DP query
-    on a dataset without a budget is refused. Spent ε is kept in the node's ledger (nodes/services/he_tasks.py)."""
+    """Dataset -> total differential-privacy ε it may ever spend (a statistics job with ε); a DP query
+    on a dataset without a budget is refused. Spent ε is kept in the node's ledger (``protocols.he.budget``, in the node's database)."""
 
     @field_validator("privacy_budgets")
     @classmethod
@@ -415,6 +415,9 @@ class NodeTask(SQLModel, table=True):
     """vertical_train: this node's private model part (kept after the task, never sent anywhere)."""
     model_from: str | None = None
     """vertical_predict: the training job whose model part this task used."""
+    manifest_json: str | None = None
+    """A step-route task of a job this node requested without data of its own (so no approval slice):
+    the whole job manifest, checked against the authorization on chain when the task began."""
     pid: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -515,7 +518,7 @@ class SealedOutput(BaseModel):
 
 
 class HeModel(SQLModel, table=True):
-    """A requester's scoring model for he_score, kept on its own node (never sent anywhere in the clear)."""
+    """A requester's scoring model for an engine (engines/ckks), kept on its own node (never sent anywhere in the clear)."""
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
@@ -527,24 +530,3 @@ class HeModel(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class HeTask(SQLModel, table=True):
-    """This node's part in one he_score / secure_stats job (nodes/services/he_tasks.py)."""
-
-    id: int | None = Field(default=None, primary_key=True)
-    job_id: str = Field(index=True, unique=True)
-    kind: str
-    roles: str = "[]"
-    """JSON list: "requester" and/or "department"."""
-    status: str = TaskStatus.RUNNING.value
-    """A :class:`TaskStatus` value (the same statuses and moves as every task of this node)."""
-    stage: str | None = None
-    error: str | None = None
-    manifest_hash: str
-    private_dir: str | None = None
-    """0700 directory of the job's secrets (SM4-encrypted CKKS secret context, mask key); removed at the end."""
-    rows: int | None = None
-    result_hash: str | None = None
-    receipt_tx: str | None = None
-    outputs_json: str = "{}"
-    started_at: datetime = Field(default_factory=utcnow)
-    finished_at: datetime | None = None

@@ -117,8 +117,8 @@ class NodeSettings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     """Any request body other than an upload larger than this is refused (413) before it is parsed."""
     max_step_body_bytes: int = 512 * 1024 * 1024
-    """The cap of an engine step's body (``/tasks/…``, ``/he/…``: routes only the coordinator may call,
-    behind the 国密 TLS handshake): CKKS ciphertexts the coordinator relays grow with the rows."""
+    """The cap of an engine step's body (``/tasks/…``: routes only the coordinator may call,
+    behind the 国密 TLS handshake): ciphertexts the coordinator relays grow with the rows."""
     sql_sources: dict[str, SqlSource] = Field(default_factory=dict)
     """Named SQL data sources the admin configured; ``POST /datasets/sql`` reads only from these."""
     docs_enabled: bool = False

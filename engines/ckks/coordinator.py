@@ -13,12 +13,15 @@ Submission, approvals, the on-chain authorization, receipts and results are thos
 * :meth:`CkksEngine.advance` runs an authorized job. The coordinator only **relays bytes and sums
   ciphertexts**: it holds the public CKKS context, never the secret one, never a plaintext.
 
-Run (every call goes to a node's ``/he`` routes, ``nodes/api/he.py``; every node re-checks the
-manifest against the authorization on chain before it does anything):
+Run (every call is a step of the node's one step route, ``POST /tasks/{job_id}/{step}``, run by
+:class:`engines.ckks.node.CkksNodeEngine`; every node re-checks the authorization on chain before it
+does anything):
 
 1. ``start`` on every participant: the requester's node makes the CKKS key pair (the secret stays
-   in its private directory, SM4-encrypted, deleted at job end) and returns the public context;
-   every contributor returns a fresh X25519 mask key when the job is masked.
+   in its private directory, SM4-encrypted, deleted at job end) and returns the public context with
+   its SM2 signature over the context's fingerprint; every contributor returns a fresh X25519 mask
+   key, signed with its SM2 key, when the job is masked (``protocols/he/binding.py``). The
+   coordinator relays the signatures; a department checks them before it contributes.
 2. ``prepare`` (he_score only) on the requester: it opens the intersection of the PSI job the
    spec names (``he.aligned_by``, sealed to the requester), encrypts each department's weights,
    seals the ordered key list to each department's SM2 key, and encrypts its own partial.
@@ -26,8 +29,9 @@ manifest against the authorization on chain before it does anything):
    (secure_stats, after the minimum-group check and the ε charge); the node records its usage
    receipt on chain before it releases the ciphertext.
 4. The coordinator sums the ciphertexts and runs ``check_total`` (every contributor, nobody else).
-5. ``finish`` on the requester: decrypts the total only, seals the result to its own SM2 key,
-   records its receipt, deletes the secret context.
+5. ``finish`` on the requester: decrypts the total only, seals the result to its receiver's SM2
+   key, records its receipt, deletes the secret context; the coordinator collects the sealed output
+   (``GET /tasks/{job_id}/outputs/{name}``).
 
 Row alignment for he_score: the rows are those of the intersection of a preceding job of this
 requester that ran PSI with every department (``psi``, ``vertical_train`` or ``vertical_predict``,
@@ -170,7 +174,7 @@ class CkksEngine(Engine):
         timeout = max(ctx.settings.http_timeout_s, STEP_TIMEOUT_S)
 
         def call(member: str, step: str, body: dict[str, Any]) -> dict[str, Any]:
-            return ctx.call(member, "POST", f"/he/{job_id}/{step}", body, timeout=timeout)
+            return ctx.call(member, "POST", f"/tasks/{job_id}/{step}", body, timeout=timeout)
 
         member = requester
         try:
@@ -181,12 +185,13 @@ class CkksEngine(Engine):
                     got = call(member, "start", {"manifest": manifest})
                     relay.put(f"start.{member}.json", got)
                     ctx.update_task(member, status="running", stage="start")
-            public_b64 = relay.get(f"start.{requester}.json")["public_context_b64"]  # type: ignore[index]
+            started = {m: relay.get(f"start.{m}.json") or {} for m in participants}
+            public_b64 = started[requester]["public_context_b64"]
             public = _b64(public_b64)
-            group = None
+            group = sigs = None
             if he.get("masked"):
-                group = {"job_id": job_id, "members": {
-                    m: relay.get(f"start.{m}.json")["mask_public_key"] for m in contributors}}  # type: ignore[index]
+                group = {"job_id": job_id, "members": {m: started[m]["mask_public_key"] for m in contributors}}
+                sigs = {m: started[m]["mask_key_signature"] for m in contributors}
             # 2. prepare (he_score): encrypted weights, sealed key lists, the requester's own partial
             prep: dict[str, Any] = {}
             if kind == "he_score":
@@ -196,18 +201,23 @@ class CkksEngine(Engine):
                 if not prep:
                     ref = manifest["engine"]["aligned_by"]
                     name = next(n for n in ALIGNING_OUTPUTS if n in ctx.results_of(ref))
-                    prep = call(requester, "prepare", {"mask_group": group, "aligned_by": ctx.result_of(ref, name)})
+                    prep = call(requester, "prepare", {"mask_group": group, "mask_signatures": sigs,
+                                                       "aligned_by": ctx.result_of(ref, name)})
                     relay.put("prepare.json", prep)
                     ctx.update_task(requester, stage="prepared")
             # 3. contributions
             ctx.update_job(stage="he:contribute")
             for member in departments:
                 if relay.get(f"contrib.{member}.json") is None:
-                    body: dict[str, Any] = {"public_context_b64": public_b64, "mask_group": group}
+                    body: dict[str, Any] = {"public_context_b64": public_b64, "mask_group": group,
+                                            "mask_signatures": sigs,
+                                            "context_signature": started[requester]["context_signature"]}
                     if kind == "he_score":
                         body["enc_weights_b64"] = prep["enc_weights"][member]
                         body["keys_b64"] = prep["keys"][member]
                     got = call(member, "contribute", body)
+                    if "contribution_b64" not in got:  # its task ended before and the answer was lost
+                        return Progress("failed", f"{member} contributed before and its contribution was lost")
                     relay.put(f"contrib.{member}.json", got)
                     done = member != requester
                     ctx.update_task(member, status="succeeded" if done else "running", stage="contributed")
@@ -224,6 +234,8 @@ class CkksEngine(Engine):
             if fin is None:
                 fin = call(requester, "finish", {"total_b64": base64.b64encode(total).decode()})
                 relay.put("finish.json", fin)
+            outputs = [ctx.call(requester, "GET", f"/tasks/{job_id}/outputs/{o['name']}", timeout=timeout)
+                       for o in fin["outputs"]]
             ctx.update_task(requester, status="succeeded", stage="done")
         except PartyRefused as exc:
             ctx.update_task(exc.member, status="failed", error=f"{exc.error}: {exc.node_detail}"[:500])
@@ -234,7 +246,7 @@ class CkksEngine(Engine):
             return Progress("failed", f"the aggregate was refused: {type(exc).__name__}: {exc}")
         except PortError as exc:
             return Progress("failed", f"{exc.name}: {exc.detail}")
-        results = {o["name"]: {k: o[k] for k in ("name", "receiver", "envelope_b64", "sm3")} for o in fin["outputs"]}
+        results = {o["name"]: {k: o[k] for k in ("name", "receiver", "envelope_b64", "sm3")} for o in outputs}
         return Progress("done", results=results)
 
     def abort(self, ctx: JobContext) -> None:
@@ -242,7 +254,7 @@ class CkksEngine(Engine):
         timeout = max(ctx.settings.http_timeout_s, STEP_TIMEOUT_S)
         for m in participants_of(ctx.manifest):
             try:
-                ctx.call(m, "POST", f"/he/{ctx.job_id}/stop", timeout=timeout)
+                ctx.call(m, "POST", f"/tasks/{ctx.job_id}/stop", timeout=timeout)
             except PortError as exc:
                 log.warning("job %s: could not stop %s: %s", ctx.job_id, m, exc.detail)
         _Relay(ctx.work_dir, ctx.job_id).remove()

@@ -1,7 +1,7 @@
 """The node's one authorization guard: whether a job may touch this node's data, right now.
 
-Every engine's task path asks here before it reads a row or releases a byte (SecretFlow's start, each
-CKKS step, every step of the generic route): this node approved the job in its inbox, and **on chain**
+Every engine's task path asks here before it reads a row or releases a byte (SecretFlow's start, every
+step of the generic route): this node approved the job in its inbox, and **on chain**
 an authorization exists, is not revoked, has not expired (chain time), is live, covers this node's
 datasets, carries the manifest hash this node approved (or its on-chain approval of the digest), and has
 runs left. A refusal is a :class:`NotAuthorized` (or :class:`ChainUnavailable` on a node without a chain).

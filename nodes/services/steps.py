@@ -5,27 +5,39 @@ does everything around a step the same way for every engine:
 
 1. the kind comes from the slice **this node approved**, never from the caller; the step must be one
    of that engine's, and the body must validate against the step's model (:class:`TaskMismatch`);
-2. the one authorization guard (:mod:`nodes.services.grants`) and the node's policy;
+2. the one authorization guard (:mod:`nodes.services.grants`) and the node's policy: the whole check
+   when a task begins, then, for each later step of the running task, that the authorization is still
+   live on chain (a multi-step engine may have recorded its receipt, using the run, before its last step);
 3. the task (one row of the task table, status :class:`nodes.models.TaskStatus`) is created
    ``running`` and audited before the engine acts; a task that ended is never run again;
 4. the engine's step runs with a :class:`TaskPort`: when it is done it hands over its outputs, which
    the port seals to their approved receivers (:mod:`nodes.services.receipts`), records the usage
    receipt of every dataset of this node on chain, and marks the task ``succeeded``.
-A step that raises fails the task (audited) and the error reaches the caller.
+A step that raises fails the task (audited) and the error reaches the caller; an engine's
+:class:`engines.errors.StepRefused` that is not ``fatal`` leaves the task as it was.
+
+A node that approved nothing for the job (the requester, holding no data of it) takes a step only
+with the job's whole ``manifest`` in the first step's body: it must hash (SM3) to the manifest hash of
+the live authorization on chain, whose requester is this node's account; it is kept with the task.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import threading
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlmodel import Session, select
 
 from engines import registry
 from engines.base import NodeEngine
-from nodes.errors import NodeError, TaskExists, TaskMismatch, TaskNotFound
-from nodes.models import JobCheck, NodeTask, TaskStatus, TaskStopped, utcnow
+from engines.errors import StepRefused
+from nodes.errors import NodeError, NotAuthorized, TaskExists, TaskMismatch, TaskNotFound
+from nodes.models import ApprovalRecord, JobCheck, NodeTask, TaskStatus, TaskStopped, utcnow
 from nodes.services.receipts import record_receipt, seal_for
 from nodes.services.tasks import TaskService, _epoch
 
@@ -34,24 +46,130 @@ class StepNotFound(TaskNotFound):
     """The job's engine has no step of that name."""
 
 
+class EngineRefusal(NodeError):
+    """An engine's named refusal (:class:`engines.errors.StepRefused`), reported under its own name."""
+
+    def __init__(self, exc: StepRefused) -> None:
+        super().__init__(exc.detail)
+        self.error = exc.error
+        self.status_code = exc.status
+
+    @property
+    def name(self) -> str:
+        return self.error
+
+
 class TaskPort:
     """One task as its engine's node side sees it (``engines.base.NodeEngine.step``'s ``task``)."""
 
-    def __init__(self, tasks: TaskService, job_id: str, approved: dict[str, Any], actor: str) -> None:
+    def __init__(self, tasks: TaskService, job_id: str, approved: dict[str, Any], actor: str,
+                 steps: StepService | None = None, auth: Any = None) -> None:
         self._tasks = tasks
+        self._steps = steps
         self.job_id = job_id
         self.member = tasks.member
         self.kind: str = approved["kind"]
         self.approved = approved  # the slice this node approved: inputs, receivers, requester, purpose, ...
         self.actor = actor
+        self.auth = auth  # the live authorization on chain the guard checked for this step (None in stop/recover)
 
-    def stage(self, stage: str) -> None:
-        """Show how far the task got."""
-        self._tasks._update(self.job_id, stage=stage)
+    # what an engine may read or use at this node (never the node's private key itself)
 
-    def finish(self, outputs: dict[str, bytes], rows: int) -> dict[str, Any]:
+    def scratch(self, create: bool = True) -> Path:
+        """The task's private 0700 directory under the node's tmp (deleted with :meth:`drop_scratch`)."""
+        from protocols.crypto.approvals import job_key
+
+        d = self._tasks.scratch_root / f"step-{job_key(self.job_id).hex()[:32]}"
+        if create:
+            d.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            d.mkdir(exist_ok=True, mode=0o700)
+        return d
+
+    def drop_scratch(self) -> bool:
+        """Delete the task's private directory; whether it is gone."""
+        d = self.scratch(create=False)
+        shutil.rmtree(d, ignore_errors=True)
+        return not d.exists()
+
+    def node_secret(self, label: bytes, n: int = 32) -> bytes:
+        """A secret of this node for ``label`` (SM3-KDF of its SM2 private key and the label)."""
+        from protocols.crypto.sm3 import sm3_kdf
+
+        return sm3_kdf(self._keys().sm2.private_key + b"|" + label, n)
+
+    def sign(self, message: bytes) -> bytes:
+        """This node's SM2 identity signature over ``message`` (its key in the Registry)."""
+        from protocols.crypto import sm2
+
+        k = self._keys().sm2
+        return sm2.sign(k.private_key, message, public_key=k.public_key)
+
+    def open_sealed(self, envelope: bytes, aad: bytes) -> bytes:
+        """Open an envelope sealed to this node's SM2 key (protocols.crypto.errors.CryptoError if not)."""
+        from protocols.crypto.envelope import open_
+
+        return open_(self._keys().sm2.private_key, envelope, aad)
+
+    def member_key(self, member: str) -> bytes | None:
+        """``member``'s SM2 public key in the Registry (None unless an active member)."""
+        assert self._tasks.chain is not None
+        return self._tasks.chain.member_sm2_key(member)
+
+    def read_frame(self, dataset: str, columns: list[str]) -> Any:
+        """``columns`` of one of this node's datasets (a pandas frame)."""
+        return self._tasks.datasets.read_frame(dataset, columns)
+
+    def policy(self) -> Any:
+        """This node's current policy (``nodes.models.Policy``)."""
+        return self._tasks.policy.current()
+
+    def ledger(self) -> Any:
+        """This node's ε ledger (``protocols.he.budget.PrivacyLedger``)."""
+        assert self._steps is not None
+        return self._steps.ledger()
+
+    def past_task(self, job_id: str) -> dict[str, Any] | None:
+        """This node's task in another job and who requested it: status, intersection_rows, requester."""
+        with Session(self._tasks.engine) as session:
+            t = session.exec(select(NodeTask).where(NodeTask.job_id == job_id)).first()
+            a = session.exec(select(ApprovalRecord).where(ApprovalRecord.job_id == job_id)).first()
+        if t is None or a is None:
+            return None
+        return {"status": t.status, "intersection_rows": t.intersection_rows, "requester": a.requester}
+
+    def stored(self, name: str) -> dict[str, Any] | None:
+        """A model an officer stored on this node (``PUT /models/{name}``): model, commitment."""
+        assert self._steps is not None
+        return self._steps.stored_model(name)
+
+    def audit(self, action: str, detail: dict[str, Any]) -> None:
+        """Record what the engine did in the node's audit log."""
+        self._tasks.audit.record(actor=self.actor, action=action, target=self.job_id, detail=detail)
+
+    def receipt(self, dataset: str, rows: int, result_hash: bytes) -> str:
+        """Record this node's usage receipt of ``dataset`` on chain now (before a result leaves)."""
+        chain = self._tasks.chain
+        assert chain is not None
+        return record_receipt(chain, self.member, self.job_id, dataset, rows, result_hash,
+                              _epoch(self._tasks._get(self.job_id).started_at))
+
+    def _keys(self) -> Any:
+        if self._steps is None or self._steps.keys is None:
+            raise NotAuthorized("this node has no identity keys loaded")
+        return self._steps.keys()
+
+    def stage(self, stage: str, **values: Any) -> None:
+        """Show how far the task got (and, if given, its ``receipt_tx``, ``result_hash``, ``intersection_rows``)."""
+        unknown = set(values) - {"receipt_tx", "result_hash", "intersection_rows"}
+        if unknown:
+            raise TypeError(f"an engine may not set {sorted(unknown)}")
+        self._tasks._update(self.job_id, stage=stage, **values)
+
+    def finish(self, outputs: dict[str, bytes], rows: int, result_hash: bytes | None = None,
+               receipts: bool = True) -> dict[str, Any]:
         """Seal ``outputs`` (name -> bytes) to their approved receivers, record this node's usage receipt
-        of each of its datasets, and end the task ``succeeded``; the task as the node reports it."""
+        of each of its datasets (unless ``receipts`` is False: the engine recorded them), and end the task
+        ``succeeded``; the task as the node reports it. ``result_hash``: SM3 over the output digests."""
         from protocols.crypto.sm3 import sm3_digest
 
         chain = self._tasks.chain
@@ -61,7 +179,8 @@ class TaskPort:
         if unknown:
             raise TaskMismatch(f"output(s) {unknown} have no receiver this node approved")
         digests = {n: sm3_digest(d) for n, d in outputs.items()}
-        result_hash = sm3_digest(b"".join(digests[n] for n in sorted(digests)))
+        if result_hash is None:
+            result_hash = sm3_digest(b"".join(digests[n] for n in sorted(digests)))
         job_dir = self._tasks.job_dir(self.job_id)
         job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sealed: dict[str, dict[str, Any]] = {}
@@ -74,14 +193,14 @@ class TaskPort:
         t = self._tasks._get(self.job_id)
         try:
             txs = [record_receipt(chain, self.member, self.job_id, i["dataset"], rows, result_hash, _epoch(t.started_at))
-                   for i in self.approved.get("inputs", [])]
+                   for i in (self.approved.get("inputs", []) if receipts else [])]
         except Exception:
             for name in sealed:  # no receipt, no output
                 (job_dir / f"{name}.sealed").unlink(missing_ok=True)
             raise
         self._tasks._update(
             self.job_id, status=TaskStatus.SUCCEEDED.value, stage="done", intersection_rows=rows,
-            outputs_json=json.dumps(sealed), result_hash=result_hash.hex(), receipt_tx=txs[0] if txs else None,
+            outputs_json=json.dumps(sealed), result_hash=result_hash.hex(), receipt_tx=txs[0] if txs else t.receipt_tx,
             finished_at=utcnow(),
             audit={"actor": "node", "action": "task.succeed", "detail": {
                 "rows": rows, "result_hash": result_hash.hex(), "receipt_txs": txs,
@@ -93,13 +212,80 @@ class TaskPort:
 class StepService:
     """The generic step route over the node's one task table."""
 
-    def __init__(self, tasks: TaskService) -> None:
+    def __init__(self, tasks: TaskService, keys: Any = None) -> None:
         self.tasks = tasks
+        self.keys = keys  # () -> the node's MemberKeys (loaded once, by the approvals service)
+        self._ledger: Any = None
+        self._ledger_lock = threading.Lock()
 
-    def _engine(self, job_id: str) -> tuple[NodeEngine | None, Any, dict[str, Any]]:
-        approval = self.tasks.guard.approval(job_id)
-        approved = json.loads(approval.manifest_json)
+    def ledger(self) -> Any:
+        """The node's ε ledger (in its own database)."""
+        with self._ledger_lock:
+            if self._ledger is None:
+                from protocols.he.budget import PrivacyLedger
+
+                self._ledger = PrivacyLedger(self.tasks.settings.resolved_database_url())
+            return self._ledger
+
+    def stored_model(self, name: str) -> dict[str, Any] | None:
+        """A model stored on this node: ``{"name", "model", "commitment"}`` (None if none)."""
+        from nodes.models import HeModel
+
+        with Session(self.tasks.engine) as session:
+            rec = session.exec(select(HeModel).where(HeModel.name == name)).first()
+        if rec is None:
+            return None
+        return {"name": rec.name, "model": json.loads(rec.model_json), "commitment": rec.commitment}
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+
+    def _engine(self, job_id: str, raw: dict[str, Any] | None = None) -> tuple[NodeEngine | None, Any, dict[str, Any]]:
+        try:
+            approval: ApprovalRecord | None = self.tasks.guard.approval(job_id)
+        except NotAuthorized as refused:
+            approval, approved = None, self._own_job(job_id, raw, refused)
+        else:
+            approved = json.loads(approval.manifest_json)
         return registry.node_engine_for(str(approved.get("kind"))), approval, approved
+
+    def _own_job(self, job_id: str, raw: dict[str, Any] | None, refused: NotAuthorized) -> dict[str, Any]:
+        """The slice of a job this node requested without data of its own (the module docstring)."""
+        from protocols.manifest import inputs_of, manifest_sm3
+
+        try:
+            t: NodeTask | None = self.tasks._get(job_id)
+        except TaskNotFound:
+            t = None
+        if t is not None and t.manifest_json:  # checked against the chain when the task began
+            return self._own_slice(json.loads(t.manifest_json))
+        manifest = (raw or {}).get("manifest")
+        if not isinstance(manifest, dict):
+            raise refused
+        try:
+            if manifest.get("job_id") != job_id or manifest.get("requester") != self.tasks.member:
+                raise refused
+            if inputs_of(manifest, self.tasks.member):
+                raise refused  # it holds data for the job: only its approval lets it take part
+            auth = self.tasks.guard.live(job_id)
+            assert self.tasks.chain is not None
+            if bytes(auth.terms.manifest_hash) != manifest_sm3(manifest):
+                raise NotAuthorized("the manifest sent is not the one authorized on chain")
+            if str(auth.terms.requester).lower() != self.tasks.chain.account.lower():
+                raise NotAuthorized(f"the authorization of job {job_id!r} names another requester")
+            return self._own_slice(manifest)
+        except (KeyError, TypeError, AttributeError):
+            raise refused from None
+
+    @staticmethod
+    def _own_slice(manifest: dict[str, Any]) -> dict[str, Any]:
+        from protocols.manifest import manifest_sm3, receivers_of
+
+        return {"job_id": manifest["job_id"], "kind": manifest["kind"], "requester": manifest["requester"],
+                "requester_role": manifest.get("requester_role"), "purpose": manifest["purpose"],
+                "inputs": [], "receivers": receivers_of(manifest),
+                "job_manifest_hash": manifest_sm3(manifest).hex(), "manifest": manifest}
 
     def _fail(self, job_id: str, exc: Exception) -> None:
         error = f"{getattr(exc, 'name', type(exc).__name__)}: {getattr(exc, 'detail', exc)}"[:500]
@@ -113,7 +299,7 @@ class StepService:
 
     def run(self, job_id: str, step: str, raw: dict[str, Any] | None, actor: str) -> dict[str, Any]:
         """Run ``step`` of ``job_id`` (the module docstring says what is checked first)."""
-        engine, approval, approved = self._engine(job_id)
+        engine, approval, approved = self._engine(job_id, raw)
         if engine is None:
             raise TaskMismatch(f"a {approved.get('kind')} job has no steps on this route")
         model: type[BaseModel] | None = engine.steps.get(step)
@@ -134,22 +320,34 @@ class StepService:
             if t is not None and t.status != TaskStatus.RUNNING.value:
                 raise TaskExists(f"the task of job {job_id!r} is already {t.status}")
             datasets = [i["dataset"] for i in approved.get("inputs", [])]
-            auth = self.tasks.guard.check(job_id, datasets, approval)
-            self.tasks.policy.enforce(JobCheck.model_validate({
-                "kind": approved["kind"], "requester": approved["requester"],
-                "requester_role": approved["requester_role"], "purpose": approved["purpose"],
-                "inputs": approved.get("inputs", []),
-            }))
+            if approval is None:  # its own job, no data of it here: the live authorization names it
+                auth = self.tasks.guard.live(job_id)
+            elif t is None:  # a run starts: approved, authorized, covered, runs left
+                auth = self.tasks.guard.check(job_id, datasets, approval)
+            else:  # a later step of a running task (its receipts may be on chain): still live
+                auth = self.tasks.guard.live(job_id)
+            if approval is not None:
+                self.tasks.policy.enforce(JobCheck.model_validate({
+                    "kind": approved["kind"], "requester": approved["requester"],
+                    "requester_role": approved["requester_role"], "purpose": approved["purpose"],
+                    "inputs": approved.get("inputs", []),
+                }))
             if t is None:
                 with self.tasks.audit.transaction() as session:
                     session.add(NodeTask(job_id=job_id, status=TaskStatus.RUNNING.value, stage=step, endpoint_json="{}",
-                                         datasets_json=json.dumps(approved.get("inputs", [])), started_at=utcnow()))
+                                         datasets_json=json.dumps(approved.get("inputs", [])), started_at=utcnow(),
+                                         manifest_json=json.dumps(approved["manifest"]) if approval is None else None))
                     self.tasks.audit.append(session, actor=actor, action="task.authorized", target=job_id, detail={
                         "auth_digest": bytes(auth.digest).hex(), "manifest_hash": bytes(auth.terms.manifest_hash).hex(),
                         "datasets": datasets, "step": step})
-        port = TaskPort(self.tasks, job_id, approved, actor)
+        port = TaskPort(self.tasks, job_id, approved, actor, self, auth)
         try:
             return engine.step(port, step, body)
+        except StepRefused as exc:
+            err = EngineRefusal(exc)
+            if exc.fatal:
+                self._fail(job_id, err)
+            raise err from None
         except NodeError as exc:
             self._fail(job_id, exc)
             raise
@@ -157,8 +355,6 @@ class StepService:
     def recover(self) -> int:
         """After a restart, before the SecretFlow recovery: every task of a step-route engine that was
         running gets its engine's ``recover`` (drop what it left), then ends ``failed``; how many."""
-        from sqlmodel import Session, select
-
         with Session(self.tasks.engine) as session:
             running = [t.job_id for t in session.exec(select(NodeTask).where(NodeTask.status == TaskStatus.RUNNING.value))]
         n = 0
@@ -170,7 +366,7 @@ class StepService:
             if engine is None:
                 continue  # a SecretFlow party: TaskService.recover ends it
             try:
-                engine.recover(TaskPort(self.tasks, job_id, approved, "node"))
+                engine.recover(TaskPort(self.tasks, job_id, approved, "node", self))
             finally:
                 self.tasks._update(job_id, status=TaskStatus.FAILED.value, error="the node restarted during the task",
                                    finished_at=utcnow(), audit={"actor": "node", "action": "task.fail",
@@ -188,7 +384,7 @@ class StepService:
             return self.tasks.stop(job_id, actor)
         t = self.tasks._get(job_id)
         if t.status == TaskStatus.RUNNING.value:
-            engine.stop(TaskPort(self.tasks, job_id, approved, actor))
+            engine.stop(TaskPort(self.tasks, job_id, approved, actor, self))
             self.tasks._update(job_id, status=TaskStatus.STOPPED.value, error="stopped on request", finished_at=utcnow(),
                                audit={"actor": actor, "action": "task.stop", "detail": {"was": "running"}})
         return TaskStopped(status=self.tasks._get(job_id).status)

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from coordinator.manifest import dataset_chain_id
+from coordinator.models import JobState
 from coordinator.sdk import RemoteError
 from federation.launcher import officer_token
 from protocols.crypto.approvals import job_key
@@ -101,7 +102,7 @@ def stats_spec(**he) -> dict:
 def he_tasks_left(fed) -> list[Path]:
     """Private HE directories (secret contexts, mask keys) still on any node's disk."""
     root = fed["state"].work_dir / "nodes"
-    return [p for p in root.glob("*/tmp/he-*")]
+    return [p for p in root.glob("*/tmp/step-*")]
 
 
 def test_secure_stats_exact_without_dp(fed, no_leaked_processes):
@@ -144,16 +145,16 @@ def test_secure_stats_small_bin_refused_nothing_released(fed, no_leaked_processe
     assert err.value.error == "ResultNotReady"
     assert chain(fed).runs(job_key(job), dataset_chain_id("tax", "tax_stats")) == 0
     # the requester's secret context is gone, its task stopped; the tax node's task failed with the reason
-    bank = http(fed, "coordinator").get(f"{st.nodes['bank']}/he/{job}", timeout=10).json()
+    bank = http(fed, "coordinator").get(f"{st.nodes['bank']}/tasks/{job}", timeout=10).json()
     assert bank["status"] == "stopped"
-    tax = http(fed, "coordinator").get(f"{st.nodes['tax']}/he/{job}", timeout=10).json()
+    tax = http(fed, "coordinator").get(f"{st.nodes['tax']}/tasks/{job}", timeout=10).json()
     assert tax["status"] == "failed" and tax["error"].startswith("MinimumGroupSizeViolation")
     assert not he_tasks_left(fed)
 
 
 def test_dp_budget_exhausted_on_the_second_run(fed, no_leaked_processes):
     c, st = fed["client"], fed["state"]
-    spent0 = http(fed, "tax").get(f"{st.nodes['tax']}/he/budgets/tax_stats", timeout=10).json()
+    spent0 = http(fed, "tax").get(f"{st.nodes['tax']}/budgets/tax_stats", timeout=10).json()
     assert spent0["budget"] == 1.5 and spent0["spent"] == 0.0
     dp = {"statistics": ["count", "sum"], "bin_edges": None, "lower": 0, "upper": 100, "epsilon": 1.0}
     job1 = c.submit(stats_spec(**dp))
@@ -162,14 +163,14 @@ def test_dp_budget_exhausted_on_the_second_run(fed, no_leaked_processes):
     assert first.state.value == "SUCCEEDED", first.reason
     got = json.loads(result(fed, job1, "stats"))
     assert got["epsilon"] == 1.0 and abs(got["count"] - 108) < 60  # noisy, but of the right size
-    after = http(fed, "tax").get(f"{st.nodes['tax']}/he/budgets/tax_stats", timeout=10).json()
+    after = http(fed, "tax").get(f"{st.nodes['tax']}/budgets/tax_stats", timeout=10).json()
     assert after["spent"] == pytest.approx(1.0) and after["remaining"] == pytest.approx(0.5)
     job2 = c.submit(stats_spec(**dp))
     approve(fed, job2, ("tax", "power"))
     second = c.wait(job2, timeout=120)
     assert second.state.value == "FAILED"
     assert second.reason.startswith("tax refused: PrivacyBudgetExceeded"), second.reason
-    assert http(fed, "tax").get(f"{st.nodes['tax']}/he/budgets/tax_stats", timeout=10).json()["spent"] == pytest.approx(1.0)
+    assert http(fed, "tax").get(f"{st.nodes['tax']}/budgets/tax_stats", timeout=10).json()["spent"] == pytest.approx(1.0)
     assert chain(fed).runs(job_key(job2), dataset_chain_id("tax", "tax_stats")) == 0
 
 
@@ -200,7 +201,7 @@ def test_he_score_end_to_end_matches_plaintext(fed, no_leaked_processes):
     # 2. the bank's model stays on the bank's node; the spec names its commitment
     model, cols = _model(fed)
     steward = {"Authorization": f"Bearer {officer_token(st, 'bank', 'steward')}"}  # the bank's data steward
-    r = http(fed, "bank").put(f"{st.nodes['bank']}/he/models/credit_v1", json=model, timeout=30, headers=steward)
+    r = http(fed, "bank").put(f"{st.nodes['bank']}/models/credit_v1", json=model, timeout=30, headers=steward)
     assert r.status_code == 200, r.text
     commitment = r.json()["commitment"]
     spec = {
@@ -235,7 +236,7 @@ def test_he_score_end_to_end_matches_plaintext(fed, no_leaked_processes):
         assert ch.runs(job_key(job), dataset_chain_id(p.name, f"{p.name}_2024")) == 1
     assert run_audit(ch.w3, st.registry).clean
     for member in ("bank", "tax", "power"):
-        t = http(fed, "coordinator").get(f"{st.nodes[member]}/he/{job}", timeout=10).json()
+        t = http(fed, "coordinator").get(f"{st.nodes[member]}/tasks/{job}", timeout=10).json()
         assert t["status"] == "succeeded" and t["receipt_tx"].startswith("0x")
     assert not he_tasks_left(fed)
     # the departments cannot read the bank's result
@@ -266,18 +267,114 @@ def test_malformed_total_relayed_to_the_requester_is_refused(fed, no_leaked_proc
     # a manifest that is not the authorized one is refused before any key is made
     forged = json.loads(json.dumps(manifest))
     forged["engine"]["he"]["query"]["min_group_size"] = 1
-    r = http(fed, "coordinator").post(f"{bank}/he/{job_id}/start", json={"manifest": forged}, timeout=60)
+    r = http(fed, "coordinator").post(f"{bank}/tasks/{job_id}/start", json={"manifest": forged}, timeout=60)
     assert r.status_code == 403 and r.json()["error"] == "NotAuthorized"
-    r = http(fed, "coordinator").post(f"{bank}/he/{job_id}/start", json={"manifest": manifest}, timeout=60)
+    r = http(fed, "coordinator").post(f"{bank}/tasks/{job_id}/start", json={"manifest": manifest}, timeout=60)
     assert r.status_code == 200, r.text
     assert base64.b64decode(r.json()["public_context_b64"])
     assert len(he_tasks_left(fed)) == 1
     bad = base64.b64encode(b"DCPHE1\x00\x00\x00\x05{oops").decode()
-    r = http(fed, "coordinator").post(f"{bank}/he/{job_id}/finish", json={"total_b64": bad}, timeout=60)
+    r = http(fed, "coordinator").post(f"{bank}/tasks/{job_id}/finish", json={"total_b64": bad}, timeout=60)
     assert r.status_code == 422 and r.json()["error"] == "MalformedCiphertext", r.text
-    t = http(fed, "coordinator").get(f"{bank}/he/{job_id}", timeout=10).json()
+    t = http(fed, "coordinator").get(f"{bank}/tasks/{job_id}", timeout=10).json()
     assert t["status"] == "failed" and t["error"].startswith("MalformedCiphertext")
     assert not he_tasks_left(fed)  # the secret context was deleted with the refusal
     # and nothing more can be asked of that task
-    r = http(fed, "coordinator").post(f"{bank}/he/{job_id}/finish", json={"total_b64": bad}, timeout=60)
-    assert r.status_code == 409 and r.json()["error"] == "HeStepRefused"
+    r = http(fed, "coordinator").post(f"{bank}/tasks/{job_id}/finish", json={"total_b64": bad}, timeout=60)
+    assert r.status_code == 409 and r.json()["error"] == "TaskExists"
+
+
+def _tax_state(fed, job: str) -> dict:
+    """What a hijack must not change at tax: its task, its receipts on chain, its ε ledger, its secrets."""
+    st = fed["state"]
+    r = http(fed, "coordinator").get(f"{st.nodes['tax']}/tasks/{job}", timeout=10)
+    task = r.json() if r.status_code == 200 else r.json()["error"]
+    spent = http(fed, "tax").get(f"{st.nodes['tax']}/budgets/tax_stats", timeout=10).json()["spent"]
+    scratch = sorted(p.name for d in (st.work_dir / "nodes" / "tax" / "tmp").glob("step-*") for p in d.iterdir())
+    return {"task": task, "runs": chain(fed).runs(job_key(job), dataset_chain_id("tax", "tax_stats")),
+            "spent": spent, "scratch": scratch}
+
+
+def test_he_hijack_is_refused_and_changes_nothing(fed, no_leaked_processes):
+    """The hijack of issue 15: an outsider calls tax's ``start`` first, then ``contribute`` with its own
+    CKKS context and an X25519 key standing in for power's, to decrypt tax's masked contribution.
+    Only the authenticated coordinator may call a step (403 for anyone else), and even the coordinator's
+    key cannot relay material that the requester and the contributors did not sign (MaterialNotSigned):
+    nothing is computed, contributed, charged or receipted, tax's task stays as it was, and the real job
+    then succeeds with the genuine material."""
+    import os
+    import signal
+
+    from protocols.crypto import sm2
+    from protocols.crypto.keystore import load_keystore
+    from protocols.he.binding import material_message
+    from protocols.he.context import make_context
+    from protocols.he.masks import mask_keypair
+    from protocols.manifest import manifest_sm3
+
+    c, st = fed["client"], fed["state"]
+    tax, bank_pid = st.nodes["tax"], st.pids["bank"]
+    job = c.submit(stats_spec())
+    manifest = c.manifest(job)["manifest"]
+    mhash = manifest_sm3(manifest).hex()  # the authorization's manifest hash
+    os.kill(bank_pid, signal.SIGSTOP)  # the coordinator's first step (the requester's start) waits on it
+    try:
+        approve(fed, job, ("tax", "power"))
+        assert c.wait(job, timeout=60, until={JobState.RUNNING}).state == JobState.RUNNING
+        before = _tax_state(fed, job)
+        assert before["task"] == "TaskNotFound" and before["runs"] == 0
+        outsider_ctx = make_context(None)
+        o_priv, o_pub = mask_keypair()
+        forged = {"public_context_b64": base64.b64encode(outsider_ctx.public).decode(),
+                  "mask_group": {"job_id": job, "members": {"tax": "00" * 32, "power": o_pub.hex()}}}
+        # 1. an outsider (a member that is not the coordinator: power's or the requester's own identity)
+        for who in ("power", "bank"):
+            r = http(fed, who).post(f"{tax}/tasks/{job}/start", json={"manifest": manifest}, timeout=60)
+            assert (r.status_code, r.json()["error"]) == (403, "Forbidden"), r.text
+            r = http(fed, who).post(f"{tax}/tasks/{job}/contribute", json=forged, timeout=60)
+            assert (r.status_code, r.json()["error"]) == (403, "Forbidden"), r.text
+        assert _tax_state(fed, job) == before
+        # 2. the coordinator's key relaying the outsider's material: tax starts (as the coordinator would)
+        #    and signs its mask key, but refuses a context the requester did not sign
+        as_coordinator = http(fed, "coordinator")
+        r = as_coordinator.post(f"{tax}/tasks/{job}/start", json={"manifest": manifest}, timeout=120)
+        assert r.status_code == 200, r.text
+        started = r.json()
+        tax_key = bytes.fromhex(started["mask_public_key"])
+        keys = {m: load_keystore(st.keys_dir / f"{m}.keystore.json", st.passphrase_of(m)).sm2 for m in ("tax", "bank")}
+        assert sm2.verify(keys["tax"].public_key, material_message("mask_key", job, mhash, "tax", tax_key.hex()),
+                          bytes.fromhex(started["mask_key_signature"]))
+        group = {"job_id": job, "members": {"tax": tax_key.hex(), "power": o_pub.hex()}}
+        outsider_sm2 = sm2.generate_keypair()
+        fp = outsider_ctx.fingerprint
+        hijack = {"public_context_b64": forged["public_context_b64"], "mask_group": group,
+                  "context_signature": sm2.sign(outsider_sm2.private_key, material_message("context", job, mhash, "bank", fp)).hex(),
+                  "mask_signatures": {"tax": started["mask_key_signature"],
+                                      "power": sm2.sign(outsider_sm2.private_key, material_message(
+                                          "mask_key", job, mhash, "power", o_pub.hex())).hex()}}
+        after_start = _tax_state(fed, job)
+        assert after_start["task"]["status"] == "running" and after_start["runs"] == 0
+        for body in (hijack, {**hijack, "context_signature": None, "mask_signatures": None}):
+            r = as_coordinator.post(f"{tax}/tasks/{job}/contribute", json=body, timeout=120)
+            assert (r.status_code, r.json()["error"]) == (403, "MaterialNotSigned"), r.text
+            assert "context" in r.json()["detail"] and "bank" in r.json()["detail"]
+            assert "contribution_b64" not in r.text
+        # 3. a context the requester did sign, but a mask key for power that power did not sign
+        signed_ctx = {**hijack, "context_signature": sm2.sign(keys["bank"].private_key, material_message(
+            "context", job, mhash, "bank", fp)).hex()}
+        for sigs in (hijack["mask_signatures"], {"tax": started["mask_key_signature"]}):
+            r = as_coordinator.post(f"{tax}/tasks/{job}/contribute", json={**signed_ctx, "mask_signatures": sigs},
+                                    timeout=120)
+            assert (r.status_code, r.json()["error"]) == (403, "MaterialNotSigned"), r.text
+            assert "mask key" in r.json()["detail"] and "power" in r.json()["detail"]
+        assert _tax_state(fed, job) == after_start  # nothing contributed, charged, receipted; the task as it was
+    finally:
+        os.kill(bank_pid, signal.SIGCONT)
+    # the real job, with the genuine material, is unharmed
+    final = c.wait(job, timeout=180)
+    assert final.state.value == "SUCCEEDED", final.reason
+    got = json.loads(result(fed, job, "stats"))
+    values = np.concatenate([fed["stats"]["tax"]["employees"], fed["stats"]["power"]["employees"]])
+    assert got["count"] == len(values) and got["sum"] == pytest.approx(values.sum(), abs=1e-3)
+    assert chain(fed).runs(job_key(job), dataset_chain_id("tax", "tax_stats")) == 1
+    assert not he_tasks_left(fed)

@@ -83,18 +83,15 @@ def _calls(tmp_path, frame, carol: str) -> dict[tuple[str, str], list[dict]]:
         ("GET", "/tasks/{job_id}"): [{"job_id": "j1"}],
         ("POST", "/tasks/{job_id}/stop"): [{"job_id": "j1"}],
         ("POST", "/tasks/{job_id}/{step}"): [{"job_id": "j1", "step": "answer", "json": {"note": "x"}},
-                                             {"job_id": "nope", "step": "answer", "json": {}}],
+                                             {"job_id": "nope", "step": "answer", "json": {}},
+                                             {"job_id": "j1", "step": "start", "json": {"manifest": job}},
+                                             {"job_id": "j1", "step": "contribute", "json": {"public_context_b64": "AAAA"}},
+                                             {"job_id": "j1", "step": "finish", "json": {"total_b64": "AAAA"}}],
         ("GET", "/tasks/{job_id}/outputs/{name}"): [{"job_id": "j1", "name": "predictions"}],
-        # HE steps: a model is stored (its weights never come back), every job step is a named refusal
-        ("PUT", "/he/models/{name}"): [{"name": "m1", "json": {"intercept": 0.5, "weights": {"tax": {"vat_paid": 1.25}}}}],
-        ("GET", "/he/models/{name}"): [{"name": "m1"}, {"name": "missing"}],
-        ("GET", "/he/budgets/{dataset}"): [{"dataset": DS}],
-        ("POST", "/he/{job_id}/start"): [{"job_id": "j1", "json": {"manifest": job}}],
-        ("POST", "/he/{job_id}/prepare"): [{"job_id": "j1", "json": {"aligned_by": {"job_id": "j0"}}}],
-        ("POST", "/he/{job_id}/contribute"): [{"job_id": "j1", "json": {"public_context_b64": "AAAA"}}],
-        ("POST", "/he/{job_id}/finish"): [{"job_id": "j1", "json": {"total_b64": "AAAA"}}],
-        ("POST", "/he/{job_id}/stop"): [{"job_id": "j1"}],
-        ("GET", "/he/{job_id}"): [{"job_id": "j1"}],
+        # a model is stored (its weights never come back); an HE job's steps are steps of the one route
+        ("PUT", "/models/{name}"): [{"name": "m1", "json": {"intercept": 0.5, "weights": {"tax": {"vat_paid": 1.25}}}}],
+        ("GET", "/models/{name}"): [{"name": "m1"}, {"name": "missing"}],
+        ("GET", "/budgets/{dataset}"): [{"dataset": DS}],
     }
 
 
