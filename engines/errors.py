@@ -33,3 +33,14 @@ class SpecRefused(Exception):
         super().__init__(detail)
         self.error = error
         self.detail = detail
+
+
+class StepRefused(Exception):
+    """A node engine's step refuses by name (``error``, e.g. ``SandboxOutputRefused``): the node fails
+    the task and answers the caller with that name and ``detail``."""
+
+    def __init__(self, error: str, detail: str, status_code: int = 409) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+        self.status_code = status_code

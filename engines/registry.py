@@ -1,6 +1,6 @@
 """Job kind -> engine: the one place that says which engine runs a kind.
 
-The two built-in engines are registered on first use. Another engine is an addition: a module that
+The three built-in engines (SecretFlow, CKKS, the sandbox) are registered on first use. Another engine is an addition: a module that
 calls :func:`register` in a function ``register_engines()``, named in ``DCP_ENGINES`` (comma-separated
 modules; every process of a federation inherits it: coordinator and nodes load the same engines), or
 registered directly by a test (and removed with :func:`unregister`)."""
@@ -29,11 +29,17 @@ def _builtins() -> None:
         _state["loading"] = True
         try:
             from engines.ckks.coordinator import CkksEngine
+            from engines.sandbox.coordinator import SandboxEngine
+            from engines.sandbox.node import SandboxNodeEngine
             from engines.secretflow.coordinator import SecretFlowEngine
 
             for e in (SecretFlowEngine(), CkksEngine()):
                 for k in e.kinds:
                     _engines.setdefault(k, e)
+            sandbox, sandbox_node = SandboxEngine(), SandboxNodeEngine()
+            for k in sandbox.kinds:
+                _engines.setdefault(k, sandbox)
+                _node_engines.setdefault(k, sandbox_node)
             for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
                 importlib.import_module(name).register_engines()
             _state["loaded"] = True

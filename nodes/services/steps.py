@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from engines import registry
 from engines.base import NodeEngine
+from engines.errors import StepRefused
 from nodes.errors import NodeError, TaskExists, TaskMismatch, TaskNotFound
 from nodes.models import JobCheck, NodeTask, TaskStatus, TaskStopped, utcnow
 from nodes.services.receipts import record_receipt, seal_for
@@ -32,6 +34,19 @@ from nodes.services.tasks import TaskService, _epoch
 
 class StepNotFound(TaskNotFound):
     """The job's engine has no step of that name."""
+
+
+class EngineRefusal(NodeError):
+    """A step refused by its engine (:class:`engines.errors.StepRefused`), answered under the engine's name."""
+
+    def __init__(self, exc: StepRefused) -> None:
+        super().__init__(exc.detail)
+        self.status_code = exc.status_code
+        self._name = exc.error
+
+    @property
+    def name(self) -> str:
+        return self._name
 
 
 class TaskPort:
@@ -48,6 +63,43 @@ class TaskPort:
     def stage(self, stage: str) -> None:
         """Show how far the task got."""
         self._tasks._update(self.job_id, stage=stage)
+
+    def policy(self) -> Any:
+        """The node's current policy (``nodes.models.Policy``: min_group_size, privacy_budgets, …)."""
+        return self._tasks.policy.current()
+
+    def key_column(self, dataset: str) -> str | None:
+        """The key column of one of this node's datasets (its values are identifiers)."""
+        return self._tasks.datasets.get(dataset).key_column
+
+    def extract(self, dataset: str, columns: list[str], dest: Path) -> int:
+        """Write exactly ``columns`` of ``dataset`` to ``dest`` (CSV, 0600); only an approved input's
+        approved columns. The rows written."""
+        approved = {i["dataset"]: i["columns"] for i in self.approved.get("inputs", [])}
+        if dataset not in approved or not set(columns) <= set(approved[dataset]):
+            raise TaskMismatch(f"{dataset} {columns} is not what this node approved for job {self.job_id!r}")
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        rows = self._tasks.datasets.extract_csv(dataset, columns, dest)
+        dest.chmod(0o600)
+        return rows
+
+    def scratch(self) -> Path:
+        """A private (0700) scratch directory for this task's plaintext; the engine deletes it."""
+        from protocols.crypto.approvals import job_key
+
+        d = self._tasks.scratch_root / f"step-{job_key(self.job_id).hex()[:32]}"
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return d
+
+    def privacy_ledger(self) -> Any:
+        """The node's ε ledger (``protocols.he.budget.PrivacyLedger``, its own database), each dataset's
+        budget set from the policy's ``privacy_budgets``; the caller closes it."""
+        from protocols.he.budget import PrivacyLedger
+
+        ledger = PrivacyLedger(self._tasks.settings.resolved_database_url())
+        for ds, eps in self.policy().privacy_budgets.items():
+            ledger.set_budget(ds, eps)
+        return ledger
 
     def finish(self, outputs: dict[str, bytes], rows: int) -> dict[str, Any]:
         """Seal ``outputs`` (name -> bytes) to their approved receivers, record this node's usage receipt
@@ -153,6 +205,10 @@ class StepService:
         except NodeError as exc:
             self._fail(job_id, exc)
             raise
+        except StepRefused as exc:
+            refusal = EngineRefusal(exc)
+            self._fail(job_id, refusal)
+            raise refusal from None
 
     def recover(self) -> int:
         """After a restart, before the SecretFlow recovery: every task of a step-route engine that was
