@@ -107,6 +107,8 @@ def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
     }
     if manifest.get("model_from"):
         body["model_from"] = manifest["model_from"]
+    if registry.engine_for(manifest["kind"]).slice_carries_engine:
+        body["engine"] = manifest["engine"]  # the officers review it; the node runs only what it signed
     if manifest.get("request"):  # the requester's signed job request: every node verifies it
         body["request"] = manifest["request"]
     req = ApprovalRequestIn.model_validate(body)

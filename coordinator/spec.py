@@ -126,6 +126,9 @@ class JobSpec(_Model):
         default=None, min_length=1, max_length=200,
         description="vertical_predict: the training job whose stored model parts each node uses",
     )
+    engine_params: dict[str, Any] | None = Field(
+        default=None, description="an engine's own parameters, checked by its check_spec (engines/)"
+    )
 
     @field_validator("purpose")
     @classmethod
@@ -151,7 +154,8 @@ class JobSpec(_Model):
             if self.psi_protocol not in ("RR22", "ECDH_SM2"):
                 raise ValueError(f"gm_mode uses ECDH on the SM2 curve; psi_protocol {self.psi_protocol} conflicts")
             self.psi_protocol = "ECDH_SM2"
-        if self.join_key is None and self.kind != "secure_stats":
+        engine = registry.engine_for(self.kind)
+        if self.join_key is None and self.kind != "secure_stats" and engine.needs_join_key:
             raise ValueError(f"a {self.kind} job needs a join_key")
         if (self.he is None) == (self.kind in HE_KINDS):
             raise ValueError(f"the he section is for {' and '.join(HE_KINDS)} jobs only, and they need it")
@@ -183,8 +187,9 @@ class JobSpec(_Model):
         members = [i.member for i in self.inputs]
         if len(set(members)) != len(members):
             raise ValueError("one dataset per member: the engines run one party per member")
-        if len(set(members)) < 2:
-            raise ValueError("a multi-party job needs at least two members")
+        if len(set(members)) < engine.min_members:
+            raise ValueError(f"a {self.kind} job needs at least {engine.min_members} members"
+                             if engine.min_members != 2 else "a multi-party job needs at least two members")
         if self.kind == "vertical_train":  # refused here, not only when every party process starts
             from protocols.secretflow.spec import ModelParams, check_real_sigmoid
 

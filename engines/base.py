@@ -88,6 +88,11 @@ class Engine(ABC):
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
     outputs: ClassVar[dict[str, tuple[str, ...]]]  # kind -> the outputs a job of that kind produces
+    min_members: ClassVar[int] = 2  # data-owning members a job needs (a one-department engine says 1)
+    needs_join_key: ClassVar[bool] = True  # the spec must name a join key
+    slice_carries_engine: ClassVar[bool] = False
+    """Each department's slice (what its officers review in the inbox and its node signs) carries the
+    manifest's ``engine`` section too: for an engine whose node runs exactly what was approved (code)."""
 
     def check_spec(self, spec: Any) -> None:
         """Refuse (SpecRefused) a spec that breaks a rule of this engine (when it is parsed)."""

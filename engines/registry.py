@@ -1,6 +1,6 @@
 """Job kind -> engine: the one place that says which engine runs a kind.
 
-The two built-in engines are registered on first use. Another engine is an addition: a module that
+The three built-in engines (SecretFlow, CKKS, the sandbox) are registered on first use. Another engine is an addition: a module that
 calls :func:`register` in a function ``register_engines()``, named in ``DCP_ENGINES`` (comma-separated
 modules; every process of a federation inherits it: coordinator and nodes load the same engines), or
 registered directly by a test (and removed with :func:`unregister`)."""
@@ -30,9 +30,12 @@ def _builtins() -> None:
         try:
             from engines.ckks.coordinator import CkksEngine
             from engines.ckks.node import CkksNodeEngine
+            from engines.sandbox.coordinator import SandboxEngine
+            from engines.sandbox.node import SandboxNodeEngine
             from engines.secretflow.coordinator import SecretFlowEngine
 
-            for e, n in ((SecretFlowEngine(), None), (CkksEngine(), CkksNodeEngine())):
+            for e, n in ((SecretFlowEngine(), None), (CkksEngine(), CkksNodeEngine()),
+                         (SandboxEngine(), SandboxNodeEngine())):
                 for k in e.kinds:
                     _engines.setdefault(k, e)
                     if n is not None:

@@ -84,6 +84,7 @@ def slice_matches(manifest: Mapping[str, Any], member: str, node_manifest: Mappi
             and int(got_expiry.timestamp()) == int(manifest["expiry_unix"])
             and node_manifest.get("max_runs") == manifest["max_runs"]
             and node_manifest.get("request") == manifest.get("request")  # the requester's signed request
+            and node_manifest.get("engine", manifest["engine"]) == manifest["engine"]  # when the slice carries it
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return False
@@ -124,11 +125,14 @@ class ApprovalRequestIn(BaseModel):
     request: dict[str, Any] | None = None
     """The requester's signed job request (``protocols.signed_request.SignedRequest``): part of the
     signed slice; the node verifies it against the requester's Registry key before filing."""
+    engine: dict[str, Any] | None = None
+    """The manifest's engine section, for an engine whose node runs exactly what its officers reviewed
+    (``engines.base.Engine.slice_carries_engine``, e.g. code); absent from every other kind's slice."""
 
     @model_serializer(mode="wrap")
     def _omit_no_model(self, handler: SerializerFunctionWrapHandler) -> dict:
         data = handler(self)
-        for optional in ("model_from", "request"):
+        for optional in ("model_from", "request", "engine"):
             if isinstance(data, dict) and data.get(optional) is None:
                 data.pop(optional, None)
         return data

@@ -110,6 +110,10 @@ class ApprovalService:
                 for c in inp["columns"]
             )
             lines.append(f"Uses dataset {inp['dataset']}: {cols}.")
+        engine = m.get("engine")
+        if isinstance(engine, dict) and isinstance(engine.get("code"), str):  # an engine that runs reviewed code
+            lines.append(f"Runs this code (SM3 {engine.get('code_sm3')}, {len(engine['code'].splitlines())} lines, "
+                         f"function {engine.get('function')!r}); it is shown in full in the manifest's engine section.")
         for out, who in m["receivers"].items():
             lines.append(f"Output {out!r} goes to: {', '.join(who)}.")
         lines.append(f"Valid until {m['expiry']}; at most {m['max_runs']} run(s). Job {m['job_id']}.")

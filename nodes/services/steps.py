@@ -75,6 +75,21 @@ class TaskPort:
 
     # what an engine may read or use at this node (never the node's private key itself)
 
+    def key_column(self, dataset: str) -> str | None:
+        """The key column of one of this node's datasets (its values are identifiers)."""
+        return self._tasks.datasets.get(dataset).key_column
+
+    def extract(self, dataset: str, columns: list[str], dest: Path) -> int:
+        """Write exactly ``columns`` of ``dataset`` to ``dest`` (CSV, 0600); only an approved input's
+        approved columns. The rows written."""
+        approved = {i["dataset"]: i["columns"] for i in self.approved.get("inputs", [])}
+        if dataset not in approved or not set(columns) <= set(approved[dataset]):
+            raise TaskMismatch(f"{dataset} {columns} is not what this node approved for job {self.job_id!r}")
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        rows = self._tasks.datasets.extract_csv(dataset, columns, dest)
+        dest.chmod(0o600)
+        return rows
+
     def scratch(self, create: bool = True) -> Path:
         """The task's private 0700 directory under the node's tmp (deleted with :meth:`drop_scratch`)."""
         from protocols.crypto.approvals import job_key

@@ -142,6 +142,12 @@ class LowSide:
 
     def start(self, timeout: float = 420.0) -> None:
         """Start the datasite; returns when it serves (import ≈ 25 s and launch ≈ 20 s, longer under load)."""
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the datasite's process and return at once (:meth:`wait_ready` waits for it). Call it from a
+        thread that outlives the datasite: bubblewrap's ``--die-with-parent`` follows the spawning thread."""
         if not lowside_available():
             raise SandboxUnavailable("the syft venv (.venv-syft) or bubblewrap is missing: run make bootstrap")
         for sub in ("home", "tmp"):
@@ -159,6 +165,9 @@ class LowSide:
         assert self._proc.stdout is not None
         os.set_blocking(self._proc.stdout.fileno(), False)
         self._sel.register(self._proc.stdout, selectors.EVENT_READ)
+
+    def wait_ready(self, timeout: float = 420.0) -> None:
+        """Wait until the spawned datasite serves, then open the researchers' relay (stopped on failure)."""
         try:
             ready = self._read(timeout)
             if "ready" not in ready:
