@@ -106,6 +106,11 @@ class NodeSettings(BaseSettings):
     require_signed_requests: bool = True
     """File an approval request only with the requester's valid SM2-signed job request."""
     request_max_age_s: float = 900.0
+    auto_approve_own_requests: bool = False
+    """True: a job this node's own member requested, with a valid SM2 signature over a spec that names
+    this node's datasets and columns, is approved at once for those inputs (the requester's signature
+    is its consent); the policy and the chain terms are checked as for any approval. False (the
+    default, and what ``dcp up`` writes): the node's approver decides, as for any other request."""
     """A signed job request older than this is refused (replays are refused by nonce regardless)."""
     officer_scrypt_n: int = 2**15
     """scrypt cost N for officer passwords (r = 8, p = 1: 32 MiB per guess at the default)."""

@@ -29,13 +29,39 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _keystore_account(keystore: Path, passphrase_file: Path | None):  # noqa: ANN202 - eth_account LocalAccount
+    """The chain account of a keystore (a governor's), opened with its passphrase file (else asked)."""
+    from eth_account import Account
+
+    from dcp.commands.keys import _passphrase
+    from protocols.crypto.errors import CryptoError
+    from protocols.crypto.keystore import load_keystore
+
+    try:
+        return Account.from_key(load_keystore(keystore, _passphrase(passphrase_file)).chain_private_key)
+    except CryptoError as exc:
+        _fail(exc)
+
+
+def _address(value: str) -> str:
+    """An address given as such, or as a `dcp keys export-public` JSON file (its ``chain_address``)."""
+    return json.loads(Path(value).read_text(encoding="utf-8"))["chain_address"] if value.endswith(".json") else value
+
+
+keystore_opt = typer.Option(None, "--keystore", help="the signer's keystore (a governor's: dcp keys new)")
+pass_opt = typer.Option(None, "--passphrase-file", help="its passphrase file (else $DCP_KEYSTORE_PASSPHRASE, else asked)")
+
+
 @chain.command("deploy")
 def deploy(
     rpc: str = typer.Option(..., help="JSON-RPC URL of the chain"),
-    governor: list[str] = typer.Option(None, help="Governor address (repeat); default: the node's first 3 accounts"),
+    governor: list[str] = typer.Option(None, help="Governor address or `dcp keys export-public` JSON (repeat); "
+                                       "default: the node's first 3 accounts"),
     threshold: int = typer.Option(2, help="Governor approvals a proposal needs"),
     sender: str = typer.Option(None, "--from", help="Deployer address; default: the node's first account"),
     key_env: str = typer.Option(None, help="Environment variable holding the deployer's private key (hex)"),
+    keystore: Path = typer.Option(None, "--keystore", help="the deployer's keystore (signs locally; e.g. a governor's)"),
+    passphrase_file: Path = pass_opt,
     out: Path = typer.Option(Path("deployment.json"), help="Where to write the deployment addresses"),
 ) -> None:
     """Deploy Registry, Authorizations and Receipts, bind them, and write their addresses."""
@@ -44,6 +70,10 @@ def deploy(
 
     w3 = _web3(rpc)
     signers = {}
+    if keystore:
+        acct = _keystore_account(keystore, passphrase_file)
+        signers[acct.address] = acct
+        sender = sender or acct.address
     if key_env:
         from eth_account import Account
 
@@ -56,7 +86,7 @@ def deploy(
         sender = sender or acct.address
     accounts = list(w3.eth.accounts) if not (sender and governor) else []
     sender = sender or (accounts[0] if accounts else None)
-    governors = list(governor) if governor else accounts[:3]
+    governors = [_address(g) for g in governor] if governor else accounts[:3]
     if not sender or not governors:
         typer.echo("error: the node has no unlocked accounts; pass --from/--key-env and --governor", err=True)
         raise typer.Exit(2)
@@ -69,6 +99,113 @@ def deploy(
     typer.echo(f"authorizations {client.deployment.authorizations}")
     typer.echo(f"receipts       {client.deployment.receipts}")
     typer.echo(f"wrote {out}")
+
+
+@chain.command("fund")
+def fund(
+    rpc: str = typer.Option(..., help="JSON-RPC URL of a development chain (anvil)"),
+    account: list[str] = typer.Argument(..., help="address, or a `dcp keys export-public` JSON file"),
+    ether: int = typer.Option(100, help="how much each gets"),
+) -> None:
+    """Development chains only: send gas money from the chain's first unlocked account (on a consortium
+    chain, accounts are funded at genesis or by its operator)."""
+    w3 = _web3(rpc)
+    if not w3.eth.accounts:
+        typer.echo("error: the chain has no unlocked account to fund from", err=True)
+        raise typer.Exit(2)
+    for a in account:
+        addr = _address(a)
+        w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction(
+            {"from": w3.eth.accounts[0], "to": w3.to_checksum_address(addr), "value": w3.to_wei(ether, "ether")}))
+        typer.echo(f"{addr}: {w3.from_wei(w3.eth.get_balance(addr), 'ether')} ether")
+
+
+def _governor(rpc: str, registry: str, keystore: Path | None, passphrase_file: Path | None):  # noqa: ANN202
+    from contracts.client import ChainClient
+    from contracts.errors import ChainError
+
+    if keystore is None:
+        typer.echo("error: a governor signs: --keystore (and --passphrase-file)", err=True)
+        raise typer.Exit(2)
+    acct = _keystore_account(keystore, passphrase_file)
+    try:
+        return ChainClient.connect(_web3(rpc), registry, signers={acct.address: acct}), acct.address
+    except ChainError as exc:
+        _fail(exc)
+
+
+def _outcome(what: str, o) -> str:  # noqa: ANN001 - ProposalOutcome
+    return f"proposal {o.proposal_id} ({what}): {'executed' if o.executed else 'pending'} after {o.approvals} approval(s)"
+
+
+@chain.command("admit")
+def admit(
+    member: list[str] = typer.Option(..., "--member", help="ROLE=FILE: a role (department, bank, regulator, "
+                                     "coordinator, researcher) and the member's `dcp keys export-public` JSON; repeat"),
+    rpc: str = typer.Option(..., help="JSON-RPC URL of the chain"),
+    registry: str = typer.Option(..., help="Registry address"),
+    keystore: Path = keystore_opt, passphrase_file: Path = pass_opt,
+) -> None:
+    """A governor proposes admitting members (proof of possession checked); each proposal counts its
+    approval. Other governors approve with `dcp chain approve` until the threshold is met."""
+    from contracts.errors import ChainError
+    from contracts.models import MemberAdmission, Role
+    from protocols.crypto.keystore import PublicIdentity
+
+    client, gov = _governor(rpc, registry, keystore, passphrase_file)
+    for item in member:
+        role, _, file = item.partition("=")
+        try:
+            pub = PublicIdentity.model_validate_json(Path(file).read_text(encoding="utf-8"))
+            admission = MemberAdmission(
+                account=pub.chain_address, role=Role[role.upper()], name=pub.member,
+                sm2_public_key=bytes.fromhex(pub.sm2_public_key), bls_public_key=bytes.fromhex(pub.bls_public_key),
+                bls_pop=bytes.fromhex(pub.bls_pop))
+            typer.echo(_outcome(f"admit {pub.member} as {role}", client.propose_add_member(gov, admission)))
+        except (KeyError, OSError, ValueError, ChainError) as exc:
+            _fail(exc)
+
+
+@chain.command("approve")
+def approve(
+    proposal: list[int] = typer.Argument(None, help="proposal id(s)"),
+    pending: bool = typer.Option(False, "--pending", help="every proposal not executed yet (review them first: "
+                                 "`dcp chain proposals`)"),
+    rpc: str = typer.Option(..., help="JSON-RPC URL of the chain"),
+    registry: str = typer.Option(..., help="Registry address"),
+    keystore: Path = keystore_opt, passphrase_file: Path = pass_opt,
+) -> None:
+    """A governor approves governance proposals; each executes once the threshold is met."""
+    from contracts.errors import ChainError
+
+    client, gov = _governor(rpc, registry, keystore, passphrase_file)
+    if pending:
+        proposal = [p["id"] for p in _proposals(client) if not p["executed"]]
+    for pid in proposal or []:
+        try:
+            typer.echo(_outcome("approve", client.approve_proposal(gov, pid)))
+        except ChainError as exc:
+            _fail(exc)
+
+
+def _proposals(client) -> list[dict]:  # noqa: ANN001 - ChainClient
+    reg = client.registry.functions
+    out = []
+    for i in range(reg.proposalCount().call()):
+        kind, proposer, executed, payload = reg.proposal(i).call()
+        out.append({"id": i, "kind": int(kind), "proposer": proposer, "executed": bool(executed),
+                    "approvals": int(reg.approvalCount(i).call())})
+    return out
+
+
+@chain.command("proposals")
+def proposals(rpc: str = typer.Option(..., help="JSON-RPC URL of the chain"),
+              registry: str = typer.Option(..., help="Registry address")) -> None:
+    """The Registry's governance proposals: id, kind, proposer, approvals, executed (JSON lines)."""
+    from contracts.client import ChainClient
+
+    for p in _proposals(ChainClient.connect(_web3(rpc), registry)):
+        typer.echo(json.dumps(p))
 
 
 @chain.command("members")

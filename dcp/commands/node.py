@@ -115,8 +115,9 @@ def register(app: typer.Typer) -> None:
         encoding: str = typer.Option("utf-8"),
         token: str = typer.Option(None, envvar="DCP_NODE_TOKEN", help="a data steward's session token (dcp node login)"),
         member: str = member_opt,
+        register_: bool = typer.Option(False, "--register", help="then register it on chain (dcp node register)"),
     ) -> None:
-        """Upload a file to a running node and print its quality summary."""
+        """Upload a file to a running node and print its quality summary (a data steward's session)."""
 
         data = {"name": name, "encoding": encoding}
         if key_column:
@@ -141,6 +142,28 @@ def register(app: typer.Typer) -> None:
                 indent=2,
             )
         )
+        if register_:
+            _register(url, name, headers, member)
+
+    @node.command("register")
+    def register_cmd(
+        name: str = typer.Argument(..., help="the dataset, as ingested"),
+        url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
+        token: str = typer.Option(None, envvar="DCP_NODE_TOKEN", help="a data steward's session token (dcp node login)"),
+        member: str = member_opt,
+    ) -> None:
+        """Register an ingested dataset on chain from the node's own account (its id, schema SM3 and highest
+        grade): no job can be authorized on a dataset the Registry does not hold. Idempotent."""
+        _register(url, name, {"Authorization": f"Bearer {token}"} if token else {}, member)
+
+    def _register(url: str, name: str, headers: dict[str, str], member: str | None) -> None:
+        r = _http(member).post(f"{url}/datasets/{name}/register", headers=headers, timeout=180)
+        body = r.json()
+        if r.status_code >= 400:
+            typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{name}: {body['status']} on chain as {body['dataset_id']} (grade {body['grade']}"
+                   + (f", tx {body['tx']})" if body.get("tx") else ")"))
 
     @node.command("catalog")
     def catalog(url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
@@ -283,12 +306,12 @@ def register_users(node: typer.Typer) -> None:
     @node.command("login")
     def login(name: str = typer.Argument(..., help="officer name"),
               url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
-              password_file: Path = pw_opt) -> None:
+              password_file: Path = pw_opt,
+              member: str = typer.Option(None, "--member", "-m", envvar="DCP_MEMBER",
+                                         help="the member you act as over 国密 TLS")) -> None:
         """Log in as an officer; prints the session token (use it as DCP_NODE_TOKEN)."""
-        import httpx
-
         password = _password(password_file) if password_file else typer.prompt("password", hide_input=True)
-        r = httpx.post(f"{url}/officers/login", json={"name": name, "password": password}, timeout=30)
+        r = _http(member).post(f"{url}/officers/login", json={"name": name, "password": password}, timeout=30)
         body = r.json()
         if r.status_code >= 400:
             typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
