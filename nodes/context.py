@@ -43,6 +43,9 @@ class NodeContext:
     chain: NodeChain | None = None
     he: HeService | None = None
     """The CKKS steps (``/he`` routes); built with the context."""
+    gateway: Any = None
+    """The node's running 国密 gateway (``nodes.services.gateway.NodeGateway``) when its settings have a
+    ``gateway`` section; started with the TLS server (``dcp node start``)."""
 
     @classmethod
     def build(

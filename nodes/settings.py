@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 from common.settings import file_settings_sources, project_root
 from nodes.errors import ConfigError
+from protocols.gateway.config import GatewaySettings
 from protocols.gmtls.config import GmTlsSettings
 from protocols.identity import PeerEntry
 
@@ -83,6 +84,10 @@ class NodeSettings(BaseSettings):
     """Where the coordinator serves job manifests and terms (checked before approving on chain)."""
     coordinator_timeout_s: float = 10.0
     tls: GmTlsSettings | None = None
+    gateway: GatewaySettings | None = None
+    """The node's 国密 gateway for engine links (``listen_host``/``listen_port`` the other members'
+    gateways reach, ``peers``: member -> ``host:port`` of its gateway); it needs ``tls``. Peers' keys come
+    from the Registry (see ``nodes/services/gateway.py``)."""
     """国密 mutual TLS (protocols.gmtls): with it the node serves only TLS_SM4_GCM_SM3 and pins the coordinator's key."""
     anchor_interval_s: float = 300.0
     """Anchor the audit head on chain this often (seconds) while the service runs; 0 disables."""

@@ -27,9 +27,30 @@ def _serve_gmtls(fastapi_app: object, settings: object) -> None:
         typer.echo(f"tls: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(2) from None
     directory.keep_fresh()
+    _start_gateway(ctx_, settings, directory)
     typer.echo(f"国密 TLS only on https://{settings.host}:{settings.port}: TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3, "
                "client certificate required")
     serve(fastapi_app, settings.host, settings.port, ctx, log_level="warning")
+
+
+def _start_gateway(ctx: object, settings: object, directory: object) -> None:
+    """Start the node's 国密 gateway for engine links (settings ``gateway``); its refusals go to the audit log."""
+    from nodes.errors import NodeError
+    from nodes.services.gateway import start_node_gateway
+
+    def refused(r: object) -> None:  # protocols.gateway.Refusal
+        with ctx.audit.transaction() as session:  # NodeContext
+            ctx.audit.append(session, actor="gateway", action="gateway.refuse", target=r.job or "-",
+                             detail={"side": r.side, "peer": r.peer, "link": r.link, "reason": r.reason})
+
+    try:
+        ctx.gateway = start_node_gateway(settings, directory, on_refusal=refused)
+    except (NodeError, OSError, ValueError) as exc:
+        typer.echo(f"gateway: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if ctx.gateway is not None:
+        host, port = ctx.gateway.gateway.address
+        typer.echo(f"国密 gateway for engine links on {host}:{port} (peers: {', '.join(settings.gateway.peers) or 'none'})")
 
 
 def _http(member: str | None):  # noqa: ANN202 - httpx or an httpx.Client
