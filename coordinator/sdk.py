@@ -179,9 +179,17 @@ class DcpClient:
             time.sleep(0.2)
 
     def approve(self, job_id: str, member: str, node_url: str, token: str | None = None, wait_s: float = 30.0) -> Any:
-        """Approve ``job_id`` as ``member`` (signed by the node's keys, recorded on chain by the node)."""
+        """Approve ``job_id`` as ``member`` (signed by the node's keys, recorded on chain by the node). A
+        request the node already approved (its own member's signed request, ``auto_approve_own_requests``)
+        is answered as it stands."""
         node, rid = self._inbox_request(job_id, member, node_url, wait_s, token)
-        return node.decide(rid, True)
+        try:
+            return node.decide(rid, True)
+        except NodeRefused as exc:
+            got = node.approval(rid) if exc.error == "ApprovalNotPending" else None
+            if got is None or got.get("status") != "approved":
+                raise
+            return got
 
     def reject(self, job_id: str, member: str, node_url: str, reason: str, token: str | None = None,
                wait_s: float = 30.0) -> Any:

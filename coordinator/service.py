@@ -272,6 +272,10 @@ class Coordinator:
         ``request``: the requester's verified signed request (``protocols.signed_request``); it becomes
         the manifest's ``request`` section, which every data owner's node verifies again."""
         members, catalog, policies = self._validation_inputs()
+        named = {spec.requester, *(i.member for i in spec.inputs)}
+        if not named <= set(members) and self.settings.rpc_url and self.settings.registry_address:
+            self.sync_members()  # a member admitted on chain since the last mirror (or none yet)
+            members, catalog, policies = self._validation_inputs()
         if any((i.member, i.dataset) not in catalog for i in spec.inputs):
             self.refresh_catalog()  # a dataset may have been published since the last pull
             members, catalog, policies = self._validation_inputs()

@@ -124,6 +124,8 @@ class FederationState(BaseModel):
     rpc_url: str
     registry: str
     coordinator_url: str
+    coordinator_member: str = "coordinator"
+    """The coordinator's member name in the Registry (its TLS key is pinned by it)."""
     nodes: dict[str, str]
     pids: dict[str, int]
     keys_dir: Path
@@ -147,17 +149,64 @@ class FederationState(BaseModel):
 
 def transport_for(state: FederationState, member: str) -> httpx.BaseTransport | None:
     """A 国密 TLS transport acting as ``member`` (its certificate beside its keystore) that reaches every
-    service of the federation, pinning each one's SM2 key; None (plain HTTP) without ``gmtls``."""
+    service of the federation, pinning each one's SM2 key: from its certificate when this host holds it
+    (``dcp up`` writes them all), else the key the chain's Registry holds for it (a member's own host,
+    set up by :func:`connect`); None (plain HTTP) without ``gmtls``."""
     if not state.gmtls:
         return None
-    from protocols.gmtls.certs import credential_paths, load_credentials
-    from protocols.gmtls.client import GmTlsTransport
+    from protocols.gmtls.certs import certificate_public_key, credential_paths, load_credentials
+    from protocols.gmtls.client import GmTlsTransport, pins
+    from protocols.gmtls.config import member_pins
 
-    def creds(name: str) -> Any:
-        return load_credentials(*credential_paths(state.keys_dir, name))
+    services = {state.coordinator_member: state.coordinator_url, **state.nodes}
+    local = {url: certificate_public_key(cert.read_bytes()) for name, url in services.items()
+             if (cert := credential_paths(state.keys_dir, name)[0]).is_file()}
+    remote = {name: url for name, url in services.items() if url not in local}
+    by_cert = pins(local)
+    by_chain = member_pins(registry_directory(state.rpc_url, state.registry), remote) if remote else None
 
-    pins = {url: creds(name).public_key for name, url in {"coordinator": state.coordinator_url, **state.nodes}.items()}
-    return GmTlsTransport(creds(member), pins)
+    def server_key(host: str, port: int) -> bytes | None:
+        key = by_cert(host, port)
+        return key if key is not None or by_chain is None else by_chain(host, port)
+
+    return GmTlsTransport(load_credentials(*credential_paths(state.keys_dir, member)), server_key)
+
+
+def registry_directory(rpc_url: str, registry: str) -> Any:
+    """A ``KeyDirectory`` of the members' SM2 keys read from the Registry at ``registry`` (lazily)."""
+    from protocols.gmtls.config import from_registry
+    from protocols.gmtls.identity import KeyDirectory
+
+    def read() -> list[Any]:
+        from web3 import HTTPProvider, Web3
+
+        from contracts.client import ChainClient
+
+        return ChainClient.connect(Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 30})), registry).members()
+
+    return KeyDirectory(from_registry(read), ttl_s=60.0)
+
+
+def connect(directory: Path, *, member: str, keys_dir: Path, rpc_url: str, registry: str, coordinator_url: str,
+            nodes: Mapping[str, str], passphrase_file: Path | None = None,
+            officers: Mapping[str, Path] | None = None, coordinator_member: str = "coordinator") -> FederationState:
+    """Write one host's view of a federation it did not start (``dcp connect``): the chain, the
+    coordinator's and the nodes' URLs, this member's keys and (optionally) its keystore passphrase file
+    and officers' password files, so that ``dcp job``/``dcp node`` commands run with
+    ``DCP_FEDERATION_DIR=<directory>`` reach every service over 国密 TLS as ``member``, pinning each
+    server's key from the Registry. Nothing is started and no pid is kept (``dcp down`` stops nothing)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state = FederationState(
+        name=f"{member}@{registry}", work_dir=directory.resolve(), rpc_url=rpc_url, registry=registry,
+        coordinator_url=coordinator_url, coordinator_member=coordinator_member, nodes=dict(nodes), pids={},
+        keys_dir=keys_dir.resolve(), accounts={},
+        passphrase_files={member: passphrase_file.resolve()} if passphrase_file else {},
+        officer_password_files={member: {k: v.resolve() for k, v in (officers or {}).items()}},
+    )
+    path = directory / STATE_FILE
+    path.write_text(state.model_dump_json(indent=2))
+    path.chmod(0o600)
+    return state
 
 
 def client_for(state: FederationState, member: str, **kwargs: Any) -> httpx.Client:
@@ -251,11 +300,12 @@ def up(cfg: FederationConfig, on_step: Any = None) -> FederationState:
 
 
 def governed_deployment(w3: Any, governor_keys: list[Any], threshold: int, fund: Any,
-                        registry: str | None = None) -> tuple[Any, list[str]]:
+                        registry: str | None = None, governors: list[str] | None = None) -> tuple[Any, list[str]]:
     """The contracts governed by ``governor_keys`` (keystore ``MemberKeys``): deployed by the first
     governor (or attached at ``registry``), every governance transaction signed locally with the
     governor's own key and sent raw. ``fund(address)`` gives each governor gas (a dev chain's funder).
-    Returns the ChainClient (signing as any governor) and the governors' addresses."""
+    ``governors``: across hosts, every governor's address (the keys here sign only for their own).
+    Returns the ChainClient (signing as any governor here) and the governors' addresses."""
     from eth_account import Account
 
     from contracts.client import ChainClient
@@ -265,10 +315,11 @@ def governed_deployment(w3: Any, governor_keys: list[Any], threshold: int, fund:
         acct = Account.from_key(k.chain_private_key)
         signers[acct.address] = acct
         fund(acct.address)
-    governors = list(signers)
+    deployer = next(iter(signers))
+    governors = list(governors) if governors else list(signers)
     if registry:
         return ChainClient.connect(w3, registry, signers=signers), governors
-    return ChainClient.deploy(w3, governors[0], governors, threshold, signers=signers), governors
+    return ChainClient.deploy(w3, deployer, governors, threshold, signers=signers), governors
 
 
 def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> FederationState:

@@ -45,6 +45,9 @@ class NodeContext:
     chain: NodeChain | None = None
     keeper: ChainKeeper | None = None
     """Pending receipts and the anchors at job ends and shutdown (chain-wired nodes)."""
+    gateway: Any = None
+    """The node's running 国密 gateway (``nodes.services.gateway.NodeGateway``) when its settings have a
+    ``gateway`` section; started with the TLS server (``dcp node start``)."""
 
     @classmethod
     def build(

@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 from common.settings import file_settings_sources, project_root
 from nodes.errors import ConfigError
+from protocols.gateway.config import GatewaySettings
 from protocols.gmtls.config import GmTlsSettings
 from protocols.identity import PeerEntry
 
@@ -86,6 +87,10 @@ class NodeSettings(BaseSettings):
     """Where the coordinator serves job manifests and terms (checked before approving on chain)."""
     coordinator_timeout_s: float = 10.0
     tls: GmTlsSettings | None = None
+    gateway: GatewaySettings | None = None
+    """The node's 国密 gateway for engine links (``listen_host``/``listen_port`` the other members'
+    gateways reach, ``peers``: member -> ``host:port`` of its gateway); it needs ``tls``. Peers' keys come
+    from the Registry (see ``nodes/services/gateway.py``)."""
     """国密 mutual TLS (protocols.gmtls): with it the node serves only TLS_SM4_GCM_SM3 and pins the coordinator's key."""
     anchor_interval_s: float = 300.0
     """Anchor the audit head on chain this often (seconds) while the service runs; 0 disables."""
@@ -109,6 +114,11 @@ class NodeSettings(BaseSettings):
     require_signed_requests: bool = True
     """File an approval request only with the requester's valid SM2-signed job request."""
     request_max_age_s: float = 900.0
+    auto_approve_own_requests: bool = False
+    """True: a job this node's own member requested, with a valid SM2 signature over a spec that names
+    this node's datasets and columns, is approved at once for those inputs (the requester's signature
+    is its consent); the policy and the chain terms are checked as for any approval. False (the
+    default, and what ``dcp up`` writes): the node's approver decides, as for any other request."""
     """A signed job request older than this is refused (replays are refused by nonce regardless)."""
     officer_scrypt_n: int = 2**15
     """scrypt cost N for officer passwords (r = 8, p = 1: 32 MiB per guess at the default)."""

@@ -232,16 +232,33 @@ def register(app: typer.Typer) -> None:
     @job.command("result")
     def result(
         job_id: str, name: str = typer.Argument("metrics", help="output name (metrics, predictions)"),
-        keystore: Path = typer.Option(..., exists=True, help="the requester's keystore"),
+        keystore: Path = typer.Option(None, exists=True, help="the requester's keystore (default: the federation "
+                                      "state's keystore of --member)"),
+        passphrase_file: Path = typer.Option(None, help="its passphrase file (0600); else the federation state's "
+                                             "file of --member, else $DCP_KEYSTORE_PASSPHRASE, else a prompt"),
         out: Path = typer.Option(None, help="write here instead of stdout"),
         url: str = url_opt, fed_dir: Path = fed_opt, member: str = member_opt,
     ) -> None:
-        """Fetch an output and decrypt it with the requester's SM2 key."""
+        """Fetch an output and decrypt it with the requester's SM2 key.
+
+        The keystore's passphrase comes from --passphrase-file; else, with no --keystore, from the
+        passphrase file the federation state names for --member (`dcp up`, `dcp connect
+        --passphrase-file`); else from $DCP_KEYSTORE_PASSPHRASE; else it is asked for."""
         from coordinator.errors import CoordinatorError
         from dcp.commands.keys import _passphrase
 
+        member = member or os.environ.get(MEMBER_ENV)
         try:
-            data = _client(url, fed_dir, member).result(job_id, name, keystore, _passphrase(None))
+            if keystore is None:
+                if not member:
+                    typer.echo("name the requester: --member (with a federation state) or --keystore", err=True)
+                    raise typer.Exit(2)
+                st = _state(fed_dir)
+                keystore = st.keys_dir / f"{member}.keystore.json"
+                passphrase = _passphrase(passphrase_file) if passphrase_file else st.passphrase_of(member)
+            else:
+                passphrase = _passphrase(passphrase_file)
+            data = _client(url, fed_dir, member).result(job_id, name, keystore, passphrase)
         except CoordinatorError as exc:
             _fail(exc)
         if out:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -74,6 +76,24 @@ def _write_tls(path: Path, keys: object) -> str:
     return f"tls cert      {cert}\ntls key       {key}  (0600; the SM2 identity key, unencrypted)"
 
 
+def _keys_then_cert(make: Callable[[], tuple[Path, Any, list[str]]], summary: bool = True) -> tuple[Path, Any]:
+    """Run ``make()`` (the keystore step of new/rotate/cert: its path, the MemberKeys and lines to add),
+    refusing a CryptoError/ValueError by name; print the public summary (unless ``summary`` is False)
+    and the lines; then (re)write the member's 国密 TLS certificate beside the keystore."""
+    from protocols.crypto.errors import CryptoError
+
+    try:
+        path, keys, lines = make()
+    except (CryptoError, ValueError) as exc:
+        raise _fail(exc) from None
+    if summary:
+        typer.echo(_summary(keys.public, path))
+    for line in lines:
+        typer.echo(line)
+    typer.echo(_write_tls(path, keys))
+    return path, keys
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``keys`` command group to the CLI."""
     keys = typer.Typer(
@@ -98,23 +118,21 @@ def register(app: typer.Typer) -> None:
         sm2_user_id: str = typer.Option(None, help="SM2 distinguishing ID (default: the member name)"),
         passphrase_file: Path = pass_opt,
         kdf_cost: int = typer.Option(2**15, help="scrypt N (power of two, 2^10..2^20)"),
+        export: Path = typer.Option(None, "--export", help="also write the public identity JSON here "
+                                    "(what `dcp keys export-public` prints: hand it to governance)"),
     ) -> None:
         """Create a keystore with fresh SM2, secp256k1 and BLS keys, and the member's 国密 TLS certificate.
 
         The certificate carries the SM2 identity key (self-signed by it); it sits beside the keystore as
         ``<member>.tls.crt`` with the key as ``<member>.tls.key`` (0600)."""
-        from protocols.crypto.errors import CryptoError
-        from protocols.crypto.keystore import create_keystore
+        from protocols.crypto.keystore import create_keystore, export_public
 
         passphrase = _passphrase(passphrase_file, confirm=True)
-        try:
-            path, created = create_keystore(
-                out or _default_dir(), member, passphrase, scrypt_n=kdf_cost, sm2_user_id=sm2_user_id
-            )
-        except (CryptoError, ValueError) as exc:
-            raise _fail(exc) from None
-        typer.echo(_summary(created.public, path))
-        typer.echo(_write_tls(path, created))
+        path, _ = _keys_then_cert(lambda: (*create_keystore(
+            out or _default_dir(), member, passphrase, scrypt_n=kdf_cost, sm2_user_id=sm2_user_id), []))
+        if export is not None:  # what `dcp keys export-public -o FILE` writes
+            export.write_text(json.dumps(export_public(path).model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+            typer.echo(f"public        {export}")
 
     @keys.command("show")
     def show(
@@ -148,7 +166,6 @@ def register(app: typer.Typer) -> None:
         new_passphrase_file: Path = typer.Option(None, help="file with a new passphrase (default: keep it)"),
     ) -> None:
         """Replace the member's keys with fresh ones; the old keystore is archived next to it."""
-        from protocols.crypto.errors import CryptoError
         from protocols.crypto.keystore import rotate_keystore
 
         path = _resolve(keystore, member, directory)
@@ -156,13 +173,12 @@ def register(app: typer.Typer) -> None:
         new_pass = (
             new_passphrase_file.read_text(encoding="utf-8").rstrip("\r\n") if new_passphrase_file else None
         )
-        try:
+
+        def rotate_() -> tuple[Path, object, list[str]]:
             rotated, archive = rotate_keystore(path, passphrase, new_passphrase=new_pass)
-        except CryptoError as exc:
-            raise _fail(exc) from None
-        typer.echo(_summary(rotated.public, path))
-        typer.echo(f"archived      {archive}")
-        typer.echo(_write_tls(path, rotated))
+            return path, rotated, [f"archived      {archive}"]
+
+        _keys_then_cert(rotate_)
 
     @keys.command("cert")
     def cert(
@@ -172,15 +188,10 @@ def register(app: typer.Typer) -> None:
         passphrase_file: Path = pass_opt,
     ) -> None:
         """(Re)write the member's 国密 TLS certificate and key PEM beside its keystore (SM2 identity key)."""
-        from protocols.crypto.errors import CryptoError
         from protocols.crypto.keystore import load_keystore
 
         path = _resolve(keystore, member, directory)
-        try:
-            keys_ = load_keystore(path, _passphrase(passphrase_file))
-        except CryptoError as exc:
-            raise _fail(exc) from None
-        typer.echo(_write_tls(path, keys_))
+        _keys_then_cert(lambda: (path, load_keystore(path, _passphrase(passphrase_file)), []), summary=False)
 
     @keys.command("export-public")
     def export_public_cmd(

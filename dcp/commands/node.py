@@ -27,9 +27,30 @@ def _serve_gmtls(fastapi_app: object, settings: object) -> None:
         typer.echo(f"tls: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(2) from None
     directory.keep_fresh()
+    _start_gateway(ctx_, settings, directory)
     typer.echo(f"国密 TLS only on https://{settings.host}:{settings.port}: TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3, "
                "client certificate required")
     serve(fastapi_app, settings.host, settings.port, ctx, log_level="warning")
+
+
+def _start_gateway(ctx: object, settings: object, directory: object) -> None:
+    """Start the node's 国密 gateway for engine links (settings ``gateway``); its refusals go to the audit log."""
+    from nodes.errors import NodeError
+    from nodes.services.gateway import start_node_gateway
+
+    def refused(r: object) -> None:  # protocols.gateway.Refusal
+        with ctx.audit.transaction() as session:  # NodeContext
+            ctx.audit.append(session, actor="gateway", action="gateway.refuse", target=r.job or "-",
+                             detail={"side": r.side, "peer": r.peer, "link": r.link, "reason": r.reason})
+
+    try:
+        ctx.gateway = start_node_gateway(settings, directory, on_refusal=refused)
+    except (NodeError, OSError, ValueError) as exc:
+        typer.echo(f"gateway: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if ctx.gateway is not None:
+        host, port = ctx.gateway.gateway.address
+        typer.echo(f"国密 gateway for engine links on {host}:{port} (peers: {', '.join(settings.gateway.peers) or 'none'})")
 
 
 def _http(member: str | None):  # noqa: ANN202 - httpx or an httpx.Client
@@ -115,8 +136,9 @@ def register(app: typer.Typer) -> None:
         encoding: str = typer.Option("utf-8"),
         token: str = typer.Option(None, envvar="DCP_NODE_TOKEN", help="a data steward's session token (dcp node login)"),
         member: str = member_opt,
+        register_: bool = typer.Option(False, "--register", help="then register it on chain (dcp node register)"),
     ) -> None:
-        """Upload a file to a running node and print its quality summary."""
+        """Upload a file to a running node and print its quality summary (a data steward's session)."""
 
         data = {"name": name, "encoding": encoding}
         if key_column:
@@ -141,6 +163,28 @@ def register(app: typer.Typer) -> None:
                 indent=2,
             )
         )
+        if register_:
+            _register(url, name, headers, member)
+
+    @node.command("register")
+    def register_cmd(
+        name: str = typer.Argument(..., help="the dataset, as ingested"),
+        url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
+        token: str = typer.Option(None, envvar="DCP_NODE_TOKEN", help="a data steward's session token (dcp node login)"),
+        member: str = member_opt,
+    ) -> None:
+        """Register an ingested dataset on chain from the node's own account (its id, schema SM3 and highest
+        grade): no job can be authorized on a dataset the Registry does not hold. Idempotent."""
+        _register(url, name, {"Authorization": f"Bearer {token}"} if token else {}, member)
+
+    def _register(url: str, name: str, headers: dict[str, str], member: str | None) -> None:
+        r = _http(member).post(f"{url}/datasets/{name}/register", headers=headers, timeout=180)
+        body = r.json()
+        if r.status_code >= 400:
+            typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{name}: {body['status']} on chain as {body['dataset_id']} (grade {body['grade']}"
+                   + (f", tx {body['tx']})" if body.get("tx") else ")"))
 
     @node.command("catalog")
     def catalog(url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
@@ -283,12 +327,12 @@ def register_users(node: typer.Typer) -> None:
     @node.command("login")
     def login(name: str = typer.Argument(..., help="officer name"),
               url: str = typer.Option("http://127.0.0.1:8700", help="the node's base URL"),
-              password_file: Path = pw_opt) -> None:
+              password_file: Path = pw_opt,
+              member: str = typer.Option(None, "--member", "-m", envvar="DCP_MEMBER",
+                                         help="the member you act as over 国密 TLS")) -> None:
         """Log in as an officer; prints the session token (use it as DCP_NODE_TOKEN)."""
-        import httpx
-
         password = _password(password_file) if password_file else typer.prompt("password", hide_input=True)
-        r = httpx.post(f"{url}/officers/login", json={"name": name, "password": password}, timeout=30)
+        r = _http(member).post(f"{url}/officers/login", json={"name": name, "password": password}, timeout=30)
         body = r.json()
         if r.status_code >= 400:
             typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)

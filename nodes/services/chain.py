@@ -142,6 +142,10 @@ class NodeChain:
         m = self._call("reading the registry", lambda: self.client.member(account))
         return m.name if m is not None and m.active else None
 
+    def dataset(self, dataset_id: bytes) -> Any:
+        """The Registry's ``contracts.models.Dataset`` record of ``dataset_id``, or None."""
+        return self._call("reading the registry", lambda: self.client.dataset(dataset_id))
+
     def latest_anchor(self) -> tuple[int, str] | None:
         """This node's latest anchored ``(entry_count, head_hash hex)``."""
         a = self._call("reading the audit anchor", lambda: self.client.latest_anchor(self.account))
@@ -154,6 +158,10 @@ class NodeChain:
     def approve(self, terms: Any, dataset_ids: Iterable[bytes]) -> str:
         ids = list(dataset_ids)
         return self._write("approving on chain", lambda: self.client.approve(self.account, terms, ids))
+
+    def register_dataset(self, dataset_id: bytes, schema_hash: bytes, grade: int) -> str:
+        return self._write("registering the dataset on chain",
+                           lambda: self.client.register_dataset(self.account, dataset_id, schema_hash, grade))
 
     def record_usage(self, receipt: Any) -> str:
         """Record one usage receipt; the hash of the transaction that holds it. Receipts recorded

@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -416,3 +417,33 @@ def _typed(conn: Connection, table: Table, columns: Sequence[str], dtypes: dict[
         else:
             data[name] = pd.Series(col, dtype=object)
     return pd.DataFrame(data, columns=list(columns))
+
+
+def register_on_chain(datasets: DatasetService, chain: Any, name: str, actor: str) -> dict[str, Any]:
+    """Register dataset ``name`` on chain from the node's own account (``chain``: a ``NodeChain``):
+    its id ``dataset_chain_id(node, name)``, the SM3 of its schema and its highest grade — what every
+    authorization names and every receipt counts against. Idempotent: a dataset already registered by
+    this node with the same schema answers ``already``; one registered with another schema (or by
+    someone else) is refused (``ChainRefused``: ingest it under a new name). Audited as ``dataset.register``."""
+    from nodes.errors import ChainRefused, ChainUnavailable
+    from protocols.manifest import dataset_chain_id
+
+    if chain is None:
+        raise ChainUnavailable("this node is not wired to a chain (chain_rpc_url and chain_registry)")
+    entry = datasets.catalog_entry(name)
+    did = dataset_chain_id(datasets.node, name)
+    schema = bytes.fromhex(entry.schema_hash)
+    out = {"dataset": name, "dataset_id": "0x" + did.hex(), "schema_hash": entry.schema_hash,
+           "grade": entry.max_grade, "owner": chain.account}
+    have = chain.dataset(did)
+    if have is not None:
+        if str(have.owner).lower() != chain.account.lower() or bytes(have.schema_hash) != schema:
+            raise ChainRefused(f"dataset {name!r} is registered on chain with another owner or schema: "
+                               "ingest the changed data under a new name")
+        return {**out, "status": "already", "tx": None}
+    tx = chain.register_dataset(did, schema, entry.max_grade)
+    with datasets.audit.transaction() as session:
+        datasets.audit.append(session, actor=actor, action="dataset.register", target=name,
+                              detail={"dataset_id": out["dataset_id"], "schema_hash": entry.schema_hash,
+                                      "grade": entry.max_grade, "tx": tx})
+    return {**out, "status": "registered", "tx": tx}
