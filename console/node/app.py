@@ -292,6 +292,26 @@ def _node_pages(app: FastAPI, node: "NodeContext", render: Any, back: Any, Offic
     from nodes.models import ColumnEdit, Policy, SchemaEdit
     from nodes.services.officers import ChangeProposal, OfficerIdentity
 
+    def expire_overdue_changes() -> None:
+        """Mark overdue pending proposals expired — reading only the overdue ones (an indexed query),
+        and writing only when there are some."""
+        from datetime import timezone
+
+        now = datetime.now(timezone.utc)
+        overdue = (select(ChangeProposal.id)
+                   .where(ChangeProposal.status == "pending", ChangeProposal.expires_at <= now))
+        with Session(node.engine) as s:
+            if not s.exec(overdue.limit(1)).first():
+                return
+        node.officers.proposals("pending")  # the service's own pass, under the node's writer lock
+
+    def pending_changes(kind: str, target: str) -> list[Any]:
+        expire_overdue_changes()
+        with Session(node.engine) as s:
+            q = (select(ChangeProposal).where(ChangeProposal.status == "pending", ChangeProposal.kind == kind,
+                                              ChangeProposal.target == target).order_by(ChangeProposal.id))
+            return [node.officers._pout(p) for p in s.exec(q)]
+
     def identity(who: ConsoleOfficer) -> OfficerIdentity:
         ident = getattr(who, "identity", None)
         if isinstance(ident, OfficerIdentity):
@@ -300,17 +320,23 @@ def _node_pages(app: FastAPI, node: "NodeContext", render: Any, back: Any, Offic
 
     # ------------------------------------------------------------ the four-eyes queue
 
-    def proposal_words(p: Any) -> list[Difference]:
-        """What a proposal changes, against what is in force now."""
+    def proposal_words(p: Any, memo: dict[str, Any] | None = None) -> list[Difference]:
+        """What a proposal changes, against what is in force now (``memo``: what one page already read)."""
+        memo = {} if memo is None else memo
         if p.kind == "policy":
-            now = node.policy.current().model_dump(mode="json")
+            if "policy" not in memo:
+                memo["policy"] = node.policy.current().model_dump(mode="json")
+            now = memo["policy"]
             return [Difference(field=k, before=json.dumps(now.get(k), ensure_ascii=False),
                                after=json.dumps(v, ensure_ascii=False))
                     for k, v in p.body.items() if now.get(k) != v]
-        try:
-            cols = {c.name: c for c in node.datasets.get(p.target).columns}
-        except NodeError:
-            cols = {}
+        key = f"dataset:{p.target}"
+        if key not in memo:
+            try:
+                memo[key] = {c.name: c for c in node.datasets.get(p.target).columns}
+            except NodeError:
+                memo[key] = {}
+        cols = memo[key]
         out = []
         for c in p.body.get("columns", []):
             old = cols.get(c["name"])
@@ -325,7 +351,7 @@ def _node_pages(app: FastAPI, node: "NodeContext", render: Any, back: Any, Offic
     def changes(request: Request, who: Officer, page_no: PageNo = 1,
                 status: Annotated[str, Query(pattern="^(pending|confirmed|cancelled|expired)$")] = "pending",
                 ) -> HTMLResponse:
-        node.officers.proposals("pending")  # marks overdue proposals expired
+        expire_overdue_changes()
         with Session(node.engine) as s:
             counts = dict(s.exec(select(ChangeProposal.status, func.count()).group_by(ChangeProposal.status)).all())
 
@@ -337,7 +363,7 @@ def _node_pages(app: FastAPI, node: "NodeContext", render: Any, back: Any, Offic
             page = paginate_query(counts.get(status, 0), page_no, fetch, page_size)
         return render(request, "node/changes.html", who, page=page, status=status,
                       counts={k: counts.get(k, 0) for k in CHANGE_TABS},
-                      words={p.id: proposal_words(p) for p in page.items})
+                      words={p.id: proposal_words(p, memo) for memo in [{}] for p in page.items})
 
     def change_page(request: Request, who: ConsoleOfficer, proposal_id: int, error: str | None = None,
                     status_code: int = 200) -> HTMLResponse:
@@ -397,7 +423,7 @@ def _node_pages(app: FastAPI, node: "NodeContext", render: Any, back: Any, Offic
             quality = node.datasets.quality_report(ds.name)
         except NodeError:
             quality = None
-        pending = [p for p in node.officers.proposals("pending") if p.kind == "schema" and p.target == ds.name]
+        pending = pending_changes("schema", ds.name)
         return render(request, "node/dataset.html", who, status_code=status_code, ds=ds, quality=quality,
                       pending=pending, error=error, can_propose="steward" in who.roles)
 
@@ -428,7 +454,7 @@ def _node_pages(app: FastAPI, node: "NodeContext", render: Any, back: Any, Offic
 
     def policy_page(request: Request, who: ConsoleOfficer, error: str | None = None,
                     status_code: int = 200) -> HTMLResponse:
-        pending = [p for p in node.officers.proposals("pending") if p.kind == "policy"]
+        pending = pending_changes("policy", "policy")
         return render(request, "node/policy.html", who, status_code=status_code, policy=node.policy.current(),
                       pending=pending, error=error, can_propose="steward" in who.roles)
 
