@@ -151,6 +151,8 @@ class ConsoleLogin:
         root = request.scope.get("root_path", "").rstrip("/")
         if request.method == "GET":
             here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            lang = request.query_params.get("lang")  # the sign-in speaks the language the link asked for
+            extra = f"&lang={quote(lang[:16], safe='')}" if lang else ""
             raise HTTPException(status_code=303, detail="sign in first",
-                                headers={"Location": f"{root}/login?next={quote(here, safe='')}"})
+                                headers={"Location": f"{root}/login?next={quote(here, safe='')}{extra}"})
         raise HTTPException(status_code=401, detail="sign in to the console first")
