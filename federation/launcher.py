@@ -52,6 +52,8 @@ class MemberConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, lt=65536)
     """0 = a free port."""
+    console_port: int = Field(default=0, ge=0, lt=65536)
+    """The node's officers' console (HTTPS; console.node.listener); 0 = a free port."""
     policy: dict[str, Any] = Field(default_factory=dict)
     datasets: list[DatasetConfig] = Field(default_factory=list)
 
@@ -133,6 +135,8 @@ class FederationState(BaseModel):
     """One 0600 passphrase file per keystore (members, the coordinator and the governors)."""
     officer_password_files: dict[str, dict[str, Path]] = {}
     """Member -> officer name -> 0600 file with the password of the officers ``dcp up`` created."""
+    consoles: dict[str, str] = {}
+    """Member -> the URL of its node's officers' console (HTTPS; password + one-time code)."""
     accounts: dict[str, str]
     commands: dict[str, list[str]] = {}
     """How each service process was started (``respawn`` restarts one the same way)."""
@@ -399,6 +403,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     node_urls: dict[str, str] = {}
     node_cfgs: dict[str, Path] = {}
     officers: dict[str, dict[str, Path]] = {}
+    consoles: dict[str, str] = {}
     for m in cfg.members:
         port = m.port or free_port(m.host)
         node_urls[m.name] = f"http://{m.host}:{port}"
@@ -408,8 +413,11 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
         policy_file = d / "policy.yaml"
         policy_file.write_text(yaml.safe_dump(m.policy))
         node_cfgs[m.name] = d / "node.yaml"
+        console_port = m.console_port or free_port(m.host)
+        consoles[m.name] = f"https://{m.host}:{console_port}"
         node_cfgs[m.name].write_text(yaml.safe_dump({  # the passphrase comes from the member's 0600 file
             "name": m.name, "host": m.host, "port": port, "work_dir": str(d),
+            "console_host": m.host, "console_port": console_port,
             "policy_file": str(policy_file), "keystore_path": str(keys_dir / f"{m.name}.keystore.json"),
             "keystore_passphrase_file": str(pass_files[m.name]),
             "chain_rpc_url": rpc_url, "chain_registry": registry, "coordinator_url": coord_url,
@@ -419,7 +427,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     state = FederationState(
         name=cfg.name, work_dir=work, rpc_url=rpc_url, registry=registry, coordinator_url=coord_url,
         nodes=node_urls, pids=pids, keys_dir=keys_dir, passphrase_files=pass_files,
-        officer_password_files=officers, accounts=addresses, gmtls=cfg.gmtls,
+        officer_password_files=officers, accounts=addresses, gmtls=cfg.gmtls, consoles=consoles,
     )
     http = {name: client_for(state, name) for name, _ in members}  # each acts as its own member
 
@@ -505,6 +513,7 @@ OFFICERS = {"steward": ["steward"], "steward2": ["steward"], "approver": ["appro
 
 def _bootstrap_officers(node_cfg: Path, directory: Path) -> dict[str, Path]:
     """Create the node's officers (before it starts) with random passwords in 0600 files."""
+    from console.node.totp import SecondFactor
     from nodes.db import init_db, make_engine
     from nodes.services.officers import OfficerService, private_file_secret
     from nodes.settings import load_node_settings
@@ -519,10 +528,13 @@ def _bootstrap_officers(node_cfg: Path, directory: Path) -> dict[str, Path]:
                              scrypt_n=s.officer_scrypt_n)
         have = {o.name for o in svc.list()}
         out = {}
+        factor = SecondFactor(engine, f"dcp {s.name}")
         for name, roles in OFFICERS.items():
             out[name] = secret_file(directory / f"{name}.password")
             if name not in have:
                 svc.add(name, roles, out[name].read_text().strip())
+            # the console's second factor: the TOTP secret an officer's authenticator app would hold
+            secret_file(directory / f"{name}.totp", lambda officer=name: factor.enroll(officer))
         return out
     finally:
         engine.dispose()

@@ -134,7 +134,13 @@ class NodeSettings(BaseSettings):
     docs_enabled: bool = False
     """Serve ``/docs`` and ``/openapi.json`` (off unless enabled)."""
 
-    @field_validator("host")
+    # ---------------------------------------------------------------- the officers' console (console.node)
+    console_port: int | None = None
+    """Serve the officers' web console on this port (HTTPS, password + TOTP; console.node.listener); off when unset."""
+    console_host: str = "127.0.0.1"
+    """Address of the console listener (never all interfaces)."""
+
+    @field_validator("host", "console_host")
     @classmethod
     def _loopback_or_named(cls, v: str) -> str:
         if v in ("0.0.0.0", "::", "[::]"):

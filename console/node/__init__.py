@@ -1,10 +1,12 @@
-"""A node's console (skeleton): a department officer's inbox over the node's approvals service.
+"""A node's console: the department officers', data stewards' and auditors' pages over the node's
+own services (inbox, four-eyes changes, datasets, policy, audit log, receipts).
 
-Logins are not here: every page takes the officer from the ``officer`` dependency the factory is
-given (:data:`console.node.deps.officer_login_required` until the officers work provides one).
+The node serves it on a listener of its own, over TLS, to officers signed in with password + TOTP
+(:mod:`console.node.listener`, :mod:`console.node.auth`); :func:`create_node_console` takes any
+``officer`` dependency instead (the default refuses with 501).
 """
 
-from console.node.app import create_node_console
+from console.node.app import create_node_console, create_officer_console
 from console.node.deps import ConsoleOfficer, officer_login_required
 
-__all__ = ["ConsoleOfficer", "create_node_console", "officer_login_required"]
+__all__ = ["ConsoleOfficer", "create_node_console", "create_officer_console", "officer_login_required"]

@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"coordinator {state.coordinator_url}")
         for name, url in state.nodes.items():
             typer.echo(f"node {name:<12} {url}")
+        for name, url in state.consoles.items():  # officers sign in with password + one-time code
+            files = state.officer_password_files.get(name, {})
+            where = next(iter(files.values())).parent if files else "?"
+            typer.echo(f"console {name:<9} {url}/  officers {', '.join(files)}: passwords and TOTP secrets in {where}")
         typer.echo(f"chain {state.rpc_url} registry {state.registry}")
         typer.echo(f"state {state.work_dir / 'federation.state.json'}  (dcp down --config {config})")
 

@@ -122,10 +122,21 @@ def register(app: typer.Typer) -> None:
         chain = fastapi_app.state.ctx.chain
         if chain is not None:
             typer.echo(f"chain-wired as {chain.account}; audit anchors every {settings.anchor_interval_s:g}s")
-        if settings.tls is None:
-            uvicorn.run(fastapi_app, host=settings.host, port=settings.port, log_level="warning")
-            return
-        _serve_gmtls(fastapi_app, settings)
+        listener = None
+        if settings.console_port:  # the officers' console: its own HTTPS listener (console.node.listener)
+            from console.node.listener import ConsoleListener
+
+            listener = ConsoleListener(fastapi_app.state.ctx, settings.console_host, settings.console_port).start()
+            typer.echo(f"officers' console on {listener.url}/ (TLS certificate SPKI sha256 {listener.spki}; "
+                       "password + one-time code)")
+        try:
+            if settings.tls is None:
+                uvicorn.run(fastapi_app, host=settings.host, port=settings.port, log_level="warning")
+                return
+            _serve_gmtls(fastapi_app, settings)
+        finally:
+            if listener is not None:
+                listener.stop()
 
     @node.command("ingest")
     def ingest(
@@ -323,6 +334,22 @@ def register_users(node: typer.Typer) -> None:
         except NodeError as exc:
             fail(exc)
         typer.echo(f"password of {name} changed; its sessions are ended")
+
+    @user.command("totp")
+    def totp(name: str = typer.Argument(...), config: Path = cfg_opt) -> None:
+        """Enrol (or replace) the officer's one-time-code secret for the web console; prints it once."""
+        from console.node.totp import SecondFactor
+        from nodes.db import make_engine
+        from nodes.settings import load_node_settings
+
+        svc = _officers(config)
+        if name not in {o.name for o in svc.list()}:
+            typer.echo(f"no officer {name!r} on this node", err=True)
+            raise typer.Exit(1)
+        settings = load_node_settings(config)
+        factor = SecondFactor(make_engine(settings.resolved_database_url()), f"dcp {settings.name}")
+        secret = factor.enroll(name)
+        typer.echo(f"secret (base32): {secret}\n{factor.uri(name, secret)}")
 
     @node.command("login")
     def login(name: str = typer.Argument(..., help="officer name"),
