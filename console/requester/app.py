@@ -10,7 +10,6 @@ dependency (the node console's login, :mod:`console.node.deps`) and requires the
 the one form POST also requires the console's own origin (:func:`console.node.deps.same_origin`).
 """
 
-from __future__ import annotations
 
 import threading
 from collections import OrderedDict
@@ -58,16 +57,17 @@ Pd = Annotated[float, Query(ge=0.0, le=1.0)]
 CHARTS = {"roc": roc_svg, "ks": ks_svg, "bands": bands_svg, "psi": psi_svg}
 
 
-class _Opened:
-    """The last few outputs opened with the bank's key, kept in this process's memory only (the
-    report's page and its four charts read the same output once)."""
+class _Recent:
+    """The last few things made from an output opened with the bank's key (the output itself, its
+    report, its charts), kept in this process's memory only: the report's page, its four charts
+    and its downloads open the output once."""
 
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._items: OrderedDict[Any, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str, load: Any) -> bytes:
+    def get(self, key: Any, load: Any) -> Any:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -96,7 +96,7 @@ def create_requester_console(
     app = FastAPI(title="dcp requester console", docs_url=None, redoc_url=None, openapi_url=None)
     mount_static(app)
     Officer = Annotated[ConsoleOfficer, Depends(officer)]
-    opened = _Opened()
+    recent = _Recent()
 
     def analyst(who: Officer) -> ConsoleOfficer:
         if "analyst" not in who.roles:
@@ -194,8 +194,8 @@ def create_requester_console(
         if job.state != JobState.SUCCEEDED or job.kind != "vertical_train":
             raise HTTPException(status_code=409, detail="only a succeeded training job has a report")
         try:
-            data = opened.get(job_id, lambda: desk.result(job_id, "predictions"))
-            return build_report(data, white, watch)
+            data = recent.get(("output", job_id), lambda: desk.result(job_id, "predictions"))
+            return recent.get(("report", job_id, white, watch), lambda: build_report(data, white, watch))
         except (ResultUnavailable, ReportError) as exc:
             raise HTTPException(status_code=502, detail=str(exc)) from None
 
@@ -211,9 +211,11 @@ def create_requester_console(
     def chart(request: Request, job_id: JobIdPath, chart: Annotated[str, Path(pattern="^(roc|ks|bands|psi)$")],
               who: Analyst) -> Response:
         rep = report_of(job_id, WHITE_MAX_PD, WATCH_MIN_PD)
-        with i18n.use_locale(request_locale(request)):
+        locale = request_locale(request)
+        with i18n.use_locale(locale):
             labels = {k: gettext(v) for k, v in CHART_LABELS.items()}
-        return Response(CHARTS[chart](rep, labels), media_type="image/svg+xml",
+        svg = recent.get(("chart", job_id, chart, locale), lambda: CHARTS[chart](rep, labels))
+        return Response(svg, media_type="image/svg+xml",
                         headers={"Cache-Control": "private, no-store"})
 
     @app.get("/jobs/{job_id}/report/{which}.csv")

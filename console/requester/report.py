@@ -10,6 +10,7 @@ console's (:mod:`console.regulator.charts`): text stays text, in the page's CJK 
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,11 +96,16 @@ def build_report(predictions_csv: bytes, white_max_pd: float = WHITE_MAX_PD,
 # ---------------------------------------------------------------- charts (SVG)
 
 
+#: matplotlib's rcParams are global: charts drawn by two request threads at once would undo each
+#: other's ``rc_context`` (and fall back to a font without CJK glyphs).
+_DRAWING = threading.Lock()
+
+
 def _svg(draw, width: float = 5.4, height: float = 4.0) -> bytes:  # noqa: ANN001 - a callback on an Axes
     import matplotlib
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context({"svg.fonttype": "none", "font.family": "sans-serif", "font.sans-serif": _FONTS,
+    with _DRAWING, matplotlib.rc_context({"svg.fonttype": "none", "font.family": "sans-serif", "font.sans-serif": _FONTS,
                                 "svg.hashsalt": "dcp-console"}):
         fig = Figure(figsize=(width, height), dpi=96, layout="constrained")
         ax = fig.add_subplot()
