@@ -423,7 +423,8 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
             "chain_rpc_url": rpc_url, "chain_registry": registry, "coordinator_url": coord_url,
             **_tls_section(cfg, keys_dir, m.name),
         }))
-        officers[m.name] = _bootstrap_officers(node_cfgs[m.name], d / "officers")
+        officers[m.name] = _bootstrap_officers(node_cfgs[m.name], d / "officers",
+                                               REQUESTER_OFFICERS if m.role == "bank" else None)
     state = FederationState(
         name=cfg.name, work_dir=work, rpc_url=rpc_url, registry=registry, coordinator_url=coord_url,
         nodes=node_urls, pids=pids, keys_dir=keys_dir, passphrase_files=pass_files,
@@ -509,9 +510,11 @@ def _tls_section(cfg: FederationConfig, keys_dir: Path, member: str) -> dict[str
 OFFICERS = {"steward": ["steward"], "steward2": ["steward"], "approver": ["approver"], "auditor": ["auditor"],
             "admin": ["admin"]}
 """The officers ``dcp up`` creates on every node (two stewards: policy and grade changes take two)."""
+REQUESTER_OFFICERS = {"analyst": ["analyst"]}
+"""And on a bank's node: the analyst who submits jobs and reads their reports (the requester's console)."""
 
 
-def _bootstrap_officers(node_cfg: Path, directory: Path) -> dict[str, Path]:
+def _bootstrap_officers(node_cfg: Path, directory: Path, extra: dict[str, list[str]] | None = None) -> dict[str, Path]:
     """Create the node's officers (before it starts) with random passwords in 0600 files."""
     from console.node.totp import SecondFactor
     from nodes.db import init_db, make_engine
@@ -529,7 +532,7 @@ def _bootstrap_officers(node_cfg: Path, directory: Path) -> dict[str, Path]:
         have = {o.name for o in svc.list()}
         out = {}
         factor = SecondFactor(engine, f"dcp {s.name}")
-        for name, roles in OFFICERS.items():
+        for name, roles in {**OFFICERS, **(extra or {})}.items():
             out[name] = secret_file(directory / f"{name}.password")
             if name not in have:
                 svc.add(name, roles, out[name].read_text().strip())

@@ -295,7 +295,7 @@ def register_users(node: typer.Typer) -> None:
 
     @user.command("add")
     def add(name: str = typer.Argument(..., help="officer name, e.g. director_li"),
-            role: list[str] = typer.Option(..., "--role", "-r", help="approver | steward | auditor | admin (repeat)"),
+            role: list[str] = typer.Option(..., "--role", "-r", help="approver | steward | auditor | admin | analyst (repeat)"),
             config: Path = cfg_opt, password_file: Path = pw_opt) -> None:
         """Create an officer account with one or more roles."""
         from nodes.errors import NodeError

@@ -3,7 +3,8 @@
 - **Accounts** live in the node's own database (``officer`` table), created with
   ``dcp node user add``. Each holds one or more roles: ``approver`` (approves or rejects requests in
   the inbox), ``steward`` (data steward: datasets, schemas and grades, policy), ``auditor`` (reads
-  the audit log), ``admin`` (anchors and prunes the log).
+  the audit log), ``admin`` (anchors and prunes the log), ``analyst`` (a requester's analyst: submits
+  jobs and opens their results in the requester's console).
 - **Passwords** are stored as scrypt (RFC 7914) hashes: N = 2**15, r = 8, p = 1 (32 MiB of memory
   per guess), a 16-byte random salt, 32-byte key; the parameters are stored with each hash, so they
   can be raised later without invalidating old ones.
@@ -38,7 +39,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from nodes.errors import NodeError
 
-OFFICER_ROLES = ("approver", "steward", "auditor", "admin")
+OFFICER_ROLES = ("approver", "steward", "auditor", "admin", "analyst")
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**15, 8, 1, 32
 MIN_PASSWORD = 10
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{1,63}$")

@@ -560,11 +560,14 @@ def run_demo(
 
     fcfg = cfg.federation_config(out / "federation")
     state = None
+    regulator = None
     try:
         with clock.stage("federation_up"), con.status("starting the federation …") as status:
             state = up(fcfg, on_step=lambda msg: (status.update(msg), con.print(f"  · {msg}")))
         con.print(f"[green]✓[/green] federation up: anvil {state.rpc_url}, coordinator {state.coordinator_url}, "
                   f"{len(state.nodes)} nodes")
+        regulator = _serve_regulator_console(state)
+        show_consoles(con, state, regulator[0] if regulator else None)
         sampler = RssSampler({m: state.pids[m] for m in prep.parties}) if sample_rss else None
         with sampler or contextlib.nullcontext():
             _run_job(con, cfg, state, prep, data, out, auto_approve, interactive, job_template, result, clock)
@@ -574,6 +577,8 @@ def run_demo(
         result.training.reason = str(exc)
         con.print(f"[yellow]the job was rejected: {exc}[/yellow]")
     finally:
+        if regulator is not None:
+            _stop(regulator[1])
         if state is not None:
             with clock.stage("federation_down"), con.status("stopping the federation …"):
                 stopped = down(state.work_dir)
@@ -581,6 +586,65 @@ def run_demo(
         (out / "demo_result.json").parent.mkdir(parents=True, exist_ok=True)
         (out / "demo_result.json").write_text(result.model_dump_json(indent=2))
     return result
+
+
+def officer_logins(state: Any) -> list[tuple[str, str, str, Path]]:
+    """(member, officer, roles, password file) of every officer ``dcp up`` made on the federation's nodes."""
+    from federation.launcher import OFFICERS, REQUESTER_OFFICERS
+
+    roles = {**OFFICERS, **REQUESTER_OFFICERS}
+    return [(member, name, ", ".join(roles.get(name, [])), path)
+            for member, files in sorted(state.officer_password_files.items()) for name, path in sorted(files.items())]
+
+
+def show_consoles(con: Any, state: Any, regulator_url: str | None) -> None:
+    """Print where the consoles are and the officers' demo logins (each password is in its 0600 file)."""
+    from rich.table import Table
+
+    if regulator_url:
+        con.print(f"[bold]regulator console[/bold] (read-only, from the chain; while the demo runs): {regulator_url}/")
+    con.print("[bold]node consoles[/bold] (department officers' inbox; the bank's requester console at /requester): "
+              "served on each node's console listener — " + ", ".join(f"{m} {u}" for m, u in sorted(state.nodes.items())))
+    table = Table(title="officers' demo logins (password: cat the file)", show_lines=False)
+    for col in ("member", "officer", "roles", "password file"):
+        table.add_column(col)
+    for member, name, roles, path in officer_logins(state):
+        table.add_row(member, name, roles, str(path))
+    con.print(table)
+
+
+def _serve_regulator_console(state: Any) -> tuple[str, Any] | None:
+    """``python -m console.regulator`` over the demo's chain on a free port (stopped with the federation)."""
+    import subprocess
+
+    import httpx
+
+    from common.net import free_port
+    from common.settings import project_root
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "console.regulator", "--rpc", state.rpc_url, "--registry",
+                             state.registry, "--port", str(port)], cwd=project_root(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/static/console.css", timeout=2).status_code == 200:
+                return url, proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    _stop(proc)
+    return None
+
+
+def _stop(proc: Any) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: kill it
+        proc.kill()
+        proc.wait()
 
 
 #: What a job's failure reason says when a new run of the same job may succeed (see TransientJobFailure).
