@@ -560,6 +560,9 @@ def run_demo(
             state = up(fcfg, on_step=lambda msg: (status.update(msg), con.print(f"  · {msg}")))
         con.print(f"[green]✓[/green] federation up: anvil {state.rpc_url}, coordinator {state.coordinator_url}, "
                   f"{len(state.nodes)} nodes")
+        if state.consoles:  # the officers' web consoles (password + TOTP; demo logins beside each node)
+            con.print("  · officers' consoles: " + ", ".join(f"{m} {u}/" for m, u in state.consoles.items())
+                      + f" — logins (password and TOTP secret files): {state.work_dir}/nodes/<member>/officers/")
         sampler = RssSampler({m: state.pids[m] for m in prep.parties}) if sample_rss else None
         with sampler or contextlib.nullcontext():
             _run_job(con, cfg, state, prep, data, out, auto_approve, interactive, job_template, result, clock)
