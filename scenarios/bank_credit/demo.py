@@ -603,9 +603,11 @@ def show_consoles(con: Any, state: Any, regulator_url: str | None) -> None:
 
     if regulator_url:
         con.print(f"[bold]regulator console[/bold] (read-only, from the chain; while the demo runs): {regulator_url}/")
-    con.print("[bold]node consoles[/bold] (department officers' inbox; the bank's requester console at /requester): "
-              "served on each node's console listener — " + ", ".join(f"{m} {u}" for m, u in sorted(state.nodes.items())))
-    table = Table(title="officers' demo logins (password: cat the file)", show_lines=False)
+    consoles = state.consoles or {}
+    con.print("[bold]node consoles[/bold] (officers: password + TOTP; the bank's requester console at /requester): "
+              + ", ".join(f"{m} {consoles.get(m, u)}/" for m, u in sorted(state.nodes.items())))
+    table = Table(title="officers' demo logins (password: cat the file; the TOTP secret is beside it, "
+                        "<name>.totp)", show_lines=False)
     for col in ("member", "officer", "roles", "password file"):
         table.add_column(col)
     for member, name, roles, path in officer_logins(state):

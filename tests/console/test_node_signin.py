@@ -246,3 +246,36 @@ def test_the_request_shows_code_and_the_difference_from_the_last_approved(tax: N
     assert "print(df.groupby(&#39;grade&#39;).size())  # &lt;script&gt;" in html  # in full, escaped
     assert "Differences from job job-1" in html
     assert "an earlier purpose" in html and "+vat_paid" in html
+
+
+def test_dcp_node_user_totp_enrols_a_code_the_console_accepts(tmp_path: Path) -> None:
+    """``dcp node user totp`` on the node's host: prints the secret once (and its otpauth URI); a code
+    of it signs the officer in; an unknown officer gets nothing."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from dcp.cli import build_app
+    from nodes.app import create_app
+    from nodes.settings import load_node_settings
+    from tests.authkit import TEST_SCRYPT_N, secret_file
+
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "tax", "work_dir": str(tmp_path / "work"),
+                                   "officer_scrypt_n": TEST_SCRYPT_N}))
+
+    def cli(*args: str) -> tuple[int, str]:
+        out = CliRunner().invoke(build_app(), list(args))
+        return out.exit_code, out.output
+
+    pw = secret_file(tmp_path / "pw", PASSWORD)
+    assert cli("node", "user", "add", "li", "-r", "approver", "-c", str(cfg), "--password-file", str(pw))[0] == 0
+    code, out = cli("node", "user", "totp", "nobody", "-c", str(cfg))
+    assert code == 1 and "no officer" in out
+    code, out = cli("node", "user", "totp", "li", "-c", str(cfg))
+    assert code == 0 and "otpauth://totp/dcp%20tax%3Ali?secret=" in out
+    secret = out.split("secret (base32): ")[1].split()[0]
+    with TestClient(create_app(load_node_settings(cfg))) as node:
+        c = TestClient(create_officer_console(node.app.state.ctx), base_url="https://testserver")
+        r = c.post("/login", headers=ORIGIN, follow_redirects=False,
+                   data={"name": "li", "password": PASSWORD, "code": current_code(secret)})
+        assert r.status_code == 303 and c.get("/inbox").status_code == 200
