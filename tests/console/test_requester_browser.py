@@ -38,6 +38,8 @@ from tests.console.conftest import ROOT, Served
 
 pytestmark = pytest.mark.slow
 MEMBERS = ("bank", "tax")
+#: Jobs per list page (the module makes three, so the list has two pages).
+PAGE_SIZE = 2
 
 WORDS = {
     "zh-CN": {"new": "新建任务", "purpose": "用途（计算的目的；每个数据方都会看到）", "join": "连接键（各方据以对齐记录的字段）",
@@ -130,7 +132,7 @@ def regulator(fed: dict[str, Any]) -> Iterator[Served]:
             proc.wait()
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+def _wait(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -155,7 +157,7 @@ def bank_console(fed: dict[str, Any], regulator: Served) -> Iterator[tuple[str, 
     login = BankLogin(fed["state"])
     login.sign_in("analyst")
     desk = RequesterDesk.from_federation(fed["state"], "bank", regulator_url=regulator.url)
-    app = create_requester_console(desk, officer=login.officer, page_size=5, poll_s=0.5)
+    app = create_requester_console(desk, officer=login.officer, page_size=PAGE_SIZE, poll_s=0.5)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -343,8 +345,8 @@ def test_a_job_that_ends_badly_shows_its_reason(
 
 
 def test_refusals_change_nothing(bank_console: tuple[str, BankLogin], fed: dict[str, Any]) -> None:
-    """Only an analyst uses the console; a form POST from another site is refused; a job that is not
-    the bank's is not shown. After each refusal, the bank has no more jobs than before."""
+    """Only an analyst uses the console; a form POST from another site is refused; an unknown job is
+    not found. After each refusal, the bank has no more jobs than before. (And the list paginates.)"""
     url, login = bank_console
     c = fed["client"]
     before = len(c.list(requester="bank"))
@@ -360,6 +362,13 @@ def test_refusals_change_nothing(bank_console: tuple[str, BankLogin], fed: dict[
             assert http.post("/new", data=form, headers={"Origin": url}).status_code == 403
         finally:
             login.sign_in("analyst")
+        # the job list paginates: newest first, two per page, the third on page 2
+        jobs = [j.job_id for j in sorted(c.list(requester="bank"), key=lambda j: j.created_at, reverse=True)]
+        assert len(jobs) == 3
+        first, second = http.get("/jobs").text, http.get("/jobs", params={"page": 2}).text
+        assert jobs[0] in first and jobs[1] in first and jobs[2] not in first and 'rel="next"' in first
+        assert jobs[2] in second and jobs[0] not in second and 'rel="prev"' in second
+        assert jobs[0] not in http.get("/jobs", params={"state": "SUCCEEDED"}).text
         assert http.get("/jobs/no-such-job").status_code == 404
         assert http.get("/jobs/no-such-job/report").status_code == 404
         assert http.get("/jobs/x/report/secret.svg").status_code == 422
