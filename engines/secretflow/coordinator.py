@@ -1,10 +1,12 @@
 """The coordinator side of the SecretFlow engine: PSI, vertical training and prediction.
 
-A RUNNING job advances through four phases, each idempotent (it starts from the task records):
+A RUNNING job advances through four phases, each idempotent (it starts from the task records). The
+node side runs the steps on the node's one step route, ``POST /tasks/{job}/{step}``, with the typed
+bodies of :mod:`engines.secretflow.steps`:
 
-1. **ports**: every node reserves its party's ports (``POST /tasks/{job}/ports``), all at once;
-2. **dispatch**: the cluster (every party's endpoint) is stored once, then every node gets its task
-   body (``POST /tasks/{job}``): it checks the authorization on chain and starts its party;
+1. **ports**: every node reserves its party's ports (step ``ports``), all at once;
+2. **dispatch**: the cluster (every party's endpoint) is stored once (:func:`cluster_of`), then every
+   node gets its task body (step ``start``): it checks the authorization on chain and starts its party;
 3. **follow**: every node's task is polled; a failed party fails the job, a party still running
    ``straggler_timeout_s`` after a peer ended is a straggler;
 4. **collect**: once every party succeeded, the outputs (sealed by the node that holds them, the
@@ -22,6 +24,7 @@ from typing import Any
 from common.threads import concurrently
 from engines.base import RUNNING, Engine, JobContext, Progress, SubmitContext
 from engines.errors import PartyRefused, PartyUnavailable, PortError, SpecRefused
+from engines.secretflow.steps import PortsIn, StartIn
 
 log = logging.getLogger("dcp.engines.secretflow")
 
@@ -90,8 +93,8 @@ class SecretFlowEngine(Engine):
         members = [t.member for t in tasks]
         # 1. ports (every node asked at once; answers handled in task order)
         fresh = [t for t in tasks if t.status == "new"]
-        answers = concurrently(fresh, lambda t: ctx.call(t.member, "POST", f"/tasks/{job_id}/ports", {
-            "peers": [m for m in members if m != t.member], "label_party": hub}))
+        answers = concurrently(fresh, lambda t: ctx.call(t.member, "POST", f"/tasks/{job_id}/ports", PortsIn(
+            peers=[m for m in members if m != t.member], label_party=hub).model_dump()))
         for t, (got, error) in zip(fresh, answers, strict=True):
             if isinstance(error, PartyRefused):
                 return Progress("failed", f"{t.member} refused to prepare the task: {error.error}: {error.node_detail}")
@@ -104,12 +107,11 @@ class SecretFlowEngine(Engine):
         # (it extracts in the background): the start calls go out together
         cluster = ctx.cluster()
         if cluster is None:
-            eps = [json.loads(t.endpoint_json or "{}") for t in ctx.tasks()]
-            cluster = {"host": eps[0]["host"], "parties": [e["endpoint"] for e in eps]}
+            cluster = cluster_of(ctx.tasks())
             ctx.update_job(cluster=cluster, stage="dispatch")
         ready = [t for t in ctx.tasks() if t.status == "ports"]
         answers = concurrently(ready, lambda t: ctx.call(
-            t.member, "POST", f"/tasks/{job_id}", task_body(manifest, t.member, cluster)))
+            t.member, "POST", f"/tasks/{job_id}/start", task_body(manifest, t.member, cluster).model_dump(mode="json")))
         for t, (_, error) in zip(ready, answers, strict=True):
             if isinstance(error, PartyRefused):
                 if error.error != "TaskExists":
@@ -186,8 +188,16 @@ def hub_of(manifest: dict[str, Any]) -> str:
     return manifest["requester"] if manifest["requester"] in members else members[0]
 
 
-def task_body(manifest: dict[str, Any], member: str, cluster: dict[str, Any]) -> dict[str, Any]:
-    """What ``member``'s node gets to start its party (``nodes.models.TaskStartIn``)."""
+def cluster_of(tasks: list[Any]) -> dict[str, Any]:
+    """The job's cluster (``protocols.secretflow.spec.ClusterSpec`` JSON): every party's endpoint, as
+    its node reserved it (the task records' ``endpoint_json``, in task order), and the host they share.
+    The one place a party's peer addresses are put together."""
+    eps = [json.loads(t.endpoint_json or "{}") for t in tasks]
+    return {"host": eps[0]["host"], "parties": [e["endpoint"] for e in eps]}
+
+
+def task_body(manifest: dict[str, Any], member: str, cluster: dict[str, Any]) -> StartIn:
+    """What ``member``'s node gets to start its party (the ``start`` step's body)."""
     inp = next(i for i in manifest["inputs"] if i["member"] == member)
     label = manifest["label"]
     engine = manifest["engine"]
@@ -210,7 +220,7 @@ def task_body(manifest: dict[str, Any], member: str, cluster: dict[str, Any]) ->
         body["stages"] = KIND_STAGES[manifest["kind"]]
     if manifest.get("model_from"):
         body["model_from"] = manifest["model_from"]
-    return body
+    return StartIn.model_validate(body)
 
 
 def straggler(tasks: list[Any], limit_s: float, now: float | None = None) -> str | None:
