@@ -25,6 +25,7 @@ from common.threads import concurrently
 from engines.base import RUNNING, Engine, JobContext, Progress, SubmitContext
 from engines.errors import PartyRefused, PartyUnavailable, PortError, SpecRefused
 from engines.secretflow.steps import PortsIn, StartIn
+from protocols.manifest import Manifest, SecretFlowSection, as_manifest
 
 log = logging.getLogger("dcp.engines.secretflow")
 
@@ -87,7 +88,7 @@ class SecretFlowEngine(Engine):
 
     def advance(self, ctx: JobContext) -> Progress:
         """Ports, dispatch, follow, collect (the module doc), as far as each goes now."""
-        job_id, manifest = ctx.job_id, ctx.manifest
+        job_id, manifest = ctx.job_id, as_manifest(ctx.manifest)
         hub = hub_of(manifest)
         tasks = ctx.tasks()
         members = [t.member for t in tasks]
@@ -148,14 +149,14 @@ class SecretFlowEngine(Engine):
             return RUNNING
         # 4. outputs, sealed to the requester by the node that holds them
         results: dict[str, dict[str, Any]] = {}
-        for o in manifest["outputs"]:
+        for o in manifest.outputs:
             try:
-                got = ctx.call(hub, "GET", f"/tasks/{job_id}/outputs/{o['name']}")
+                got = ctx.call(hub, "GET", f"/tasks/{job_id}/outputs/{o.name}")
             except PortError as exc:
-                return Progress("failed", f"collecting output {o['name']!r} failed: {exc.detail}")
+                return Progress("failed", f"collecting output {o.name!r} failed: {exc.detail}")
             base64.b64decode(got["envelope_b64"], validate=True)
-            results[o["name"]] = {"name": o["name"], "receiver": got["receiver"],
-                                  "envelope_b64": got["envelope_b64"], "sm3": got["sm3"]}
+            results[o.name] = {"name": o.name, "receiver": got["receiver"],
+                               "envelope_b64": got["envelope_b64"], "sm3": got["sm3"]}
         return Progress("done", results=results)
 
     def abort(self, ctx: JobContext) -> None:
@@ -179,13 +180,14 @@ def protocol_name(spec: Any) -> str:
     return f"secretflow/psi-{spec.psi_protocol}+{spec.model.algorithm}"
 
 
-def hub_of(manifest: dict[str, Any]) -> str:
+def hub_of(manifest: Manifest | dict[str, Any]) -> str:
     """The party that holds a SecretFlow job's outputs: the label holder, or (psi, no label) the
     requester when it brings data, else the first input's member."""
-    if manifest.get("label"):
-        return manifest["label"]["member"]
-    members = [i["member"] for i in manifest["inputs"]]
-    return manifest["requester"] if manifest["requester"] in members else members[0]
+    m = as_manifest(manifest)
+    if m.label is not None:
+        return m.label.member
+    members = [i.member for i in m.inputs]
+    return m.requester if m.requester in members else members[0]
 
 
 def cluster_of(tasks: list[Any]) -> dict[str, Any]:
@@ -196,31 +198,30 @@ def cluster_of(tasks: list[Any]) -> dict[str, Any]:
     return {"host": eps[0]["host"], "parties": [e["endpoint"] for e in eps]}
 
 
-def task_body(manifest: dict[str, Any], member: str, cluster: dict[str, Any]) -> StartIn:
+def task_body(manifest: Manifest | dict[str, Any], member: str, cluster: dict[str, Any]) -> StartIn:
     """What ``member``'s node gets to start its party (the ``start`` step's body)."""
-    inp = next(i for i in manifest["inputs"] if i["member"] == member)
-    label = manifest["label"]
-    engine = manifest["engine"]
-    body: dict[str, Any] = {
-        "job_id": manifest["job_id"],
-        "party": member,
-        "cluster": cluster,
-        "join_key": manifest["join_key"],
-        "label_party": hub_of(manifest),
-        "label_column": label["column"] if label else None,
-        "psi_protocol": engine["psi_protocol"],
+    m = as_manifest(manifest)
+    inp = m.input_of(member)
+    engine = m.engine
+    assert isinstance(engine, SecretFlowSection), f"a {m.kind} job has no SecretFlow section"
+    return StartIn(
+        job_id=m.job_id,
+        party=member,
+        cluster=cluster,
+        join_key=m.join_key or "",
+        label_party=hub_of(m),
+        label_column=m.label.column if m.label else None,
+        psi_protocol=engine.psi_protocol,  # type: ignore[arg-type]  # the spec allowed only the three
         # the engine's ModelParams: the approved parameters and the algorithm they belong to
-        "model": {**engine["params"], **({"algorithm": engine["algorithm"]} if engine["algorithm"] else {})},
-        "inputs": [{"dataset": inp["dataset"], "columns": inp["columns"]}],
-        "features": inp["features"],
-        "receivers": {o["name"]: [o["receiver"]] for o in manifest["outputs"]},
-        "timeout_s": manifest["timeout_s"],
-    }
-    if manifest["kind"] in KIND_STAGES and manifest["kind"] != "vertical_train":  # training: as it always was
-        body["stages"] = KIND_STAGES[manifest["kind"]]
-    if manifest.get("model_from"):
-        body["model_from"] = manifest["model_from"]
-    return StartIn.model_validate(body)
+        model={**engine.params, **({"algorithm": engine.algorithm} if engine.algorithm else {})},
+        inputs=[{"dataset": inp.dataset, "columns": inp.columns}],
+        features=inp.features,
+        receivers={o.name: [o.receiver] for o in m.outputs},
+        timeout_s=m.timeout_s,
+        # the stages of every kind but training (which runs the engine's default, as it always did)
+        stages=KIND_STAGES[m.kind] if m.kind in KIND_STAGES and m.kind != "vertical_train" else None,
+        model_from=m.model_from,
+    )
 
 
 def straggler(tasks: list[Any], limit_s: float, now: float | None = None) -> str | None:
