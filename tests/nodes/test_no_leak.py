@@ -76,18 +76,19 @@ def _calls(tmp_path, frame, carol: str) -> dict[tuple[str, str], list[dict]]:
         ("POST", "/audit/prune"): [{}],
         ("DELETE", "/datasets/{name}"): [{"name": "dup_" + DS}],
         # tasks: this node is not chain-wired and j1 is not approved, so each is a named refusal
-        ("POST", "/tasks/{job_id}/ports"): [{"job_id": "j1", "json": {"peers": ["bank_a"], "label_party": "bank_a"}}],
-        ("POST", "/tasks/{job_id}"): [{"job_id": "j1", "json": {
-            "job_id": "j1", "party": "tax", "cluster": {"parties": []}, "join_key": "uscc", "label_party": "bank_a",
-            "label_column": "default", "inputs": [{"dataset": DS, "columns": ["uscc", "vat_paid"]}],
-            "features": ["vat_paid"]}}],
         ("GET", "/tasks/{job_id}"): [{"job_id": "j1"}],
         ("POST", "/tasks/{job_id}/stop"): [{"job_id": "j1"}],
         ("POST", "/tasks/{job_id}/{step}"): [{"job_id": "j1", "step": "answer", "json": {"note": "x"}},
                                              {"job_id": "nope", "step": "answer", "json": {}},
                                              {"job_id": "j1", "step": "start", "json": {"manifest": job}},
                                              {"job_id": "j1", "step": "contribute", "json": {"public_context_b64": "AAAA"}},
-                                             {"job_id": "j1", "step": "finish", "json": {"total_b64": "AAAA"}}],
+                                             {"job_id": "j1", "step": "finish", "json": {"total_b64": "AAAA"}},
+                                             {"job_id": "j1", "step": "ports", "json": {"peers": ["bank_a"],
+                                                                                       "label_party": "bank_a"}},
+                                             {"job_id": "j1", "step": "start", "json": {
+            "job_id": "j1", "party": "tax", "cluster": {"parties": []}, "join_key": "uscc", "label_party": "bank_a",
+            "label_column": "default", "inputs": [{"dataset": DS, "columns": ["uscc", "vat_paid"]}],
+            "features": ["vat_paid"]}}],
         ("GET", "/tasks/{job_id}/outputs/{name}"): [{"job_id": "j1", "name": "predictions"}],
         # a model is stored (its weights never come back); an HE job's steps are steps of the one route
         ("PUT", "/models/{name}"): [{"name": "m1", "json": {"intercept": 0.5, "weights": {"tax": {"vat_paid": 1.25}}}}],
