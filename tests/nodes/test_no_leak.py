@@ -71,6 +71,7 @@ def _calls(tmp_path, frame, carol: str) -> dict[tuple[str, str], list[dict]]:
         ("POST", "/approvals/{request_id}/reject"): [{"request_id": "1", "json": {"reason": "not now"}}],
         ("GET", "/audit"): [{"params": {"limit": 1000}}],
         ("GET", "/audit/verify"): [{}],
+        ("GET", "/audit/reconcile"): [{}],
         ("GET", "/audit/head"): [{}],
         ("POST", "/audit/anchor"): [{}],
         ("POST", "/audit/prune"): [{}],
