@@ -67,6 +67,8 @@ class NodeContext:
         """
         settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         settings.work_dir.chmod(0o700)  # the node's database, secrets and extracts live here
+        for stale in settings.tmp_dir().glob("upload-*"):  # an upload cut short by a crash (no request runs yet)
+            stale.unlink(missing_ok=True)
         keys: Any = None
         coordinator_url = settings.coordinator_url
         if chain is None:
