@@ -49,6 +49,9 @@ def _start_gateway(ctx: object, settings: object, directory: object) -> None:
         typer.echo(f"gateway: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(2) from None
     if ctx.gateway is not None:
+        for engine in ctx.steps.local.values():  # SecretFlow's parties link through it (nodes/secretflow/)
+            if hasattr(engine, "gateway"):
+                engine.gateway = ctx.gateway
         host, port = ctx.gateway.gateway.address
         typer.echo(f"国密 gateway for engine links on {host}:{port} (peers: {', '.join(settings.gateway.peers) or 'none'})")
 

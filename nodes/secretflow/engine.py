@@ -11,6 +11,12 @@ Both steps come through the node's one step route (``POST /tasks/{job_id}/{step}
   slice and the stage plan (:mod:`nodes.secretflow.plan`), records the task ``running`` and answers at
   once; the party runs in its own thread (:mod:`nodes.secretflow.run`).
 
+A node with a 国密 gateway (:attr:`SecretFlowNode.gateway`, ``nodes.services.gateway.NodeGateway``)
+opens the job's routes at ``start`` (the parties: the owners of the datasets the on-chain authorization
+names; each peer's address from the node's settings, its key from the Registry) and gives its party the
+cluster rewritten to 127.0.0.1 routes, never the body's peer addresses; the task's end (success,
+failure, stop, recovery) closes them. Without a gateway the body's cluster is used as before.
+
 A node that restarts fails the parties it was running (their process groups killed, their extracts
 deleted) and kills the warm party a previous run left. Every state change is persisted before it is
 acted on, and audited.
@@ -63,6 +69,30 @@ class SecretFlowNode(NodeEngine):
         self.member = tasks.member
         self.settings = tasks.settings
         self.runner = PartyRunner(tasks, datasets)
+
+    @property
+    def gateway(self) -> Any:
+        """The node's running gateway (None: engine links go direct, as on one machine)."""
+        return self.runner.gateway
+
+    @gateway.setter
+    def gateway(self, gateway: Any) -> None:
+        self.runner.gateway = gateway
+
+    def job_parties(self, task: Any) -> list[str]:
+        """The job's parties as the chain says: the owners of the datasets its live authorization names."""
+        from nodes.services.gateway import PeerAddressRefused
+
+        chain, names = self.tasks.chain, set()
+        if chain is None or task.auth is None:
+            raise PeerAddressRefused("a gateway routes only jobs with an authorization on chain")
+        for did in task.auth.terms.dataset_ids:
+            ds = chain.dataset(bytes(did))
+            name = chain.member_name(ds.owner) if ds is not None else None
+            if name is None:
+                raise PeerAddressRefused(f"dataset 0x{bytes(did).hex()} has no active owner in the Registry")
+            names.add(name)
+        return sorted(names)
 
     @property
     def warm(self) -> WarmEngine | None:
@@ -142,6 +172,8 @@ class SecretFlowNode(NodeEngine):
                 raise TaskMismatch(f"the cluster has no endpoint for {self.member!r}") from None
             if json.loads(mine.model_dump_json()) != json.loads(t.endpoint_json):
                 raise TaskMismatch("the cluster gives this node another endpoint than the ports it allocated")
+            if self.gateway is not None:  # PeerAddressRefused here opens nothing and changes nothing
+                cluster = self.gateway.open_task(job_id, self.job_parties(task), cluster)
 
             # checks passed: persist, then act
             scratch = self.tasks.scratch_root
@@ -186,6 +218,8 @@ class SecretFlowNode(NodeEngine):
 
     def recover(self, task: Any) -> None:
         """A task a previous run of this node left running: kill its party, delete its extract, fail it."""
+        if self.gateway is not None:
+            self.gateway.close_task(task.job_id)
         t = self.tasks._get(task.job_id)
         if t.pid is not None and is_party(t.pid):
             from common.procs import kill_group

@@ -95,6 +95,7 @@ class PartyRunner:
         self.member = tasks.member
         self.runs: dict[str, Run] = {}
         self.warm: WarmEngine | None = None
+        self.gateway: Any = None  # the node's NodeGateway (nodes.secretflow.engine.SecretFlowNode.gateway)
 
     def busy(self) -> bool:
         """A party of this node is running (no warm party is started meanwhile)."""
@@ -258,6 +259,8 @@ class PartyRunner:
         removed = remove_tree(str(run.private))
         with self.tasks._lock:
             self.runs.pop(run.job_id, None)
+        if self.gateway is not None:  # every end (success, failure, stop) comes here: the job's routes close
+            self.gateway.close_task(run.job_id)
         return removed
 
     def _stopped(self, run: Run) -> None:

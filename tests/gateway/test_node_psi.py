@@ -1,0 +1,80 @@
+"""A SecretFlow PSI job between two nodes that each run their 国密 gateway (``nodes/secretflow/`` with
+``nodes.services.gateway``): real nodes, coordinator, chain and parties. Each party is told only
+127.0.0.1 routes; every byte between the members' engines crosses a tap between the two gateways,
+and the tap sees only TLS (no key column, no identifier, no gRPC path)."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+import yaml
+
+from common.net import free_ports
+from common.procs import kill_group
+from federation.launcher import read_state, respawn
+from tests.coordinator.fedkit import DiagnosingClient, started
+from tests.gateway.conftest import Tap
+
+pytestmark = pytest.mark.slow
+
+KEY = "uscc"
+PAIR = ("bank", "tax")
+POLICY = {"max_grade": {"psi": 3}, "default_max_grade": 2}
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    """bank and tax, restarted with gateways, each reaching the other's through a tap."""
+    from protocols.crypto.keystore import load_keystore
+    from protocols.secretflow.synthetic import make_vertical_data
+
+    root = tmp_path_factory.mktemp("gwfed")
+    data = make_vertical_data(root / "data", n_rows=300, overlap=0.6, seed=17)
+    members = [{"name": p.name, "role": "bank" if p.name == "bank" else "department", "policy": POLICY,
+                "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": KEY}]}
+               for p in data.parties if p.name in PAIR]
+    with started(root, members) as state:
+        work = state.work_dir
+        bank = load_keystore(state.keys_dir / "bank.keystore.json", state.passphrase_of("bank"))
+        f = {"state": state, "data": data, "client": DiagnosingClient(state.coordinator_url, root, bank, state)}
+        listen = dict(zip(PAIR, free_ports(2), strict=True))
+        taps = {m: Tap(listen[m]) for m in PAIR}  # taps[m]: the other member's way to m's gateway
+        try:
+            for m in PAIR:
+                other = next(p for p in PAIR if p != m)
+                cfg_file = work / "nodes" / m / "node.yaml"
+                cfg = yaml.safe_load(cfg_file.read_text())
+                cfg["gateway"] = {"listen_host": "127.0.0.1", "listen_port": listen[m],
+                                  "peers": {other: f"127.0.0.1:{taps[other].port}"}}
+                cfg_file.write_text(yaml.safe_dump(cfg))
+                kill_group(read_state(work).pids[m], 5.0, reap=True)
+                respawn(work, m)
+            yield {**f, "taps": taps}
+        finally:
+            for t in taps.values():
+                t.close()
+
+
+def test_a_psi_job_between_two_gateway_nodes_runs_through_the_gateways(fed, no_leaked_processes):
+    c, st, data = fed["client"], fed["state"], fed["data"]
+    parties = [p for p in data.parties if p.name in PAIR]
+    inputs = [{"member": p.name, "dataset": f"{p.name}_2024", "columns": []} for p in parties]
+    job = c.submit({"kind": "psi", "requester": "bank", "purpose": "common customers through the gateways",
+                    "join_key": KEY, "inputs": inputs, "expires_in_s": 900})
+    for p in parties:
+        assert c.approve(job, p.name, st.nodes[p.name])["status"] == "approved"
+    final = c.wait(job, timeout=300)
+    assert final.state.value == "SUCCEEDED", final.reason
+    got = pd.read_csv(io.BytesIO(c.result(job, "intersection", st.keys_dir / "bank.keystore.json",
+                                          st.passphrase_of("bank"))), dtype={KEY: str})
+    frames = [pd.read_csv(p.csv_path, dtype={KEY: str}) for p in parties]
+    expected = set(frames[0][KEY]) & set(frames[1][KEY])
+    assert set(got[KEY]) == expected and len(got) == len(expected) > 0
+    taps = fed["taps"]
+    for m in PAIR:  # both gateways were dialled, and carried the engines' traffic both ways
+        assert len(taps[m].upstream) > 1000 and len(taps[m].downstream) > 1000, m
+    wire = b"".join(bytes(t.upstream) + bytes(t.downstream) for t in taps.values())
+    for needle in (KEY.encode(), b"application/grpc", b"bank_2024", *(k.encode() for k in sorted(expected)[:20])):
+        assert needle not in wire, needle
