@@ -176,36 +176,41 @@ class SecretFlowNode(NodeEngine):
                 cluster = self.gateway.open_task(job_id, self.job_parties(task), cluster)
 
             # checks passed: persist, then act
-            scratch = self.tasks.scratch_root
-            scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(scratch, 0o700)
-            private = Path(tempfile.mkdtemp(prefix="task-", dir=scratch))  # mode 0700
-            inp = body.inputs[0]
-            self.tasks._update(
-                job_id, status="running", stage="extract", extract_dir=str(private), started_at=utcnow(),
-                datasets_json=json.dumps([{"dataset": inp.dataset, "columns": inp.columns, "features": body.features}]),
-                model_from=body.model_from,
-                audit={"actor": task.actor, "action": "task.authorized", "detail": {
-                    "auth_digest": bytes(task.auth.digest).hex(),
-                    "manifest_hash": bytes(task.auth.terms.manifest_hash).hex(),
-                    "datasets": [i.dataset for i in body.inputs]}},
-            )
             try:
-                cfg = PartyConfig(
-                    job_id=party_job_id(job_id), cluster=cluster,
-                    me=PartySpec(name=self.member, input_csv=private / "input.csv", output_dir=private / "out",
-                                 features=body.features, model_dir=party_model_dir),
-                    join_key=body.join_key, label_party=body.label_party, label_column=body.label_column,
-                    psi_protocol=body.psi_protocol, model=model, stages=list(stages),
+                scratch = self.tasks.scratch_root
+                scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.chmod(scratch, 0o700)
+                private = Path(tempfile.mkdtemp(prefix="task-", dir=scratch))  # mode 0700
+                inp = body.inputs[0]
+                self.tasks._update(
+                    job_id, status="running", stage="extract", extract_dir=str(private), started_at=utcnow(),
+                    datasets_json=json.dumps([{"dataset": inp.dataset, "columns": inp.columns, "features": body.features}]),
+                    model_from=body.model_from,
+                    audit={"actor": task.actor, "action": "task.authorized", "detail": {
+                        "auth_digest": bytes(task.auth.digest).hex(),
+                        "manifest_hash": bytes(task.auth.terms.manifest_hash).hex(),
+                        "datasets": [i.dataset for i in body.inputs]}},
                 )
-                config_error = None
-            except ValidationError as exc:
-                cfg, config_error = None, exc.errors()[0]["msg"]
-            run = Run(job_id=job_id, port=task, private=private, dataset=inp.dataset, columns=list(inp.columns),
-                      features=body.features, config=cfg,
-                      receivers={n: w[0] for n, w in body.receivers.items() if w}, timeout_s=body.timeout_s,
-                      join_key=body.join_key, hub=t.label_party == self.member, actor=task.actor)
-            self.runner.runs[job_id] = run
+                try:
+                    cfg = PartyConfig(
+                        job_id=party_job_id(job_id), cluster=cluster,
+                        me=PartySpec(name=self.member, input_csv=private / "input.csv", output_dir=private / "out",
+                                     features=body.features, model_dir=party_model_dir),
+                        join_key=body.join_key, label_party=body.label_party, label_column=body.label_column,
+                        psi_protocol=body.psi_protocol, model=model, stages=list(stages),
+                    )
+                    config_error = None
+                except ValidationError as exc:
+                    cfg, config_error = None, exc.errors()[0]["msg"]
+                run = Run(job_id=job_id, port=task, private=private, dataset=inp.dataset, columns=list(inp.columns),
+                          features=body.features, config=cfg,
+                          receivers={n: w[0] for n, w in body.receivers.items() if w}, timeout_s=body.timeout_s,
+                          join_key=body.join_key, hub=t.label_party == self.member, actor=task.actor)
+                self.runner.runs[job_id] = run
+            except BaseException:  # nothing of the task runs: its routes close again
+                if self.gateway is not None:
+                    self.gateway.close_task(job_id)
+                raise
         if config_error is not None:
             self.runner.fail(run, "party config refused")
             raise TaskMismatch(f"party config: {config_error}")
