@@ -192,10 +192,13 @@ def hub_of(manifest: Manifest | dict[str, Any]) -> str:
 
 def cluster_of(tasks: list[Any]) -> dict[str, Any]:
     """The job's cluster (``protocols.secretflow.spec.ClusterSpec`` JSON): every party's endpoint, as
-    its node reserved it (the task records' ``endpoint_json``, in task order), and the host they share.
-    The one place a party's peer addresses are put together."""
+    its node reserved it (the task records' ``endpoint_json``, in task order), on its node's host (a
+    party whose host is the first's names none: on one machine nothing changes). The one place a
+    party's peer addresses are put together."""
     eps = [json.loads(t.endpoint_json or "{}") for t in tasks]
-    return {"host": eps[0]["host"], "parties": [e["endpoint"] for e in eps]}
+    host = eps[0]["host"]
+    return {"host": host, "parties": [e["endpoint"] if e["host"] == host else {**e["endpoint"], "host": e["host"]}
+                                      for e in eps]}
 
 
 def task_body(manifest: Manifest | dict[str, Any], member: str, cluster: dict[str, Any]) -> StartIn:

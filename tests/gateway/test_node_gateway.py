@@ -115,3 +115,34 @@ def test_an_outsider_joining_a_jobs_engine_link_is_refused_at_the_gateway(nodes,
     assert got.answer is not None and not got.answer.ok
     assert bob_sf.accepted == 0 and bob.traffic(JOB).connections == 0  # the engine saw nothing
     assert len(wait_for(lambda: refused["bob"] if len(refused["bob"]) >= 4 else None)) >= 4  # each one recorded
+
+
+def test_a_cluster_across_hosts_puts_each_peer_at_its_node_and_the_gateway_takes_only_that(people):
+    """The coordinator's cluster names each party at its own node's host (``cluster_of``); a node with a
+    gateway accepts a peer there (its configured gateway's host) and gives its party 127.0.0.1 routes."""
+    import json
+    from types import SimpleNamespace
+
+    from engines.secretflow.coordinator import cluster_of
+
+    keys = KeyDirectory(lambda: [KnownMember(n, people[n].public_key) for n in ("alice", "bob")])
+    settings = GatewaySettings(listen_port=free_port(), peers={"bob": f"127.0.0.2:{free_port()}"})
+    node = NodeGateway(settings, people["alice"].creds, "alice", keys.is_known, keys.key_of)
+    ports = {"alice": free_ports(3), "bob": free_ports(3)}
+    eps = {m: {"name": m, "sf_port": sf, "spu_port": spu, "psi_ports": {next(p for p in ports if p != m): psi}}
+           for m, (sf, spu, psi) in ports.items()}
+    tasks = [SimpleNamespace(endpoint_json=json.dumps({"host": h, "endpoint": eps[m]}))
+             for m, h in (("alice", "127.0.0.1"), ("bob", "127.0.0.2"))]
+    try:
+        across = ClusterSpec.model_validate(cluster_of(tasks))
+        assert across.endpoint("alice").host is None and across.host_of("bob") == "127.0.0.2"
+        seen = node.open_task(JOB, ["alice", "bob"], across)
+        assert {p.host for p in seen.parties} == {"127.0.0.1"} and seen.endpoint("bob").sf_port != ports["bob"][0]
+        node.close_task(JOB)
+        elsewhere = json.loads(tasks[1].endpoint_json) | {"host": "127.0.0.3"}
+        tasks[1] = SimpleNamespace(endpoint_json=json.dumps(elsewhere))
+        with pytest.raises(PeerAddressRefused, match="puts bob at 127.0.0.3"):
+            node.open_task(JOB, ["alice", "bob"], ClusterSpec.model_validate(cluster_of(tasks)))
+        assert node.gateway.jobs() == []
+    finally:
+        node.stop()
