@@ -311,3 +311,9 @@ def test_code_changed_after_approval_never_runs(clean_sandbox: None) -> None:
         SandboxNodeEngine().step(port, "run", None)  # type: ignore[arg-type]
     assert refused.value.error == "CodeHashMismatch"
     assert port.extracted == 0  # refused before any private data was read
+
+
+def test_nothing_of_the_coordinator_or_the_nodes_names_the_kind() -> None:
+    for module in ("coordinator", "nodes"):
+        named = [str(p) for p in (ROOT / module).rglob("*.py") if "sandbox" in p.read_text(encoding="utf-8").lower()]
+        assert named == [], module
