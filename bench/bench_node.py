@@ -138,7 +138,7 @@ def chain_section(table: Table, runs: bool = True) -> None:
 
         with Session(ctx.engine) as session:
             rec = session.exec(select(ApprovalRecord).where(ApprovalRecord.job_id == "bench-receipts")).one()
-        _, dt = timed(lambda: [ctx.tasks.check_authorization("bench-receipts", ["tax_2024"], rec) for _ in range(n)])
+        _, dt = timed(lambda: [ctx.tasks.guard.check("bench-receipts", ["tax_2024"], rec) for _ in range(n)])
         table.add_row("task start: authorization checked on chain (6 reads)", f"{n} checks", f"{dt:.2f}",
                       f"{dt / n * 1000:.0f} ms each")
         from contracts.models import UsageReceipt
@@ -189,7 +189,7 @@ def chain_section(table: Table, runs: bool = True) -> None:
                         "inputs": [{"dataset": inp["dataset"], "columns": inp["columns"]}],
                         "features": inp["features"], "receivers": {"metrics": ["bank"], "predictions": ["bank"]},
                         "timeout_s": 600}
-                c.post(f"/tasks/{job}", json=body).raise_for_status()
+                c.post(f"/tasks/{job}/start", json=body).raise_for_status()
             t_started = time.perf_counter() - t0
             done = {}
             while len(done) < 2:

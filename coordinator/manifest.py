@@ -21,6 +21,7 @@ from protocols.crypto.approvals import job_key
 from protocols.manifest import (
     ApprovalRequestIn,
     Manifest,
+    as_manifest,
     dataset_chain_id,
     inputs_of,
     manifest_sm3,
@@ -89,42 +90,44 @@ def build_manifest(
     return Manifest.model_validate(manifest).as_dict()  # typed and checked; the wire form is what is hashed
 
 
-def node_request(manifest: dict[str, Any], member: str) -> dict[str, Any]:
+def node_request(manifest: Manifest | dict[str, Any], member: str) -> dict[str, Any]:
     """The approvals-inbox request for ``member`` (its own inputs only) with its SM3 hash.
 
     The hash is computed exactly as the node recomputes it (``protocols.manifest.slice_of``)."""
-    body = {
-        "job_id": manifest["job_id"],
-        "kind": manifest["kind"],
-        "protocol": manifest["engine"]["protocol"],
-        "requester": manifest["requester"],
-        "requester_role": manifest["requester_role"],
-        "purpose": manifest["purpose"],
-        "inputs": inputs_of(manifest, member),
-        "receivers": receivers_of(manifest),
-        "expiry": manifest["expiry"],
-        "max_runs": manifest["max_runs"],
+    m = as_manifest(manifest)
+    body: dict[str, Any] = {
+        "job_id": m.job_id,
+        "kind": m.kind,
+        "protocol": m.engine.protocol,
+        "requester": m.requester,
+        "requester_role": m.requester_role,
+        "purpose": m.purpose,
+        "inputs": inputs_of(m, member),
+        "receivers": receivers_of(m),
+        "expiry": m.expiry,
+        "max_runs": m.max_runs,
     }
-    if manifest.get("model_from"):
-        body["model_from"] = manifest["model_from"]
-    if registry.engine_for(manifest["kind"]).slice_carries_engine:
-        body["engine"] = manifest["engine"]  # the officers review it; the node runs only what it signed
-    if manifest.get("request"):  # the requester's signed job request: every node verifies it
-        body["request"] = manifest["request"]
+    if m.model_from:
+        body["model_from"] = m.model_from
+    if registry.engine_for(m.kind).slice_carries_engine:
+        body["engine"] = m.as_dict()["engine"]  # the officers review it; the node runs only what it signed
+    if m.request:  # the requester's signed job request: every node verifies it
+        body["request"] = m.request
     req = ApprovalRequestIn.model_validate(body)
     body["manifest_hash"] = manifest_sm3(slice_of(req)).hex()
     return body
 
 
-def terms_of(manifest: dict[str, Any], requester_address: str) -> Any:
+def terms_of(manifest: Manifest | dict[str, Any], requester_address: str) -> Any:
     """The on-chain terms (``contracts.models.Terms``) of ``manifest``."""
     from contracts.models import Terms
 
+    m = as_manifest(manifest)
     return Terms(
-        job_id=job_key(manifest["job_id"]),
-        manifest_hash=manifest_sm3(manifest),
-        dataset_ids=tuple(bytes.fromhex(i["dataset_id"]) for i in manifest["inputs"]),
+        job_id=job_key(m.job_id),
+        manifest_hash=manifest_sm3(manifest if isinstance(manifest, dict) else m.as_dict()),  # the form given
+        dataset_ids=tuple(bytes.fromhex(i.dataset_id) for i in m.inputs),
         requester=requester_address,
-        expiry=manifest["expiry_unix"],
-        max_runs=manifest["max_runs"],
+        expiry=m.expiry_unix,
+        max_runs=m.max_runs,
     )

@@ -91,12 +91,6 @@ class NodeClient:
         return self._call("POST", path, json=body, token=token, timeout=max(self.timeout, 60.0))
 
     # tasks
-    def allocate_ports(self, job_id: str, peers: list[str], label_party: str) -> dict[str, Any]:
-        return self._call("POST", f"/tasks/{job_id}/ports", json={"peers": peers, "label_party": label_party})
-
-    def start_task(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/tasks/{job_id}", json=body)
-
     def task(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/tasks/{job_id}")
 

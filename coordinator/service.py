@@ -274,7 +274,10 @@ class Coordinator:
         members, catalog, policies = self._validation_inputs()
         named = {spec.requester, *(i.member for i in spec.inputs)}
         if not named <= set(members) and self.settings.rpc_url and self.settings.registry_address:
-            self.sync_members()  # a member admitted on chain since the last mirror (or none yet)
+            try:  # a member admitted on chain since the last mirror (or none yet)
+                self.sync_members()
+            except Exception as exc:  # noqa: BLE001 — the check below names the unknown member either way
+                log.warning("could not mirror the Registry's members: %s", exc)
             members, catalog, policies = self._validation_inputs()
         if any((i.member, i.dataset) not in catalog for i in spec.inputs):
             self.refresh_catalog()  # a dataset may have been published since the last pull

@@ -128,6 +128,10 @@ class NodeEngine(ABC):
 
     kinds: ClassVar[tuple[str, ...]]
     steps: ClassVar[dict[str, type[BaseModel]]]  # step name -> its body
+    prepares: ClassVar[frozenset[str]] = frozenset()
+    """Steps that only reserve the task (read no data, e.g. ports): they run once this node approved the
+    job, before its authorization is on chain, and record the task ``ports`` (``task.reserve``). An
+    engine with such steps runs its other steps only on a task one of them reserved."""
 
     @abstractmethod
     def step(self, task: Any, name: str, body: BaseModel) -> dict[str, Any]:
@@ -139,4 +143,8 @@ class NodeEngine(ABC):
 
     def recover(self, task: Any) -> None:
         """After a node restart: end (or resume) a task that was running."""
+        return None
+
+    def close(self) -> None:
+        """At node shutdown: stop whatever the engine still runs at this node; idempotent."""
         return None

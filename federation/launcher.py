@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.net import free_port
+from common.procs import kill_group
 from common.settings import project_root
 from common.yamlfile import load_yaml_model
 from coordinator.errors import FederationError, InvalidFederationConfig
@@ -261,34 +261,6 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, what: str, log: P
     raise FederationError(f"{what} did not answer on {url} within {timeout:.0f}s")
 
 
-def stop_pid(pid: int, grace: float = 5.0) -> None:
-    """SIGTERM the process group led by ``pid``, SIGKILL after ``grace`` seconds."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            waited, _ = os.waitpid(pid, os.WNOHANG)
-            if waited == pid:
-                return
-        except ChildProcessError:  # not our child: poll for its exit
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
 def up(cfg: FederationConfig, on_step: Any = None) -> FederationState:
     """Bring the federation up; on any failure everything started so far is stopped again."""
     say = on_step or (lambda msg: None)
@@ -302,7 +274,7 @@ def up(cfg: FederationConfig, on_step: Any = None) -> FederationState:
         return _up(cfg, work, pids, say)
     except BaseException:
         for pid in reversed(list(pids.values())):
-            stop_pid(pid)
+            kill_group(pid, 5.0, reap=True)
         raise
 
 
@@ -596,7 +568,7 @@ def down(work_dir: str | Path) -> list[str]:
     for name in order:
         pid = state.pids.get(name)
         if pid is not None:
-            stop_pid(pid)
+            kill_group(pid, 5.0, reap=True)
             stopped.append(name)
     (Path(work_dir) / STATE_FILE).unlink(missing_ok=True)
     return stopped

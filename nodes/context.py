@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 
 from nodes.db import init_db, make_engine
 from nodes.errors import ConfigError
+from nodes.secretflow.engine import SecretFlowNode
 from nodes.services.approvals import ApprovalRecorder, ApprovalService
 from nodes.services.audit import AuditAnchor, AuditLog, FileAnchor
 from nodes.services.chain import (
@@ -66,6 +67,8 @@ class NodeContext:
         """
         settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         settings.work_dir.chmod(0o700)  # the node's database, secrets and extracts live here
+        for stale in settings.tmp_dir().glob("upload-*"):  # an upload cut short by a crash (no request runs yet)
+            stale.unlink(missing_ok=True)
         keys: Any = None
         coordinator_url = settings.coordinator_url
         if chain is None:
@@ -110,9 +113,10 @@ class NodeContext:
             policy.seed_from_file(settings.policy_file)
         approvals = ApprovalService(settings, engine, audit, policy, datasets, recorder, keys=keys)
         tasks = TaskService(settings, engine, audit, datasets, policy, chain)
-        steps = StepService(tasks, keys=approvals.keys)
-        steps.recover()  # the step-route engines' tasks first: their engines drop what they left
-        tasks.recover()
+        secretflow = SecretFlowNode(tasks, datasets)  # the built-in node engine that keeps per-node state
+        steps = StepService(tasks, keys=approvals.keys, local=[secretflow])
+        steps.recover()  # the tasks a previous run left running: their engines drop what they left
+        secretflow.open()
         ctx = cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
                   approvals=approvals, tasks=tasks, steps=steps, officers=officers, members=members, chain=chain,
                   keeper=keeper, models=StoredModels(engine, audit, datasets, policy, steps.ledger))
@@ -121,7 +125,6 @@ class NodeContext:
         return ctx
 
     def close(self) -> None:
-        self.tasks.stop_all()
         self.steps.close()
         if self.keeper is not None:
             self.keeper.close()  # the last pending receipts and the shutdown anchor

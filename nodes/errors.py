@@ -103,6 +103,12 @@ class AuditIntegrityError(NodeError):
     status_code = 409
 
 
+class DiskFull(NodeError):
+    """The node's disk filled up while it wrote (an upload, a dataset, an extract); nothing of it was kept."""
+
+    status_code = 507
+
+
 class RetentionTooShort(NodeError):
     """A prune asked to keep fewer days of audit log than the floor (180)."""
 

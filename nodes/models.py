@@ -375,8 +375,8 @@ class TaskStatus(str, enum.Enum):
     STOPPED = "stopped"
 
 
-#: The allowed task transitions: a task is created ``ports`` (SecretFlow) or ``running`` (a step of
-#: the generic route) and ends in one of the three terminal statuses, never to leave it.
+#: The allowed task transitions: a task is created ``ports`` (reserved by an engine's ``prepares`` step,
+#: e.g. SecretFlow's ports) or ``running`` (any other step) and ends in one of the three terminal statuses, never to leave it.
 TASK_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PORTS: frozenset({TaskStatus.RUNNING, TaskStatus.STOPPED, TaskStatus.FAILED}),
     TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.STOPPED}),
@@ -428,59 +428,6 @@ class Rejection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = PField(min_length=1, max_length=2000)
-
-
-class TaskPortsIn(BaseModel):
-    """The coordinator asks the node to reserve ports for a job's party."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    peers: list[str] = PField(default_factory=list)
-    label_party: str = PField(min_length=1)
-
-
-class TaskPortsOut(BaseModel):
-    host: str
-    endpoint: dict
-
-
-class TaskInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str
-    columns: list[str] = PField(min_length=1)
-
-
-class TaskStartIn(BaseModel):
-    """What the coordinator sends to start this node's party of a job."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: str
-    party: str
-    cluster: dict
-    """protocols.secretflow.spec.ClusterSpec JSON."""
-    join_key: str
-    label_party: str
-    label_column: str | None = None
-    """None in a psi job (no label)."""
-    psi_protocol: Literal["RR22", "ECDH", "ECDH_SM2"] = "RR22"
-    model: dict = PField(default_factory=dict)
-    """protocols.secretflow.spec.ModelParams JSON."""
-    stages: list[Literal["psi", "train", "predict"]] | None = None
-    """The engine stages; None = the engine's default (psi, train, predict)."""
-    model_from: str | None = PField(default=None, min_length=1, max_length=200)
-    """vertical_predict: the training job (on this node) whose stored model part to use."""
-    inputs: list[TaskInput] = PField(min_length=1, max_length=1)
-    features: list[str] = PField(default_factory=list)
-    """Empty in a psi job."""
-    receivers: dict[str, list[str]] = PField(default_factory=dict)
-    timeout_s: float = PField(default=600.0, gt=0, le=7 * 86400)
-
-
-class TaskStarted(BaseModel):
-    job_id: str
-    status: str
 
 
 class TaskOutputInfo(BaseModel):

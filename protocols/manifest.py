@@ -55,38 +55,40 @@ def manifest_sm3(manifest: Mapping[str, Any]) -> bytes:
     return manifest_hash(manifest)
 
 
-def receivers_of(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
+def receivers_of(manifest: Manifest | Mapping[str, Any]) -> dict[str, list[str]]:
     """Output name -> members that receive it, from a job manifest's ``outputs``."""
     out: dict[str, list[str]] = {}
-    for o in manifest.get("outputs") or []:
-        out.setdefault(o["name"], []).append(o["receiver"])
+    for o in as_manifest(manifest).outputs:
+        out.setdefault(o.name, []).append(o.receiver)
     return out
 
 
-def inputs_of(manifest: Mapping[str, Any], member: str) -> list[dict[str, Any]]:
+def inputs_of(manifest: Manifest | Mapping[str, Any], member: str) -> list[dict[str, Any]]:
     """``member``'s inputs in a job manifest, as its slice names them: ``[{"dataset", "columns"}]``."""
-    return [{"dataset": i["dataset"], "columns": i["columns"]} for i in manifest["inputs"] if i["member"] == member]
+    return [{"dataset": i.dataset, "columns": i.columns} for i in as_manifest(manifest).inputs if i.member == member]
 
 
-def slice_matches(manifest: Mapping[str, Any], member: str, node_manifest: Mapping[str, Any]) -> bool:
+def slice_matches(manifest: Manifest | Mapping[str, Any], member: str, node_manifest: Mapping[str, Any]) -> bool:
     """Whether the slice a node signed says exactly what the job manifest says about ``member``.
 
     False (never an exception) for a malformed manifest or slice."""
     try:
+        m = as_manifest(manifest)
         got_expiry = datetime.fromisoformat(node_manifest["expiry"]).astimezone(timezone.utc)
         return (
-            node_manifest.get("job_id") == manifest["job_id"]
-            and node_manifest.get("purpose") == manifest["purpose"]
-            and node_manifest.get("requester") == manifest["requester"]
-            and node_manifest.get("kind") == manifest["kind"]
-            and node_manifest.get("inputs") == inputs_of(manifest, member)
-            and node_manifest.get("receivers") == receivers_of(manifest)
-            and int(got_expiry.timestamp()) == int(manifest["expiry_unix"])
-            and node_manifest.get("max_runs") == manifest["max_runs"]
-            and node_manifest.get("request") == manifest.get("request")  # the requester's signed request
-            and node_manifest.get("engine", manifest["engine"]) == manifest["engine"]  # when the slice carries it
+            node_manifest.get("job_id") == m.job_id
+            and node_manifest.get("purpose") == m.purpose
+            and node_manifest.get("requester") == m.requester
+            and node_manifest.get("kind") == m.kind
+            and node_manifest.get("inputs") == inputs_of(m, member)
+            and node_manifest.get("receivers") == receivers_of(m)
+            and int(got_expiry.timestamp()) == m.expiry_unix
+            and node_manifest.get("max_runs") == m.max_runs
+            and node_manifest.get("request") == m.request  # the requester's signed request
+            and ("engine" not in node_manifest  # when the slice carries the engine section
+                 or node_manifest["engine"] == m.as_dict()["engine"])
         )
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError):  # pydantic's ValidationError is a ValueError
         return False
 
 
@@ -270,11 +272,17 @@ class Manifest(_Strict):
         raise KeyError(member)
 
 
+def as_manifest(manifest: Manifest | Mapping[str, Any]) -> Manifest:
+    """``manifest`` typed: a stored or served wire form is validated (pydantic's ValidationError if malformed)."""
+    return manifest if isinstance(manifest, Manifest) else Manifest.model_validate(manifest)
+
+
 __all__ = [
     "AUTHORIZATION_MODES",
     "CkksSection",
     "EngineSection",
     "Manifest",
+    "as_manifest",
     "ManifestInput",
     "ManifestLabel",
     "ManifestOutput",

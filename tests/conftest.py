@@ -20,7 +20,7 @@ def _descendants() -> set[int]:
 @pytest.fixture
 def no_leaked_processes() -> Iterator[None]:
     """Fail the test if it leaves a child process of the test runner alive."""
-    from nodes.services.tasks import idle_warm_party
+    from nodes.secretflow.processes import idle_warm_party
 
     before = _descendants()
     yield

@@ -97,7 +97,8 @@ def register(app: typer.Typer) -> None:
                       no_args_is_help=True)
     app.add_typer(job, name="job")
     url_opt = typer.Option(None, "--coordinator", help=f"coordinator URL (or ${COORD_ENV}, or the federation state)")
-    fed_opt = typer.Option(None, "--federation-dir", help="where `dcp up` wrote its state")
+    fed_opt = typer.Option(None, "--federation-dir", help=f"where `dcp up` or `dcp connect` wrote the federation's "
+                           f"state (default ${FED_DIR_ENV}, else <project>/var/federation)")
     member_opt = typer.Option(None, "--member", "-m", help=f"the member you act as over 国密 TLS (or ${MEMBER_ENV})")
 
     def _watch(client, job_id: str, timeout: float) -> object:  # noqa: ANN001

@@ -1,10 +1,12 @@
 """The coordinator side of the SecretFlow engine: PSI, vertical training and prediction.
 
-A RUNNING job advances through four phases, each idempotent (it starts from the task records):
+A RUNNING job advances through four phases, each idempotent (it starts from the task records). The
+node side runs the steps on the node's one step route, ``POST /tasks/{job}/{step}``, with the typed
+bodies of :mod:`engines.secretflow.steps`:
 
-1. **ports**: every node reserves its party's ports (``POST /tasks/{job}/ports``), all at once;
-2. **dispatch**: the cluster (every party's endpoint) is stored once, then every node gets its task
-   body (``POST /tasks/{job}``): it checks the authorization on chain and starts its party;
+1. **ports**: every node reserves its party's ports (step ``ports``), all at once;
+2. **dispatch**: the cluster (every party's endpoint) is stored once (:func:`cluster_of`), then every
+   node gets its task body (step ``start``): it checks the authorization on chain and starts its party;
 3. **follow**: every node's task is polled; a failed party fails the job, a party still running
    ``straggler_timeout_s`` after a peer ended is a straggler;
 4. **collect**: once every party succeeded, the outputs (sealed by the node that holds them, the
@@ -22,6 +24,8 @@ from typing import Any
 from common.threads import concurrently
 from engines.base import RUNNING, Engine, JobContext, Progress, SubmitContext
 from engines.errors import PartyRefused, PartyUnavailable, PortError, SpecRefused
+from engines.secretflow.steps import PortsIn, StartIn
+from protocols.manifest import Manifest, SecretFlowSection, as_manifest
 
 log = logging.getLogger("dcp.engines.secretflow")
 
@@ -84,14 +88,14 @@ class SecretFlowEngine(Engine):
 
     def advance(self, ctx: JobContext) -> Progress:
         """Ports, dispatch, follow, collect (the module doc), as far as each goes now."""
-        job_id, manifest = ctx.job_id, ctx.manifest
+        job_id, manifest = ctx.job_id, as_manifest(ctx.manifest)
         hub = hub_of(manifest)
         tasks = ctx.tasks()
         members = [t.member for t in tasks]
         # 1. ports (every node asked at once; answers handled in task order)
         fresh = [t for t in tasks if t.status == "new"]
-        answers = concurrently(fresh, lambda t: ctx.call(t.member, "POST", f"/tasks/{job_id}/ports", {
-            "peers": [m for m in members if m != t.member], "label_party": hub}))
+        answers = concurrently(fresh, lambda t: ctx.call(t.member, "POST", f"/tasks/{job_id}/ports", PortsIn(
+            peers=[m for m in members if m != t.member], label_party=hub).model_dump()))
         for t, (got, error) in zip(fresh, answers, strict=True):
             if isinstance(error, PartyRefused):
                 return Progress("failed", f"{t.member} refused to prepare the task: {error.error}: {error.node_detail}")
@@ -104,12 +108,11 @@ class SecretFlowEngine(Engine):
         # (it extracts in the background): the start calls go out together
         cluster = ctx.cluster()
         if cluster is None:
-            eps = [json.loads(t.endpoint_json or "{}") for t in ctx.tasks()]
-            cluster = {"host": eps[0]["host"], "parties": [e["endpoint"] for e in eps]}
+            cluster = cluster_of(ctx.tasks())
             ctx.update_job(cluster=cluster, stage="dispatch")
         ready = [t for t in ctx.tasks() if t.status == "ports"]
         answers = concurrently(ready, lambda t: ctx.call(
-            t.member, "POST", f"/tasks/{job_id}", task_body(manifest, t.member, cluster)))
+            t.member, "POST", f"/tasks/{job_id}/start", task_body(manifest, t.member, cluster).model_dump(mode="json")))
         for t, (_, error) in zip(ready, answers, strict=True):
             if isinstance(error, PartyRefused):
                 if error.error != "TaskExists":
@@ -146,14 +149,14 @@ class SecretFlowEngine(Engine):
             return RUNNING
         # 4. outputs, sealed to the requester by the node that holds them
         results: dict[str, dict[str, Any]] = {}
-        for o in manifest["outputs"]:
+        for o in manifest.outputs:
             try:
-                got = ctx.call(hub, "GET", f"/tasks/{job_id}/outputs/{o['name']}")
+                got = ctx.call(hub, "GET", f"/tasks/{job_id}/outputs/{o.name}")
             except PortError as exc:
-                return Progress("failed", f"collecting output {o['name']!r} failed: {exc.detail}")
+                return Progress("failed", f"collecting output {o.name!r} failed: {exc.detail}")
             base64.b64decode(got["envelope_b64"], validate=True)
-            results[o["name"]] = {"name": o["name"], "receiver": got["receiver"],
-                                  "envelope_b64": got["envelope_b64"], "sm3": got["sm3"]}
+            results[o.name] = {"name": o.name, "receiver": got["receiver"],
+                               "envelope_b64": got["envelope_b64"], "sm3": got["sm3"]}
         return Progress("done", results=results)
 
     def abort(self, ctx: JobContext) -> None:
@@ -177,40 +180,48 @@ def protocol_name(spec: Any) -> str:
     return f"secretflow/psi-{spec.psi_protocol}+{spec.model.algorithm}"
 
 
-def hub_of(manifest: dict[str, Any]) -> str:
+def hub_of(manifest: Manifest | dict[str, Any]) -> str:
     """The party that holds a SecretFlow job's outputs: the label holder, or (psi, no label) the
     requester when it brings data, else the first input's member."""
-    if manifest.get("label"):
-        return manifest["label"]["member"]
-    members = [i["member"] for i in manifest["inputs"]]
-    return manifest["requester"] if manifest["requester"] in members else members[0]
+    m = as_manifest(manifest)
+    if m.label is not None:
+        return m.label.member
+    members = [i.member for i in m.inputs]
+    return m.requester if m.requester in members else members[0]
 
 
-def task_body(manifest: dict[str, Any], member: str, cluster: dict[str, Any]) -> dict[str, Any]:
-    """What ``member``'s node gets to start its party (``nodes.models.TaskStartIn``)."""
-    inp = next(i for i in manifest["inputs"] if i["member"] == member)
-    label = manifest["label"]
-    engine = manifest["engine"]
-    body: dict[str, Any] = {
-        "job_id": manifest["job_id"],
-        "party": member,
-        "cluster": cluster,
-        "join_key": manifest["join_key"],
-        "label_party": hub_of(manifest),
-        "label_column": label["column"] if label else None,
-        "psi_protocol": engine["psi_protocol"],
+def cluster_of(tasks: list[Any]) -> dict[str, Any]:
+    """The job's cluster (``protocols.secretflow.spec.ClusterSpec`` JSON): every party's endpoint, as
+    its node reserved it (the task records' ``endpoint_json``, in task order), and the host they share.
+    The one place a party's peer addresses are put together."""
+    eps = [json.loads(t.endpoint_json or "{}") for t in tasks]
+    return {"host": eps[0]["host"], "parties": [e["endpoint"] for e in eps]}
+
+
+def task_body(manifest: Manifest | dict[str, Any], member: str, cluster: dict[str, Any]) -> StartIn:
+    """What ``member``'s node gets to start its party (the ``start`` step's body)."""
+    m = as_manifest(manifest)
+    inp = m.input_of(member)
+    engine = m.engine
+    assert isinstance(engine, SecretFlowSection), f"a {m.kind} job has no SecretFlow section"
+    return StartIn(
+        job_id=m.job_id,
+        party=member,
+        cluster=cluster,
+        join_key=m.join_key or "",
+        label_party=hub_of(m),
+        label_column=m.label.column if m.label else None,
+        psi_protocol=engine.psi_protocol,  # type: ignore[arg-type]  # the spec allowed only the three
         # the engine's ModelParams: the approved parameters and the algorithm they belong to
-        "model": {**engine["params"], **({"algorithm": engine["algorithm"]} if engine["algorithm"] else {})},
-        "inputs": [{"dataset": inp["dataset"], "columns": inp["columns"]}],
-        "features": inp["features"],
-        "receivers": {o["name"]: [o["receiver"]] for o in manifest["outputs"]},
-        "timeout_s": manifest["timeout_s"],
-    }
-    if manifest["kind"] in KIND_STAGES and manifest["kind"] != "vertical_train":  # training: as it always was
-        body["stages"] = KIND_STAGES[manifest["kind"]]
-    if manifest.get("model_from"):
-        body["model_from"] = manifest["model_from"]
-    return body
+        model={**engine.params, **({"algorithm": engine.algorithm} if engine.algorithm else {})},
+        inputs=[{"dataset": inp.dataset, "columns": inp.columns}],
+        features=inp.features,
+        receivers={o.name: [o.receiver] for o in m.outputs},
+        timeout_s=m.timeout_s,
+        # the stages of every kind but training (which runs the engine's default, as it always did)
+        stages=KIND_STAGES[m.kind] if m.kind in KIND_STAGES and m.kind != "vertical_train" else None,
+        model_from=m.model_from,
+    )
 
 
 def straggler(tasks: list[Any], limit_s: float, now: float | None = None) -> str | None:

@@ -1,4 +1,5 @@
-"""Task execution routes (the interface the coordinator calls; see nodes.services.tasks)."""
+"""The task routes the coordinator calls, the same for every engine: a job's steps (validated against
+its engine's step bodies, nodes.services.steps), its status, stop, and its sealed outputs."""
 
 from __future__ import annotations
 
@@ -8,39 +9,21 @@ from fastapi import APIRouter, Body, Depends
 
 from nodes.api.deps import CoordinatorCaller, get_ctx
 from nodes.context import NodeContext
-from nodes.models import (
-    SealedOutput,
-    TaskOut,
-    TaskPortsIn,
-    TaskPortsOut,
-    TaskStarted,
-    TaskStartIn,
-    TaskStopped,
-)
+from nodes.models import SealedOutput, TaskOut, TaskStopped
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-@router.post("/{job_id}/ports")
-def ports(job_id: str, body: TaskPortsIn, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> TaskPortsOut:
-    """Reserve this node's party ports for an approved job (idempotent)."""
-    return ctx.tasks.ports(job_id, body, caller.actor)
-
-
-@router.post("/{job_id}", status_code=202)
-def start(job_id: str, body: TaskStartIn, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> TaskStarted:
-    """Check the authorization on chain and the node's own policy, extract, start the party."""
-    return ctx.tasks.start(job_id, body, caller.actor)
-
-
 @router.get("/{job_id}")
 def status(job_id: str, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> TaskOut:
+    """The task's status and stage (never a value of any row)."""
     return ctx.tasks.get(job_id)
 
 
 @router.post("/{job_id}/stop")
 def stop(job_id: str, caller: CoordinatorCaller, ctx: NodeContext = Depends(get_ctx)) -> TaskStopped:
-    """Kill the party's process group; the extract is deleted (idempotent)."""
+    """Stop the task: its engine stops what runs (a SecretFlow party's process group is killed and its
+    extract deleted); idempotent."""
     return ctx.steps.stop(job_id, caller.actor)
 
 

@@ -18,9 +18,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import delete, func
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from nodes.errors import AnchorError, AuditIntegrityError, RetentionTooShort
+from nodes.errors import AnchorError, AuditIntegrityError, DiskFull, RetentionTooShort
 from nodes.models import (
     AnchorOut,
     AuditAnchorRecord,
@@ -153,6 +154,11 @@ class AuditLog:
             try:
                 yield session
                 session.commit()
+            except OperationalError as exc:
+                session.rollback()
+                if "full" in str(exc.orig).lower():  # SQLite: "database or disk is full"
+                    raise DiskFull("the node's disk is full: the change was rolled back, nothing of it kept") from None
+                raise
             except BaseException:
                 session.rollback()
                 raise

@@ -34,7 +34,7 @@ from nodes.errors import (
     CoordinatorUnavailable,
     KeysUnavailable,
 )
-from protocols.manifest import AUTHORIZATION_MODES, dataset_chain_id, manifest_sm3, slice_matches
+from protocols.manifest import AUTHORIZATION_MODES, as_manifest, dataset_chain_id, manifest_sm3, slice_matches
 
 T = TypeVar("T")
 
@@ -347,9 +347,10 @@ class ChainApprovalRecorder:
             raise ApprovalTermsMismatch("the job manifest says something else about this node's data than it approved")
         if terms.job_id != job_key(job_id):
             raise ApprovalTermsMismatch("the terms are for another job")
-        if terms.expiry != int(manifest["expiry_unix"]) or terms.max_runs != int(manifest["max_runs"]):
+        m = as_manifest(manifest)  # slice_matches said it is a well-formed manifest
+        if terms.expiry != m.expiry_unix or terms.max_runs != m.max_runs:
             raise ApprovalTermsMismatch("the terms' expiry or maximum runs differ from the manifest")
-        if self.chain.member_name(terms.requester) != manifest["requester"]:
+        if self.chain.member_name(terms.requester) != m.requester:
             raise ApprovalTermsMismatch("the terms' requester account is not the member the manifest names")
         mine = [dataset_chain_id(self.member, i["dataset"]) for i in node_manifest["inputs"]]
         missing = [d.hex()[:16] for d in mine if d not in terms.dataset_ids]

@@ -424,7 +424,7 @@ def register_on_chain(datasets: DatasetService, chain: Any, name: str, actor: st
     its id ``dataset_chain_id(node, name)``, the SM3 of its schema and its highest grade — what every
     authorization names and every receipt counts against. Idempotent: a dataset already registered by
     this node with the same schema answers ``already``; one registered with another schema (or by
-    someone else) is refused (``ChainRefused``: ingest it under a new name). Audited as ``dataset.register``."""
+    someone else) is refused (``ChainRefused``: ingest it under a new name). Audited as ``dataset.chain_register``."""
     from nodes.errors import ChainRefused, ChainUnavailable
     from protocols.manifest import dataset_chain_id
 
@@ -443,7 +443,7 @@ def register_on_chain(datasets: DatasetService, chain: Any, name: str, actor: st
         return {**out, "status": "already", "tx": None}
     tx = chain.register_dataset(did, schema, entry.max_grade)
     with datasets.audit.transaction() as session:
-        datasets.audit.append(session, actor=actor, action="dataset.register", target=name,
+        datasets.audit.append(session, actor=actor, action="dataset.chain_register", target=name,
                               detail={"dataset_id": out["dataset_id"], "schema_hash": entry.schema_hash,
                                       "grade": entry.max_grade, "tx": tx})
     return {**out, "status": "registered", "tx": tx}

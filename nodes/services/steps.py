@@ -9,12 +9,16 @@ does everything around a step the same way for every engine:
    when a task begins, then, for each later step of the running task, that the authorization is still
    live on chain (a multi-step engine may have recorded its receipt, using the run, before its last step);
 3. the task (one row of the task table, status :class:`nodes.models.TaskStatus`) is created
-   ``running`` and audited before the engine acts; a task that ended is never run again;
+   ``running`` and audited before the engine acts; a task that ended is never run again. A step the
+   engine names in ``prepares`` (it reads no data, e.g. reserving ports) skips 2. and 3.: it runs on
+   this node's approval alone and records the task ``ports`` itself (:meth:`TaskPort.reserve`); the
+   engine's other steps then run only on a task it reserved (the whole check is made on the first);
 4. the engine's step runs with a :class:`TaskPort`: when it is done it hands over its outputs, which
    the port seals to their approved receivers (:mod:`nodes.services.receipts`), records the usage
    receipt of every dataset of this node on chain, and marks the task ``succeeded``.
-A step that raises fails the task (audited) and the error reaches the caller; an engine's
-:class:`engines.errors.StepRefused` that is not ``fatal`` leaves the task as it was.
+A step that raises fails the task (audited) and the error reaches the caller, unless it refused for
+where the task is in its life (:class:`TaskExists`); an engine's :class:`engines.errors.StepRefused`
+that is not ``fatal`` leaves the task as it was.
 
 A node that approved nothing for the job (the requester, holding no data of it) takes a step only
 with the job's whole ``manifest`` in the first step's body: it must hash (SM3) to the manifest hash of
@@ -27,6 +31,8 @@ import json
 import os
 import shutil
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +77,19 @@ class TaskPort:
         self.kind: str = approved["kind"]
         self.approved = approved  # the slice this node approved: inputs, receivers, requester, purpose, ...
         self.actor = actor
-        self.auth = auth  # the live authorization on chain the guard checked for this step (None in stop/recover)
+        self.auth = auth  # the live authorization the guard checked (None in a prepares step, stop, recover)
+
+    def authorize(self, datasets: list[str]) -> Any:
+        """The one guard again, for ``datasets`` (a step that reads more than the approved slice names)."""
+        guard = self._tasks.guard
+        return guard.check(self.job_id, datasets, guard.approval(self.job_id))
+
+    def reserve(self, record: dict[str, Any], action: str, detail: dict[str, Any]) -> None:
+        """Record the task ``ports`` with the engine's ``record`` (NodeTask fields), audited as ``action``
+        (a ``prepares`` step; the caller holds the task table's lock)."""
+        with self._tasks.audit.transaction() as session:
+            session.add(NodeTask(job_id=self.job_id, status=TaskStatus.PORTS.value, **record))
+            self._tasks.audit.append(session, actor=self.actor, action=action, target=self.job_id, detail=detail)
 
     # what an engine may read or use at this node (never the node's private key itself)
 
@@ -181,11 +199,17 @@ class TaskPort:
         self._tasks._update(self.job_id, stage=stage, **values)
 
     def finish(self, outputs: dict[str, bytes], rows: int, result_hash: bytes | None = None,
-               receipts: bool = True) -> dict[str, Any]:
+               receipts: bool = True, *, record: dict[str, Any] | None = None,
+               detail: dict[str, Any] | None = None) -> dict[str, Any]:
         """Seal ``outputs`` (name -> bytes) to their approved receivers, record this node's usage receipt
         of each of its datasets (unless ``receipts`` is False: the engine recorded them), and end the task
-        ``succeeded``; the task as the node reports it. ``result_hash``: SM3 over the output digests."""
+        ``succeeded``; the task as the node reports it.
+
+        ``result_hash`` (default: SM3 over the outputs' SM3 digests, in name order) is what the receipt
+        names; ``record`` (more NodeTask fields) and ``detail`` (more of the audit entry) are the engine's."""
         from protocols.crypto.sm3 import sm3_digest
+
+        t_seal = time.perf_counter()
 
         chain = self._tasks.chain
         assert chain is not None  # the guard let the step run: the node is chain-wired
@@ -216,10 +240,11 @@ class TaskPort:
         self._tasks._update(
             self.job_id, status=TaskStatus.SUCCEEDED.value, stage="done", intersection_rows=rows,
             outputs_json=json.dumps(sealed), result_hash=result_hash.hex(), receipt_tx=txs[0] if txs else t.receipt_tx,
-            finished_at=utcnow(),
+            finished_at=utcnow(), **(record or {}),
             audit={"actor": "node", "action": "task.succeed", "detail": {
                 "rows": rows, "result_hash": result_hash.hex(), "receipt_txs": txs,
-                "outputs": {n: {"receiver": o["receiver"], "sm3": o["sm3"]} for n, o in sealed.items()}}},
+                "outputs": {n: {"receiver": o["receiver"], "sm3": o["sm3"]} for n, o in sealed.items()},
+                "seal_receipt_s": round(time.perf_counter() - t_seal, 3), **(detail or {})}},
         )
         return self._tasks.get(self.job_id).model_dump()
 
@@ -227,9 +252,11 @@ class TaskPort:
 class StepService:
     """The generic step route over the node's one task table."""
 
-    def __init__(self, tasks: TaskService, keys: Any = None) -> None:
+    def __init__(self, tasks: TaskService, keys: Any = None, local: Sequence[NodeEngine] = ()) -> None:
         self.tasks = tasks
         self.keys = keys  # () -> the node's MemberKeys (loaded once, by the approvals service)
+        self.local = {k: e for e in local for k in e.kinds}
+        """Node engines this node built itself (they keep per-node state); before the registry's."""
         self._ledger: Any = None
         self._ledger_lock = threading.Lock()
 
@@ -252,7 +279,14 @@ class StepService:
             return None
         return {"name": rec.name, "model": json.loads(rec.model_json), "commitment": rec.commitment}
 
+    def node_engine(self, kind: str) -> NodeEngine | None:
+        """The node side of ``kind``'s engine at this node."""
+        return self.local.get(kind) or registry.node_engine_for(kind)
+
     def close(self) -> None:
+        """Node shutdown: every node engine of this node stops what it still runs; the ε ledger closes."""
+        for e in {id(e): e for e in self.local.values()}.values():
+            e.close()
         if self._ledger is not None:
             self._ledger.close()
 
@@ -263,7 +297,7 @@ class StepService:
             approval, approved = None, self._own_job(job_id, raw, refused)
         else:
             approved = json.loads(approval.manifest_json)
-        return registry.node_engine_for(str(approved.get("kind"))), approval, approved
+        return self.node_engine(str(approved.get("kind"))), approval, approved
 
     def _own_job(self, job_id: str, raw: dict[str, Any] | None, refused: NotAuthorized) -> dict[str, Any]:
         """The slice of a job this node requested without data of its own (the module docstring)."""
@@ -325,6 +359,8 @@ class StepService:
         except ValidationError as exc:
             e = exc.errors()[0]
             raise TaskMismatch(f"{step}: {'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}") from None
+        if step in engine.prepares:  # reads no data: the engine reserves the task itself
+            return engine.step(TaskPort(self.tasks, job_id, approved, actor, self), step, body)
         with self.tasks._lock:
             try:
                 t: NodeTask | None = self.tasks._get(job_id)
@@ -332,12 +368,14 @@ class StepService:
                 t = None
             if t is not None and t.status == TaskStatus.SUCCEEDED.value:
                 return self.tasks.get(job_id).model_dump()  # done before: the same answer
-            if t is not None and t.status != TaskStatus.RUNNING.value:
+            if t is None and engine.prepares:
+                raise TaskNotFound(f"no task for job {job_id!r} on this node (step {sorted(engine.prepares)[0]!r} first)")
+            if t is not None and t.status not in (TaskStatus.RUNNING.value, TaskStatus.PORTS.value):
                 raise TaskExists(f"the task of job {job_id!r} is already {t.status}")
             datasets = [i["dataset"] for i in approved.get("inputs", [])]
             if approval is None:  # its own job, no data of it here: the live authorization names it
                 auth = self.tasks.guard.live(job_id)
-            elif t is None:  # a run starts: approved, authorized, covered, runs left
+            elif t is None or t.status == TaskStatus.PORTS.value:  # a run starts: approved, authorized, covered, runs left
                 auth = self.tasks.guard.check(job_id, datasets, approval)
             else:  # a later step of a running task (its receipts may be on chain): still live
                 auth = self.tasks.guard.live(job_id)
@@ -345,7 +383,7 @@ class StepService:
                 self.tasks.policy.enforce(JobCheck.model_validate({
                     "kind": approved["kind"], "requester": approved["requester"],
                     "requester_role": approved["requester_role"], "purpose": approved["purpose"],
-                    "inputs": approved.get("inputs", []),
+                    "inputs": approved.get("inputs", []), "aggregate_group_size": approved.get("aggregate_group_size"),
                 }))
             if t is None:
                 with self.tasks.audit.transaction() as session:
@@ -358,6 +396,8 @@ class StepService:
         port = TaskPort(self.tasks, job_id, approved, actor, self, auth)
         try:
             return engine.step(port, step, body)
+        except TaskExists:
+            raise  # refused for where the task is in its life (e.g. started twice): not a failure of it
         except StepRefused as exc:
             err = EngineRefusal(exc)
             if exc.fatal:
@@ -368,38 +408,40 @@ class StepService:
             raise
 
     def recover(self) -> int:
-        """After a restart, before the SecretFlow recovery: every task of a step-route engine that was
-        running gets its engine's ``recover`` (drop what it left), then ends ``failed``; how many."""
+        """After a restart: every task that was running gets its engine's ``recover`` (drop what it
+        left), then ends ``failed`` (unless the engine ended it); how many."""
         with Session(self.tasks.engine) as session:
             running = [t.job_id for t in session.exec(select(NodeTask).where(NodeTask.status == TaskStatus.RUNNING.value))]
         n = 0
         for job_id in running:
             try:
                 engine, _, approved = self._engine(job_id)
-            except NodeError:
-                continue
-            if engine is None:
-                continue  # a SecretFlow party: TaskService.recover ends it
+            except NodeError:  # no longer approved here: nothing tells which engine ran it
+                engine, approved = None, {}
             try:
-                engine.recover(TaskPort(self.tasks, job_id, approved, "node", self))
+                if engine is not None:
+                    engine.recover(TaskPort(self.tasks, job_id, approved, "node", self))
             finally:
-                self.tasks._update(job_id, status=TaskStatus.FAILED.value, error="the node restarted during the task",
-                                   finished_at=utcnow(), audit={"actor": "node", "action": "task.fail",
-                                                                "detail": {"error": "node restarted"}})
+                if self.tasks._get(job_id).status == TaskStatus.RUNNING.value:
+                    self.tasks._update(job_id, status=TaskStatus.FAILED.value, error="the node restarted during the task",
+                                       finished_at=utcnow(), audit={"actor": "node", "action": "task.fail",
+                                                                    "detail": {"error": "node restarted"}})
             n += 1
         return n
 
     def stop(self, job_id: str, actor: str) -> TaskStopped:
-        """Stop the task, whichever path runs it (idempotent)."""
-        try:
-            engine, approval, approved = self._engine(job_id)
-        except NodeError:
-            engine = None
-        if engine is None:
-            return self.tasks.stop(job_id, actor)
+        """Stop the task: its engine stops what runs; a task it did not end is ``stopped`` (idempotent)."""
         t = self.tasks._get(job_id)
         if t.status == TaskStatus.RUNNING.value:
-            engine.stop(TaskPort(self.tasks, job_id, approved, actor, self))
-            self.tasks._update(job_id, status=TaskStatus.STOPPED.value, error="stopped on request", finished_at=utcnow(),
-                               audit={"actor": actor, "action": "task.stop", "detail": {"was": "running"}})
+            try:
+                engine, _, approved = self._engine(job_id)
+            except NodeError:
+                engine = None
+            if engine is not None:
+                engine.stop(TaskPort(self.tasks, job_id, approved, actor, self))
+            t = self.tasks._get(job_id)
+        if t.status in (TaskStatus.RUNNING.value, TaskStatus.PORTS.value):
+            self.tasks._update(job_id, status=TaskStatus.STOPPED.value, finished_at=utcnow(),
+                               error="stopped on request" if t.status == TaskStatus.RUNNING.value else None,
+                               audit={"actor": actor, "action": "task.stop", "detail": {"was": t.status}})
         return TaskStopped(status=self.tasks._get(job_id).status)

@@ -7,6 +7,7 @@ a 2 GB upload never sits in memory or on disk in full.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from nodes.errors import BadUpload, UploadTooLarge
+from nodes.errors import BadUpload, DiskFull, UploadTooLarge
 
 MAX_FIELD_BYTES = 64 * 1024
 
@@ -128,6 +129,11 @@ async def parse_multipart(
                 parser.write(chunk)
             except (BadUpload, UploadTooLarge):
                 raise
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFull(f"the node's disk is full: the upload stopped after {received} bytes "
+                                   "and was removed") from None
+                raise
             except Exception as exc:  # python-multipart's MultipartParseError and friends
                 raise BadUpload(f"malformed multipart body: {type(exc).__name__}") from None
         try:
@@ -137,7 +143,10 @@ async def parse_multipart(
     except BaseException:
         fh = state["fh"]
         if fh is not None:
-            fh.close()  # type: ignore[union-attr]
+            try:
+                fh.close()  # type: ignore[union-attr]
+            except OSError:  # flushing into a full disk: the file goes anyway
+                pass
         out.cleanup()
         raise
     if out.path is None:

@@ -68,6 +68,7 @@ from protocols.secretflow.inputs import (  # noqa: F401 - re-exported: the party
     load_model_part,
     validate_input,
 )
+from protocols.secretflow.intersection import sorted_intersection
 from protocols.secretflow.leave import _leave  # noqa: F401 - re-exported
 from protocols.secretflow.lifeline import die_with_parent
 from protocols.secretflow.spec import (
@@ -372,18 +373,27 @@ def _run_staged(
                 )
 
         psi_final = stage / PSI_OUTPUT
-        mine = pd.read_csv(current[me], dtype={cfg.join_key: str})
-        mine = mine.sort_values(cfg.join_key, kind="stable").reset_index(drop=True)
-        my_feats = feature_columns(cfg, list(mine.columns), part)
-        keep = [cfg.join_key, *my_feats]
-        has_label = me == label and bool(cfg.label_column) and cfg.label_column in mine.columns
-        if has_label:
-            keep.append(str(cfg.label_column))
-        mine[keep].to_csv(psi_final, index=False)
+        n_inter = None
+        if cfg.stages == ["psi"]:  # the rows go nowhere else: sort them as bytes (intersection.py)
+            with Path(current[me]).open("rb") as f:
+                header = f.readline().decode("utf-8", "replace").strip().split(",")
+            keep = [cfg.join_key, *feature_columns(cfg, header, part)]
+            if me == label and cfg.label_column and cfg.label_column in header:
+                keep.append(str(cfg.label_column))
+            n_inter = sorted_intersection(Path(current[me]), psi_final, cfg.join_key, keep)
+        if n_inter is None:
+            mine = pd.read_csv(current[me], dtype={cfg.join_key: str})
+            mine = mine.sort_values(cfg.join_key, kind="stable").reset_index(drop=True)
+            my_feats = feature_columns(cfg, list(mine.columns), part)
+            keep = [cfg.join_key, *my_feats]
+            has_label = me == label and bool(cfg.label_column) and cfg.label_column in mine.columns
+            if has_label:
+                keep.append(str(cfg.label_column))
+            mine[keep].to_csv(psi_final, index=False)
+            n_inter = len(mine)
         for f in stage.glob("psi-round*.csv"):
             f.unlink()
         files.append(psi_final)
-        n_inter = len(mine)
         times.psi = time.perf_counter() - t0
         emit("stage", stage="psi", status="done", seconds=round(times.psi, 3), intersection_rows=n_inter)
         # the pair SPUs stay up until the process ends (_ENGINE_DEVICES): no link is torn down mid-job

@@ -19,6 +19,10 @@
 10. the regulator's audit of the chain, and each node's audit log reconciled with it (its anchors and
     receipts);
 11. everything is stopped — also on error and Ctrl-C.
+
+Its configuration (``federation.yaml``, the job templates, the named errors) is
+:mod:`scenarios.bank_credit.demo_config`; what a run records (result lines, stage times, peak memory)
+is :mod:`scenarios.bank_credit.demo_record`.
 """
 
 from __future__ import annotations
@@ -28,335 +32,43 @@ import contextlib
 import json
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
-from scenarios.bank_credit.federated import (
-    PostLoanSummary,
-    PreparedFederation,
-    ScenarioRunError,
-    auto_params,
+from scenarios.bank_credit.demo_config import (
+    DEFAULT_CONFIG,
+    DEFAULT_JOB,
+    ApprovalRefused,
+    DemoConfig,
+    DemoConfigError,
+    DemoError,
+    TransientJobFailure,
+    load_demo_config,
+    resolve_job_template,
 )
+from scenarios.bank_credit.demo_record import (
+    Clock,
+    DemoResult,
+    JobLine,
+    ModelLine,
+    RssSampler,
+    _record_run_stages,
+)
+from scenarios.bank_credit.federated import PreparedFederation
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "federation.yaml"
-DEFAULT_JOB = Path(__file__).resolve().parent / "jobs" / "pre_loan_training.yaml"
+__all__ = [  # what the tests, the bench and the CLI take from here (defined in demo_config / demo_record)
+    "DEFAULT_CONFIG", "DEFAULT_JOB", "ApprovalRefused", "Clock", "DemoConfig", "DemoConfigError", "DemoError",
+    "DemoResult", "JobLine", "TransientJobFailure", "is_transient", "load_demo_config", "main",
+    "resolve_job_template", "run_demo",
+]
+
 WHITE_LIST_MAX_PD = 0.03
 HIGH_RISK_MIN_PD = 0.20
-
-
-class DemoError(ScenarioRunError):
-    """The demo could not complete (the message says which step and why)."""
-
-
-class TransientJobFailure(DemoError):
-    """A job's engine run failed for a reason that a new run may not meet: it outran its time limit
-    (a stalled engine, stopped by its nodes) or a party could not bind its link port."""
-
-
-class DemoConfigError(DemoError):
-    """The demo's federation config or job template is invalid."""
-
-
-class ApprovalRefused(DemoError):
-    """A member refused the job (the demo stops after showing the rejection)."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DemoMember(_Model):
-    """One member of the demo federation."""
-
-    name: str
-    role: Literal["department", "bank", "regulator", "researcher"]
-    host: str = "127.0.0.1"
-    auto_approve: bool = False
-    policy: dict[str, Any] = Field(default_factory=dict)
-
-
-class DemoConfig(_Model):
-    """``federation.yaml``: the federation (as ``dcp up`` takes it) plus the demo's approval flags."""
-
-    name: str = "bank-credit-demo"
-    work_dir: Path = Path("var/bank_credit_demo/federation")
-    bank: str = "bank_a"
-    chain: dict[str, Any] = Field(default_factory=dict)
-    coordinator: dict[str, Any] = Field(default_factory=dict)
-    members: list[DemoMember] = Field(min_length=2)
-    scrypt_n: int = 2**14
-    extra_models: list[Path] = Field(default_factory=list)
-    """Further pre-loan training job templates (relative to ``jobs/``) run after the main one, e.g. SGB."""
-    in_loan_job: Path = Path("in_loan_scoring.yaml")
-    """The in-loan scoring job template (relative to ``jobs/``)."""
-    job_timeout_s: float | None = Field(default=None, gt=0)
-    """Overrides every job template's ``timeout_s`` (a run longer than this is stopped and named)."""
-
-    @property
-    def departments(self) -> list[str]:
-        """The department members, in config order."""
-        return [m.name for m in self.members if m.role == "department"]
-
-    def member(self, name: str) -> DemoMember:
-        """The member called ``name``."""
-        for m in self.members:
-            if m.name == name:
-                return m
-        raise KeyError(name)
-
-    def federation_config(self, work_dir: Path) -> Any:
-        """The :class:`federation.launcher.FederationConfig` (members without datasets: the demo ingests)."""
-        from federation.launcher import FederationConfig
-
-        try:
-            return FederationConfig.model_validate({
-                "name": self.name, "work_dir": str(work_dir), "chain": self.chain, "coordinator": self.coordinator,
-                "scrypt_n": self.scrypt_n,
-                "members": [{"name": m.name, "role": m.role, "host": m.host, "policy": m.policy}
-                            for m in self.members],
-            })
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            raise DemoConfigError(f"federation config: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
-
-
-def load_demo_config(path: Path = DEFAULT_CONFIG) -> DemoConfig:
-    """Load and check the demo federation config (named errors)."""
-    from common.yamlfile import load_yaml_model
-
-    path = Path(path)
-    cfg = load_yaml_model(path, DemoConfig, DemoConfigError)
-    if not cfg.work_dir.is_absolute():
-        cfg.work_dir = (path.parent / cfg.work_dir).resolve()
-    banks = [m.name for m in cfg.members if m.role == "bank"]
-    if cfg.bank not in banks:
-        raise DemoConfigError(f"{path}: bank {cfg.bank!r} is not a member with role bank ({banks})")
-    if not cfg.departments:
-        raise DemoConfigError(f"{path}: the demo needs at least one department")
-    return cfg
-
-
-def resolve_job_template(path: Path, catalog: list[dict[str, Any]], n_rows: int, test_fraction: float) -> dict[str, Any]:
-    """The job spec from a template: ``columns: published`` → every published column but the key and label
-    (from the coordinator's catalog); ``params: auto`` → :func:`~scenarios.bank_credit.federated.auto_params`;
-    ``params: {auto: true, …}`` → those, with the keys given overriding them."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DemoConfigError(f"cannot read the job template {path}: {exc}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("inputs"), list):
-        raise DemoConfigError(f"{path}: a job template is a mapping with a list of inputs")
-    label = raw.get("label") or {}
-    for inp in raw["inputs"]:
-        if inp.get("columns") != "published":
-            continue
-        entry = next((e for e in catalog if e["member"] == inp["member"] and e["dataset"] == inp["dataset"]), None)
-        if entry is None:
-            raise DemoConfigError(f"{path}: {inp['member']}/{inp['dataset']} is not in the federation's catalog")
-        skip = {raw.get("join_key")}
-        if label.get("member") == inp["member"] and label.get("dataset") == inp["dataset"]:
-            skip.add(label.get("column"))
-        inp["columns"] = [c["name"] for c in entry["columns"] if c["name"] not in skip]
-    model = raw.setdefault("model", {})
-    params = model.get("params")
-    auto = auto_params(str(model.get("algorithm", "ss_lr")), n_rows, test_fraction)
-    if params == "auto":
-        model["params"] = auto
-    elif isinstance(params, dict) and params.pop("auto", False):  # the auto parameters, some overridden
-        model["params"] = {**auto, **params}
-    return raw
-
-
-# ---------------------------------------------------------------- results
-
-
-class StageTime(BaseModel):
-    """Wall seconds of one demo stage."""
-
-    stage: str
-    seconds: float
-
-
-class ModelLine(BaseModel):
-    """One model's line in the summary."""
-
-    name: str
-    role: str
-    auc: float
-    ks: float
-    psi: float | None = None
-
-
-class JobLine(BaseModel):
-    """One job the demo ran: who decided what, how it ended, its receipts."""
-
-    title: str
-    kind: str
-    job_id: str | None = None
-    state: str = "NOT_STARTED"
-    reason: str | None = None
-    events: list[str] = Field(default_factory=list)
-    approvals: dict[str, str] = Field(default_factory=dict)
-    auto_approved: list[str] = Field(default_factory=list)
-    receipts: dict[str, int] = Field(default_factory=dict)
-    retried: list[str] = Field(default_factory=list)
-    """Why an earlier submission of this job failed, when the bank had to submit it again."""
-
-
-class DemoResult(BaseModel):
-    """What the demo did and measured."""
-
-    n_enterprises: int
-    seed: int
-    out_dir: Path
-    bank: str
-    departments: list[str]
-    intersection_rows: int | None = None
-    evaluation: str | None = None
-    n_test: int | None = None
-    models: list[ModelLine] = Field(default_factory=list)
-    uplift: float | None = None
-    gap_to_centralized: float | None = None
-    audit_clean: bool | None = None
-    audit_findings: list[str] = Field(default_factory=list)
-    anchors_on_chain: int | None = None
-    reconciled: dict[str, str] = Field(default_factory=dict)
-    """Member -> what the reconciliation of its node's audit log with the chain found ("clean" or the findings)."""
-    reconciliation_clean: bool | None = None
-    report_dir: Path | None = None
-    report_files: list[str] = Field(default_factory=list)
-    white_list_size: int | None = None
-    white_list_default_rate: float | None = None
-    jobs: list[JobLine] = Field(default_factory=list)
-    """Every job in the order submitted; the first is the pre-loan training (its fields are also this
-    result's ``job_id``, ``state``, ``reason``, ``events``, ``approvals``, ``auto_approved``, ``receipts``)."""
-    post_loan: PostLoanSummary | None = None
-    scorecard_points: dict[str, float] | None = None
-    """P10 / median / P90 of the WOE scorecard's points on the test rows (when that model ran)."""
-    stages: list[StageTime] = Field(default_factory=list)
-    peak_rss_mb: dict[str, float] = Field(default_factory=dict)
-
-    @property
-    def training(self) -> JobLine:
-        """The pre-loan training job (a blank line before it was submitted)."""
-        return self.jobs[0] if self.jobs else JobLine(title="pre-loan training", kind="vertical_train")
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def job_id(self) -> str | None:
-        """The pre-loan training job's id."""
-        return self.training.job_id
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def state(self) -> str:
-        """How the pre-loan training job ended (``NOT_STARTED`` before it was submitted)."""
-        return self.training.state
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def reason(self) -> str | None:
-        """Why the pre-loan training job did not succeed, if it did not."""
-        return self.training.reason
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def events(self) -> list[str]:
-        """The pre-loan training job's state transitions."""
-        return self.training.events
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def approvals(self) -> dict[str, str]:
-        """Each owner's decision on the pre-loan training job."""
-        return self.training.approvals
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def auto_approved(self) -> list[str]:
-        """The owners whose approval of the training job was automatic (``federation.yaml``)."""
-        return self.training.auto_approved
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def receipts(self) -> dict[str, int]:
-        """Usage receipts of the pre-loan training job on chain, per member."""
-        return self.training.receipts
-
-    def model(self, role: str) -> ModelLine:
-        """The summary line of the model with ``role``."""
-        for m in self.models:
-            if m.role == role:
-                return m
-        raise KeyError(role)
-
-    def seconds(self, stage: str) -> float:
-        """Seconds of ``stage`` (0 when it did not run)."""
-        return sum(s.seconds for s in self.stages if s.stage == stage)
-
-
-class Clock:
-    """Stage timer."""
-
-    def __init__(self, result: DemoResult) -> None:
-        self.result = result
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(name, time.perf_counter() - t0)
-
-    def add(self, name: str, seconds: float) -> None:
-        self.result.stages.append(StageTime(stage=name, seconds=round(seconds, 3)))
-
-
-class RssSampler:
-    """Peak RSS of each service's process tree (node + its engine parties), sampled in a thread."""
-
-    def __init__(self, pids: dict[str, int], interval: float = 0.25) -> None:
-        self.pids = dict(pids)
-        self.interval = interval
-        self.peak: dict[str, float] = dict.fromkeys(pids, 0.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def _tree_rss(self, pid: int) -> float:
-        import psutil
-
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0.0
-        total = 0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return total / 2**20
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for name, pid in self.pids.items():
-                self.peak[name] = max(self.peak[name], self._tree_rss(pid))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 # ---------------------------------------------------------------- the federation steps
@@ -990,32 +702,6 @@ def _post_loan_rows(post: Any) -> dict[str, str]:
             f"{pct(post.default_rate_high_risk)} / {pct(post.default_rate_rest)}",
         "AUC of the re-scored PDs on those outcomes": "—" if post.outcome_auc is None else f"{post.outcome_auc:.3f}",
     }
-
-
-_STAGE_GROUPS = {"connect": "engine_start", "validate": "engine_start", "psi": "psi", "train": "train",
-                 "predict": "predict", "woe": "train", "leave": "receipts", "done": "receipts",
-                 "succeeded": "receipts"}
-
-
-def _stage_group(stage: str) -> str:
-    """The bench stage a node task stage belongs to (``psi:round`` → ``psi``; ``extract`` → ``run_setup``)."""
-    head = stage.split(":")[0]
-    if stage == "predict:done":
-        return "receipts"  # the engine is done; sealing outputs, receipts on chain, clean-up
-    return _STAGE_GROUPS.get(head, "run_setup")
-
-
-def _record_run_stages(clock: Clock, timeline: list[tuple[float, str]], t_auth: float, t_done: float,
-                       prefix: str = "") -> None:
-    """Stage times of the run from the label holder's task stages as seen by polling (±0.3 s):
-    each group lasts from its first sighting to the first sighting of the next group."""
-    marks: list[tuple[float, str]] = [(t_auth, "run_setup")]
-    for t, stage in timeline:
-        group = _stage_group(stage)
-        if group != marks[-1][1]:
-            marks.append((t, group))
-    for (t0, group), (t1, _) in zip(marks, [*marks[1:], (t_done, "")], strict=True):
-        clock.add(f"{prefix}{group}", max(0.0, t1 - t0))
 
 
 def _print_summary(con: Any, result: DemoResult, summary: Any, rows: Any) -> None:

@@ -17,7 +17,7 @@ import psutil
 from coordinator.models import JobOut
 from coordinator.sdk import DcpClient, WaitTimeout
 from federation.launcher import FederationConfig, down, up
-from nodes.services.tasks import idle_warm_party
+from nodes.secretflow.processes import idle_warm_party
 
 POLICY = {"max_grade": {"vertical_train": 3}, "default_max_grade": 2}
 

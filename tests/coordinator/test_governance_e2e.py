@@ -124,7 +124,7 @@ def test_aggregate_missing_a_department_is_refused_and_nothing_runs(fed, no_leak
             "join_key": "uscc", "label_party": "bank", "label_column": "default", "psi_protocol": "RR22",
             "model": {}, "inputs": [{"dataset": "tax_2024", "columns": ["uscc", tax_feature]}],
             "features": [tax_feature], "receivers": {"metrics": ["bank"]}, "timeout_s": 60}
-    r = as_coord.post(f"{st.nodes['tax']}/tasks/{job}", json=body)
+    r = as_coord.post(f"{st.nodes['tax']}/tasks/{job}/start", json=body)
     assert (r.status_code, r.json()["error"]) == (403, "NotAuthorized"), r.text  # ... but never runs it
     assert "no authorization on chain" in r.json()["detail"]
 

@@ -222,7 +222,7 @@ def test_task_without_approval_or_authorization_is_refused(chain, tax_node):
     ep = _ports(c, "job-noauth")
     assert _ports(c, "job-noauth") == ep  # idempotent
     cols = ["uscc", *TAX_FEATURES[:2]]
-    r = c.post("/tasks/job-noauth", json=_body("job-noauth", ep, cols, TAX_FEATURES[:2]))
+    r = c.post("/tasks/job-noauth/start", json=_body("job-noauth", ep, cols, TAX_FEATURES[:2]))
     assert (r.status_code, r.json()["error"]) == (403, "NotAuthorized"), r.text
     assert "no authorization on chain" in r.json()["detail"]
     assert c.get("/tasks/job-noauth").json()["status"] == "ports"
@@ -235,7 +235,7 @@ def test_task_with_expired_authorization_is_refused(chain, tax_node):
     _approve(chain, c, "job-exp", TAX_FEATURES[:2], expires_in=120)
     ep = _ports(c, "job-exp")
     chain.advance(600)
-    r = c.post("/tasks/job-exp", json=_body("job-exp", ep, ["uscc", *TAX_FEATURES[:2]], TAX_FEATURES[:2]))
+    r = c.post("/tasks/job-exp/start", json=_body("job-exp", ep, ["uscc", *TAX_FEATURES[:2]], TAX_FEATURES[:2]))
     assert (r.status_code, r.json()["error"]) == (403, "NotAuthorized")
     assert "expired" in r.json()["detail"]
     assert [e["detail"]["error"] for e in _refused(c, "job-exp")] == ["NotAuthorized"]
@@ -247,7 +247,7 @@ def test_task_with_revoked_authorization_is_refused(chain, tax_node):
     _, terms = _approve(chain, c, "job-rev", TAX_FEATURES[:2])
     ep = _ports(c, "job-rev")
     chain.admin.revoke(chain.governors[0], terms.job_id)
-    r = c.post("/tasks/job-rev", json=_body("job-rev", ep, ["uscc", *TAX_FEATURES[:2]], TAX_FEATURES[:2]))
+    r = c.post("/tasks/job-rev/start", json=_body("job-rev", ep, ["uscc", *TAX_FEATURES[:2]], TAX_FEATURES[:2]))
     assert (r.status_code, r.json()["error"]) == (403, "NotAuthorized")
     assert "revoked" in r.json()["detail"]
     assert [e["detail"]["error"] for e in _refused(c, "job-rev")] == ["NotAuthorized"]
@@ -268,7 +268,7 @@ def test_task_beyond_the_manifest_is_refused(chain, tax_node):
         (_body("job-cols", {**ep, "sf_port": ep["sf_port"] + 1}, approved, TAX_FEATURES[:2]), 422, "TaskMismatch"),
     ]
     for body, status, error in cases:
-        r = c.post("/tasks/job-cols", json=body)
+        r = c.post("/tasks/job-cols/start", json=body)
         assert (r.status_code, r.json()["error"]) == (status, error), (body["inputs"], r.text)
     assert [e["detail"]["error"] for e in _refused(c, "job-cols")] == [e for _, _, e in cases]
     assert c.get("/tasks/job-cols").json()["status"] == "ports"

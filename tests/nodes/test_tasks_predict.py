@@ -68,7 +68,7 @@ def test_predict_refuses_a_foreign_or_mismatched_model(chain, vertical_data, tmp
         cluster = _authorized_cluster(chain, tax, job, manifest, terms)
 
         def refused(body: dict) -> tuple[int, str, str]:
-            r = tax.post(f"/tasks/{job}", json=body)
+            r = tax.post(f"/tasks/{job}/start", json=body)
             return r.status_code, r.json().get("error"), r.json().get("detail", "")
 
         # the training job never ran here
@@ -103,7 +103,7 @@ def test_predict_refuses_a_training_that_failed_here(chain, vertical_data, tmp_p
         assert tax.put("/policy", json={**CHAIN_POLICY, "max_grade": {"vertical_predict": 3}}).status_code == 200
         cluster = _authorized_cluster(chain, tax, job, manifest, terms)
         _record_training(tax, tmp_path, ["uscc", *TAX_FEATURES[:2]], TAX_FEATURES[:2], status="failed")
-        r = tax.post(f"/tasks/{job}", json=_body(manifest, cluster))
+        r = tax.post(f"/tasks/{job}/start", json=_body(manifest, cluster))
         assert (r.status_code, r.json()["error"]) == (422, "ModelNotAvailable")
         assert "failed" in r.json()["detail"]
 

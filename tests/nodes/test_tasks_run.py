@@ -35,7 +35,7 @@ def _approve_in(c, manifest: dict, member: str) -> None:
 
 
 def _task_body(manifest: dict, member: str, cluster: dict) -> dict:
-    """What the coordinator sends (coordinator.service.Coordinator._task_body)."""
+    """What the coordinator sends (engines.secretflow.coordinator.task_body)."""
     inp = next(i for i in manifest["inputs"] if i["member"] == member)
     return {
         "job_id": manifest["job_id"], "party": member, "cluster": cluster, "join_key": manifest["join_key"],
@@ -62,7 +62,7 @@ def _private_dirs(c) -> list[Path]:
 
 def _start_two_party(chain, job: str, manifest: dict, terms, bank, tax) -> dict:
     """Both owners approve ``job``, the chain authorizes it, each node allocates its ports and starts
-    its task (202, running); the job's cluster."""
+    its task (running); the job's cluster."""
     _approve_in(bank, manifest, "bank")
     _approve_in(tax, manifest, "tax")
     chain.authorize(terms)
@@ -74,8 +74,8 @@ def _start_two_party(chain, job: str, manifest: dict, terms, bank, tax) -> dict:
         eps[name] = r.json()
     cluster = {"host": eps["bank"]["host"], "parties": [eps["bank"]["endpoint"], eps["tax"]["endpoint"]]}
     for name, c in (("bank", bank), ("tax", tax)):
-        r = c.post(f"/tasks/{job}", json=_task_body(manifest, name, cluster))
-        assert (r.status_code, r.json()) == (202, {"job_id": job, "status": "running"}), r.text
+        r = c.post(f"/tasks/{job}/start", json=_task_body(manifest, name, cluster))
+        assert (r.status_code, r.json()) == (200, {"job_id": job, "status": "running"}), r.text
     return cluster
 
 
@@ -87,7 +87,7 @@ def test_two_nodes_run_a_job_and_record_receipts(chain, vertical_data, tmp_path,
                     role="bank") as bank, \
             chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
         cluster = _start_two_party(chain, job, manifest, terms, bank, tax)
-        # while it runs: the extract (written by the task's thread after the 202) is private and holds
+        # while it runs: the extract (written by the task's thread after its answer) is private and holds
         # exactly the approved columns
         deadline = time.monotonic() + 60
         while tax.get(f"/tasks/{job}").json()["stage"] == "extract" and time.monotonic() < deadline:
@@ -97,7 +97,7 @@ def test_two_nodes_run_a_job_and_record_receipts(chain, vertical_data, tmp_path,
         assert stat.S_IMODE(private[0].stat().st_mode) == 0o700
         head = (private[0] / "input.csv").read_text().splitlines()[0].split(",")
         assert head == ["uscc", *tax_cols]
-        assert tax.post(f"/tasks/{job}", json=_task_body(manifest, "tax", cluster)).json()["error"] == "TaskExists"
+        assert tax.post(f"/tasks/{job}/start", json=_task_body(manifest, "tax", cluster)).json()["error"] == "TaskExists"
 
         done = {name: _wait(c, job, {"succeeded", "failed", "stopped"}) for name, c in (("bank", bank), ("tax", tax))}
         assert {n: t["status"] for n, t in done.items()} == {"bank": "succeeded", "tax": "succeeded"}, done
@@ -160,7 +160,7 @@ def test_failing_party_leaves_no_extract_and_no_receipt(chain, vertical_data, tm
     manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2], tax_dataset="tax_gaps"), job)
     with chain_node(chain, "tax", tmp_path / "tax", {"tax_gaps": gaps}) as tax:
         body = _start_alone(chain, tax, job, manifest, terms)
-        assert tax.post(f"/tasks/{job}", json=body).status_code == 202
+        assert tax.post(f"/tasks/{job}/start", json=body).status_code == 200
         t = _wait(tax, job, {"succeeded", "failed", "stopped"}, timeout=120)
         assert t["status"] == "failed" and "INPUT_INVALID" in t["error"] and "tax_vat_paid" in t["error"]
         assert t["receipt_tx"] is None and t["outputs"] == []
@@ -176,7 +176,7 @@ def test_stop_kills_the_party_and_deletes_the_extract(chain, vertical_data, tmp_
     manifest, terms = chain.publish(vertical_spec(TAX_FEATURES[:2]), job)
     with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
         body = _start_alone(chain, tax, job, manifest, terms)
-        assert tax.post(f"/tasks/{job}", json=body).status_code == 202
+        assert tax.post(f"/tasks/{job}/start", json=body).status_code == 200
         # the bank never shows up: the party waits for its peer until stopped
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and tax.get(f"/tasks/{job}").json()["stage"] in ("extract", "start", "connect"):
@@ -230,8 +230,8 @@ def test_start_answers_before_the_extract_and_a_stop_during_it_starts_nothing(
 
         datasets.extract_csv = held_extract
         t0 = time.monotonic()
-        r = tax.post(f"/tasks/{job}", json=body)
-        assert (r.status_code, r.json()) == (202, {"job_id": job, "status": "running"})
+        r = tax.post(f"/tasks/{job}/start", json=body)
+        assert (r.status_code, r.json()) == (200, {"job_id": job, "status": "running"})
         assert time.monotonic() - t0 < 30 and entered.wait(30) and not gate.is_set()  # answered mid-extract
         t = tax.get(f"/tasks/{job}").json()
         assert (t["status"], t["stage"]) == ("running", "extract")
@@ -257,7 +257,7 @@ def test_a_failed_extract_fails_the_task_and_leaves_nothing(chain, vertical_data
             raise OSError(28, "No space left on device")
 
         tax.app.state.ctx.datasets.extract_csv = broken_extract
-        assert tax.post(f"/tasks/{job}", json=body).status_code == 202
+        assert tax.post(f"/tasks/{job}/start", json=body).status_code == 200
         t = _wait(tax, job, {"succeeded", "failed", "stopped"}, timeout=60)
         assert (t["status"], t["error"]) == ("failed", "extract failed: OSError")
         assert tax.app.state.ctx.tasks._get(job).pid is None

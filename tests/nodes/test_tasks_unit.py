@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 from sqlmodel import Session
 
 from nodes.app import create_app
-from nodes.models import NodeTask
-from nodes.services.tasks import scrub
+from nodes.models import ApprovalRecord, NodeTask
+from nodes.secretflow.run import scrub
 from tests.authkit import officer_client
 
 
@@ -19,6 +20,10 @@ def test_restart_fails_running_tasks_and_deletes_their_extracts(settings, anchor
         private.mkdir(parents=True, mode=0o700)
         (private / "input.csv").write_text("uscc,vat\n91330106MA2B3C4D5E,1.0\n")
         with Session(engine) as s:
+            # a party this node started: its job was approved here (the kind names the engine that recovers it)
+            s.add(ApprovalRecord(job_id="job-crash", requester="bank", kind="vertical_train", status="approved",
+                                 manifest_hash="00" * 32, expires_at=datetime.now(timezone.utc) + timedelta(hours=1),
+                                 manifest_json=json.dumps({"kind": "vertical_train", "requester": "bank", "inputs": []})))
             s.add(NodeTask(job_id="job-crash", status="running", endpoint_json=json.dumps({"name": "tax"}),
                            extract_dir=str(private), pid=2**22 + 1))
             s.add(NodeTask(job_id="job-ready", status="ports", endpoint_json=json.dumps({"name": "tax"})))

@@ -22,7 +22,7 @@ from test_tasks_run import _csv, _start_alone, _start_two_party, _wait
 
 from common.settings import project_root
 from nodes.app import create_app
-from nodes.services.tasks import WARM_PIDFILE, idle_warm_party, party_env
+from nodes.secretflow.processes import WARM_PIDFILE, idle_warm_party, party_env
 from nodes.settings import NodeSettings
 from protocols.secretflow.spec import PartyExit
 
@@ -42,15 +42,15 @@ def _is_warm(pid: int) -> bool:
 
 def _warm_pid(client, timeout: float = 30, not_pid: int | None = None) -> int:
     """The node's idle warm process (waits until it has one, other than ``not_pid``)."""
-    tasks = client.app.state.ctx.tasks
+    sf = client.app.state.ctx.steps.node_engine("psi")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        warm = tasks.warm
+        warm = sf.warm
         pid = warm.pid if warm is not None else None
         if pid is not None and pid != not_pid and _is_warm(pid):
             return pid
         time.sleep(0.1)
-    raise AssertionError(f"node {tasks.member} has no warm engine process after {timeout}s")
+    raise AssertionError(f"node {sf.member} has no warm engine process after {timeout}s")
 
 
 def _audit(client, job: str, action: str) -> dict:
@@ -74,7 +74,7 @@ def test_a_job_runs_on_the_prestarted_parties_and_new_ones_follow(chain, vertica
         before = {"bank": _warm_pid(bank), "tax": _warm_pid(tax)}
         # the process list says whose warm party it is
         assert str((tmp_path / "tax").resolve()) in psutil.Process(before["tax"]).cmdline()
-        assert tax.app.state.ctx.tasks.warm.spawned == 1
+        assert tax.app.state.ctx.steps.node_engine("psi").warm.spawned == 1
         done = _run_two_party_job(chain, job, bank, tax)
         assert {n: t["status"] for n, t in done.items()} == {"bank": "succeeded", "tax": "succeeded"}, done
         assert done["bank"]["intersection_rows"] == done["tax"]["intersection_rows"] > 0
@@ -90,7 +90,7 @@ def test_a_job_runs_on_the_prestarted_parties_and_new_ones_follow(chain, vertica
             assert "Traceback" not in log
             # a new warm process once the task has ended
             after[name] = _warm_pid(c, not_pid=before[name])
-            assert c.app.state.ctx.tasks.warm.spawned == 2
+            assert c.app.state.ctx.steps.node_engine("psi").warm.spawned == 2
             assert c.get("/audit/verify").json()["ok"]
         outs = sorted(o["name"] for o in done["bank"]["outputs"])
         assert outs == ["metrics", "predictions"]
@@ -107,7 +107,7 @@ def test_a_dead_warm_process_falls_back_to_a_cold_party(chain, vertical_data, tm
                     role="bank") as bank, \
             chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()},
                        warm_engine=True) as tax:
-        assert bank.app.state.ctx.tasks.warm is None  # off by default
+        assert bank.app.state.ctx.steps.node_engine("psi").warm is None  # off by default
         dead = _warm_pid(tax)
         os.killpg(dead, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -134,7 +134,7 @@ def test_stop_kills_the_warm_started_party(chain, vertical_data, tmp_path, no_le
                     warm_engine=True) as tax:
         warm = _warm_pid(tax)
         body = _start_alone(chain, tax, job, manifest, terms)
-        assert tax.post(f"/tasks/{job}", json=body).status_code == 202
+        assert tax.post(f"/tasks/{job}/start", json=body).status_code == 200
         # the bank never shows up: the party waits for its peer until stopped
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and tax.get(f"/tasks/{job}").json()["stage"] in ("extract", "start",
@@ -176,7 +176,7 @@ def test_a_restarted_node_kills_the_warm_process_its_previous_run_left(tmp_path,
         app = create_app(NodeSettings(name="tax", work_dir=work, anchor_interval_s=0))
         assert orphan.wait(timeout=10) != 0  # killed by the restarted node's recovery
         assert not (home / WARM_PIDFILE).exists()
-        assert app.state.ctx.tasks.warm is None  # warm_engine is off by default
+        assert app.state.ctx.steps.node_engine("psi").warm is None  # warm_engine is off by default
         app.state.ctx.close()
         # a node whose pid file names a warm party that runs elsewhere (a reused pid) leaves it alone
         second = tmp_path / "second"
