@@ -100,10 +100,13 @@ def console_app(ctx: Any, page_size: int = 20) -> Any:
     if is_requester(ctx):
         from console.requester import RequesterDesk, create_requester_console
 
-        desk = RequesterDesk.from_node(ctx)
-
-        def requester(officer: Any) -> Any:
-            return create_requester_console(desk, officer=officer, page_size=page_size)
+        try:
+            desk = RequesterDesk.from_node(ctx)
+        except Exception as exc:  # noqa: BLE001 - no keystore, no coordinator, no TLS credentials: say so, serve the rest
+            log.warning("console: no requester console on %s: %s: %s", ctx.settings.name, type(exc).__name__, exc)
+        else:
+            def requester(officer: Any) -> Any:
+                return create_requester_console(desk, officer=officer, page_size=page_size)
 
     return create_officer_console(ctx, page_size=page_size, requester=requester)
 
