@@ -6,10 +6,12 @@
   and calls it) run ``--runs`` times in the sandbox (bubblewrap + prlimit + setpriv, ``run_isolated``)
   and as a plain child process of the same interpreter (same harness, no namespaces or limits); the
   overhead is the difference of the medians;
-* request -> result: a confined low-side datasite with a mock; a researcher (ordinary syft client, its own
-  process) calls ``request_code_execution``; the clock starts when that call returns and stops when the
-  researcher holds the result, with the approval given at once (``officers`` = the request's own hash;
-  the officer inbox and the chain come with the engine wiring) and dcp polling the low side every 0.5 s;
+* request -> result, the whole dcp path (``--no-federation`` skips it): a federation (anvil, coordinator,
+  two nodes over 国密 TLS), a confined low-side datasite with the tax node's mock, the department's bridge
+  (``engines/sandbox/bridge.py``) polling every 0.5 s, a researcher (ordinary syft client, its own process)
+  calling ``request_code_execution``. The clock starts when that call returns and stops when the researcher
+  holds the result; an officer approves in the inbox as soon as the request is there. The job's own events
+  split the time: low side -> job, job -> approval, approval -> released, released -> deposited;
 * low-side RSS: resident memory of the datasite's process tree after the run.
 """
 
@@ -147,10 +149,84 @@ def bench_lowside(tmp: Path) -> dict[str, float]:
     return {"start_s": started, "request_to_result_s": got["t_result"] - got["t_request"], "rss_mib": rss / 2**20}
 
 
+def bench_job(tmp: Path) -> dict[str, float]:
+    """The researcher's request through the sandbox job kind, with an officer approving at once."""
+    from datetime import datetime
+
+    from engines.sandbox.bridge import LowSideBridge
+    from federation.launcher import FederationConfig, client_for, down, officer_token, up
+    from protocols.crypto.keystore import load_keystore
+
+    csv = _data(tmp)
+    site = LowSide(tmp / "joblowside", "bench-lowside")
+    (tmp / "joblowside").mkdir()
+    t0 = time.perf_counter()
+    site.start()
+    started = time.perf_counter() - t0
+    cfg = FederationConfig.model_validate({
+        "work_dir": str(tmp / "fed"), "scrypt_n": 2**12,
+        "coordinator": {"node_timeout_s": 6.0, "poll_interval_s": 0.3},
+        "members": [{"name": "tax", "role": "department", "policy": {"max_grade": {"sandbox": 3}},
+                     "datasets": [{"name": "tax", "file": str(csv)}]},
+                    {"name": "bank", "role": "bank"}]})
+    state = up(cfg)
+    http = client_for(state, "tax")
+    try:
+        keys = load_keystore(state.keys_dir / "tax.keystore.json", state.passphrase_of("tax"))
+        bridge = LowSideBridge("tax", keys, http, state.coordinator_url, state.nodes["tax"], site, tmp / "joblowside")
+        bridge.publish("tax", rows=200, seed=2)
+        site.create_researcher("r@example.cn", "R", "bench-pw-123")
+        token = officer_token(state, "tax", "approver")
+        inbox = f"{state.nodes['tax']}/approvals"
+        script = tmp / "researcher.py"
+        script.write_text(RESEARCHER)
+        proc = subprocess.Popen([str(syft_python()), str(script), site.url, str(site.port), "r@example.cn",
+                                 "bench-pw-123"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        t_seen: dict[str, float] = {}
+        try:
+            job, approved = None, False
+            while True:
+                for o in bridge.poll():
+                    if o.state == "submitted":
+                        job, t_seen["job"] = o.job_id, time.time()
+                    if o.state in ("deposited", "denied"):
+                        t_seen["deposited"] = time.time()
+                if "deposited" in t_seen:
+                    break
+                if job and not approved:
+                    pending = [a for a in http.get(inbox, headers={"Authorization": f"Bearer {token}"},
+                                                   timeout=30).json() if a["job_id"] == job]
+                    if pending:
+                        t_seen["inbox"] = time.time()
+                        r = http.post(f"{inbox}/{pending[0]['id']}/approve",
+                                      headers={"Authorization": f"Bearer {token}"}, timeout=60)
+                        r.raise_for_status()
+                        approved, t_seen["approved"] = True, time.time()
+                time.sleep(0.5)
+            assert proc.stdout is not None
+            got = json.loads(next(ln for ln in proc.stdout if ln.startswith("{")))
+        finally:
+            proc.kill()
+            proc.wait()
+        events = {e["to"]: datetime.fromisoformat(e["at"]).timestamp()
+                  for e in http.get(f"{state.coordinator_url}/jobs/{job}", timeout=30).json()["events"]}
+        rss = site.rss_bytes()
+    finally:
+        http.close()
+        down(state.work_dir)
+        site.stop()
+    return {"start_s": started, "request_to_result_s": got["t_result"] - got["t_request"], "rss_mib": rss / 2**20,
+            "to_job_s": t_seen["job"] - got["t_request"], "to_approval_s": t_seen["approved"] - t_seen["job"],
+            "run_s": events["SUCCEEDED"] - events.get("RUNNING", events["AUTHORIZED"]),
+            "authorize_s": events.get("RUNNING", events["AUTHORIZED"]) - t_seen["approved"],
+            "deposit_s": got["t_result"] - events["SUCCEEDED"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--no-lowside", action="store_true")
+    ap.add_argument("--no-lowside", action="store_true", help="only the isolation numbers")
+    ap.add_argument("--no-federation", action="store_true", help="the low side alone (no dcp job path)")
     a = ap.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="bench-sandbox-") as d:
@@ -166,7 +242,17 @@ def main() -> None:
             t.add_column(c, justify="right")
         t.add_row(f"{lay['wrapped_ms']:.1f} ms", f"{lay['plain_ms']:.1f} ms", f"{lay['overhead_ms']:.1f} ms")
         console.print(t)
-        if not a.no_lowside:
+        if not a.no_lowside and not a.no_federation:
+            job = bench_job(Path(d))
+            t = Table(title="researcher request -> released result through the sandbox job (officer approves at once)")
+            for c in ("datasite start", "request -> result", "low side -> job", "job -> approved",
+                      "approved -> running", "isolated run + release", "released -> researcher", "datasite RSS"):
+                t.add_column(c, justify="right")
+            t.add_row(f"{job['start_s']:.0f} s", f"{job['request_to_result_s']:.1f} s", f"{job['to_job_s']:.1f} s",
+                      f"{job['to_approval_s']:.1f} s", f"{job['authorize_s']:.1f} s", f"{job['run_s']:.1f} s",
+                      f"{job['deposit_s']:.1f} s", f"{job['rss_mib']:.0f} MiB")
+            console.print(t)
+        elif not a.no_lowside:
             low = bench_lowside(Path(d))
             t = Table(title="PySyft low side (confined datasite, immediate approval)")
             for c in ("datasite start", "request -> result", "datasite RSS"):

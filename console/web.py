@@ -144,6 +144,12 @@ class NavItem:
 
     path: str
     label: str
+    roles: frozenset[str] = frozenset()
+    """Shown only to an officer holding one of these roles (empty: to everyone)."""
+
+    def shown_to(self, officer: Any) -> bool:
+        """Whether ``officer`` (a ``ConsoleOfficer`` or None) sees this entry."""
+        return not self.roles or bool(officer is not None and self.roles & frozenset(officer.roles))
 
 
 class Console:

@@ -4,10 +4,17 @@
 ``EXPIRED``, ``REVOKED`` and ``FAILED``. :func:`transition` checks the table, writes the new state
 and a :class:`JobEvent` in one committed transaction, and only then returns — callers act after it,
 so a coordinator that dies between the two resumes from the stored state.
+
+**Fault-injection points** (tests only): with ``DCP_FAULT_EXIT=before:<STATE>`` or ``after:<STATE>``
+in its environment the coordinator process ends at once (``os._exit(86)``, no clean-up: as if killed)
+just before, or just after, it commits a job's transition to ``<STATE>``
+(``tests/coordinator/test_fault_points.py`` kills it at every transition of a job in turn).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 
 from sqlalchemy.engine import Engine
@@ -17,6 +24,20 @@ from coordinator.errors import IllegalTransition, JobNotFound
 from coordinator.models import TERMINAL, Job, JobEvent, JobState, utcnow
 
 S = JobState
+FAULT_ENV = "DCP_FAULT_EXIT"
+FAULT_EXIT_CODE = 86
+log = logging.getLogger("dcp.coordinator")
+
+
+def fault_point(when: str, dst: JobState) -> None:
+    """End the process here if :data:`FAULT_ENV` names this point (``before:RUNNING``, ``after:SUCCEEDED``…)."""
+    point = os.environ.get(FAULT_ENV)
+    if point and point == f"{when}:{dst.value}":
+        log.error("fault injection: exiting %s the transition to %s", when, dst.value)
+        logging.shutdown()
+        os._exit(FAULT_EXIT_CODE)
+
+
 ALLOWED: dict[JobState, frozenset[JobState]] = {
     S.SUBMITTED: frozenset({S.PENDING_APPROVAL, S.REJECTED, S.EXPIRED, S.REVOKED, S.FAILED}),
     S.PENDING_APPROVAL: frozenset({S.AUTHORIZED, S.REJECTED, S.EXPIRED, S.REVOKED, S.FAILED}),
@@ -68,7 +89,9 @@ class Lifecycle:
                 job.reason = reason
             session.add(job)
             session.add(JobEvent(job_id=job_id, from_state=src.value, to_state=dst.value, reason=reason))
+            fault_point("before", dst)
             session.commit()
+            fault_point("after", dst)
             return src
 
     def events(self, job_id: str) -> list[JobEvent]:

@@ -54,6 +54,9 @@ class MemberConfig(_Model):
     """0 = a free port."""
     console_port: int = Field(default=0, ge=0, lt=65536)
     """The node's officers' console (HTTPS; console.node.listener); 0 = a free port."""
+    node: dict[str, Any] = Field(default_factory=dict)
+    """More of the node's settings (``nodes.settings.NodeSettings``, e.g. ``regulator_console_url``,
+    ``console_page_size``), written into its ``node.yaml`` over the launcher's own."""
     policy: dict[str, Any] = Field(default_factory=dict)
     datasets: list[DatasetConfig] = Field(default_factory=list)
 
@@ -393,7 +396,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
             "policy_file": str(policy_file), "keystore_path": str(keys_dir / f"{m.name}.keystore.json"),
             "keystore_passphrase_file": str(pass_files[m.name]),
             "chain_rpc_url": rpc_url, "chain_registry": registry, "coordinator_url": coord_url,
-            **_tls_section(cfg, keys_dir, m.name),
+            **_tls_section(cfg, keys_dir, m.name), **m.node,
         }))
         officers[m.name] = _bootstrap_officers(node_cfgs[m.name], d / "officers",
                                                REQUESTER_OFFICERS if m.role == "bank" else None)

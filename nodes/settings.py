@@ -139,6 +139,14 @@ class NodeSettings(BaseSettings):
     """Serve the officers' web console on this port (HTTPS, password + TOTP; console.node.listener); off when unset."""
     console_host: str = "127.0.0.1"
     """Address of the console listener (never all interfaces)."""
+    console_page_size: int = Field(default=20, ge=1, le=500)
+    """Rows per page of the console's lists."""
+    requester_console: bool | None = None
+    """Serve the requester's console (a bank analyst's jobs and reports) at ``/requester`` on the console
+    listener. None: when this node's member is a ``bank`` in its member directory (the chain's Registry,
+    or ``peers``)."""
+    regulator_console_url: str | None = None
+    """Where the regulator's console is (the requester console links each job to its receipts there)."""
 
     @field_validator("host", "console_host")
     @classmethod

@@ -547,9 +547,19 @@ def coordinator_decisions(ctx: "NodeContext") -> PartyDecisions | None:
     return decisions
 
 
-def create_officer_console(ctx: "NodeContext", page_size: int = 20) -> FastAPI:
+#: The navigation's link to the requester console (mounted on a bank's node), for its analysts.
+REQUESTER_NAV = NavItem("/requester/jobs", N_("Requester console"), roles=frozenset({"analyst"}))
+
+
+def create_officer_console(ctx: "NodeContext", page_size: int = 20,
+                           requester: Callable[[OfficerDependency], FastAPI] | None = None) -> FastAPI:
     """The node console with officers' sign-in (password + TOTP, :mod:`console.node.auth`), as the
-    node's console listener serves it."""
+    node's console listener serves it.
+
+    ``requester``: on a bank's node, makes the requester console (:mod:`console.requester`) over a
+    given ``officer`` dependency; it is mounted at ``/requester`` behind this same sign-in (its pages
+    send an officer without a session to this console's login, and back), and the navigation links
+    to it for officers with the ``analyst`` role."""
     from urllib.parse import quote
 
     from console.node.auth import COOKIE, ConsoleLogin, LoginRefused, safe_next
@@ -595,5 +605,11 @@ def create_officer_console(ctx: "NodeContext", page_size: int = 20) -> FastAPI:
             response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
             return response
 
+    def routes(app: FastAPI, console: Console) -> None:
+        sign_in_routes(app, console)
+        if requester is not None:
+            console.nav.append(REQUESTER_NAV)
+            app.mount("/requester", requester(login.officer_for("")))
+
     return create_node_console(ctx.approvals, officer=login.officer, decisions=coordinator_decisions(ctx),
-                               page_size=page_size, node=ctx, routes=sign_in_routes)
+                               page_size=page_size, node=ctx, routes=routes)

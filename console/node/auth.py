@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -145,10 +146,20 @@ class ConsoleLogin:
     def officer(self, request: Request) -> SignedIn:
         """Who may call a console page: a signed-in officer of this node. Without one, a page
         (GET) redirects to the login with itself as ``next``; anything else is refused (401)."""
+        return self._signed_in(request, request.scope.get("root_path", "").rstrip("/"))
+
+    def officer_for(self, login_root: str) -> Callable[[Request], SignedIn]:
+        """The ``officer`` dependency of an app mounted inside the console (e.g. ``/requester``):
+        the same session, but a page opened without one goes to the console's own login at
+        ``login_root`` (``""``: the listener's root), with the full path of the page as ``next``."""
+        def officer(request: Request) -> SignedIn:
+            return self._signed_in(request, login_root.rstrip("/"))
+        return officer
+
+    def _signed_in(self, request: Request, root: str) -> SignedIn:
         who = self.current(request)
         if who is not None:
             return who
-        root = request.scope.get("root_path", "").rstrip("/")
         if request.method == "GET":
             here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             lang = request.query_params.get("lang")  # the sign-in speaks the language the link asked for

@@ -76,11 +76,39 @@ def spki_sha256(cert_path: Path) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
+def is_requester(ctx: Any) -> bool:
+    """Whether this node serves the requester console: the ``requester_console`` setting, else whether
+    its member is a ``bank`` in the node's member directory (the chain's Registry, or ``peers``)."""
+    settings = ctx.settings
+    if settings.requester_console is not None:
+        return bool(settings.requester_console)
+    try:
+        key = ctx.members.key_of(settings.name)
+        caller = ctx.members.lookup(key) if key is not None else None
+    except Exception as exc:  # noqa: BLE001 - a registry that cannot be read: no requester console
+        log.warning("console: cannot read %s's role (%s); no requester console", settings.name, type(exc).__name__)
+        return False
+    return caller is not None and caller.role == "bank"
+
+
 def console_app(ctx: Any, page_size: int = 20) -> Any:
-    """The console as the listener serves it: the node console at ``/`` with officers' sign-in."""
+    """The console as the listener serves it: the node console at ``/`` with officers' sign-in, and
+    on a bank's node the requester console at ``/requester`` behind the same sign-in."""
     from console.node.app import create_officer_console
 
-    return create_officer_console(ctx, page_size=page_size)
+    requester = None
+    if is_requester(ctx):
+        from console.requester import RequesterDesk, create_requester_console
+
+        try:
+            desk = RequesterDesk.from_node(ctx)
+        except Exception as exc:  # noqa: BLE001 - no keystore, no coordinator, no TLS credentials: say so, serve the rest
+            log.warning("console: no requester console on %s: %s: %s", ctx.settings.name, type(exc).__name__, exc)
+        else:
+            def requester(officer: Any) -> Any:
+                return create_requester_console(desk, officer=officer, page_size=page_size)
+
+    return create_officer_console(ctx, page_size=page_size, requester=requester)
 
 
 class ConsoleListener:

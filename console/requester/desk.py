@@ -43,6 +43,27 @@ class RequesterDesk:
         client = DcpClient(state.coordinator_url, transport=transport_for(state, member))
         return cls(member, client, keys, regulator_url)
 
+    @classmethod
+    def from_node(cls, ctx: Any) -> RequesterDesk:
+        """The desk of a running bank node (its ``NodeContext``): the node's own keystore, its
+        coordinator (``coordinator_url``) reached over the node's 国密 TLS credentials pinning the
+        coordinator's registered key (``tls``), and ``regulator_console_url`` for the receipts' links."""
+        from protocols.gmtls.client import GmTlsTransport
+        from protocols.gmtls.config import member_pins
+
+        settings = ctx.settings
+        if not settings.coordinator_url:
+            raise ValueError(f"node {settings.name}: no coordinator_url, so no requester console")
+        keys = ctx.approvals.keys()  # the node's keystore, opened once (KeysUnavailable without one)
+        transport = None
+        if settings.tls is not None:
+            members = ctx.chain.client.members if ctx.chain is not None else None
+            directory = settings.tls.directory(members)
+            transport = GmTlsTransport(settings.tls.credentials(),
+                                       member_pins(directory, {"coordinator": settings.coordinator_url}))
+        client = DcpClient(settings.coordinator_url, timeout=settings.coordinator_timeout_s, transport=transport)
+        return cls(settings.name, client, keys, settings.regulator_console_url)
+
     # ---------------------------------------------------------------- coordinator reads
 
     def catalog(self, q: str | None = None, member: str | None = None) -> list[dict[str, Any]]:

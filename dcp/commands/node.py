@@ -129,7 +129,8 @@ def register(app: typer.Typer) -> None:
         if settings.console_port:  # the officers' console: its own HTTPS listener (console.node.listener)
             from console.node.listener import ConsoleListener
 
-            listener = ConsoleListener(fastapi_app.state.ctx, settings.console_host, settings.console_port).start()
+            listener = ConsoleListener(fastapi_app.state.ctx, settings.console_host, settings.console_port,
+                                       settings.console_page_size).start()
             typer.echo(f"officers' console on {listener.url}/ (TLS certificate SPKI sha256 {listener.spki}; "
                        "password + one-time code)")
         try:

@@ -315,9 +315,13 @@ def show_consoles(con: Any, state: Any, regulator_url: str | None) -> None:
 
     if regulator_url:
         con.print(f"[bold]regulator console[/bold] (read-only, from the chain; while the demo runs): {regulator_url}/")
-    consoles = state.consoles or {}
-    con.print("[bold]node consoles[/bold] (officers: password + TOTP; the bank's requester console at /requester): "
+    consoles = getattr(state, "consoles", None) or {}
+    con.print("[bold]node consoles[/bold] (officers: password + TOTP): "
               + ", ".join(f"{m} {consoles.get(m, u)}/" for m, u in sorted(state.nodes.items())))
+    banks = [m for m, files in sorted(state.officer_password_files.items()) if "analyst" in files and m in consoles]
+    if banks:  # the requester console: on a bank node's console listener, behind the same sign-in
+        con.print("[bold]requester console[/bold] (the bank's analyst): "
+                  + ", ".join(f"{m} {consoles[m]}/requester/" for m in banks))
     table = Table(title="officers' demo logins (password: cat the file; the TOTP secret is beside it, "
                         "<name>.totp)", show_lines=False)
     for col in ("member", "officer", "roles", "password file"):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -318,3 +319,64 @@ def node_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+# ---------------------------------------------------------------- one `dcp up` federation for the browser modules
+
+
+#: The bank's console lists this many rows per page (so the requester test's job list paginates).
+BANK_PAGE_SIZE = 2
+
+
+@pytest.fixture(scope="session")
+def console_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """ONE federation (``dcp up``: anvil, the contracts, the coordinator, the bank's, tax's and power's
+    nodes over 国密 TLS, each with its officers' console listener) shared by the node console's and the
+    requester console's browser modules. The bank's node knows where the regulator console will run
+    (``regulator_port``; the requester module starts it) and lists two rows per page."""
+    from tests.coordinator.fedkit import federation
+
+    regulator_port = free_port()
+    coordinator = {"node_timeout_s": 6.0, "poll_interval_s": 0.3, "authorization_mode": "per_owner"}
+    node = {"bank": {"regulator_console_url": f"http://127.0.0.1:{regulator_port}",
+                     "console_page_size": BANK_PAGE_SIZE, "session_ttl_s": 3600.0}}
+    with federation(tmp_path_factory.mktemp("console-fed"), 600, 5, coordinator, node=node) as f:
+        f["regulator_port"] = regulator_port
+        yield f
+
+
+#: The sign-in form's labels.
+SIGN_IN_WORDS = {
+    "zh-CN": {"name": "用户名", "password": "密码", "code": "动态口令（身份验证器应用）", "sign_in": "登录"},
+    "en": {"name": "Officer name", "password": "Password", "code": "One-time code (authenticator app)",
+           "sign_in": "Sign in"},
+}
+_last_step: dict[tuple[str, str], int] = {}
+
+
+def officer_password(state: Any, member: str, officer: str) -> str:
+    """The password ``dcp up`` gave ``officer`` of ``member``'s node."""
+    return state.officer_password_files[member][officer].read_text().strip()
+
+
+def fresh_code(state: Any, member: str, officer: str) -> str:
+    """The officer's current TOTP code, waiting for the next step if this one was used already (a
+    step signs an officer in once)."""
+    from console.node.totp import STEP_S, current_code
+
+    secret = (state.officer_password_files[member][officer].parent / f"{officer}.totp").read_text().strip()
+    key = (member, officer)
+    while int(time.time() // STEP_S) <= _last_step.get(key, -1):
+        time.sleep(0.5)
+    _last_step[key] = int(time.time() // STEP_S)
+    return current_code(secret)
+
+
+def sign_in_form(page: Any, state: Any, member: str, officer: str, lang: str, as_member: str | None = None) -> None:
+    """Fill the console's sign-in form on ``page`` as ``officer`` of ``as_member`` (default: ``member``)."""
+    w = SIGN_IN_WORDS[lang]
+    who = as_member or member
+    page.get_by_label(w["name"]).fill(officer)
+    page.get_by_label(w["password"]).fill(officer_password(state, who, officer))
+    page.get_by_label(w["code"]).fill(fresh_code(state, who, officer))
+    page.get_by_role("button", name=w["sign_in"], exact=True).click()

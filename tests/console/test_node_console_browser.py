@@ -13,7 +13,8 @@ The browser trusts each console's self-signed certificate by its SPKI pin
 (``--ignore-certificate-errors-spki-list``), as an officer's managed browser would. With
 ``DCP_CONSOLE_SCREENSHOTS=docs/screenshots`` every page is saved there (the README shows them).
 
-Processes: the federation's teardown (``tests.coordinator.fedkit.started``) fails the module if any
+The federation is the session's one ``console_fed`` (shared with the requester console's module).
+Processes: the federation's teardown (``tests.coordinator.fedkit.started``) fails the session if any
 process it or the browser started is left alive; ``no_leaked_processes`` per test would count the
 helper processes Chromium starts lazily for its first page.
 """
@@ -31,8 +32,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from console.node.listener import spki_sha256
-from console.node.totp import STEP_S, current_code
-from tests.console.conftest import CHROMIUM_ARGS, chromium_path
+from tests.console.conftest import CHROMIUM_ARGS, chromium_path, sign_in_form
 
 WORDS = {
     "zh-CN": {"name": "用户名", "password": "密码", "code": "动态口令（身份验证器应用）", "sign_in": "登录",
@@ -51,30 +51,28 @@ SHOTS = os.environ.get("DCP_CONSOLE_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """One federation for the module, with two jobs of the bank's waiting in tax's inbox (one per
-    language's approval)."""
-    from tests.coordinator.fedkit import federation, http, vertical_spec
+def fed(console_fed: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The console browser modules' one federation (``console_fed``), with two jobs of the bank's
+    waiting in tax's inbox (one per language's approval)."""
+    from tests.coordinator.fedkit import http, vertical_spec
 
-    coordinator = {"node_timeout_s": 6.0, "poll_interval_s": 0.3, "authorization_mode": "per_owner"}
-    with federation(tmp_path_factory.mktemp("console-fed"), 300, 5, coordinator) as f:
-        state = f["state"]
-        jobs = {lang: f["client"].submit(vertical_spec(f, f"pre-loan credit model ({lang})")) for lang in WORDS}
-        from federation.launcher import officer_token
+    f = console_fed
+    state = f["state"]
+    jobs = {lang: f["client"].submit(vertical_spec(f, f"pre-loan credit model ({lang})")) for lang in WORDS}
+    from federation.launcher import officer_token
 
-        api = http(f, "tax")
-        token = officer_token(state, "tax", "auditor")
-        ids: dict[str, int] = {}
-        deadline = time.monotonic() + 60
-        while len(ids) < len(jobs) and time.monotonic() < deadline:
-            inbox = api.get(f"{state.nodes['tax']}/approvals", headers={"Authorization": f"Bearer {token}"},
-                            timeout=30).json()
-            ids = {lang: r["id"] for r in inbox for lang, job in jobs.items() if r["job_id"] == job}
-            time.sleep(0.3)
-        assert len(ids) == len(jobs), f"the jobs never reached tax's inbox: {jobs}"
-        f.update(jobs=jobs, request_ids=ids, api=api, token=token)
-        yield f
-        api.close()
+    api = http(f, "tax")
+    token = officer_token(state, "tax", "auditor")
+    ids: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while len(ids) < len(jobs) and time.monotonic() < deadline:
+        inbox = api.get(f"{state.nodes['tax']}/approvals", headers={"Authorization": f"Bearer {token}"},
+                        timeout=30).json()
+        ids = {lang: r["id"] for r in inbox for lang, job in jobs.items() if r["job_id"] == job}
+        time.sleep(0.3)
+    assert len(ids) == len(jobs), f"the jobs never reached tax's inbox: {jobs}"
+    yield {**f, "jobs": jobs, "request_ids": ids, "api": api, "token": token}
+    api.close()
 
 
 @pytest.fixture(scope="module")
@@ -105,33 +103,10 @@ def lang(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-_last_step: dict[tuple[str, str], int] = {}
-
-
-def fresh_code(fed: dict[str, Any], member: str, officer: str) -> str:
-    """The officer's current TOTP code, waiting for the next step if this one was used already (a
-    step signs an officer in once)."""
-    secret = (fed["state"].officer_password_files[member][officer].parent / f"{officer}.totp").read_text().strip()
-    key = (member, officer)
-    while int(time.time() // STEP_S) <= _last_step.get(key, -1):
-        time.sleep(0.5)
-    _last_step[key] = int(time.time() // STEP_S)
-    return current_code(secret)
-
-
-def password(fed: dict[str, Any], member: str, officer: str) -> str:
-    return fed["state"].officer_password_files[member][officer].read_text().strip()
-
-
 def sign_in(page: Page, fed: dict[str, Any], member: str, officer: str, lang: str,
             as_member: str | None = None) -> None:
     """Fill the sign-in form on ``page`` as ``officer`` of ``as_member`` (default: ``member``)."""
-    w = WORDS[lang]
-    who = as_member or member
-    page.get_by_label(w["name"]).fill(officer)
-    page.get_by_label(w["password"]).fill(password(fed, who, officer))
-    page.get_by_label(w["code"]).fill(fresh_code(fed, who, officer))
-    page.get_by_role("button", name=w["sign_in"], exact=True).click()
+    sign_in_form(page, fed["state"], member, officer, lang, as_member)
 
 
 def context(browser: Browser, lang: str) -> BrowserContext:

@@ -279,3 +279,48 @@ def test_dcp_node_user_totp_enrols_a_code_the_console_accepts(tmp_path: Path) ->
         r = c.post("/login", headers=ORIGIN, follow_redirects=False,
                    data={"name": "li", "password": PASSWORD, "code": current_code(secret)})
         assert r.status_code == 303 and c.get("/inbox").status_code == 200
+
+
+def test_the_requester_console_is_mounted_behind_the_same_sign_in(tax: Node) -> None:
+    """On a bank's node the listener mounts the requester console at ``/requester``: a deep link to it
+    goes through this console's sign-in and back; only an analyst opens it (the others get 403 and
+    no link to it); and only a node whose member is a ``bank`` (or set so) mounts it. (The pages
+    themselves, over a real coordinator: tests/console/test_requester_browser.py.)"""
+    from types import SimpleNamespace
+
+    from console.node.listener import is_requester
+    from console.requester import RequesterDesk, create_requester_console
+    from coordinator.sdk import DcpClient
+    from protocols.crypto.keystore import generate_member_keys
+    from protocols.identity import PeerEntry, StaticDirectory
+
+    desk = RequesterDesk("tax", DcpClient("http://127.0.0.1:9"), generate_member_keys("tax"))  # no page here calls it
+    app = create_officer_console(tax.ctx, page_size=2,
+                                 requester=lambda officer: create_requester_console(desk, officer=officer))
+    analyst, approver = tax.officer("analyst"), tax.officer("approver")
+    c = TestClient(app, base_url="https://testserver")
+    r = c.get("/requester/jobs?state=FAILED", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=" + quote("/requester/jobs?state=FAILED", safe="")
+    assert c.post("/requester/new", headers=ORIGIN, data={"kind": "psi"}).status_code == 401
+    r = c.post("/login", headers=ORIGIN, follow_redirects=False, data={
+        "name": analyst, "password": PASSWORD, "next": "/requester/jobs?state=FAILED",
+        "code": current_code(tax.secrets[analyst])})
+    assert r.status_code == 303 and r.headers["location"] == "/requester/jobs?state=FAILED"
+    assert 'href="/requester/jobs"' in c.get("/inbox").text  # the navigation links it for an analyst
+    other = TestClient(app, base_url="https://testserver")
+    tax.sign_in(approver, client=other)
+    assert other.get("/requester/jobs").status_code == 403
+    assert other.post("/requester/new", headers=ORIGIN, data={"kind": "psi"}).status_code == 403
+    assert "/requester/" not in other.get("/inbox").text
+    assert 'href="/requester/jobs"' not in TestClient(tax.console_app, base_url="https://testserver").get(
+        "/login").text  # a node that is no requester: no mount, no link
+
+    keys = {m: generate_member_keys(m) for m in ("bank", "tax")}
+    members = StaticDirectory([PeerEntry(name=m, role="bank" if m == "bank" else "department",
+                                         sm2_public_key=k.public.sm2_public_key) for m, k in keys.items()])
+
+    def ctx(name: str, setting: bool | None = None) -> SimpleNamespace:
+        return SimpleNamespace(settings=SimpleNamespace(name=name, requester_console=setting), members=members)
+
+    assert is_requester(ctx("bank")) and not is_requester(ctx("tax")) and not is_requester(ctx("nobody"))
+    assert is_requester(ctx("tax", True)) and not is_requester(ctx("bank", False))

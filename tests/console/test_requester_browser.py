@@ -10,9 +10,10 @@ bank's, tax's and power's nodes in their own processes, 国密 mutual TLS, Secre
 * from the job's page, the regulator console finds the job's authorization and receipts on chain;
 * refusals: an officer without the analyst role, a cross-site form POST, another member's job.
 
-The console is the app the bank's node mounts on its console listener; the officers' login of that
-listener is another branch's (console/node), so here the dependency resolves the officer the test
-signed in — a real session of a real officer account on the bank's node (``/officers/me``).
+The console is the one the bank's node serves at ``/requester`` on its officers' console listener
+(``dcp up``'s federation, shared with the node console's module: ``console_fed``), behind the
+listener's real sign-in: the analyst opens a deep link, signs in with password + TOTP, and lands on
+it. The browser trusts the bank console's self-signed certificate by its SPKI pin.
 
 Screenshots go to a temporary directory, or to ``$DCP_CONSOLE_SCREENSHOTS`` (e.g. ``docs/console``)."""
 
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,19 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from common.net import free_port
-from tests.console.conftest import ROOT, Served
+from console.node.listener import spki_sha256
+from tests.console.conftest import (
+    CHROMIUM_ARGS,
+    ROOT,
+    Served,
+    chromium_path,
+    fresh_code,
+    officer_password,
+    sign_in_form,
+)
 
 pytestmark = pytest.mark.slow
 MEMBERS = ("bank", "tax")
-#: Jobs per list page (the module makes three, so the list has two pages).
-PAGE_SIZE = 2
 
 WORDS = {
     "zh-CN": {"new": "新建任务", "purpose": "用途（计算的目的；每个数据方都会看到）", "join": "连接键（各方据以对齐记录的字段）",
@@ -57,66 +64,43 @@ WORDS = {
 }
 
 
-@dataclass(frozen=True)
-class Officer:
-    name: str
-    roles: frozenset[str]
-
-
-@dataclass
-class BankLogin:
-    """Who is signed in at the bank's console: a real session token of an officer account on the
-    bank's node, resolved by the node itself (``GET /officers/me`` over 国密 TLS as the bank)."""
-
-    state: Any
-    token: str = ""
-    cache: dict[str, Officer] = field(default_factory=dict)
-
-    def sign_in(self, officer: str) -> None:
-        from federation.launcher import officer_token
-
-        self.token = officer_token(self.state, "bank", officer)
-
-    def officer(self) -> Officer:
-        from fastapi import HTTPException
-
-        from federation.launcher import client_for
-
-        if self.token not in self.cache:
-            with client_for(self.state, "bank") as http:
-                r = http.get(f"{self.state.nodes['bank']}/officers/me", timeout=30,
-                             headers={"Authorization": f"Bearer {self.token}"})
-            if r.status_code != 200:
-                raise HTTPException(status_code=401, detail="not signed in")
-            me = r.json()
-            self.cache[self.token] = Officer(me["name"], frozenset(me["roles"]))
-        return self.cache[self.token]
+@pytest.fixture(scope="module")
+def fed(console_fed: dict[str, Any]) -> dict[str, Any]:
+    """The console browser modules' one federation; its client acts as the bank (the approvers'
+    decisions go through it)."""
+    return console_fed
 
 
 @pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """One federation for the whole module: the bank and tax (600 synthetic rows), and its client
-    acting as the bank (the approvers' decisions go through it)."""
-    from protocols.crypto.keystore import load_keystore
-    from protocols.secretflow.synthetic import make_vertical_data
-    from tests.coordinator.fedkit import POLICY, DiagnosingClient, started
+def browser(fed: dict[str, Any]) -> Iterator[Browser]:
+    """The system Chromium trusting exactly the bank console's certificate (its SPKI pin)."""
+    from playwright.sync_api import sync_playwright
 
-    root = tmp_path_factory.mktemp("requester-fed")
-    data = make_vertical_data(root / "data", n_rows=600, overlap=0.7, seed=5)
-    members = [{"name": p.name, "role": "bank" if p.name == "bank" else "department", "policy": POLICY,
-                "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": "uscc"}]}
-               for p in data.parties if p.name in MEMBERS]
-    with started(root, members, {"node_timeout_s": 6.0, "poll_interval_s": 0.3}) as state:
-        bank = load_keystore(state.keys_dir / "bank.keystore.json", state.passphrase_of("bank"))
-        yield {"state": state, "root": root, "client": DiagnosingClient(state.coordinator_url, root, signer=bank,
-                                                                         state=state)}
+    path = chromium_path()
+    if path is None:
+        pytest.fail("no system Chromium: `apt-get install chromium fonts-noto-cjk` (requirements/debian.txt)")
+    pin = spki_sha256(bank_cert(fed))
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=path, headless=True,
+                               args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pin}"])
+        try:
+            yield b
+        finally:
+            b.close()
+    finally:
+        pw.stop()
+
+
+def bank_cert(fed: dict[str, Any]) -> Path:
+    return fed["state"].work_dir / "nodes" / "bank" / "console" / "console.crt"
 
 
 @pytest.fixture(scope="module")
 def regulator(fed: dict[str, Any]) -> Iterator[Served]:
     """``python -m console.regulator`` over the federation's chain."""
     st = fed["state"]
-    port = free_port()
+    port = fed["regulator_port"]  # where the bank's node was told the regulator console is
     proc = subprocess.Popen([sys.executable, "-m", "console.regulator", "--rpc", st.rpc_url, "--registry", st.registry,
                              "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -146,29 +130,41 @@ def _wait(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float 
     raise RuntimeError(f"{url} did not answer")
 
 
+@dataclass
+class BankConsole:
+    """The requester console on the bank node's console listener, and the analyst's signed-in
+    browser state (its session cookie, from one real sign-in)."""
+
+    url: str
+    login_url: str
+    storage: dict[str, Any]
+    cert: Path
+
+    def cookies(self) -> dict[str, str]:
+        return {c["name"]: c["value"] for c in self.storage["cookies"]}
+
+
 @pytest.fixture(scope="module")
-def bank_console(fed: dict[str, Any], regulator: Served) -> Iterator[tuple[str, BankLogin]]:
-    """The requester's console of the bank (its keys, its 国密 TLS identity), served by uvicorn on a
-    free port, with the bank's analyst signed in."""
-    import uvicorn
-
-    from console.requester import RequesterDesk, create_requester_console
-
-    login = BankLogin(fed["state"])
-    login.sign_in("analyst")
-    desk = RequesterDesk.from_federation(fed["state"], "bank", regulator_url=regulator.url)
-    app = create_requester_console(desk, officer=login.officer, page_size=PAGE_SIZE, poll_s=0.5)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+def bank_console(fed: dict[str, Any], regulator: Served, browser: Browser) -> Iterator[BankConsole]:
+    """The analyst signs in once, through a deep link to the requester console: the listener sends
+    the browser to its sign-in (password + TOTP), then back to the page asked for."""
+    root = fed["state"].consoles["bank"]
+    url = f"{root}/requester"
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
     try:
-        _wait(f"http://127.0.0.1:{port}/static/console.css")
-        yield f"http://127.0.0.1:{port}", login
+        page = ctx.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(f"{url}/jobs?state=SUCCEEDED&lang=zh-CN")
+        expect(page).to_have_url(re.compile(r"/login\?next=%2Frequester%2Fjobs"))
+        sign_in_form(page, fed["state"], "bank", "analyst", "zh-CN")
+        expect(page).to_have_url(re.compile(r"/requester/jobs\?state=SUCCEEDED&lang=zh-CN$"))  # the deep link survived
+        # the node console's navigation links the requester console for an analyst
+        page.goto(f"{root}/inbox?lang=zh-CN")
+        page.get_by_role("navigation", name=re.compile(".")).first.get_by_role("link", name="需求方控制台").click()
+        expect(page).to_have_url(re.compile(r"/requester/jobs$"))
+        yield BankConsole(url=url, login_url=f"{root}/login", storage=ctx.storage_state(), cert=bank_cert(fed))
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        desk.client.close()
+        ctx.close()
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +186,11 @@ def _shot(page: Page, shots: Path, name: str, lang: str) -> None:
     small.save(path, optimize=True)
 
 
-def _page(browser: Browser, url: str, lang: str) -> Page:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale=lang, accept_downloads=True)
+def _page(browser: Browser, bank: BankConsole, lang: str) -> Page:
+    """A new browser context with the analyst's session, at the job list in ``lang``."""
+    url = bank.url
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale=lang, accept_downloads=True,
+                                  storage_state=bank.storage)
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     pg.goto(f"{url}/jobs?lang={lang}")
@@ -223,12 +222,12 @@ def _job_id(page: Page) -> str:
 
 
 def test_analyst_submits_watches_to_succeeded_and_opens_the_report(
-        bank_console: tuple[str, BankLogin], fed: dict[str, Any], regulator: Served, browser: Browser,
+        bank_console: BankConsole, fed: dict[str, Any], regulator: Served, browser: Browser,
         shots: Path) -> None:
-    url, _ = bank_console
+    url = bank_console.url
     lang = "zh-CN"
     w = WORDS[lang]
-    page = _page(browser, url, lang)
+    page = _page(browser, bank_console, lang)
     try:
         # the catalog: searching narrows it to one owner's dataset
         page.get_by_role("navigation", name=re.compile(".")).first.get_by_role("link", name=w["catalog"]).click()
@@ -276,7 +275,7 @@ def test_analyst_submits_watches_to_succeeded_and_opens_the_report(
         page.context.close()
 
     # the same job and its report, in English
-    page = _page(browser, url, "en")
+    page = _page(browser, bank_console, "en")
     try:
         page.goto(f"{url}/jobs/{job}")
         expect(page.locator("#job-state")).to_have_text("Succeeded")
@@ -293,10 +292,9 @@ def test_analyst_submits_watches_to_succeeded_and_opens_the_report(
 
 @pytest.mark.parametrize("lang", ["zh-CN", "en"])
 def test_an_invalid_form_shows_the_coordinators_error_in_place(
-        bank_console: tuple[str, BankLogin], fed: dict[str, Any], browser: Browser, lang: str, shots: Path) -> None:
-    url, _ = bank_console
+        bank_console: BankConsole, fed: dict[str, Any], browser: Browser, lang: str, shots: Path) -> None:
     before = len(fed["client"].list(requester="bank"))
-    page = _page(browser, url, lang)
+    page = _page(browser, bank_console, lang)
     try:
         _fill_training_job(page, lang, "test of a wrong join key", join_key="no_such_key")
         page.get_by_role("button", name=WORDS[lang]["submit"]).click()
@@ -321,9 +319,9 @@ def test_an_invalid_form_shows_the_coordinators_error_in_place(
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])
 def test_a_job_that_ends_badly_shows_its_reason(
-        bank_console: tuple[str, BankLogin], fed: dict[str, Any], browser: Browser, lang: str, shots: Path) -> None:
-    url, _ = bank_console
-    page = _page(browser, url, lang)
+        bank_console: BankConsole, fed: dict[str, Any], browser: Browser, lang: str, shots: Path) -> None:
+    url = bank_console.url
+    page = _page(browser, bank_console, lang)
     try:
         _fill_training_job(page, lang, f"a job tax will refuse ({lang})")
         page.get_by_role("button", name=WORDS[lang]["submit"]).click()
@@ -344,27 +342,28 @@ def test_a_job_that_ends_badly_shows_its_reason(
         page.context.close()
 
 
-def test_refusals_change_nothing(bank_console: tuple[str, BankLogin], fed: dict[str, Any]) -> None:
-    """Only an analyst uses the console; a form POST from another site is refused; an unknown job is
-    not found. After each refusal, the bank has no more jobs than before. (And the list paginates.)"""
-    url, login = bank_console
+def test_refusals_change_nothing(bank_console: BankConsole, fed: dict[str, Any]) -> None:
+    """Only a signed-in analyst uses the console; a form POST from another site is refused; an
+    unknown job is not found. After each refusal, the bank has no more jobs than before. (And the
+    list paginates.)"""
+    url = bank_console.url
+    origin = {"Origin": url.removesuffix("/requester")}
     c = fed["client"]
     before = len(c.list(requester="bank"))
     form = {"kind": "psi", "purpose": "cross-site", "join_key": "uscc", "dataset": ["bank/bank_2024", "tax/tax_2024"]}
-    with httpx.Client(base_url=url, timeout=30) as http:
+    tls = {"base_url": url, "timeout": 30, "verify": ssl.create_default_context(cafile=str(bank_console.cert))}
+    with httpx.Client(**tls) as anonymous:  # no session: a page goes to the sign-in, a form is refused
+        r = anonymous.get("/jobs?page=2")
+        assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Frequester%2Fjobs%3Fpage%3D2"
+        assert anonymous.post("/new", data=form, headers=origin).status_code == 401
+    with httpx.Client(**tls, cookies=bank_console.cookies()) as http:
         r = http.post("/new", data=form, headers={"Origin": "https://evil.example"})
         assert r.status_code == 403 and "cross-site" in r.text
         r = http.post("/new", data=form)  # no Origin, no Referer: refused too
         assert r.status_code == 403
-        login.sign_in("approver")  # a real officer of the bank's node, but not an analyst
-        try:
-            assert http.get("/jobs").status_code == 403
-            assert http.post("/new", data=form, headers={"Origin": url}).status_code == 403
-        finally:
-            login.sign_in("analyst")
-        # the job list paginates: newest first, two per page, the third on page 2
+        # the job list paginates: newest first, two per page, the next one on page 2
         jobs = [j.job_id for j in sorted(c.list(requester="bank"), key=lambda j: j.created_at, reverse=True)]
-        assert len(jobs) == 3
+        assert len(jobs) >= 3
         first, second = http.get("/jobs").text, http.get("/jobs", params={"page": 2}).text
         assert jobs[0] in first and jobs[1] in first and jobs[2] not in first and 'rel="next"' in first
         assert jobs[2] in second and jobs[0] not in second and 'rel="prev"' in second
@@ -372,4 +371,13 @@ def test_refusals_change_nothing(bank_console: tuple[str, BankLogin], fed: dict[
         assert http.get("/jobs/no-such-job").status_code == 404
         assert http.get("/jobs/no-such-job/report").status_code == 404
         assert http.get("/jobs/x/report/secret.svg").status_code == 422
+    # a real officer of the bank's node, signed in for real, but not an analyst
+    with httpx.Client(**{**tls, "base_url": bank_console.login_url.removesuffix("/login")}) as approver:
+        r = approver.post("/login", headers=origin, data={
+            "name": "approver", "password": officer_password(fed["state"], "bank", "approver"),
+            "code": fresh_code(fed["state"], "bank", "approver"), "next": "/requester/jobs"})
+        assert r.status_code == 303 and r.headers["location"] == "/requester/jobs"
+        assert approver.get("/requester/jobs").status_code == 403
+        assert approver.post("/requester/new", data=form, headers=origin).status_code == 403
+        assert "/requester/" not in approver.get("/inbox").text  # no link to it in the navigation either
     assert len(c.list(requester="bank")) == before

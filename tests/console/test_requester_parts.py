@@ -115,4 +115,11 @@ def test_the_demo_prints_the_consoles_and_the_officers_logins(tmp_path: Path) ->
     show_consoles(Console(file=buf, width=200), state, "http://127.0.0.1:3")
     out = buf.getvalue()
     assert "http://127.0.0.1:3/" in out and "bank_a http://127.0.0.1:1" in out
+    # with the nodes' console listeners: the bank's requester console is on its listener
+    state.consoles = {"bank_a": "https://127.0.0.1:11", "tax": "https://127.0.0.1:12"}
+    buf = io.StringIO()
+    show_consoles(Console(file=buf, width=200), state, None)
+    out = buf.getvalue()
+    assert "tax https://127.0.0.1:12/" in out and "bank_a https://127.0.0.1:11/requester/" in out
+    assert "tax https://127.0.0.1:12/requester" not in out
     assert "analyst" in out and str(tmp_path / "tax-approver.password") in out

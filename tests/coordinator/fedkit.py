@@ -94,14 +94,17 @@ class DiagnosingClient(DcpClient):
 
 
 @contextmanager
-def federation(root: Path, n_rows: int, seed: int, coordinator: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """A federation of bank, tax and power over synthetic vertical data; down (and checked) on exit."""
+def federation(root: Path, n_rows: int, seed: int, coordinator: dict[str, Any],
+               node: dict[str, dict[str, Any]] | None = None) -> Iterator[dict[str, Any]]:
+    """A federation of bank, tax and power over synthetic vertical data; down (and checked) on exit.
+    ``node``: member -> more of its node's settings (``MemberConfig.node``)."""
     from protocols.secretflow.synthetic import make_vertical_data
 
     data = make_vertical_data(root / "data", n_rows=n_rows, overlap=0.6, seed=seed)
     members = [
         {"name": p.name, "role": "bank" if p.name == "bank" else "department", "policy": POLICY,
-         "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": "uscc"}]}
+         "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": "uscc"}],
+         "node": (node or {}).get(p.name, {})}
         for p in data.parties
     ]
     with started(root, members, coordinator) as state:
