@@ -9,11 +9,8 @@ import io
 
 import pandas as pd
 import pytest
-import yaml
 
 from common.net import free_ports
-from common.procs import kill_group
-from federation.launcher import read_state, respawn
 from tests.coordinator.fedkit import DiagnosingClient, started
 from tests.gateway.conftest import Tap
 
@@ -26,35 +23,28 @@ POLICY = {"max_grade": {"psi": 3}, "default_max_grade": 2}
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
-    """bank and tax, restarted with gateways, each reaching the other's through a tap."""
+    """bank and tax, each node with its gateway (``gateway`` in node.yaml), each reaching the other's
+    through a tap."""
     from protocols.crypto.keystore import load_keystore
     from protocols.secretflow.synthetic import make_vertical_data
 
     root = tmp_path_factory.mktemp("gwfed")
     data = make_vertical_data(root / "data", n_rows=300, overlap=0.6, seed=17)
+    listen = dict(zip(PAIR, free_ports(2), strict=True))
+    taps = {m: Tap(listen[m]) for m in PAIR}  # taps[m]: the other member's way to m's gateway
     members = [{"name": p.name, "role": "bank" if p.name == "bank" else "department", "policy": POLICY,
-                "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": KEY}]}
+                "datasets": [{"name": f"{p.name}_2024", "file": str(p.csv_path), "key_column": KEY}],
+                "node": {"gateway": {"listen_host": "127.0.0.1", "listen_port": listen[p.name],
+                                     "peers": {o: f"127.0.0.1:{taps[o].port}" for o in PAIR if o != p.name}}}}
                for p in data.parties if p.name in PAIR]
-    with started(root, members) as state:
-        work = state.work_dir
-        bank = load_keystore(state.keys_dir / "bank.keystore.json", state.passphrase_of("bank"))
-        f = {"state": state, "data": data, "client": DiagnosingClient(state.coordinator_url, root, bank, state)}
-        listen = dict(zip(PAIR, free_ports(2), strict=True))
-        taps = {m: Tap(listen[m]) for m in PAIR}  # taps[m]: the other member's way to m's gateway
-        try:
-            for m in PAIR:
-                other = next(p for p in PAIR if p != m)
-                cfg_file = work / "nodes" / m / "node.yaml"
-                cfg = yaml.safe_load(cfg_file.read_text())
-                cfg["gateway"] = {"listen_host": "127.0.0.1", "listen_port": listen[m],
-                                  "peers": {other: f"127.0.0.1:{taps[other].port}"}}
-                cfg_file.write_text(yaml.safe_dump(cfg))
-                kill_group(read_state(work).pids[m], 5.0, reap=True)
-                respawn(work, m)
-            yield {**f, "taps": taps}
-        finally:
-            for t in taps.values():
-                t.close()
+    try:
+        with started(root, members) as state:
+            bank = load_keystore(state.keys_dir / "bank.keystore.json", state.passphrase_of("bank"))
+            yield {"state": state, "data": data, "taps": taps,
+                   "client": DiagnosingClient(state.coordinator_url, root, bank, state)}
+    finally:
+        for t in taps.values():
+            t.close()
 
 
 def test_a_psi_job_between_two_gateway_nodes_runs_through_the_gateways(fed, no_leaked_processes):
