@@ -8,7 +8,6 @@ from sqlmodel import Session, select
 from coordinator.models import ApprovalRecord, JobState
 from coordinator.spec import parse_spec
 
-from .test_lifecycle_api import coord  # noqa: F401 - the fixture
 from .test_spec import base
 
 S = JobState
