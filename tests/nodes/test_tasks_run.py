@@ -252,7 +252,7 @@ def test_a_failed_extract_fails_the_task_and_leaves_nothing(chain, vertical_data
     with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
         body = _start_alone(chain, tax, job, manifest, terms)
 
-        def broken_extract(name, columns, dest):  # the disk is full
+        def broken_extract(name, columns, dest, **kw):  # the disk is full
             dest.write_text("uscc\n")
             raise OSError(28, "No space left on device")
 
