@@ -201,7 +201,7 @@ def connect(directory: Path, *, member: str, keys_dir: Path, rpc_url: str, regis
     coordinator's and the nodes' URLs, this member's keys and (optionally) its keystore passphrase file
     and officers' password files, so that ``dcp job``/``dcp node`` commands run with
     ``DCP_FEDERATION_DIR=<directory>`` reach every service over 国密 TLS as ``member``, pinning each
-    server's key from the Registry. Nothing is started and no pid is kept (``dcp down`` stops nothing)."""
+    server's key from the Registry. Nothing is started and no pid is kept (``dcp down`` refuses it)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = FederationState(
         name=f"{member}@{registry}", work_dir=directory.resolve(), rpc_url=rpc_url, registry=registry,
@@ -563,6 +563,9 @@ def respawn(work_dir: str | Path, name: str, timeout: float = 60.0) -> int:
 def down(work_dir: str | Path) -> list[str]:
     """Stop every process of the federation in ``work_dir`` (coordinator first, anvil last)."""
     state = read_state(work_dir)
+    if not state.pids:  # a `dcp connect` view: keep it, it is this host's only record of the federation
+        raise FederationError(f"{work_dir} is a view written by `dcp connect` ({state.name}): it started nothing "
+                              "and there is nothing to stop from it; stop this host's node where it runs")
     order = ["coordinator", *[n for n in state.pids if n not in ("coordinator", "anvil")], "anvil"]
     stopped = []
     for name in order:
