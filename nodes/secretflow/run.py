@@ -14,11 +14,12 @@ stages):
    SM3 over the SM3 digests of every output the party produced, in name order).
 
 The extract and every plaintext output are deleted on success, failure and stop alike; a failed
-extract or spawn fails the task (its status says why).
+extract or spawn fails the task (its status says why: ``extract failed: DiskFull: …`` for a full disk).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodes.errors import DiskFull
 from nodes.models import utcnow
 from nodes.secretflow.plan import model_dir
 from nodes.secretflow.processes import (
@@ -145,7 +147,11 @@ class PartyRunner:
             try:
                 self._extract(run)
             except Exception as exc:  # noqa: BLE001 - the task fails with a named reason, never silently
-                self.fail(run, f"extract failed: {type(exc).__name__}")
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    exc = DiskFull("the node's disk is full: the extract did not fit")
+                # a full disk says so (its words are the node's own); any other error by its name only
+                self.fail(run, f"extract failed: {type(exc).__name__}"
+                               + (f": {exc}" if isinstance(exc, DiskFull) else ""))
                 run.spawned.set()
                 return
         log_dir = self.tasks.job_dir(job_id)

@@ -3,6 +3,7 @@ together or not at all), schema edits, catalog metadata, reading and extraction.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import re
 import uuid
@@ -19,6 +20,7 @@ from sqlmodel import Session, select
 from nodes.errors import (
     DatasetExists,
     DatasetNotFound,
+    DiskFull,
     InvalidDatasetName,
     InvalidSchemaEdit,
     MissingKeyColumn,
@@ -348,7 +350,8 @@ class DatasetService:
     def extract_csv(self, name: str, columns: Sequence[str], dest: Path) -> int:
         """Write exactly ``columns`` of ``name`` to ``dest`` (CSV); return the row count.
 
-        Read column-wise from the database and written by pandas in the columns' own types."""
+        Read column-wise from the database and written by pandas in the columns' own types. A full disk
+        raises :class:`DiskFull` with the partial file removed."""
         with Session(self.engine) as session:
             ds = self._get(session, name)
             metas = {m.name: m for m in self._columns(session, ds)}
@@ -358,7 +361,14 @@ class DatasetService:
             table = _data_table(ds.table_name, [(c, metas[c].dtype) for c in columns])
             df = _typed(session.connection(), table, list(columns), {c: metas[c].dtype for c in columns})
         dest.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(dest, index=False)
+        try:
+            df.to_csv(dest, index=False)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            dest.unlink(missing_ok=True)  # no partial extract is left behind
+            raise DiskFull(f"the node's disk is full: the extract of {len(df)} rows of {name!r} did not fit "
+                           "and was removed") from None
         return len(df)
 
 
