@@ -259,7 +259,8 @@ def test_a_failed_extract_fails_the_task_and_leaves_nothing(chain, vertical_data
         tax.app.state.ctx.datasets.extract_csv = broken_extract
         assert tax.post(f"/tasks/{job}/start", json=body).status_code == 200
         t = _wait(tax, job, {"succeeded", "failed", "stopped"}, timeout=60)
-        assert (t["status"], t["error"]) == ("failed", "extract failed: OSError")
+        assert (t["status"], t["error"]) == (
+            "failed", "the extract of tax_2024 failed: the extract could not be written (No space left on device)")
         assert tax.app.state.ctx.tasks._get(job).pid is None
         assert _private_dirs(tax) == []
         fail = [e for e in tax.get("/audit?limit=1000").json() if e["action"] == "task.fail"]
