@@ -110,7 +110,13 @@ class NodeGateway:
 def local_cluster(cluster: Any, me: str, view: dict[str, dict[str, str]]) -> Any:
     """``cluster`` as ``me``'s engine must see it through the gateway: every party at 127.0.0.1, its own
     endpoint unchanged, each peer's ``sf``/``spu`` and its PSI link with ``me`` at the route ports of
-    ``view`` (:func:`protocols.gateway.addresses`)."""
+    ``view`` (:func:`protocols.gateway.addresses`).
+
+    A peer's PSI links with *other* members (the label holder pairs with every department) stay named,
+    because every party's program declares every pair's PSI device, but ``me``'s engine never dials
+    them (only the pair's two members run that PSI), and the gateway has no route for them: they are
+    given the peer's route for its link with ``me`` (else its ``sf`` route), so even a stray dial could
+    only reach that peer's links that ``me`` may use."""
     from protocols.secretflow.spec import PartyEndpoint
 
     def port(party: str, link: str) -> int:
@@ -121,7 +127,11 @@ def local_cluster(cluster: Any, me: str, view: dict[str, dict[str, str]]) -> Any
         if p.name == me:
             parties.append(p.model_copy(update={"host": "127.0.0.1"}))
             continue
-        psi = {me: port(p.name, f"psi:{me}")} if f"psi:{me}" in view[p.name] else {}
+        mine = port(p.name, f"psi:{me}") if f"psi:{me}" in view[p.name] else None
+        psi = {other: port(p.name, "sf") for other in p.psi_ports if other != me}
+        if mine is not None:
+            psi[me] = mine
+            psi = {other: mine for other in psi}
         parties.append(PartyEndpoint(name=p.name, host="127.0.0.1", sf_port=port(p.name, "sf"),
                                      spu_port=port(p.name, "spu"), psi_ports=psi))
     return cluster.model_copy(update={"host": "127.0.0.1", "parties": parties})
