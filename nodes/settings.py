@@ -129,6 +129,10 @@ class NodeSettings(BaseSettings):
     officer_scrypt_n: int = 2**15
     """scrypt cost N for officer passwords (r = 8, p = 1: 32 MiB per guess at the default)."""
 
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Companion services of engines, started when the node serves and stopped with it: engine name ->
+    that engine's settings (``engines.base.NodeEngine.service``; e.g. the researchers' low side)."""
+
     # ---------------------------------------------------------------- inputs
     max_body_bytes: int = 1024 * 1024
     """Any request body other than an upload larger than this is refused (413) before it is parsed."""

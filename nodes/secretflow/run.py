@@ -14,11 +14,12 @@ stages):
    SM3 over the SM3 digests of every output the party produced, in name order).
 
 The extract and every plaintext output are deleted on success, failure and stop alike; a failed
-extract or spawn fails the task (its status says why).
+extract or spawn fails the task (its status says why: ``the extract of <dataset> failed: DiskFull: …`` for a full disk).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodes.errors import DiskFull
 from nodes.models import utcnow
 from nodes.secretflow.plan import model_dir
 from nodes.secretflow.processes import (
@@ -56,6 +58,28 @@ def scrub(text: str, limit: int = 500) -> str:
     """An engine message fit to leave the node: anything that looks like a cell value (IDs, codes,
     numbers of six or more characters) is masked; column names and error kinds stay."""
     return _VALUE_LIKE.sub("…", text)[:limit]
+
+
+def extract_failure(dataset: str, exc: BaseException) -> str:
+    """Why the extract of ``dataset`` failed, in words fit to leave the node (:func:`scrub`: no cell
+    value): a database that cannot give the rows, a named node error, a file that cannot be written;
+    anything else by its kind only."""
+    from sqlalchemy.exc import DBAPIError
+
+    from nodes.errors import NodeError
+
+    dbapi = any(c.__name__ == "DatabaseError" for c in type(exc).__mro__)  # PEP 249: sqlite3, psycopg, …
+    if isinstance(exc, DBAPIError) or dbapi:
+        orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        first = str(orig).splitlines()[0] if str(orig) else ""
+        why = f"this node could not read the dataset's stored rows ({type(orig).__name__}: {first})"
+    elif isinstance(exc, NodeError):
+        why = f"{type(exc).__name__}: {exc}"
+    elif isinstance(exc, OSError):
+        why = f"the extract could not be written ({exc.strerror or type(exc).__name__})"
+    else:
+        why = type(exc).__name__
+    return scrub(f"the extract of {dataset} failed: {why}", 300)
 
 
 @dataclass
@@ -152,7 +176,9 @@ class PartyRunner:
                 run.spawned.set()
                 return
             except Exception as exc:  # noqa: BLE001 - the task fails with a named reason, never silently
-                self.fail(run, f"extract failed: {type(exc).__name__}")
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    exc = DiskFull("the node's disk is full: the extract did not fit")  # the node's own words
+                self.fail(run, extract_failure(run.dataset, exc))
                 run.spawned.set()
                 return
         log_dir = self.tasks.job_dir(job_id)

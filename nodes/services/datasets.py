@@ -4,6 +4,7 @@ together or not at all), schema edits, catalog metadata, reading and extraction.
 from __future__ import annotations
 
 import csv
+import errno
 import itertools
 import re
 import uuid
@@ -21,6 +22,7 @@ from sqlmodel import Session, select
 from nodes.errors import (
     DatasetExists,
     DatasetNotFound,
+    DiskFull,
     InvalidDatasetName,
     InvalidSchemaEdit,
     MissingKeyColumn,
@@ -353,7 +355,8 @@ class DatasetService:
         Streamed from the database in chunks straight into the file (no frame of the whole extract),
         each cell as pandas' ``to_csv`` writes it (floats by ``repr``, integers without ``.0``, NULL as an
         empty cell, booleans ``True``/``False``). With ``check`` the cells are checked as they are written
-        (:class:`ExtractCheck`, :class:`ExtractRefused`): the party then needs no second read."""
+        (:class:`ExtractCheck`, :class:`ExtractRefused`): the party then needs no second read. A full disk
+        raises :class:`DiskFull` with the partial file removed."""
         with Session(self.engine) as session:
             ds = self._get(session, name)
             metas = {m.name: m for m in self._columns(session, ds)}
@@ -381,6 +384,11 @@ class DatasetService:
                             checker.feed(chunk)
                         out.writerows(chunk)
                         rows += len(chunk)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                dest.unlink(missing_ok=True)  # no partial extract is left behind
+                raise DiskFull(f"the node's disk is full: the extract of {name!r} did not fit and was removed") from None
             finally:
                 cur.close()
         if checker is not None:
