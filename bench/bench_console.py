@@ -117,14 +117,22 @@ def seed_changes(ctx, n: int) -> None:  # noqa: ANN001
 
 
 def seed_jobs(engine, n: int) -> None:  # noqa: ANN001
-    """``n`` of the bank's jobs in the coordinator's store, each with tax's and bank's approval
-    records, tasks and four transition events (1 ‰ in each final state but mostly SUCCEEDED)."""
+    """``n`` of the bank's jobs in the coordinator's store (each with a training job's spec and
+    manifest, ~1 and ~6 KB), with bank's and tax's approval records, tasks and four transition events
+    (60 % SUCCEEDED, 10 % each FAILED, REJECTED, RUNNING, PENDING_APPROVAL)."""
     from coordinator.models import ApprovalRecord as CoordApproval
     from coordinator.models import Job, JobEvent, TaskRecord
 
     rng = random.Random(1)
     now = datetime.now(timezone.utc)
     states = ["SUCCEEDED"] * 6 + ["FAILED", "REJECTED", "RUNNING", "PENDING_APPROVAL"]
+    # a job's stored spec and manifest as large as a real training job's (the list must not read them)
+    columns = [f"feature_{k:02d}" for k in range(24)]
+    spec = json.dumps({"kind": "vertical_train", "inputs": [{"member": m, "dataset": f"{m}_2024", "columns": columns}
+                                                             for m in ("bank", "tax", "power")], "model": {"params": {}}})
+    manifest = json.dumps({"inputs": [{"member": m, "columns": [{"name": c, "grade": 2, "category": "finance"}
+                                                                for c in columns]} for m in ("bank", "tax", "power")],
+                           "receivers": {"predictions": ["bank"]}, "purpose": "pre-loan credit model " * 8})
     with Session(engine) as session:
         for i in range(n):
             job_id, state = f"job-{i:05d}", rng.choice(states)
@@ -133,7 +141,7 @@ def seed_jobs(engine, n: int) -> None:  # noqa: ANN001
                       "REJECTED": "tax rejected: purpose too broad"}.get(state)
             session.add(Job(job_id=job_id, kind=rng.choice(["vertical_train", "psi"]), requester="bank",
                             purpose=f"pre-loan credit model, batch {i}", state=state, reason=reason,
-                            spec_json="{}", manifest_json="{}", manifest_hash=f"{i:064x}",
+                            spec_json=spec, manifest_json=manifest, manifest_hash=f"{i:064x}",
                             expires_at=now + timedelta(days=30), created_at=at, updated_at=at))
             for member in ("bank", "tax"):
                 session.add(CoordApproval(job_id=job_id, member=member, request_hash=f"{i:064x}",
