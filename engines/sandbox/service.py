@@ -137,7 +137,9 @@ class SandboxService(NodeService):
                 self.error = f"{type(exc).__name__}: {exc}"[:1000]
                 log.error("the sandbox low side failed: %s", self.error)
         finally:
-            site.stop()
+            # dcp down gives a node 5 s between SIGTERM and SIGKILL: land briefly, then end the whole tree
+            # (a node killed outright takes it along: bubblewrap dies with this thread, and its PID namespace)
+            site.stop(timeout=3.0)
             if self.state != "failed":
                 self.state = "stopped"
 
