@@ -100,6 +100,12 @@ class NodeSettings(BaseSettings):
     """Keep one pre-started SecretFlow party process (engine imported, ~400 MB) that the next task
     takes, so that a job does not wait for the engine's start-up; off by default (tests start many
     nodes). ``dcp up`` turns it on for the nodes it starts."""
+    warm_engine_on_demand: bool = False
+    """With ``warm_engine``: no warm party at idle. One is started when this node reserves a job's
+    ports (it approved a SecretFlow job naming it; the import overlaps the other approvals and the
+    authorization), none after a task, and one no job took ends after ``warm_engine_idle_s``."""
+    warm_engine_idle_s: float = Field(default=900.0, gt=0)
+    """How long an on-demand warm party waits for its job before it ends."""
 
     # ---------------------------------------------------------------- who may call (see nodes.api.deps)
     peers: list[PeerEntry] = Field(default_factory=list)

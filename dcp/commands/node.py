@@ -34,7 +34,8 @@ def _serve_gmtls(fastapi_app: object, settings: object) -> None:
 
 
 def _start_gateway(ctx: object, settings: object, directory: object) -> None:
-    """Start the node's 国密 gateway for engine links (settings ``gateway``); its refusals go to the audit log."""
+    """Start the node's 国密 gateway for engine links (settings ``gateway``); its refusals and what each job's
+    links carried (bytes, the gateway's CPU seconds) go to the audit log."""
     from nodes.errors import NodeError
     from nodes.services.gateway import start_node_gateway
 
@@ -43,8 +44,12 @@ def _start_gateway(ctx: object, settings: object, directory: object) -> None:
             ctx.audit.append(session, actor="gateway", action="gateway.refuse", target=r.job or "-",
                              detail={"side": r.side, "peer": r.peer, "link": r.link, "reason": r.reason})
 
+    def closed(r: object) -> None:  # protocols.gateway.JobReport: what the job's links cost the gateway
+        with ctx.audit.transaction() as session:
+            ctx.audit.append(session, actor="gateway", action="gateway.close", target=r.job, detail=r.as_dict())
+
     try:
-        ctx.gateway = start_node_gateway(settings, directory, on_refusal=refused)
+        ctx.gateway = start_node_gateway(settings, directory, on_refusal=refused, on_close=closed)
     except (NodeError, OSError, ValueError) as exc:
         typer.echo(f"gateway: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(2) from None
