@@ -213,7 +213,8 @@ class SandboxService(NodeService):
             with self._lock:
                 return site.researchers()
         if collection == "requests":
-            return [{"request_id": k, **v} for k, v in (self.bridge.jobs.items() if self.bridge else [])]
+            jobs = dict(self.bridge.jobs) if self.bridge else {}  # a copy: the bridge's thread adds to it
+            return [{"request_id": k, **v} for k, v in jobs.items()]
         raise StepRefused("CollectionNotFound", f"the sandbox service has no {collection!r}", 404)
 
     def create(self, collection: str, body: dict[str, Any], actor: str) -> dict[str, Any]:
