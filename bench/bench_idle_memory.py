@@ -142,6 +142,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.on_demand:
         os.environ["DCP_NODE_WARM_ENGINE_ON_DEMAND"] = "1"  # the nodes dcp up starts inherit it
+    from bench_psi_job import patient_launcher
+
+    patient_launcher()  # a loaded machine's nodes may take more than 60 s to answer
     root = Path(tempfile.mkdtemp(prefix="dcp-bench-mem-"))
     with federation(root, n_rows=args.rows, seed=11, coordinator={"poll_interval_s": 0.3}) as fed:
         state, c = fed["state"], fed["client"]

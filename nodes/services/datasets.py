@@ -441,15 +441,20 @@ class _Checker:
         if check.label and check.label not in where:
             raise ExtractRefused(f"label column {check.label!r} is missing")
         self.key = where[check.key]
+        self.key_typed = dtypes[self.key] in ("int", "float", "bool")  # the other types are stored as text
         self.numeric = [(c, where[c], dtypes[where[c]] in ("int", "float", "bool")) for c in check.numeric]
         self.label = where[check.label] if check.label else None
         self.hashes = np.empty(0, dtype=np.int64)
         self._parts: list[np.ndarray] = []
 
     def feed(self, chunk: list[tuple[object, ...]]) -> None:
-        cols = list(zip(*chunk, strict=True))
-        keys = [None if k is None else str(k) for k in cols[self.key]]
-        if any(k is None or not k.strip() for k in keys):
+        cols = list(zip(*chunk, strict=True)) if len(chunk[0]) > 1 else [[r[0] for r in chunk]]
+        keys = cols[self.key]
+        if None in keys:
+            raise ExtractRefused(f"join key {self.check.key!r} has empty values")
+        if self.key_typed:
+            keys = list(map(str, keys))  # a number key is written, and compared, as its text
+        if not all(map(str.strip, keys)):
             raise ExtractRefused(f"join key {self.check.key!r} has empty values")
         self._parts.append(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
         for name, i, typed in self.numeric:
