@@ -15,6 +15,13 @@ console mounted at ``/console`` with a signed-in approver. Server time is measur
 (an ASGI middleware around the console), so the test client's own overhead is not counted; the
 service calls alone are timed too, to show where the time goes: ``counts`` + ``page`` (what the
 inbox reads: one page) against ``list`` (every request, as the JSON API reads them).
+
+``--jobs`` (default 1,000): the requester's console (a bank's node) over a real coordinator app
+(SQLite, served by uvicorn on a loopback port; plain HTTP, the caller named as the bank as the
+国密 TLS listener would) holding that many of the bank's jobs, each with two parties' approvals,
+tasks and four events: the job list's first and a deep page, a state filter, a word search, one
+job's page; and the coordinator's ``GET /jobs`` itself: one page of 20 (what the console asks now)
+against every job (what it asked before pagination).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -108,6 +116,94 @@ def seed_changes(ctx, n: int) -> None:  # noqa: ANN001
                          detail={"proposal": p.id})
 
 
+def seed_jobs(engine, n: int) -> None:  # noqa: ANN001
+    """``n`` of the bank's jobs in the coordinator's store, each with tax's and bank's approval
+    records, tasks and four transition events (1 ‰ in each final state but mostly SUCCEEDED)."""
+    from coordinator.models import ApprovalRecord as CoordApproval
+    from coordinator.models import Job, JobEvent, TaskRecord
+
+    rng = random.Random(1)
+    now = datetime.now(timezone.utc)
+    states = ["SUCCEEDED"] * 6 + ["FAILED", "REJECTED", "RUNNING", "PENDING_APPROVAL"]
+    with Session(engine) as session:
+        for i in range(n):
+            job_id, state = f"job-{i:05d}", rng.choice(states)
+            at = now - timedelta(minutes=n - i)
+            reason = {"FAILED": "tax's task failed: the extract of tax_2024 failed (batch run)",
+                      "REJECTED": "tax rejected: purpose too broad"}.get(state)
+            session.add(Job(job_id=job_id, kind=rng.choice(["vertical_train", "psi"]), requester="bank",
+                            purpose=f"pre-loan credit model, batch {i}", state=state, reason=reason,
+                            spec_json="{}", manifest_json="{}", manifest_hash=f"{i:064x}",
+                            expires_at=now + timedelta(days=30), created_at=at, updated_at=at))
+            for member in ("bank", "tax"):
+                session.add(CoordApproval(job_id=job_id, member=member, request_hash=f"{i:064x}",
+                                          status="rejected" if state == "REJECTED" and member == "tax" else "approved"))
+                session.add(TaskRecord(job_id=job_id, member=member, status="succeeded", stage="done"))
+            for a, b in ((None, "SUBMITTED"), ("SUBMITTED", "PENDING_APPROVAL"), ("PENDING_APPROVAL", "AUTHORIZED"),
+                         ("AUTHORIZED", state)):
+                session.add(JobEvent(job_id=job_id, from_state=a, to_state=b, at=at))
+        session.commit()
+
+
+def bench_job_list(n: int, repeat: int, table: Table) -> None:
+    """The requester console's job list over a coordinator holding ``n`` of the bank's jobs."""
+    import threading
+
+    import uvicorn
+
+    from common.net import free_port
+    from console.requester import create_requester_console
+    from console.requester.desk import RequesterDesk
+    from coordinator.app import create_app as create_coordinator
+    from coordinator.sdk import DcpClient
+    from tests.authkit import AsPeer
+    from tests.coordkit import seeded_coordinator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        coord = seeded_coordinator(Path(tmp))
+        seed_jobs(coord.engine, n)
+        api_timer = ServerTimer(AsPeer(create_coordinator(coord.settings, coord), "bank"))
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(api_timer, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            while not server.started:
+                time.sleep(0.05)
+            client = DcpClient(f"http://127.0.0.1:{port}")
+            desk = RequesterDesk("bank", client, None)
+            timer = ServerTimer(create_requester_console(desk, officer=lambda: Analyst(), page_size=20))
+            rows: list[tuple[str, str, Any]] = [
+                ("requester: job list, page 1", "/jobs", timer),
+                ("requester: job list, page 40", "/jobs?page=40", timer),
+                ("requester: job list, failed only", "/jobs?state=FAILED", timer),
+                ("requester: job list, word search", "/jobs?q=batch+77", timer),
+                ("requester: one job's page", f"/jobs/job-{n // 2:05d}", timer),
+                ("coordinator: GET /jobs, one page of 20", "/jobs?requester=bank&limit=20&order=newest", api_timer),
+                ("coordinator: GET /jobs, every job (before)", "/jobs?requester=bank", api_timer),
+            ]
+            with TestClient(timer) as c:
+                for label, path, t in rows:
+                    get = c.get if t is timer else (lambda p: client._send("GET", p))
+                    assert get(path).status_code == 200  # warm
+                    t.times.clear()
+                    for _ in range(repeat if "every job" not in label else max(5, repeat // 4)):
+                        assert get(path).status_code == 200
+                    ms = [x * 1000 for x in t.times]
+                    table.add_row(label, f"{n:,}", f"{pct(ms, 50):.1f}", f"{pct(ms, 95):.1f}", f"{max(ms):.1f}")
+            client.close()
+        finally:
+            server.should_exit = True
+            thread.join(timeout=15)
+            coord.close()
+
+
+@dataclass(frozen=True)
+class Analyst:
+    name: str = "analyst_wang"
+    roles: frozenset[str] = frozenset({"analyst"})
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
@@ -116,6 +212,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=60)
+    ap.add_argument("--jobs", type=int, default=1000, help="the bank's jobs at the coordinator (0: skip)")
     ap.add_argument("--old-expiry", action="store_true", help="every read runs the expiry pass (the old way)")
     args = ap.parse_args()
     out = Console()
@@ -169,6 +266,8 @@ def main() -> None:
                     svc.append((time.perf_counter() - t) * 1000)
                 table.add_row(label, f"{args.requests:,}", f"{pct(svc, 50):.1f}", f"{pct(svc, 95):.1f}",
                               f"{max(svc):.1f}")
+    if args.jobs:
+        bench_job_list(args.jobs, args.repeat, table)
     out.print(table)
     with open("/proc/loadavg") as fh:
         out.print(f"load average: {fh.read().split()[:3]}")
