@@ -250,6 +250,13 @@ def run_one(n: int, root: Path, console: Console, config: Path | None = None, ta
     governance = sum(res.seconds(s) for s in GOVERNANCE_STAGES)
     after = after_engine(out, res)
     strict = res.seconds("approvals") + res.seconds("authorization") + after["seal_receipt_s"]
+    import json
+
+    (out / "bench-run.json").write_text(json.dumps({  # the run's numbers, kept even if a later run is cut short
+        "n": n, "tag": tag, "platform": platform, "bare": bare, "governance": governance,
+        "governance_strict": strict, "load": [load_demo, load_bare], "loadavg": loadavg, "gateways": gw,
+        "gateway_reports": reports, "stages": [st.model_dump() for st in res.stages],
+        "intersection_rows": res.intersection_rows, "peak_rss_mb": res.peak_rss_mb}, indent=1, default=str))
     console.print(f"  N = {n:,}{tag}: platform {platform:.1f} s, bare {bare:.1f} s, ratio {platform / bare:.3f}; "
                   f"/proc/loadavg {loadavg}" + (f"; gateways {gw}" if gw else ""))
     return {"n": n, "res": res, "wall": wall, "bare": bare, "platform": platform, "governance": governance,

@@ -117,14 +117,22 @@ def seed_changes(ctx, n: int) -> None:  # noqa: ANN001
 
 
 def seed_jobs(engine, n: int) -> None:  # noqa: ANN001
-    """``n`` of the bank's jobs in the coordinator's store, each with tax's and bank's approval
-    records, tasks and four transition events (1 ‰ in each final state but mostly SUCCEEDED)."""
+    """``n`` of the bank's jobs in the coordinator's store (each with a training job's spec and
+    manifest, ~1 and ~6 KB), with bank's and tax's approval records, tasks and four transition events
+    (60 % SUCCEEDED, 10 % each FAILED, REJECTED, RUNNING, PENDING_APPROVAL)."""
     from coordinator.models import ApprovalRecord as CoordApproval
     from coordinator.models import Job, JobEvent, TaskRecord
 
     rng = random.Random(1)
     now = datetime.now(timezone.utc)
     states = ["SUCCEEDED"] * 6 + ["FAILED", "REJECTED", "RUNNING", "PENDING_APPROVAL"]
+    # a job's stored spec and manifest as large as a real training job's (the list must not read them)
+    columns = [f"feature_{k:02d}" for k in range(24)]
+    spec = json.dumps({"kind": "vertical_train", "inputs": [{"member": m, "dataset": f"{m}_2024", "columns": columns}
+                                                             for m in ("bank", "tax", "power")], "model": {"params": {}}})
+    manifest = json.dumps({"inputs": [{"member": m, "columns": [{"name": c, "grade": 2, "category": "finance"}
+                                                                for c in columns]} for m in ("bank", "tax", "power")],
+                           "receivers": {"predictions": ["bank"]}, "purpose": "pre-loan credit model " * 8})
     with Session(engine) as session:
         for i in range(n):
             job_id, state = f"job-{i:05d}", rng.choice(states)
@@ -133,7 +141,7 @@ def seed_jobs(engine, n: int) -> None:  # noqa: ANN001
                       "REJECTED": "tax rejected: purpose too broad"}.get(state)
             session.add(Job(job_id=job_id, kind=rng.choice(["vertical_train", "psi"]), requester="bank",
                             purpose=f"pre-loan credit model, batch {i}", state=state, reason=reason,
-                            spec_json="{}", manifest_json="{}", manifest_hash=f"{i:064x}",
+                            spec_json=spec, manifest_json=manifest, manifest_hash=f"{i:064x}",
                             expires_at=now + timedelta(days=30), created_at=at, updated_at=at))
             for member in ("bank", "tax"):
                 session.add(CoordApproval(job_id=job_id, member=member, request_hash=f"{i:064x}",
@@ -210,7 +218,7 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--requests", type=int, default=1000, help="the node's inbox requests (0: skip the node console)")
     ap.add_argument("--repeat", type=int, default=60)
     ap.add_argument("--jobs", type=int, default=1000, help="the bank's jobs at the coordinator (0: skip)")
     ap.add_argument("--old-expiry", action="store_true", help="every read runs the expiry pass (the old way)")
@@ -218,54 +226,57 @@ def main() -> None:
     out = Console()
     table = Table("page", "items", "p50 ms", "p95 ms", "max ms",
                   title="node console: server time" + (" (old expiry: every read)" if args.old_expiry else ""))
-    with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(NodeSettings(name="tax", work_dir=Path(tmp) / "node"))
-        ctx = app.state.ctx
-        def old_way() -> None:
-            ctx.approvals._due_known = False
+    if args.requests:
+        with tempfile.TemporaryDirectory() as tmp:
+            app = create_app(NodeSettings(name="tax", work_dir=Path(tmp) / "node"))
+            ctx = app.state.ctx
+            def old_way() -> None:
+                ctx.approvals._due_known = False
 
-        timer = ServerTimer(create_node_console(ctx.approvals, officer=lambda: Approver(), node=ctx),
-                            before=old_way if args.old_expiry else None)
-        app.mount("/console", timer)
-        with TestClient(app) as c:
-            frame = pd.DataFrame({"uscc": [f"9131{i:014d}" for i in range(200)],
-                                  "vat_paid": [float(i) for i in range(200)], "credit_grade": ["A"] * 200})
-            ctx.datasets.register(frame, IngestOptions(name="tax_2024", key_column="uscc"), "csv", "t.csv", "bench")
-            seed(ctx.engine, args.requests)
-            seed_changes(ctx, args.requests)
-            some_id = ctx.approvals.list("pending")[0].id
-            pages = {
-                "inbox, pending tab, page 1": "/console/inbox",
-                "inbox, all, page 25": "/console/inbox?status=all&page=25",
-                "inbox, htmx fragment": "/console/inbox?status=approved",
-                "one request (manifest in words)": f"/console/inbox/{some_id}",
-                "job list (receipts), page 1": "/console/receipts",
-                "job list (receipts), page 40": "/console/receipts?page=40",
-                "audit log, page 1": "/console/audit",
-                "four-eyes queue, page 1": "/console/changes",
-            }
-            for label, path in pages.items():
-                headers = {"HX-Request": "true"} if "htmx" in label else {}
-                assert c.get(path, headers=headers).status_code == 200  # warm
-                timer.times.clear()
-                for _ in range(args.repeat):
-                    assert c.get(path, headers=headers).status_code == 200
-                ms = [t * 1000 for t in timer.times]
-                table.add_row(label, f"{args.requests:,}", f"{pct(ms, 50):.1f}", f"{pct(ms, 95):.1f}",
-                              f"{max(ms):.1f}")
-            calls = {
-                "(service: counts + one page of 20)": lambda: (ctx.approvals.counts(),
-                                                               ctx.approvals.page("pending", 0, 20)),
-                "(service: list of every request)": ctx.approvals.list,
-            }
-            for label, call in calls.items():
-                svc = []
-                for _ in range(max(5, args.repeat // 4)):
-                    t = time.perf_counter()
-                    call()
-                    svc.append((time.perf_counter() - t) * 1000)
-                table.add_row(label, f"{args.requests:,}", f"{pct(svc, 50):.1f}", f"{pct(svc, 95):.1f}",
-                              f"{max(svc):.1f}")
+            timer = ServerTimer(create_node_console(ctx.approvals, officer=lambda: Approver(), node=ctx),
+                                before=old_way if args.old_expiry else None)
+            app.mount("/console", timer)
+            with TestClient(app) as c:
+                frame = pd.DataFrame({"uscc": [f"9131{i:014d}" for i in range(200)],
+                                      "vat_paid": [float(i) for i in range(200)], "credit_grade": ["A"] * 200})
+                ctx.datasets.register(frame, IngestOptions(name="tax_2024", key_column="uscc"), "csv", "t.csv", "bench")
+                seed(ctx.engine, args.requests)
+                seed_changes(ctx, args.requests)
+                some_id = ctx.approvals.list("pending")[0].id
+                pages = {
+                    "inbox, pending tab, page 1": "/console/inbox",
+                    "inbox, all, page 25": "/console/inbox?status=all&page=25",
+                    "inbox, htmx fragment": "/console/inbox?status=approved",
+                    "one request (manifest in words)": f"/console/inbox/{some_id}",
+                    "job list (receipts), page 1": "/console/receipts",
+                    "job list (receipts), page 40": "/console/receipts?page=40",
+                    "audit log, page 1": "/console/audit",
+                    "four-eyes queue, page 1": "/console/changes",
+                }
+                for label, path in pages.items():
+                    headers = {"HX-Request": "true"} if "htmx" in label else {}
+                    assert c.get(path, headers=headers).status_code == 200  # warm
+                    timer.times.clear()
+                    for _ in range(args.repeat):
+                        assert c.get(path, headers=headers).status_code == 200
+                    ms = [t * 1000 for t in timer.times]
+                    table.add_row(label, f"{args.requests:,}", f"{pct(ms, 50):.1f}", f"{pct(ms, 95):.1f}",
+                                  f"{max(ms):.1f}")
+                calls = {
+                    "(service: counts + one page of 20)": lambda: (ctx.approvals.counts(),
+                                                                   ctx.approvals.page("pending", 0, 20)),
+                    "(service: list of every request)": ctx.approvals.list,
+                "(service: one page of 20 and the total, GET /approvals?limit=20)":
+                    lambda: ctx.approvals.find("pending", None, 0, 20, newest_first=True),
+                }
+                for label, call in calls.items():
+                    svc = []
+                    for _ in range(max(5, args.repeat // 4)):
+                        t = time.perf_counter()
+                        call()
+                        svc.append((time.perf_counter() - t) * 1000)
+                    table.add_row(label, f"{args.requests:,}", f"{pct(svc, 50):.1f}", f"{pct(svc, 95):.1f}",
+                                  f"{max(svc):.1f}")
     if args.jobs:
         bench_job_list(args.jobs, args.repeat, table)
     out.print(table)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, or_
+from sqlalchemy.orm import load_only
 from sqlmodel import Session, select
 
 from common.threads import concurrently
@@ -336,13 +337,19 @@ class Coordinator:
         tasks: dict[str, dict[str, Any]] = {i: {} for i in ids}
         events: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
         with Session(self.engine) as session:
-            for a in session.exec(select(ApprovalRecord).where(ApprovalRecord.job_id.in_(ids))):  # type: ignore[attr-defined]
-                approvals[a.job_id][a.member] = a.status
-            for t in session.exec(select(TaskRecord).where(TaskRecord.job_id.in_(ids))):  # type: ignore[attr-defined]
-                tasks[t.job_id][t.member] = {"status": t.status, "stage": t.stage, "error": t.error}
-            for e in session.exec(select(JobEvent).where(JobEvent.job_id.in_(ids)).order_by(JobEvent.id)):  # type: ignore[attr-defined]
-                events[e.job_id].append({"from": e.from_state, "to": e.to_state, "reason": e.reason,
-                                         "at": aware(e.at).isoformat()})
+            # plain rows of the columns shown (no ORM objects: a page holds ~10 of them per job)
+            for job_id, member, status in session.exec(select(
+                    ApprovalRecord.job_id, ApprovalRecord.member, ApprovalRecord.status)
+                    .where(ApprovalRecord.job_id.in_(ids))):  # type: ignore[attr-defined]
+                approvals[job_id][member] = status
+            for job_id, member, status, stage, error in session.exec(select(
+                    TaskRecord.job_id, TaskRecord.member, TaskRecord.status, TaskRecord.stage, TaskRecord.error)
+                    .where(TaskRecord.job_id.in_(ids))):  # type: ignore[attr-defined]
+                tasks[job_id][member] = {"status": status, "stage": stage, "error": error}
+            for job_id, frm, to, reason, at in session.exec(select(
+                    JobEvent.job_id, JobEvent.from_state, JobEvent.to_state, JobEvent.reason, JobEvent.at)
+                    .where(JobEvent.job_id.in_(ids)).order_by(JobEvent.id)):  # type: ignore[attr-defined]
+                events[job_id].append({"from": frm, "to": to, "reason": reason, "at": aware(at).isoformat()})
         return [JobOut(
             job_id=j.job_id, kind=j.kind, requester=j.requester, purpose=j.purpose, state=JobState(j.state),
             reason=j.reason, stage=j.stage, manifest_hash=j.manifest_hash, expires_at=aware(j.expires_at),
@@ -357,9 +364,10 @@ class Coordinator:
     def page_jobs(self, state: str | None = None, requester: str | None = None, q: str | None = None,
                   limit: int | None = None, offset: int = 0, newest_first: bool = False) -> tuple[int, list[JobOut]]:
         """One page of the jobs in ``state`` of ``requester`` whose id, purpose or kind hold every
-        word of ``q`` (any case): ``(how many match in all, the page's records)``. The page and the
-        count come from one query (a window count); the page's approvals, tasks and events from
-        three more (:meth:`_outs`) — never a query per job."""
+        word of ``q`` (any case): ``(how many match in all, the page's records)``. The page is one
+        query reading only the listed columns of only its rows (never a job's spec or manifest), the
+        total one ``count``; the page's approvals, tasks and events three more (:meth:`_outs`) —
+        never a query per job."""
         conds: list[Any] = []
         if state:
             conds.append(Job.state == state)
@@ -369,16 +377,17 @@ class Coordinator:
             conds.append(or_(*(func.lower(col).contains(word, autoescape=True)
                                for col in (Job.job_id, Job.purpose, Job.kind))))
         order = Job.id.desc() if newest_first else Job.id.asc()  # type: ignore[union-attr]
+        listed = load_only(Job.id, Job.job_id, Job.kind, Job.requester, Job.purpose, Job.state,  # type: ignore[arg-type]
+                           Job.reason, Job.stage, Job.manifest_hash, Job.expires_at, Job.created_at, Job.updated_at)
         with Session(self.engine) as session:
-            query = select(Job, func.count().over()).where(*conds).order_by(order).offset(max(0, offset))
+            query = select(Job).options(listed).where(*conds).order_by(order).offset(max(0, offset))
             if limit is not None:
                 query = query.limit(limit)
-            rows = list(session.exec(query))
-            if rows:
-                total = int(rows[0][1])
-            else:  # past the end (or nothing matches): the count alone
+            jobs = list(session.exec(query))
+            if limit is None and offset <= 0:
+                total = len(jobs)
+            else:
                 total = int(session.exec(select(func.count()).select_from(Job).where(*conds)).one())
-            jobs = [r[0] for r in rows]
         return total, self._outs(jobs)
 
     def manifest_of(self, job_id: str) -> dict[str, Any]:

@@ -374,14 +374,15 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
 
     # ports and URLs
     coord_port = cfg.coordinator.port or free_port(cfg.coordinator.host)
-    coord_url = f"http://{cfg.coordinator.host}:{coord_port}"
+    scheme = "https" if cfg.gmtls else "http"  # every service speaks 国密 TLS when the federation does
+    coord_url = f"{scheme}://{cfg.coordinator.host}:{coord_port}"
     node_urls: dict[str, str] = {}
     node_cfgs: dict[str, Path] = {}
     officers: dict[str, dict[str, Path]] = {}
     consoles: dict[str, str] = {}
     for m in cfg.members:
         port = m.port or free_port(m.host)
-        node_urls[m.name] = f"http://{m.host}:{port}"
+        node_urls[m.name] = f"{scheme}://{m.host}:{port}"
         d = work / "nodes" / m.name
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         d.chmod(0o700)

@@ -13,38 +13,49 @@ import io
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
-import matplotlib
+from console.regulator.index import UsagePoint
 
-matplotlib.use("Agg")
-
-from matplotlib import font_manager  # noqa: E402
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from console.regulator.index import UsagePoint  # noqa: E402
-
-# Debian's fonts-noto-cjk, registered by file: matplotlib's font cache may predate the package. The
-# SVG keeps text as text (the browser picks the font); matplotlib needs one only to lay it out.
-for _path in sorted(glob.glob("/usr/share/fonts/opentype/noto/NotoSansCJK-*.ttc")):
-    font_manager.fontManager.addfont(_path)
 _FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "DejaVu Sans", "sans-serif"]
 #: The console's chart settings: text stays text in the CJK font list; stable ids (no date, fixed salt).
 RC = {"svg.fonttype": "none", "font.family": "sans-serif", "font.sans-serif": _FONTS, "svg.hashsalt": "dcp-console"}
 _DRAWING = threading.Lock()
+_ready = False
+
+
+def _setup() -> None:
+    """matplotlib, at the first chart (not when a console is built: importing it and reading the CJK
+    fonts takes seconds, which a node would otherwise spend before it answers): the Agg backend and
+    Debian's fonts-noto-cjk registered by file (matplotlib's font cache may predate the package; the
+    SVG keeps text as text and the browser picks the font, matplotlib needs one only to lay it out).
+    Called under the drawing lock."""
+    global _ready
+    if _ready:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import font_manager
+
+    for path in sorted(glob.glob("/usr/share/fonts/opentype/noto/NotoSansCJK-*.ttc")):
+        font_manager.fontManager.addfont(path)
+    _ready = True
 
 
 @contextmanager
 def drawing() -> Iterator[None]:
     """Draw one chart: the process's one drawing lock, and :data:`RC` in force (restored after)."""
-    with _DRAWING, matplotlib.rc_context(RC):
-        yield
+    with _DRAWING:
+        _setup()
+        import matplotlib
+
+        with matplotlib.rc_context(RC):
+            yield
 
 
-def svg_of(fig: Figure) -> bytes:
-    """``fig`` as SVG (inside :func:`drawing`)."""
+def svg_of(fig: Any) -> bytes:
+    """``fig`` (a :class:`matplotlib.figure.Figure`) as SVG (inside :func:`drawing`)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     return buf.getvalue()
@@ -60,6 +71,10 @@ def usage_svg(
 ) -> bytes:
     """A line chart of ``metric`` over time, one line per series (labelled by its key), as SVG."""
     with drawing():
+        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+
         fig = Figure(figsize=(width, height), dpi=96, layout="constrained")
         ax = fig.add_subplot()
         if not series:

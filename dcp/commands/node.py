@@ -126,7 +126,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{exc.name}: {exc.detail}", err=True)
             raise typer.Exit(2) from None
         typer.echo(
-            f"node {settings.name} on http://{settings.host}:{settings.port} (db {settings.resolved_database_url()})"
+            f"node {settings.name} on {'https' if settings.tls is not None else 'http'}://{settings.host}:{settings.port}"
+            f"{' (国密 TLS)' if settings.tls is not None else ''} (db {settings.resolved_database_url()})"
         )
         chain = fastapi_app.state.ctx.chain
         if chain is not None:

@@ -137,7 +137,9 @@ class SandboxService(NodeService):
                 self.error = f"{type(exc).__name__}: {exc}"[:1000]
                 log.error("the sandbox low side failed: %s", self.error)
         finally:
-            site.stop()
+            # dcp down gives a node 5 s between SIGTERM and SIGKILL: land briefly, then end the whole tree
+            # (a node killed outright takes it along: bubblewrap dies with this thread, and its PID namespace)
+            site.stop(timeout=3.0)
             if self.state != "failed":
                 self.state = "stopped"
 
@@ -211,7 +213,8 @@ class SandboxService(NodeService):
             with self._lock:
                 return site.researchers()
         if collection == "requests":
-            return [{"request_id": k, **v} for k, v in (self.bridge.jobs.items() if self.bridge else [])]
+            jobs = dict(self.bridge.jobs) if self.bridge else {}  # a copy: the bridge's thread adds to it
+            return [{"request_id": k, **v} for k, v in jobs.items()]
         raise StepRefused("CollectionNotFound", f"the sandbox service has no {collection!r}", 404)
 
     def create(self, collection: str, body: dict[str, Any], actor: str) -> dict[str, Any]:

@@ -402,6 +402,32 @@ def test_a_job_that_fails_in_the_engine_shows_its_reason(
         page.context.close()
 
 
+def test_the_demo_prints_this_federations_console_urls_and_logins(fed: dict[str, Any], regulator: Served) -> None:
+    """What ``make demo`` prints after ``dcp up`` (``show_consoles`` over the real federation state):
+    every node's console and the bank's requester console as https URLs, the member services' URLs
+    https too (国密 TLS on every hop), and every officer's demo login with its 0600 password file."""
+    import io
+
+    from rich.console import Console
+
+    from scenarios.bank_credit.demo import officer_logins, show_consoles
+
+    st = fed["state"]
+    assert st.gmtls and st.coordinator_url.startswith("https://")
+    assert all(u.startswith("https://") for u in st.nodes.values()), st.nodes
+    buf = io.StringIO()
+    show_consoles(Console(file=buf, width=400), st, regulator.url)
+    out = buf.getvalue()
+    for member, url in st.consoles.items():
+        assert url.startswith("https://") and f"{member} {url}/" in out
+    assert f"bank {st.consoles['bank']}/requester/" in out and f"{regulator.url}/" in out
+    assert "http://" not in out.replace(f"{regulator.url}/", "")  # only the regulator's read-only console is plain
+    logins = officer_logins(st)
+    assert {(m, n) for m, n, _, _ in logins} >= {("tax", "approver"), ("bank", "analyst"), ("power", "steward2")}
+    for _member, _name, roles, path in logins:
+        assert str(path) in out and roles and (path.stat().st_mode & 0o077) == 0
+
+
 def test_refusals_change_nothing(bank_console: BankConsole, fed: dict[str, Any]) -> None:
     """Only a signed-in analyst uses the console; a form POST from another site is refused; an
     unknown job is not found. After each refusal, the bank has no more jobs than before. (And the
