@@ -146,3 +146,37 @@ def test_a_cluster_across_hosts_puts_each_peer_at_its_node_and_the_gateway_takes
         assert node.gateway.jobs() == []
     finally:
         node.stop()
+
+
+def test_a_department_of_a_three_party_job_gets_a_party_config_that_validates(people):
+    """The label holder (alice) runs a PSI with each department; a department (bob) must still be able to
+    name alice's PSI link with carol (every party declares every pair), though the gateway routes only
+    bob's own links: the cluster bob's party gets validates as a PartyConfig, alice's link with bob is
+    the gateway's route and nothing points outside 127.0.0.1."""
+    from protocols.secretflow.spec import PartyConfig, PartySpec
+
+    keys = KeyDirectory(lambda: [KnownMember(n, people[n].public_key) for n in ("alice", "bob", "carol")])
+    settings = GatewaySettings(listen_port=free_port(),
+                               peers={"alice": f"127.0.0.1:{free_port()}", "carol": f"127.0.0.1:{free_port()}"})
+    node = NodeGateway(settings, people["bob"].creds, "bob", keys.is_known, keys.key_of)
+    ports = {m: free_ports(4) for m in ("alice", "bob", "carol")}
+    spec = ClusterSpec.model_validate({"parties": [
+        {"name": "alice", "sf_port": ports["alice"][0], "spu_port": ports["alice"][1],
+         "psi_ports": {"bob": ports["alice"][2], "carol": ports["alice"][3]}},
+        *({"name": m, "sf_port": ports[m][0], "spu_port": ports[m][1], "psi_ports": {"alice": ports[m][2]}}
+          for m in ("bob", "carol"))]})
+    try:
+        seen = node.open_task(JOB, ["alice", "bob", "carol"], spec)
+        routes = node.gateway._jobs[JOB].dial_ports["alice"]  # noqa: SLF001 — the 127.0.0.1 ports bob's engine dials
+        alice = seen.endpoint("alice")
+        assert alice.psi_ports["bob"] == routes["psi:bob"] and set(alice.psi_ports) == {"bob", "carol"}
+        assert seen.endpoint("bob").psi_ports == {"alice": ports["bob"][2]}  # bob's own link, unchanged
+        cfg = PartyConfig(job_id="j", cluster=seen, me=PartySpec(name="bob", input_csv="in.csv", output_dir="out"),
+                          join_key="uscc", label_party="alice", label_column="y")
+        assert {cfg.cluster.host_of(p) for p in cfg.cluster.names} == {"127.0.0.1"}
+        every_port = {pt for p in seen.parties if p.name != "bob"
+                      for pt in (p.sf_port, p.spu_port, *p.psi_ports.values())}
+        assert every_port <= {pt for links in node.gateway._jobs[JOB].dial_ports.values()  # noqa: SLF001
+                              for pt in links.values()}
+    finally:
+        node.stop()

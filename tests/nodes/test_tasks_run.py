@@ -256,15 +256,15 @@ def test_a_failed_extract_fails_the_task_and_leaves_nothing(chain, vertical_data
     with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
         body = _start_alone(chain, tax, job, manifest, terms)
 
-        def broken_extract(name, columns, dest):  # the disk is full (out of the extract's own write)
+        def broken_extract(name, columns, dest, **kw):  # the disk is full
             dest.write_text("uscc\n")
             raise OSError(28, "No space left on device")
 
         tax.app.state.ctx.datasets.extract_csv = broken_extract
         assert tax.post(f"/tasks/{job}/start", json=body).status_code == 200
         t = _wait(tax, job, {"succeeded", "failed", "stopped"}, timeout=60)
-        assert (t["status"], t["error"]) == ("failed", "extract failed: DiskFull: the node's disk is full: "
-                                                        "the extract did not fit")
+        assert (t["status"], t["error"]) == ("failed", "the extract of tax_2024 failed: DiskFull: the node's disk is "
+                                                        "full: the extract did not fit")
         assert tax.app.state.ctx.tasks._get(job).pid is None
         assert _private_dirs(tax) == []
         fail = [e for e in tax.get("/audit?limit=1000").json() if e["action"] == "task.fail"]
@@ -310,7 +310,7 @@ def test_a_full_disk_during_the_extract_is_named_and_leaves_nothing(
     chain, vertical_data, tmp_path, small_tmp, no_leaked_processes,
 ):
     """A real full disk (#18.4): the extract does not fit in what is left of the node's scratch
-    filesystem; the task fails ``extract failed: DiskFull``, no partial extract or private directory is
+    filesystem; the task fails ``the extract of tax_2024 failed: DiskFull``, no partial extract or private directory is
     left, no party started, no receipt; and once there is room the node extracts again."""
     job = "job-run-full-disk"
     manifest, terms = chain.publish(vertical_spec(TAX_FEATURES), job)
@@ -327,8 +327,8 @@ def test_a_full_disk_during_the_extract_is_named_and_leaves_nothing(
         assert tax.post(f"/tasks/{job}/start", json=body).status_code == 200
         t = _wait(tax, job, {"succeeded", "failed", "stopped"}, timeout=60)
         assert t["status"] == "failed"
-        assert t["error"].startswith("extract failed: DiskFull: the node's disk is full"), t["error"]
-        assert f"{rows} rows of 'tax_2024'" in t["error"]
+        assert t["error"].startswith("the extract of tax_2024 failed: DiskFull: the node's disk is full"), t["error"]
+        assert "the extract of 'tax_2024' did not fit and was removed" in t["error"]
         assert tax.app.state.ctx.tasks._get(job).pid is None  # no party
         assert set(small_tmp.iterdir()) == before | {ballast}  # no partial extract, no private directory
         assert _private_dirs(tax) == []
