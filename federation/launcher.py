@@ -87,6 +87,8 @@ class FederationConfig(_Model):
     coordinator: CoordinatorConfig = Field(default_factory=CoordinatorConfig)
     members: list[MemberConfig] = Field(min_length=2)
     scrypt_n: int = 2**14
+    start_timeout_s: float = Field(60.0, gt=0)
+    """How long each node and the coordinator may take to answer its first health check."""
     gmtls: Literal[True] = True
     """Every service serves only 国密 mutual TLS (TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3) with a certificate
     carrying its member's SM2 identity key; peers are accepted by their key in the Registry. Always on:
@@ -253,7 +255,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, what: str, log: P
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
             raise FederationError(f"{what} exited with {proc.returncode}:\n{tail}")
         try:
-            if http.get(url, timeout=1.0).status_code == 200:
+            # 5 s an attempt: a 国密 TLS handshake with a node still importing on a loaded machine (load ≈ 20
+            # on 2 cores) took over 1 s, and every attempt of a minute timed out
+            if http.get(url, timeout=min(5.0, max(1.0, deadline - time.monotonic()))).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -418,7 +422,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
         pids[m.name] = procs[m.name].pid
     for m in cfg.members:
         _wait_http(f"{node_urls[m.name]}/health", procs[m.name], f"node {m.name}", logs / f"{m.name}.log",
-                   http=http[m.name])
+                   cfg.start_timeout_s, http=http[m.name])
     say(f"{len(cfg.members)} nodes up")
 
     # datasets: ingest on the node, register on chain from the owner's own account
@@ -458,7 +462,7 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
     commands["coordinator"] = [sys.executable, "-m", "coordinator", "--config", str(ccfg)]
     cproc = _spawn(commands["coordinator"], clog, env)
     pids["coordinator"] = cproc.pid
-    _wait_http(f"{coord_url}/health", cproc, "coordinator", clog, http=http["coordinator"])
+    _wait_http(f"{coord_url}/health", cproc, "coordinator", clog, cfg.start_timeout_s, http=http["coordinator"])
     http["coordinator"].post(f"{coord_url}/members/sync", timeout=60).raise_for_status()
     status = http["coordinator"].post(f"{coord_url}/catalog/refresh", timeout=60).json()
     for client in http.values():

@@ -121,6 +121,7 @@ def started(root: Path, members: list[dict[str, Any]], coordinator: dict[str, An
     running (no node, coordinator, anvil or engine party)."""
     cfg = FederationConfig.model_validate({
         "work_dir": str(root / "fed"), "members": members, "scrypt_n": 2**12,
+        "start_timeout_s": 180.0,  # a loaded CI machine (load ≈ 20 on 2 cores) took over 60 s to start five nodes
         "coordinator": coordinator or {"node_timeout_s": 6.0, "poll_interval_s": 0.3},
     })
     before = {p.pid for p in psutil.Process().children(recursive=True)}
