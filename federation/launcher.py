@@ -181,8 +181,7 @@ def transport_for(state: FederationState, member: str) -> httpx.BaseTransport | 
 
 def registry_directory(rpc_url: str, registry: str) -> Any:
     """A ``KeyDirectory`` of the members' SM2 keys read from the Registry at ``registry`` (lazily)."""
-    from protocols.gmtls.config import from_registry
-    from protocols.gmtls.identity import KeyDirectory
+    from protocols.identity import member_directory
 
     def read() -> list[Any]:
         from web3 import HTTPProvider, Web3
@@ -191,7 +190,7 @@ def registry_directory(rpc_url: str, registry: str) -> Any:
 
         return ChainClient.connect(Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 30})), registry).members()
 
-    return KeyDirectory(from_registry(read), ttl_s=60.0)
+    return member_directory(read, ttl_s=60.0)
 
 
 def connect(directory: Path, *, member: str, keys_dir: Path, rpc_url: str, registry: str, coordinator_url: str,
