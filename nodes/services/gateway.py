@@ -97,17 +97,22 @@ class NodeGateway:
             view = open_engine_job(self.gateway, self.settings, self.key_of, job_key, parties, endpoint_links(mine))
         except (UnknownPeer, GatewayError) as exc:
             raise PeerAddressRefused(str(exc)) from None
-        return local_cluster(cluster, self.member, view)
+        return local_cluster(cluster, self.member, view, self.gateway.address[1])
 
     def close_task(self, job_key: str) -> None:
         if not self.gateway.close_job(job_key):
             log.debug("job %s was not open at %s's gateway", job_key, self.member)
 
 
-def local_cluster(cluster: Any, me: str, view: dict[str, dict[str, str]]) -> Any:
+def local_cluster(cluster: Any, me: str, view: dict[str, dict[str, str]], idle_port: int) -> Any:
     """``cluster`` as ``me``'s engine must see it through the gateway: every party at 127.0.0.1, its own
     endpoint unchanged, each peer's ``sf``/``spu`` and its PSI link with ``me`` at the route ports of
-    ``view`` (:func:`protocols.gateway.addresses`)."""
+    ``view`` (:func:`protocols.gateway.addresses`).
+
+    A peer's PSI links with the *other* parties (the label holder pairs with everyone) are not ``me``'s
+    to dial and have no route; the party config still names one port per pair, so they get
+    ``idle_port`` (the gateway's listening port: on 127.0.0.1 nothing, or the gateway's TLS, answers a
+    plaintext dial there — never a peer's engine)."""
     from protocols.secretflow.spec import PartyEndpoint
 
     def port(party: str, link: str) -> int:
@@ -118,7 +123,7 @@ def local_cluster(cluster: Any, me: str, view: dict[str, dict[str, str]]) -> Any
         if p.name == me:
             parties.append(p.model_copy(update={"host": "127.0.0.1"}))
             continue
-        psi = {me: port(p.name, f"psi:{me}")} if f"psi:{me}" in view[p.name] else {}
+        psi = {q: port(p.name, f"psi:{me}") if q == me else idle_port for q in p.psi_ports}
         parties.append(PartyEndpoint(name=p.name, host="127.0.0.1", sf_port=port(p.name, "sf"),
                                      spu_port=port(p.name, "spu"), psi_ports=psi))
     return cluster.model_copy(update={"host": "127.0.0.1", "parties": parties})

@@ -12,7 +12,7 @@ import pytest
 from common.net import free_port, free_ports
 from nodes.services.gateway import NodeGateway, PeerAddressRefused
 from protocols.gateway import GatewaySettings
-from protocols.gmtls.identity import KeyDirectory, KnownMember
+from protocols.identity import KeyDirectory, KnownMember
 from protocols.secretflow.spec import ClusterSpec
 from tests.gateway.conftest import Engine, ask, roundtrip
 
@@ -146,3 +146,37 @@ def test_a_cluster_across_hosts_puts_each_peer_at_its_node_and_the_gateway_takes
         assert node.gateway.jobs() == []
     finally:
         node.stop()
+
+
+def test_three_parties_each_get_a_cluster_their_party_config_accepts(people):
+    """A three-party job (alice holds the label and pairs with each for PSI): each node's party is told
+    its own PSI links at the gateway's routes and a peer's PSI link with the third party (not its to
+    dial) at the gateway's idle listening port, so the party config, which names one port per PSI pair,
+    validates."""
+    from protocols.secretflow.spec import PartyConfig, PartySpec, psi_peers
+
+    names = ("alice", "bob", "dave")
+    keys = KeyDirectory(lambda: [KnownMember(n, people[n].public_key) for n in names])
+    settings = {m: GatewaySettings(listen_port=free_port()) for m in names}
+    for m in names:
+        settings[m].peers.update({o: f"127.0.0.1:{settings[o].listen_port}" for o in names if o != m})
+    gws = {m: NodeGateway(settings[m], people[m].creds, m, keys.is_known, keys.key_of) for m in names}
+    ports = {m: free_ports(2 + len(psi_peers(m, "alice", list(names)))) for m in names}
+    body = ClusterSpec.model_validate({"parties": [
+        {"name": m, "sf_port": p[0], "spu_port": p[1],
+         "psi_ports": dict(zip(psi_peers(m, "alice", list(names)), p[2:], strict=True))} for m, p in ports.items()]})
+    try:
+        for me in names:
+            seen = gws[me].open_task(JOB, list(names), body)
+            PartyConfig(job_id="j", cluster=seen, me=PartySpec(name=me, input_csv="in.csv", output_dir="out"),
+                        join_key="uscc", label_party="alice", stages=["psi"])
+            for p in seen.parties:
+                assert set(p.psi_ports) == set(body.endpoint(p.name).psi_ports), (me, p)
+                for q, port in p.psi_ports.items():
+                    if me in (p.name, q):
+                        assert port != settings[me].listen_port
+                    else:
+                        assert port == settings[me].listen_port  # never a peer's engine link
+    finally:
+        for g in gws.values():
+            g.stop()
