@@ -170,7 +170,14 @@ def transport_for(state: FederationState, member: str) -> httpx.BaseTransport | 
              if (cert := credential_paths(state.keys_dir, name)[0]).is_file()}
     remote = {name: url for name, url in services.items() if url not in local}
     by_cert = pins(local)
-    by_chain = member_pins(registry_directory(state.rpc_url, state.registry), remote) if remote else None
+    by_chain = None
+    if remote:
+        directory = registry_directory(state.rpc_url, state.registry)
+        try:  # read the Registry now, not inside the first handshake (a server gives a handshake 10 s)
+            directory.refresh()
+        except Exception:  # noqa: BLE001 — the pins read it again on use and refuse while it cannot be read
+            pass
+        by_chain = member_pins(directory, remote)
 
     def server_key(host: str, port: int) -> bytes | None:
         key = by_cert(host, port)
