@@ -1,7 +1,8 @@
 """The bank-credit scenario end to end: time per stage, the ratio to bare SecretFlow, governance overhead,
 peak memory per node.
 
-    .venv/bin/python bench/bench_bank_credit.py [--n 20000 100000] [--try-1m] [--main-job-only] [--out DIR]
+    .venv/bin/python bench/bench_bank_credit.py [--n 20000 100000] [--try-1m] [--main-job-only] [--gateways]
+                                                [--pairs K] [--out DIR]
 
 For each N the whole demo runs once (``scenarios.bank_credit.demo.run_demo`` with every approval
 automatic): a real anvil, coordinator and five node processes (bank_a, tax, social, power, court),
@@ -20,6 +21,16 @@ run_vertical_job``) does the same PSI and training on the same member CSVs, with
   measure themselves (``task.succeed`` in each node's audit log): sealing the outputs and the usage
   receipt on chain, slowest node;
 * peak RSS per node = the node process plus its SecretFlow party, sampled every 0.25 s.
+
+``--gateways``: every member's node runs its 国密 gateway (``gateway`` in its node settings: its own free
+port on 127.0.0.1, the other members' gateways as its peers), so every engine link of the platform's
+jobs crosses two gateways over TLS 1.3 SM4-GCM-SM3 (the bare run stays direct). Each gateway writes what
+a job's links cost it when the job closes (``gateway.close`` in the node's audit log: plaintext bytes
+each way, the gateway thread's user+sys CPU seconds, when it was open); the bench adds, for the main
+job: MB carried (Σ bytes sent by the gateways = bytes that crossed between members), MB/s over the
+span the job was open at the gateways, the gateways' CPU seconds and their share of that span's wall
+time (in cores) and of the CPU the whole federation's process tree (nodes, parties, coordinator, anvil)
+used in it (sampled every 0.5 s). ``--pairs K`` runs K platform / bare pairs per N, alternating.
 
 Stage times inside the run come from polling the label holder's task stage (±0.3 s).
 """
@@ -99,44 +110,158 @@ class LoadSampler:
         self._stop.set()
 
 
-def main_job_only_config(root: Path) -> Path:
-    """A copy of the demo's ``federation.yaml`` without its extra pre-loan models (WOE scorecard, SGB):
-    the pre-loan SS-LR job, the in-loan scoring and the post-loan monitoring still run."""
+class TreeCpu:
+    """User+sys CPU seconds of this process's descendants (the federation: anvil, coordinator, nodes and
+    their SecretFlow parties), summed, sampled every 0.5 s as ``(time.time(), total)``; a process that
+    ended keeps its last sample (so up to 0.5 s of a short-lived process's CPU is missed)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        import threading
+
+        self.series: list[tuple[float, float]] = []
+        self._last: dict[tuple[int, float], float] = {}
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                procs = me.children(recursive=True)
+            except psutil.Error:
+                procs = []
+            for p in procs:
+                try:
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        self._last[(p.pid, p.create_time())] = t.user + t.system
+                except psutil.Error:
+                    continue
+            self.series.append((time.time(), sum(self._last.values())))
+            self._stop.wait(self._every)
+
+    def at(self, when: float) -> float:
+        """The total at ``when`` (linear between samples)."""
+        s = self.series
+        if not s:
+            return 0.0
+        if when <= s[0][0]:
+            return s[0][1]
+        for (t0, c0), (t1, c1) in zip(s, s[1:], strict=False):
+            if t0 <= when <= t1:
+                return c0 + (c1 - c0) * ((when - t0) / (t1 - t0) if t1 > t0 else 1.0)
+        return s[-1][1]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def bench_config(root: Path, tag: str, main_job_only: bool, gateways: bool) -> Path | None:
+    """A copy of the demo's ``federation.yaml`` for one run: ``main_job_only`` leaves out its extra pre-loan
+    models (WOE scorecard, SGB) — the pre-loan SS-LR job, the in-loan scoring and the post-loan monitoring
+    still run; ``gateways`` gives every member's node a gateway on its own free 127.0.0.1 port with every
+    other member's gateway as a peer. None: the demo's own file as it is."""
     import yaml
 
+    from common.net import free_ports
     from scenarios.bank_credit.demo import DEFAULT_CONFIG
 
+    if not (main_job_only or gateways):
+        return None
     doc = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    doc["extra_models"] = []
-    path = root / "federation.main-job-only.yaml"
+    if main_job_only:
+        doc["extra_models"] = []
+    if gateways:
+        names = [m["name"] for m in doc["members"]]
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
+        for m in doc["members"]:
+            m.setdefault("node", {})["gateway"] = {
+                "listen_host": "127.0.0.1", "listen_port": ports[m["name"]],
+                "peers": {o: f"127.0.0.1:{ports[o]}" for o in names if o != m["name"]}}
+    path = root / f"federation.{tag}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
-def run_one(n: int, root: Path, console: Console, config: Path | None = None) -> dict:
+def gateway_reports(out: Path, job_id: str) -> dict[str, dict]:
+    """Each node's ``gateway.close`` audit entry for ``job_id`` (what the job's links cost its gateway)."""
+    import json
+    import sqlite3
+
+    got: dict[str, dict] = {}
+    for db in sorted((out / "federation" / "nodes").glob("*/*.db")):
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT detail FROM auditentry WHERE action = 'gateway.close' AND target = ?",
+                                (job_id,)).fetchall()
+        for (detail,) in rows:
+            got[db.parent.name] = json.loads(detail)
+    return got
+
+
+def gateway_summary(reports: dict[str, dict], tree: TreeCpu) -> dict[str, float]:
+    """The main job's gateways together: MB carried between members, MB/s, CPU and its shares."""
+    start = min(r["opened_at"] for r in reports.values())
+    end = max(r["closed_at"] for r in reports.values())
+    span = end - start
+    sent = sum(r["sent"] for r in reports.values())
+    received = sum(r["received"] for r in reports.values())
+    cpu = sum(r["cpu_s"] for r in reports.values())
+    total = tree.at(end) - tree.at(start)
+    return {"gateways": len(reports), "span_s": span, "mb": sent / 1e6, "mb_received": received / 1e6,
+            "mb_s": sent / 1e6 / span if span > 0 else 0.0, "cpu_s": cpu, "cpu_max_s": max(r["cpu_s"] for r in reports.values()),
+            "connections": sum(r["connections"] for r in reports.values()),
+            "share_wall": cpu / span if span > 0 else 0.0, "tree_cpu_s": total,
+            "share_cpu": cpu / total if total > 0 else 0.0}
+
+
+def run_one(n: int, root: Path, console: Console, config: Path | None = None, tag: str = "") -> dict:
     from scenarios.bank_credit.demo import DEFAULT_CONFIG, run_demo
 
-    out = root / f"n{n}"
+    out = root / f"n{n}{tag}"
     log = io.StringIO()
     load = LoadSampler()
+    tree = TreeCpu()
+    loadavg = {"before": Path("/proc/loadavg").read_text().strip()}
     t0 = time.perf_counter()
-    res = run_demo(n, 7, out, auto_approve=True, console=Console(file=log, width=140), interactive=False,
-                   sample_rss=True, config=config or DEFAULT_CONFIG)
+    try:
+        res = run_demo(n, 7, out, auto_approve=True, console=Console(file=log, width=140), interactive=False,
+                       sample_rss=True, config=config or DEFAULT_CONFIG)
+    finally:
+        tree.stop()
     wall = time.perf_counter() - t0
     load_demo = load.mean_and_reset()
+    loadavg["after_platform"] = Path("/proc/loadavg").read_text().strip()
     if res.state != "SUCCEEDED":
         raise RuntimeError(f"N={n}: the job ended {res.state}: {res.reason}\n{log.getvalue()[-2000:]}")
+    reports = gateway_reports(out, res.job_id)
+    gw = gateway_summary(reports, tree) if reports else None
     bare = bare_secretflow(out, res)
     load_bare = load.mean_and_reset()
+    loadavg["after_bare"] = Path("/proc/loadavg").read_text().strip()
     load.stop()
     # the pre-loan training path, by stage name (the demo's other jobs have prefixed stages)
     platform = sum(res.seconds(s) for s in PLATFORM_STAGES)
     governance = sum(res.seconds(s) for s in GOVERNANCE_STAGES)
     after = after_engine(out, res)
     strict = res.seconds("approvals") + res.seconds("authorization") + after["seal_receipt_s"]
+    import json
+
+    (out / "bench-run.json").write_text(json.dumps({  # the run's numbers, kept even if a later run is cut short
+        "n": n, "tag": tag, "platform": platform, "bare": bare, "governance": governance,
+        "governance_strict": strict, "load": [load_demo, load_bare], "loadavg": loadavg, "gateways": gw,
+        "gateway_reports": reports, "stages": [st.model_dump() for st in res.stages],
+        "intersection_rows": res.intersection_rows, "peak_rss_mb": res.peak_rss_mb}, indent=1, default=str))
+    console.print(f"  N = {n:,}{tag}: platform {platform:.1f} s, bare {bare:.1f} s, ratio {platform / bare:.3f}; "
+                  f"/proc/loadavg {loadavg}" + (f"; gateways {gw}" if gw else ""))
     return {"n": n, "res": res, "wall": wall, "bare": bare, "platform": platform, "governance": governance,
-            "load": (load_demo, load_bare), "after": after, "governance_strict": strict}
+            "load": (load_demo, load_bare), "after": after, "governance_strict": strict, "gw": gw,
+            "gw_reports": reports, "loadavg": loadavg, "tag": tag}
 
 
 def after_engine(out: Path, res) -> dict[str, float]:  # noqa: ANN001
@@ -165,25 +290,31 @@ def main() -> None:
     ap.add_argument("--main-job-only", action="store_true",
                     help="leave out the demo's extra pre-loan models (WOE scorecard, SGB), which at N = 1M "
                          "take longer than everything else together; they are never in the ratio")
+    ap.add_argument("--gateways", action="store_true",
+                    help="every member's engine links through its node's 国密 gateway (loopback, own port each); "
+                         "adds the gateways' MB, MB/s and CPU share for the main job")
+    ap.add_argument("--pairs", type=int, default=1, help="platform / bare pairs per N, run alternately")
     args = ap.parse_args()
     console = Console(width=max(Console().width, 150))
     sizes = list(args.n) + ([1_000_000] if args.try_1m else [])
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-bank-credit-"))
-    config = main_job_only_config(root) if args.main_job_only else None
     runs, failures = [], {}
     for n in sizes:
-        console.print(f"N = {n:,} …")
-        try:
-            runs.append(run_one(n, root, console, config))
-        except Exception as exc:  # noqa: BLE001 - a size that cannot run is reported, not faked
-            failures[n] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            traceback.print_exc(limit=3)
+        for k in range(args.pairs):
+            tag = f"-{k + 1}" if args.pairs > 1 else ""
+            console.print(f"N = {n:,}{tag} …")
+            config = bench_config(root, f"n{n}{tag}", args.main_job_only, args.gateways)
+            try:
+                runs.append(run_one(n, root, console, config, tag))
+            except Exception as exc:  # noqa: BLE001 - a size that cannot run is reported, not faked
+                failures[f"{n:,}{tag}"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                traceback.print_exc(limit=3)
 
     table = Table(title=f"bank-credit end to end, 5 parties (bank_a + tax, social, power, court), SS-LR — "
                         f"{os.cpu_count()} cores, seconds")
     table.add_column("stage")
     for r in runs:
-        table.add_column(f"N={r['n']:,}", justify="right")
+        table.add_column(f"N={r['n']:,}{r['tag']}", justify="right")
     for s in STAGES:
         table.add_row(s, *[f"{r['res'].seconds(s):.1f}" for r in runs])
     rows = [
@@ -200,6 +331,8 @@ def main() -> None:
         ("governance strict (approvals+auth+seal/receipt)", lambda r: f"{r['governance_strict']:.1f}"),
         ("governance strict share of platform", lambda r: f"{r['governance_strict'] / r['platform']:.1%}"),
         ("load average during demo / bare run", lambda r: f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"),
+        ("/proc/loadavg after platform / after bare", lambda r: f"{r['loadavg']['after_platform'].split()[0]} / "
+                                                               f"{r['loadavg']['after_bare'].split()[0]}"),
         ("AUC federated / centralized / bank-only", lambda r: " / ".join(
             f"{r['res'].model(k).auc:.3f}" for k in ("federated", "centralized", "bank_only"))),
         ("evaluation", lambda r: r["res"].evaluation),
@@ -221,8 +354,36 @@ def main() -> None:
         for r in runs:
             mem.add_row(f"{r['n']:,}", *[f"{r['res'].peak_rss_mb.get(nm, 0):.0f}" for nm in names])
         console.print(mem)
+    gw_runs = [r for r in runs if r["gw"]]
+    if gw_runs:
+        gt = Table(title="the main job (pre-loan SS-LR) through the 国密 gateways (TLS 1.3 SM4-GCM-SM3, loopback): "
+                         "dcp vs bare SecretFlow, and what the gateways carried and cost")
+        gt.add_column("")
+        for r in gw_runs:
+            gt.add_column(f"N={r['n']:,}{r['tag']}", justify="right")
+        grows = [
+            ("dcp through gateways (platform), s", lambda r: f"{r['platform']:.1f}"),
+            ("bare SecretFlow, s", lambda r: f"{r['bare']:.1f}"),
+            ("ratio platform / bare", lambda r: f"{r['platform'] / r['bare']:.3f}"),
+            ("gateways reporting / connections", lambda r: f"{r['gw']['gateways']} / {r['gw']['connections']}"),
+            ("job open at the gateways, s", lambda r: f"{r['gw']['span_s']:.1f}"),
+            ("MB carried between members (Σ sent)", lambda r: f"{r['gw']['mb']:.1f}"),
+            ("MB/s during the job", lambda r: f"{r['gw']['mb_s']:.2f}"),
+            ("gateway CPU s (Σ 5 / busiest)", lambda r: f"{r['gw']['cpu_s']:.1f} / {r['gw']['cpu_max_s']:.1f}"),
+            ("gateway CPU / job wall (cores)", lambda r: f"{r['gw']['share_wall']:.1%}"),
+            ("federation CPU in the job, s", lambda r: f"{r['gw']['tree_cpu_s']:.1f}"),
+            ("gateway share of federation CPU", lambda r: f"{r['gw']['share_cpu']:.1%}"),
+            ("load average during demo / bare", lambda r: f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"),
+        ]
+        for label, fn in grows:
+            gt.add_row(label, *[fn(r) for r in gw_runs], style="bold" if label.startswith("ratio") else None)
+        console.print(gt)
+        for r in gw_runs:
+            console.print(f"N={r['n']:,}{r['tag']} per gateway: " + "; ".join(
+                f"{m}: {g['sent'] / 1e6:.1f} MB out, {g['received'] / 1e6:.1f} MB in, {g['cpu_s']:.1f} s CPU"
+                for m, g in sorted(r["gw_reports"].items())) + f"; /proc/loadavg {r['loadavg']}")
     for n, why in failures.items():
-        console.print(f"[red]N = {n:,} did not complete:[/red] {why}")
+        console.print(f"[red]N = {n} did not complete:[/red] {why}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coordinator.sdk import DcpClient
-from federation.launcher import FederationConfig, down, up
+from federation.launcher import FederationConfig, approve_as, down, requester_client, up
 from protocols.secretflow.synthetic import make_vertical_data
 
 SIZES = [int(a) for a in sys.argv[1:]] or [2000, 10000]
@@ -36,7 +35,7 @@ def main() -> None:
     t_up = time.perf_counter() - t0
     rows = []
     try:
-        c = DcpClient(state.coordinator_url)
+        c = requester_client(state, "bank")  # 国密 TLS, the bank signs its request
         for n in SIZES:
             d = datas[n]
             spec = {
@@ -48,7 +47,7 @@ def main() -> None:
             t1 = time.perf_counter()
             job = c.submit(spec)
             for m in ("bank", "tax", "power"):
-                c.approve(job, m, state.nodes[m])
+                approve_as(state, job, m)  # each member's approver
             c.wait(job, until={"AUTHORIZED", "RUNNING", "SUCCEEDED", "FAILED"}, poll=0.1)  # type: ignore[arg-type]
             t2 = time.perf_counter()
             final = c.wait(job, timeout=1200, poll=0.2)

@@ -21,8 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from coordinator.sdk import DcpClient  # noqa: E402
-from federation.launcher import FederationConfig, down, up  # noqa: E402
+from federation.launcher import FederationConfig, approve_as, down, requester_client, up  # noqa: E402
 from protocols.crypto.approvals import job_key  # noqa: E402
 from protocols.secretflow.synthetic import make_vertical_data  # noqa: E402
 
@@ -54,7 +53,7 @@ def run_mode(mode: str, root: Path, data) -> dict[str, float]:  # noqa: ANN001
     })
     state = up(cfg)
     try:
-        c = DcpClient(state.coordinator_url)
+        c = requester_client(state, "bank")  # 国密 TLS, the bank signs its request
         spec = {
             "kind": "vertical_train", "requester": "bank", "purpose": f"governance bench ({mode})",
             "join_key": "uscc", "label": {"member": "bank", "dataset": "bank_2024", "column": "default"},
@@ -65,7 +64,7 @@ def run_mode(mode: str, root: Path, data) -> dict[str, float]:  # noqa: ANN001
         job = c.submit(spec)
         t1 = time.perf_counter()
         for p in data.parties:
-            c.approve(job, p.name, state.nodes[p.name])
+            approve_as(state, job, p.name)  # each member's approver
         t2 = time.perf_counter()
         while c.status(job).state.value in ("SUBMITTED", "PENDING_APPROVAL"):
             time.sleep(0.05)
@@ -115,7 +114,7 @@ def main() -> None:
     t.add_row("submission -> SUCCEEDED", *(f"{results[m]['total']:.1f} s" for m in MODES))
     console = Console()
     console.print(t)
-    c = Table(title="approval crypto (py_ecc BLS12-381, gmssl SM2)")
+    c = Table(title="approval crypto (BLS12-381 via blspy, SM2 via the native backend)")
     c.add_column("operation")
     c.add_column("time", justify="right")
     for row in crypto_rows():

@@ -79,8 +79,9 @@ def processes(state) -> list[tuple[str, psutil.Process]]:  # noqa: ANN001
     return out
 
 
-def settle(state, timeout: float = 240.0) -> float:  # noqa: ANN001
-    """Wait until every node has a party and no process's RSS moved by more than 1 % over 3 s."""
+def settle(state, timeout: float = 240.0, parties_expected: bool = True) -> float:  # noqa: ANN001
+    """Wait until every node has a party (unless they start on demand) and no process's RSS moved by
+    more than 1 % over 3 s."""
     t0 = time.monotonic()
     last: dict[int, int] = {}
     while time.monotonic() - t0 < timeout:
@@ -93,7 +94,7 @@ def settle(state, timeout: float = 240.0) -> float:  # noqa: ANN001
                 pass
         parties = sum("party" in label for label, _ in procs)
         nodes = sum(label.startswith("node") for label, _ in procs)
-        if parties >= nodes and last and now.keys() == last.keys() and all(
+        if (parties >= nodes or not parties_expected) and last and now.keys() == last.keys() and all(
                 abs(now[k] - last[k]) <= 0.01 * last[k] for k in now):
             return time.monotonic() - t0
         last = now
@@ -135,28 +136,38 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=3, help="SS-LR jobs to run after the idle measurement")
     ap.add_argument("--rows", type=int, default=20000, help="rows per party of the jobs' data")
+    ap.add_argument("--on-demand", action="store_true",
+                    help="nodes keep no warm party at idle: one starts when a job reserves the node's ports "
+                         "(DCP_NODE_WARM_ENGINE_ON_DEMAND=1)")
     args = ap.parse_args()
+    if args.on_demand:
+        os.environ["DCP_NODE_WARM_ENGINE_ON_DEMAND"] = "1"  # the nodes dcp up starts inherit it
+    from bench_psi_job import patient_launcher
+
+    patient_launcher()  # a loaded machine's nodes may take more than 60 s to answer
     root = Path(tempfile.mkdtemp(prefix="dcp-bench-mem-"))
     with federation(root, n_rows=args.rows, seed=11, coordinator={"poll_interval_s": 0.3}) as fed:
         state, c = fed["state"], fed["client"]
-        waited = settle(state)
-        print(f"settled after {waited:.0f} s")
+        waited = settle(state, parties_expected=not args.on_demand)
+        print(f"settled after {waited:.0f} s ({'warm parties on demand' if args.on_demand else 'always warm'})")
         show(table(state), os.getloadavg())
         growth = []
         for k in range(args.jobs):
+            t0 = time.perf_counter()
             job = c.submit(vertical_spec(fed, f"memory bench {k}"))
             for m in ("bank", "tax", "power"):
                 c.approve(job, m, state.nodes[m])
             final = c.wait(job, timeout=900)
-            settle(state, timeout=90)
-            growth.append((k + 1, final.state.value, {label: p.memory_info().rss for label, p in processes(state)},
-                           os.getloadavg()[0]))
+            wall = time.perf_counter() - t0
+            settle(state, timeout=90, parties_expected=not args.on_demand)
+            growth.append((k + 1, f"{final.state.value} {wall:.0f}s",
+                           {label: p.memory_info().rss for label, p in processes(state)}, os.getloadavg()[0]))
         if growth:
             labels = list(growth[-1][2])
             print(f"\nRSS (MiB) after each SS-LR job of {args.rows:,} rows per party (one after the other)")
-            print(f"{'after job':<10} {'state':<10} {'load':>5}  " + "  ".join(f"{x.strip()[:22]:>22}" for x in labels))
+            print(f"{'after job':<10} {'state, s':<15} {'load':>5}  " + "  ".join(f"{x.strip()[:22]:>22}" for x in labels))
             for k, st, rss, load in growth:
-                print(f"{k:<10} {st:<10} {load:>5.1f}  "
+                print(f"{k:<10} {st:<15} {load:>5.1f}  "
                       + "  ".join(f"{rss.get(x, 0) / 2**20:>22.0f}" for x in labels))
 
 

@@ -7,8 +7,9 @@
   and as a plain child process of the same interpreter (same harness, no namespaces or limits); the
   overhead is the difference of the medians;
 * request -> result, the whole dcp path (``--no-federation`` skips it): a federation (anvil, coordinator,
-  two nodes over 国密 TLS), a confined low-side datasite with the tax node's mock, the department's bridge
-  (``engines/sandbox/bridge.py``) polling every 0.5 s, a researcher (ordinary syft client, its own process)
+  two nodes over 国密 TLS) whose tax node has an ``engines.sandbox`` section, so the node launches its
+  confined low side with its mock and runs the bridge (``engines/sandbox/service.py``) polling every 0.5 s;
+  its admin officer creates the researcher's account (``POST /engines/sandbox/researchers``); a researcher (ordinary syft client, its own process)
   calling ``request_code_execution``. The clock starts when that call returns and stops when the researcher
   holds the result; an officer approves in the inbox as soon as the request is there. The job's own events
   split the time: low side -> job, job -> approval, approval -> released, released -> deposited;
@@ -149,60 +150,82 @@ def bench_lowside(tmp: Path) -> dict[str, float]:
     return {"start_s": started, "request_to_result_s": got["t_result"] - got["t_request"], "rss_mib": rss / 2**20}
 
 
+def _tree_rss(state_dir: Path) -> int:
+    """Resident memory of the datasite's process tree (found by its socket in ``state_dir``)."""
+    import psutil
+
+    total, seen = 0, set()
+    for p in psutil.process_iter(["cmdline"]):
+        if str(state_dir / "datasite.sock") in " ".join(p.info["cmdline"] or []):
+            for q in [p, *p.children(recursive=True)]:
+                if q.pid not in seen:
+                    seen.add(q.pid)
+                    try:
+                        total += q.memory_info().rss
+                    except psutil.Error:
+                        pass
+    return total
+
+
 def bench_job(tmp: Path) -> dict[str, float]:
-    """The researcher's request through the sandbox job kind, with an officer approving at once."""
+    """The researcher's request through the sandbox job kind, as an operator runs it: the tax node started
+    with ``engines.sandbox`` (it launches its low side and runs the bridge, polling every 0.5 s), its admin
+    officer creating the researcher's account, an approver approving as soon as the request is in the inbox."""
     from datetime import datetime
 
-    from engines.sandbox.bridge import LowSideBridge
     from federation.launcher import FederationConfig, client_for, down, officer_token, up
-    from protocols.crypto.keystore import load_keystore
 
     csv = _data(tmp)
-    site = LowSide(tmp / "joblowside", "bench-lowside")
-    (tmp / "joblowside").mkdir()
-    t0 = time.perf_counter()
-    site.start()
-    started = time.perf_counter() - t0
     cfg = FederationConfig.model_validate({
         "work_dir": str(tmp / "fed"), "scrypt_n": 2**12,
         "coordinator": {"node_timeout_s": 6.0, "poll_interval_s": 0.3},
         "members": [{"name": "tax", "role": "department", "policy": {"max_grade": {"sandbox": 3}},
-                     "datasets": [{"name": "tax", "file": str(csv)}]},
+                     "datasets": [{"name": "tax", "file": str(csv)}],
+                     "node": {"engines": {"sandbox": {"publish": ["tax"], "mock_rows": 200, "mock_seed": 2,
+                                                      "poll_s": 0.5}}}},
                     {"name": "bank", "role": "bank"}]})
+    t0 = time.perf_counter()
     state = up(cfg)
+    t_up = time.perf_counter() - t0
     http = client_for(state, "tax")
+    node = state.nodes["tax"]
     try:
-        keys = load_keystore(state.keys_dir / "tax.keystore.json", state.passphrase_of("tax"))
-        bridge = LowSideBridge("tax", keys, http, state.coordinator_url, state.nodes["tax"], site, tmp / "joblowside")
-        bridge.publish("tax", rows=200, seed=2)
-        site.create_researcher("r@example.cn", "R", "bench-pw-123")
-        token = officer_token(state, "tax", "approver")
-        inbox = f"{state.nodes['tax']}/approvals"
+        admin = {"Authorization": f"Bearer {officer_token(state, 'tax', 'admin')}"}
+        token = {"Authorization": f"Bearer {officer_token(state, 'tax', 'approver')}"}
+        while (st := http.get(f"{node}/engines", headers=admin, timeout=60).json()["sandbox"])["state"] != "ready" \
+                or not st["published"]:
+            if st["state"] not in ("starting", "ready"):
+                raise RuntimeError(f"the low side did not start: {st}")
+            time.sleep(0.5)
+        started = time.perf_counter() - t0
+        made = http.post(f"{node}/engines/sandbox/researchers", headers=admin, timeout=120,
+                         json={"email": "r@example.cn", "name": "R"})
+        made.raise_for_status()
+        password = made.json()["password"]
+        state_dir = next(state.work_dir.rglob("engines/sandbox/lowside"))
+        inbox = f"{node}/approvals"
         script = tmp / "researcher.py"
         script.write_text(RESEARCHER)
-        proc = subprocess.Popen([str(syft_python()), str(script), site.url, str(site.port), "r@example.cn",
-                                 "bench-pw-123"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen([str(syft_python()), str(script), st["url"], str(st["port"]), "r@example.cn",
+                                 password], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         t_seen: dict[str, float] = {}
         try:
             job, approved = None, False
             while True:
-                for o in bridge.poll():
-                    if o.state == "submitted":
-                        job, t_seen["job"] = o.job_id, time.time()
-                    if o.state in ("deposited", "denied"):
+                for rec in http.get(f"{node}/engines/sandbox/requests", headers=token, timeout=30).json():
+                    if rec.get("job_id") and job is None:
+                        job, t_seen["job"] = rec["job_id"], time.time()
+                    if rec["state"] in ("deposited", "denied"):
                         t_seen["deposited"] = time.time()
                 if "deposited" in t_seen:
                     break
                 if job and not approved:
-                    pending = [a for a in http.get(inbox, headers={"Authorization": f"Bearer {token}"},
-                                                   timeout=30).json() if a["job_id"] == job]
+                    pending = [a for a in http.get(inbox, headers=token, timeout=30).json() if a["job_id"] == job]
                     if pending:
-                        t_seen["inbox"] = time.time()
-                        r = http.post(f"{inbox}/{pending[0]['id']}/approve",
-                                      headers={"Authorization": f"Bearer {token}"}, timeout=60)
+                        r = http.post(f"{inbox}/{pending[0]['id']}/approve", headers=token, timeout=60)
                         r.raise_for_status()
                         approved, t_seen["approved"] = True, time.time()
-                time.sleep(0.5)
+                time.sleep(0.2)
             assert proc.stdout is not None
             got = json.loads(next(ln for ln in proc.stdout if ln.startswith("{")))
         finally:
@@ -210,13 +233,13 @@ def bench_job(tmp: Path) -> dict[str, float]:
             proc.wait()
         events = {e["to"]: datetime.fromisoformat(e["at"]).timestamp()
                   for e in http.get(f"{state.coordinator_url}/jobs/{job}", timeout=30).json()["events"]}
-        rss = site.rss_bytes()
+        rss = _tree_rss(state_dir)
     finally:
         http.close()
         down(state.work_dir)
-        site.stop()
-    return {"start_s": started, "request_to_result_s": got["t_result"] - got["t_request"], "rss_mib": rss / 2**20,
-            "to_job_s": t_seen["job"] - got["t_request"], "to_approval_s": t_seen["approved"] - t_seen["job"],
+    return {"up_s": t_up, "start_s": started, "request_to_result_s": got["t_result"] - got["t_request"],
+            "rss_mib": rss / 2**20, "to_job_s": t_seen["job"] - got["t_request"],
+            "to_approval_s": t_seen["approved"] - t_seen["job"],
             "run_s": events["SUCCEEDED"] - events.get("RUNNING", events["AUTHORIZED"]),
             "authorize_s": events.get("RUNNING", events["AUTHORIZED"]) - t_seen["approved"],
             "deposit_s": got["t_result"] - events["SUCCEEDED"]}
@@ -245,7 +268,7 @@ def main() -> None:
         if not a.no_lowside and not a.no_federation:
             job = bench_job(Path(d))
             t = Table(title="researcher request -> released result through the sandbox job (officer approves at once)")
-            for c in ("datasite start", "request -> result", "low side -> job", "job -> approved",
+            for c in ("dcp up -> low side ready", "request -> result", "low side -> job", "job -> approved",
                       "approved -> running", "isolated run + release", "released -> researcher", "datasite RSS"):
                 t.add_column(c, justify="right")
             t.add_row(f"{job['start_s']:.0f} s", f"{job['request_to_result_s']:.1f} s", f"{job['to_job_s']:.1f} s",
@@ -255,7 +278,7 @@ def main() -> None:
         elif not a.no_lowside:
             low = bench_lowside(Path(d))
             t = Table(title="PySyft low side (confined datasite, immediate approval)")
-            for c in ("datasite start", "request -> result", "datasite RSS"):
+            for c in ("dcp up -> low side ready", "request -> result", "datasite RSS"):
                 t.add_column(c, justify="right")
             t.add_row(f"{low['start_s']:.0f} s", f"{low['request_to_result_s']:.1f} s", f"{low['rss_mib']:.0f} MiB")
             console.print(t)

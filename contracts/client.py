@@ -725,8 +725,13 @@ class _ReceiptSender:
     polled from 0.5 ms with a doubling backoff capped at 20 ms. The chain id and gas price are
     read once, each sender's nonce is read once and then counted locally under a lock (so several
     threads may pipeline receipts), and any failed send drops the cached nonce and gas price so the
-    next send reads them again. Gas is the caller's known limit; no ``eth_estimateGas`` unless a
-    transaction runs out of gas (then it is re-sent once with an estimate)."""
+    next send reads them again. The gas price is the chain's suggestion as it stands, never a multiple:
+    a legacy transaction's whole price above the base fee is its tip, the chain suggests the recent
+    tips, so paying twice the suggestion doubled the price with every receipt (2^k after k receipts:
+    a 20-job load exhausted a node's and the coordinator's 100 ETH by the 40th). A price the base fee
+    has since passed is refused at submission, and the send reads a fresh one and retries once. Gas is
+    the caller's known limit; no ``eth_estimateGas`` unless a transaction runs out of gas (then it is
+    re-sent once with an estimate)."""
 
     def __init__(self, w3: Web3, signers: Mapping[str, Any], timeout: float) -> None:
         from contracts.txsign import TxKey
@@ -755,8 +760,8 @@ class _ReceiptSender:
                         return _hash_bytes(self._rpc("eth_sendTransaction", [tx]))
                     if self._chain_id is None:
                         self._chain_id = int(self._rpc("eth_chainId", []), 16)
-                    if self._gas_price is None:
-                        self._gas_price = 2 * int(self._rpc("eth_gasPrice", []), 16)
+                    if self._gas_price is None:  # as suggested, never more (see the class docstring)
+                        self._gas_price = int(self._rpc("eth_gasPrice", []), 16)
                     nonce = self._nonces.get(sender)
                     if nonce is None:
                         nonce = int(self._rpc("eth_getTransactionCount", [sender, "pending"]), 16)

@@ -72,14 +72,21 @@ class NodeClient:
     def submit_approval(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/approvals", json=body)
 
-    def approvals(self, status: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", "/approvals", params={"status": status} if status else None)
+    def approvals(self, status: str | None = None, job_id: str | None = None, limit: int | None = None,
+                  offset: int = 0) -> list[dict[str, Any]]:
+        """The node's requests (of ``status``, of ``job_id``), oldest first; ``limit`` from ``offset``
+        (None: all of them)."""
+        params: dict[str, Any] = {k: v for k, v in {"status": status, "job_id": job_id, "limit": limit}.items() if v}
+        if offset:
+            params["offset"] = offset
+        return self._call("GET", "/approvals", params=params or None)
 
     def approval(self, request_id: int) -> dict[str, Any]:
         return self._call("GET", f"/approvals/{request_id}")
 
     def find_approval(self, job_id: str) -> dict[str, Any] | None:
-        for a in self.approvals():
+        """The node's request of ``job_id`` (None if it has none): the node looks it up by job."""
+        for a in self.approvals(job_id=job_id):
             if a["job_id"] == job_id:
                 return a
         return None

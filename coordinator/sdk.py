@@ -76,6 +76,10 @@ class DcpClient:
             return self._http
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
+        return self._send(method, path, **kw).json()
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The coordinator's answer (a named error raised as :class:`RemoteError` / ``JobNotFound``)."""
         try:
             r = self._client().request(method, f"{self.base_url}{path}", timeout=self.timeout, **kw)
         except httpx.HTTPError as exc:
@@ -88,7 +92,7 @@ class DcpClient:
             if body.get("error") == "JobNotFound":
                 raise JobNotFound(body.get("detail", ""))
             raise RemoteError(r.status_code, str(body.get("error")), str(body.get("detail")))
-        return r.json()
+        return r
 
     # jobs
     def submit(self, spec: str | Path | dict[str, Any] | JobSpec, signer: Any = None) -> str:
@@ -110,6 +114,15 @@ class DcpClient:
     def list(self, state: str | None = None, requester: str | None = None) -> list[JobOut]:
         params = {k: v for k, v in {"state": state, "requester": requester}.items() if v}
         return [JobOut.model_validate(j) for j in self._call("GET", "/jobs", params=params)]
+
+    def page(self, state: str | None = None, requester: str | None = None, q: str | None = None,
+             limit: int = 20, offset: int = 0, newest_first: bool = True) -> tuple[int, list[JobOut]]:
+        """One page of the jobs (the coordinator reads only that page): ``(how many match in all,
+        the page)``; ``q``: words that must all be in the job's id, purpose or kind."""
+        params: dict[str, Any] = {k: v for k, v in {"state": state, "requester": requester, "q": q}.items() if v}
+        params.update(limit=limit, offset=offset, order="newest" if newest_first else "oldest")
+        r = self._send("GET", "/jobs", params=params)
+        return int(r.headers["X-Total-Count"]), [JobOut.model_validate(j) for j in r.json()]
 
     def manifest(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/manifest")

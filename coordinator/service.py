@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import delete as sa_delete
+from sqlalchemy import func, or_
+from sqlalchemy.orm import load_only
 from sqlmodel import Session, select
 
 from common.threads import concurrently
@@ -337,28 +339,70 @@ class Coordinator:
     def job_out(self, job_id: str) -> JobOut:
         with Session(self.engine) as session:
             j = self._job(session, job_id)
-            approvals = {a.member: a.status for a in session.exec(
-                select(ApprovalRecord).where(ApprovalRecord.job_id == job_id))}
-            tasks = {t.member: {"status": t.status, "stage": t.stage, "error": t.error} for t in session.exec(
-                select(TaskRecord).where(TaskRecord.job_id == job_id))}
-        events = [{"from": e.from_state, "to": e.to_state, "reason": e.reason, "at": aware(e.at).isoformat()}
-                  for e in self.lifecycle.events(job_id)]
-        return JobOut(
+        return self._outs([j])[0]
+
+    def _outs(self, jobs: list[Job]) -> list[JobOut]:
+        """The records of ``jobs`` (in their order): their approvals, tasks and events read
+        for all of them at once (three queries, however many jobs)."""
+        ids = [j.job_id for j in jobs]
+        if not ids:
+            return []
+        approvals: dict[str, dict[str, str]] = {i: {} for i in ids}
+        tasks: dict[str, dict[str, Any]] = {i: {} for i in ids}
+        events: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        with Session(self.engine) as session:
+            # plain rows of the columns shown (no ORM objects: a page holds ~10 of them per job)
+            for job_id, member, status in session.exec(select(
+                    ApprovalRecord.job_id, ApprovalRecord.member, ApprovalRecord.status)
+                    .where(ApprovalRecord.job_id.in_(ids))):  # type: ignore[attr-defined]
+                approvals[job_id][member] = status
+            for job_id, member, status, stage, error in session.exec(select(
+                    TaskRecord.job_id, TaskRecord.member, TaskRecord.status, TaskRecord.stage, TaskRecord.error)
+                    .where(TaskRecord.job_id.in_(ids))):  # type: ignore[attr-defined]
+                tasks[job_id][member] = {"status": status, "stage": stage, "error": error}
+            for job_id, frm, to, reason, at in session.exec(select(
+                    JobEvent.job_id, JobEvent.from_state, JobEvent.to_state, JobEvent.reason, JobEvent.at)
+                    .where(JobEvent.job_id.in_(ids)).order_by(JobEvent.id)):  # type: ignore[attr-defined]
+                events[job_id].append({"from": frm, "to": to, "reason": reason, "at": aware(at).isoformat()})
+        return [JobOut(
             job_id=j.job_id, kind=j.kind, requester=j.requester, purpose=j.purpose, state=JobState(j.state),
             reason=j.reason, stage=j.stage, manifest_hash=j.manifest_hash, expires_at=aware(j.expires_at),
-            created_at=aware(j.created_at), updated_at=aware(j.updated_at), approvals=approvals, tasks=tasks,
-            events=events,
-        )
+            created_at=aware(j.created_at), updated_at=aware(j.updated_at), approvals=approvals[j.job_id],
+            tasks=tasks[j.job_id], events=events[j.job_id],
+        ) for j in jobs]
 
     def list_jobs(self, state: str | None = None, requester: str | None = None) -> list[JobOut]:
+        """Every job (oldest first) in ``state`` of ``requester`` (None: any)."""
+        return self.page_jobs(state, requester)[1]
+
+    def page_jobs(self, state: str | None = None, requester: str | None = None, q: str | None = None,
+                  limit: int | None = None, offset: int = 0, newest_first: bool = False) -> tuple[int, list[JobOut]]:
+        """One page of the jobs in ``state`` of ``requester`` whose id, purpose or kind hold every
+        word of ``q`` (any case): ``(how many match in all, the page's records)``. The page is one
+        query reading only the listed columns of only its rows (never a job's spec or manifest), the
+        total one ``count``; the page's approvals, tasks and events three more (:meth:`_outs`) —
+        never a query per job."""
+        conds: list[Any] = []
+        if state:
+            conds.append(Job.state == state)
+        if requester:
+            conds.append(Job.requester == requester)
+        for word in (q or "").lower().split():
+            conds.append(or_(*(func.lower(col).contains(word, autoescape=True)
+                               for col in (Job.job_id, Job.purpose, Job.kind))))
+        order = Job.id.desc() if newest_first else Job.id.asc()  # type: ignore[union-attr]
+        listed = load_only(Job.id, Job.job_id, Job.kind, Job.requester, Job.purpose, Job.state,  # type: ignore[arg-type]
+                           Job.reason, Job.stage, Job.manifest_hash, Job.expires_at, Job.created_at, Job.updated_at)
         with Session(self.engine) as session:
-            q = select(Job.job_id).order_by(Job.id)
-            if state:
-                q = q.where(Job.state == state)
-            if requester:
-                q = q.where(Job.requester == requester)
-            ids = list(session.exec(q))
-        return [self.job_out(i) for i in ids]
+            query = select(Job).options(listed).where(*conds).order_by(order).offset(max(0, offset))
+            if limit is not None:
+                query = query.limit(limit)
+            jobs = list(session.exec(query))
+            if limit is None and offset <= 0:
+                total = len(jobs)
+            else:
+                total = int(session.exec(select(func.count()).select_from(Job).where(*conds)).one())
+        return total, self._outs(jobs)
 
     def manifest_of(self, job_id: str) -> dict[str, Any]:
         """The manifest, its hash and the chain terms (what a node checks before approving on chain)."""

@@ -96,7 +96,7 @@ class CoordinatorSettings(BaseSettings):
 
     def url(self) -> str:
         """This coordinator's base URL as nodes see it."""
-        return self.public_url or f"http://{self.host}:{self.port}"
+        return self.public_url or f"{'https' if self.tls is not None else 'http'}://{self.host}:{self.port}"
 
     @classmethod
     def settings_customise_sources(

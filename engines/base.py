@@ -123,6 +123,66 @@ class Engine(ABC):
         return None
 
 
+class NodePort(Protocol):
+    """What a node lends the companion service of one engine (:meth:`NodeEngine.service`)."""
+
+    member: str
+    state_dir: Path  # the service's own directory under the node's work_dir (0700)
+    coordinator_url: str | None
+
+    def keys(self) -> Any:
+        """The node's member keys (SM2): the service signs what it submits in the member's name."""
+
+    def coordinator_http(self) -> Any:
+        """An ``httpx.Client`` to the coordinator (国密 TLS pinning its key when the node speaks it)."""
+
+    def datasets(self) -> list[str]:
+        """The names of the node's datasets."""
+
+    def columns(self, dataset: str) -> list[str]:
+        """The columns of ``dataset`` (StepRefused ``DatasetNotFound`` if the node has no such dataset)."""
+
+    def grades(self, dataset: str) -> dict[str, int]:
+        """The sensitivity grade (1-4) of each column of ``dataset``."""
+
+    def policy(self) -> dict[str, Any]:
+        """The node's current policy (``max_grade`` per kind, ``default_max_grade``, ``min_group_size``, …)."""
+
+    def mock(self, dataset: str, rows: int, seed: int) -> Any:
+        """A desensitized mock of ``dataset`` (a DataFrame: same schema, no real value), audited."""
+
+    def audit(self, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        """Append one entry to the node's audit log."""
+
+
+class NodeService(ABC):
+    """A long-running companion an engine runs beside a node, configured in the node's settings
+    (``engines: {<engine name>: {...}}``): started when the node serves, stopped when it stops (nothing
+    of it outlives the node). Its officers manage it through ``/engines/{name}/{collection}``: any
+    officer reads, an ``admin`` officer creates (the node's routes say so; the service never sees an
+    unauthenticated call)."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start (in the background: return at once)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop everything the service runs; idempotent, never raises."""
+
+    def status(self) -> dict[str, Any]:
+        """What an officer sees of the service (state, addresses; no secret)."""
+        return {}
+
+    def read(self, collection: str) -> Any:
+        """The items of ``collection`` (StepRefused, e.g. 404 for an unknown one)."""
+        raise KeyError(collection)
+
+    def create(self, collection: str, body: dict[str, Any], actor: str) -> dict[str, Any]:
+        """Create an item of ``collection`` for officer ``actor`` (StepRefused on a refusal)."""
+        raise KeyError(collection)
+
+
 class NodeEngine(ABC):
     """The node side of an engine: the steps the coordinator calls at one party."""
 
@@ -147,4 +207,9 @@ class NodeEngine(ABC):
 
     def close(self) -> None:
         """At node shutdown: stop whatever the engine still runs at this node; idempotent."""
+        return None
+
+    def service(self, port: NodePort, config: dict[str, Any]) -> NodeService | None:
+        """The companion service the node's settings configure for this engine (``config``: its section;
+        ValueError if malformed); None when the engine has none."""
         return None

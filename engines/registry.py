@@ -85,3 +85,18 @@ def node_engine_for(kind: str) -> NodeEngine | None:
     """The node side of ``kind``'s engine, if it runs through the node's generic step route."""
     _builtins()
     return _node_engines.get(kind)
+
+
+def node_engine_named(name: str) -> NodeEngine | None:
+    """The node side of the engine called ``name`` (``Engine.name``), if it has one."""
+    _builtins()
+    for kind, engine in _engines.items():
+        if engine.name == name:
+            return _node_engines.get(kind)
+    return None
+
+
+def engine_names() -> tuple[str, ...]:
+    """The names of the registered engines."""
+    _builtins()
+    return tuple(dict.fromkeys(e.name for e in _engines.values()))

@@ -207,7 +207,7 @@ def connect(directory: Path, *, member: str, keys_dir: Path, rpc_url: str, regis
     coordinator's and the nodes' URLs, this member's keys and (optionally) its keystore passphrase file
     and officers' password files, so that ``dcp job``/``dcp node`` commands run with
     ``DCP_FEDERATION_DIR=<directory>`` reach every service over 国密 TLS as ``member``, pinning each
-    server's key from the Registry. Nothing is started and no pid is kept (``dcp down`` stops nothing)."""
+    server's key from the Registry. Nothing is started and no pid is kept (``dcp down`` refuses it)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = FederationState(
         name=f"{member}@{registry}", work_dir=directory.resolve(), rpc_url=rpc_url, registry=registry,
@@ -380,14 +380,15 @@ def _up(cfg: FederationConfig, work: Path, pids: dict[str, int], say: Any) -> Fe
 
     # ports and URLs
     coord_port = cfg.coordinator.port or free_port(cfg.coordinator.host)
-    coord_url = f"http://{cfg.coordinator.host}:{coord_port}"
+    scheme = "https" if cfg.gmtls else "http"  # every service speaks 国密 TLS when the federation does
+    coord_url = f"{scheme}://{cfg.coordinator.host}:{coord_port}"
     node_urls: dict[str, str] = {}
     node_cfgs: dict[str, Path] = {}
     officers: dict[str, dict[str, Path]] = {}
     consoles: dict[str, str] = {}
     for m in cfg.members:
         port = m.port or free_port(m.host)
-        node_urls[m.name] = f"http://{m.host}:{port}"
+        node_urls[m.name] = f"{scheme}://{m.host}:{port}"
         d = work / "nodes" / m.name
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         d.chmod(0o700)
@@ -569,6 +570,9 @@ def respawn(work_dir: str | Path, name: str, timeout: float = 60.0) -> int:
 def down(work_dir: str | Path) -> list[str]:
     """Stop every process of the federation in ``work_dir`` (coordinator first, anvil last)."""
     state = read_state(work_dir)
+    if not state.pids:  # a `dcp connect` view: keep it, it is this host's only record of the federation
+        raise FederationError(f"{work_dir} is a view written by `dcp connect` ({state.name}): it started nothing "
+                              "and there is nothing to stop from it; stop this host's node where it runs")
     order = ["coordinator", *[n for n in state.pids if n not in ("coordinator", "anvil")], "anvil"]
     stopped = []
     for name in order:
@@ -578,3 +582,33 @@ def down(work_dir: str | Path) -> list[str]:
             stopped.append(name)
     (Path(work_dir) / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def requester_client(state: FederationState, member: str, **kwargs: Any) -> Any:
+    """A ``coordinator.sdk.DcpClient`` acting as ``member`` over 国密 TLS that signs its job requests with
+    the member's keystore (for scripts, benches and demos of a federation ``dcp up`` started)."""
+    from coordinator.sdk import DcpClient
+    from protocols.crypto.keystore import load_keystore
+
+    keys = load_keystore(state.keys_dir / f"{member}.keystore.json", state.passphrase_of(member))
+    return DcpClient(state.coordinator_url, signer=keys, transport=transport_for(state, member), **kwargs)
+
+
+def approver_node(state: FederationState, member: str, timeout: float = 60.0) -> Any:
+    """A ``coordinator.nodeclient.NodeClient`` of ``member``'s node carrying its approver's session."""
+    from coordinator.nodeclient import NodeClient
+
+    return NodeClient(member, state.nodes[member], timeout=timeout, http=client_for(state, member),
+                      token=officer_token(state, member, "approver"))
+
+
+def approve_as(state: FederationState, job_id: str, member: str, wait_s: float = 60.0) -> dict:
+    """Approve ``job_id`` in ``member``'s inbox as its approver (waiting for the request to arrive); a request
+    the node already approved (its own member's, ``auto_approve_own_requests``) is returned as it stands."""
+    node = approver_node(state, member)
+    deadline = time.monotonic() + wait_s
+    while (req := node.find_approval(job_id)) is None:
+        if time.monotonic() > deadline:
+            raise FederationError(f"no approval request for {job_id} reached {member}'s inbox within {wait_s:.0f} s")
+        time.sleep(0.2)
+    return node.decide(int(req["id"]), True) if req["status"] == "pending" else req

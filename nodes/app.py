@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from common.asgi import BodyLimit
-from nodes.api import approvals, audit, catalog, datasets, health, officers, policy, stored, tasks
+from nodes.api import approvals, audit, catalog, datasets, engines, health, officers, policy, stored, tasks
 from nodes.context import NodeContext
 from nodes.errors import NodeError
 from nodes.services.approvals import ApprovalRecorder
@@ -68,6 +68,7 @@ def create_app(
         ticker = None
         if ctx.audit.anchor_backend is not None and settings.anchor_interval_s > 0:
             ticker = asyncio.create_task(anchor_periodically(ctx, settings.anchor_interval_s))
+        ctx.companions.start()  # the engines' services (settings ``engines``); closed with ctx
         try:
             yield
         finally:
@@ -109,6 +110,6 @@ def create_app(
         return JSONResponse(status_code=500, content={"error": "InternalError", "detail": type(exc).__name__})
 
     for r in (health.router, datasets.router, catalog.router, policy.router, approvals.router, audit.router,
-              officers.router, tasks.router, stored.router):
+              officers.router, tasks.router, stored.router, engines.router):
         app.include_router(r)
     return app

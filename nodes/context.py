@@ -18,6 +18,7 @@ from nodes.services.chain import (
     NodeChain,
     load_node_keys,
 )
+from nodes.services.companions import Companions
 from nodes.services.datasets import DatasetService
 from nodes.services.officers import OfficerService, private_file_secret
 from nodes.services.policy import PolicyService
@@ -49,6 +50,9 @@ class NodeContext:
     gateway: Any = None
     """The node's running 国密 gateway (``nodes.services.gateway.NodeGateway``) when its settings have a
     ``gateway`` section; started with the TLS server (``dcp node start``)."""
+    companions: Any = None
+    """The engines' services of this node (``nodes.services.companions.Companions``; settings ``engines``),
+    started by the app's lifespan and closed before the database."""
 
     @classmethod
     def build(
@@ -112,11 +116,19 @@ class NodeContext:
         ctx = cls(settings=settings, engine=engine, audit=audit, datasets=datasets, policy=policy,
                   approvals=approvals, tasks=tasks, steps=steps, officers=officers, members=members, chain=chain,
                   keeper=keeper, models=StoredModels(engine, audit, datasets, policy, steps.ledger))
+        try:
+            ctx.companions = Companions(ctx)
+        except ConfigError:
+            steps.close()
+            engine.dispose()
+            raise
         if keeper is not None:
             keeper.start()  # receipts left pending before a restart go out as soon as the chain answers
         return ctx
 
     def close(self) -> None:
+        if self.companions is not None:
+            self.companions.close()  # they use the database, the keys and the coordinator client
         self.steps.close()
         if self.keeper is not None:
             self.keeper.close()  # the last pending receipts and the shutdown anchor

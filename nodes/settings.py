@@ -100,6 +100,12 @@ class NodeSettings(BaseSettings):
     """Keep one pre-started SecretFlow party process (engine imported, ~400 MB) that the next task
     takes, so that a job does not wait for the engine's start-up; off by default (tests start many
     nodes). ``dcp up`` turns it on for the nodes it starts."""
+    warm_engine_on_demand: bool = False
+    """With ``warm_engine``: no warm party at idle. One is started when this node reserves a job's
+    ports (it approved a SecretFlow job naming it; the import overlaps the other approvals and the
+    authorization), none after a task, and one no job took ends after ``warm_engine_idle_s``."""
+    warm_engine_idle_s: float = Field(default=900.0, gt=0)
+    """How long an on-demand warm party waits for its job before it ends."""
 
     # ---------------------------------------------------------------- who may call (see nodes.api.deps)
     peers: list[PeerEntry] = Field(default_factory=list)
@@ -122,6 +128,10 @@ class NodeSettings(BaseSettings):
     """A signed job request older than this is refused (replays are refused by nonce regardless)."""
     officer_scrypt_n: int = 2**15
     """scrypt cost N for officer passwords (r = 8, p = 1: 32 MiB per guess at the default)."""
+
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Companion services of engines, started when the node serves and stopped with it: engine name ->
+    that engine's settings (``engines.base.NodeEngine.service``; e.g. the researchers' low side)."""
 
     # ---------------------------------------------------------------- inputs
     max_body_bytes: int = 1024 * 1024

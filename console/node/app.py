@@ -293,17 +293,9 @@ def _node_pages(app: FastAPI, node: "NodeContext", render: Any, back: Any, Offic
     from nodes.services.officers import ChangeProposal, OfficerIdentity
 
     def expire_overdue_changes() -> None:
-        """Mark overdue pending proposals expired — reading only the overdue ones (an indexed query),
-        and writing only when there are some."""
-        from datetime import timezone
-
-        now = datetime.now(timezone.utc)
-        overdue = (select(ChangeProposal.id)
-                   .where(ChangeProposal.status == "pending", ChangeProposal.expires_at <= now))
-        with Session(node.engine) as s:
-            if not s.exec(overdue.limit(1)).first():
-                return
-        node.officers.proposals("pending")  # the service's own pass, under the node's writer lock
+        """Mark overdue pending proposals expired (the service looks without the writer lock and
+        writes only when some are due)."""
+        node.officers.expire_overdue()
 
     def pending_changes(kind: str, target: str) -> list[Any]:
         expire_overdue_changes()

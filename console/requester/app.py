@@ -134,12 +134,9 @@ def create_requester_console(
     def jobs(request: Request, who: Analyst, state: Annotated[str | None, Query(max_length=32)] = None,
              q: Text = None, page_no: PageNo = 1) -> HTMLResponse:
         shown = state if state in STATES else None
-        rows = desk.jobs(shown)
-        if q:
-            words = q.lower().split()
-            rows = [j for j in rows if all(w in f"{j.job_id} {j.purpose} {j.kind}".lower() for w in words)]
+        page = desk.jobs(shown, q, page_no, page_size)  # only this page leaves the coordinator
         return console.render(request, "requester/jobs.html", fragment="requester/_jobs.html", officer=who,
-                              state=shown or "", q=q or "", page=paginate(rows, page_no, page_size))
+                              state=shown or "", q=q or "", page=page)
 
     def form_page(request: Request, who: ConsoleOfficer, form: JobForm, errors: dict[str, str] | None = None,
                   status_code: int = 200) -> HTMLResponse:

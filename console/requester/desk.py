@@ -10,9 +10,11 @@ coordinator), so the browser never sees a key and the coordinator never sees a p
 from __future__ import annotations
 
 import base64
+import math
 from pathlib import Path
 from typing import Any
 
+from console.web import Page
 from coordinator.models import JobOut
 from coordinator.sdk import DcpClient
 
@@ -69,10 +71,17 @@ class RequesterDesk:
         rows = self.client.catalog(q=q or None)
         return [r for r in rows if not member or r["member"] == member]
 
-    def jobs(self, state: str | None = None) -> list[JobOut]:
-        """The bank's own jobs, newest first."""
-        out = self.client.list(state=state or None, requester=self.member)
-        return sorted(out, key=lambda j: j.created_at, reverse=True)
+    def jobs(self, state: str | None = None, q: str | None = None, number: int = 1, size: int = 20) -> Page[JobOut]:
+        """Page ``number`` (from 1; clamped into range, so a stale link still lands) of the bank's own
+        jobs, newest first, in ``state`` and holding every word of ``q``: the coordinator reads and
+        sends only that page (``DcpClient.page``)."""
+        n = max(1, number)
+        total, items = self.client.page(state or None, self.member, q or None, limit=size, offset=(n - 1) * size)
+        last = max(1, math.ceil(total / size))
+        if n > last:  # past the end: the last page
+            n = last
+            total, items = self.client.page(state or None, self.member, q or None, limit=size, offset=(n - 1) * size)
+        return Page(items=items, number=n, size=size, total=total)
 
     def job(self, job_id: str) -> JobOut:
         return self.client.status(job_id)

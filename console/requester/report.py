@@ -10,14 +10,13 @@ console's (:mod:`console.regulator.charts`): text stays text, in the page's CJK 
 from __future__ import annotations
 
 import io
-import threading
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from console.regulator.charts import _FONTS
+from console.regulator.charts import drawing, svg_of
 from scenarios.bank_credit.metrics import RocCurve, ks, pd_to_points, roc_curve
 from scenarios.bank_credit.report import ModelScores, ModelSummary, summarise
 
@@ -96,24 +95,17 @@ def build_report(predictions_csv: bytes, white_max_pd: float = WHITE_MAX_PD,
 # ---------------------------------------------------------------- charts (SVG)
 
 
-#: matplotlib's rcParams are global: charts drawn by two request threads at once would undo each
-#: other's ``rc_context`` (and fall back to a font without CJK glyphs).
-_DRAWING = threading.Lock()
-
-
 def _svg(draw, width: float = 5.4, height: float = 4.0) -> bytes:  # noqa: ANN001 - a callback on an Axes
-    import matplotlib
+    """One chart on its own Figure, under the consoles' one drawing lock (:func:`console.regulator.charts.drawing`:
+    matplotlib's settings are global, so two request threads drawing at once would undo each other's)."""
     from matplotlib.figure import Figure
 
-    with _DRAWING, matplotlib.rc_context({"svg.fonttype": "none", "font.family": "sans-serif", "font.sans-serif": _FONTS,
-                                "svg.hashsalt": "dcp-console"}):
+    with drawing():
         fig = Figure(figsize=(width, height), dpi=96, layout="constrained")
         ax = fig.add_subplot()
         draw(ax)
         ax.grid(True, alpha=0.3)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-        return buf.getvalue()
+        return svg_of(fig)
 
 
 def roc_svg(rep: JobReport, labels: dict[str, str]) -> bytes:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 from sqlmodel import Field, Session, SQLModel
 
 from coordinator.api.deps import (
@@ -77,10 +77,22 @@ def submit(caller: MemberCaller, coord: CoordDep, body: Any = Body(...)) -> Subm
     return coord.submit(spec, request=request)
 
 
+#: The most jobs one page of ``GET /jobs`` holds.
+MAX_PAGE = 500
+
+
 @router.get("")
-def list_jobs(caller: MemberCaller, coord: CoordDep, state: str | None = Query(None, max_length=32),
-              requester: str | None = Query(None, max_length=64)) -> list[JobOut]:
-    return coord.list_jobs(state, requester)
+def list_jobs(caller: MemberCaller, coord: CoordDep, response: Response,
+              state: str | None = Query(None, max_length=32), requester: str | None = Query(None, max_length=64),
+              q: str | None = Query(None, max_length=200), limit: int | None = Query(None, ge=1, le=MAX_PAGE),
+              offset: int = Query(0, ge=0, le=10_000_000),
+              order: Literal["oldest", "newest"] = "oldest") -> list[JobOut]:
+    """The jobs (any member may list them), filtered by ``state``, ``requester`` and the words of
+    ``q`` (in the id, purpose or kind); ``limit``/``offset`` page them in ``order`` of submission
+    (no ``limit``: all of them). ``X-Total-Count`` says how many match in all."""
+    total, jobs = coord.page_jobs(state, requester, q, limit, offset, newest_first=order == "newest")
+    response.headers["X-Total-Count"] = str(total)
+    return jobs
 
 
 @router.get("/{job_id}")

@@ -33,7 +33,8 @@ def _serve_gmtls(fastapi_app: object, settings: object) -> None:
 
 
 def _start_gateway(ctx: object, settings: object, directory: object) -> None:
-    """Start the node's 国密 gateway for engine links (settings ``gateway``); its refusals go to the audit log."""
+    """Start the node's 国密 gateway for engine links (settings ``gateway``); its refusals and what each job's
+    links carried (bytes, the gateway's CPU seconds) go to the audit log."""
     from nodes.errors import NodeError
     from nodes.services.gateway import start_node_gateway
 
@@ -42,8 +43,12 @@ def _start_gateway(ctx: object, settings: object, directory: object) -> None:
             ctx.audit.append(session, actor="gateway", action="gateway.refuse", target=r.job or "-",
                              detail={"side": r.side, "peer": r.peer, "link": r.link, "reason": r.reason})
 
+    def closed(r: object) -> None:  # protocols.gateway.JobReport: what the job's links cost the gateway
+        with ctx.audit.transaction() as session:
+            ctx.audit.append(session, actor="gateway", action="gateway.close", target=r.job, detail=r.as_dict())
+
     try:
-        ctx.gateway = start_node_gateway(settings, directory, on_refusal=refused)
+        ctx.gateway = start_node_gateway(settings, directory, on_refusal=refused, on_close=closed)
     except (NodeError, OSError, ValueError) as exc:
         typer.echo(f"gateway: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -85,6 +90,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(node, name="node")
     member_opt = typer.Option(None, "--member", "-m", envvar="DCP_MEMBER", help="the member you act as over 国密 TLS")
     register_users(node)
+    register_researchers(node, member_opt)
 
     @node.command("start")
     def start(
@@ -119,7 +125,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{exc.name}: {exc.detail}", err=True)
             raise typer.Exit(2) from None
         typer.echo(
-            f"node {settings.name} on http://{settings.host}:{settings.port} (db {settings.resolved_database_url()})"
+            f"node {settings.name} on {'https' if settings.tls is not None else 'http'}://{settings.host}:{settings.port}"
+            f"{' (国密 TLS)' if settings.tls is not None else ''} (db {settings.resolved_database_url()})"
         )
         chain = fastapi_app.state.ctx.chain
         if chain is not None:
@@ -249,6 +256,55 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
             raise typer.Exit(1)
         typer.echo(json.dumps(body, ensure_ascii=False, indent=2))
+
+
+def register_researchers(node: typer.Typer, member_opt: typer.models.OptionInfo) -> None:
+    """``dcp node engines`` and ``dcp node researchers add/list``: the engines' services a node runs
+    (its ``engines`` settings) and the researchers' accounts on its low side, over the node's officer routes."""
+    researchers = typer.Typer(help="Researchers' accounts on the node's low side (an admin officer creates them).",
+                              no_args_is_help=True)
+    node.add_typer(researchers, name="researchers")
+    url_opt = typer.Option("http://127.0.0.1:8700", help="the node's base URL")
+    token_opt = typer.Option(None, envvar="DCP_NODE_TOKEN", help="an officer's session token (dcp node login)")
+
+    def call(method: str, url: str, token: str | None, member: str | None, **kw: object) -> object:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = _http(member).request(method, url, headers=headers, timeout=120, **kw)
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"error": f"HTTP {r.status_code}", "detail": r.text[:200]}
+        if r.status_code >= 400:
+            typer.echo(f"{body.get('error')}: {body.get('detail')}", err=True)
+            raise typer.Exit(1)
+        return body
+
+    @node.command("engines")
+    def engines(url: str = url_opt, token: str = token_opt, member: str = member_opt) -> None:
+        """The engines' services this node runs (e.g. the sandbox's low side) and their state."""
+        typer.echo(json.dumps(call("GET", f"{url}/engines", token, member), ensure_ascii=False, indent=2))
+
+    @researchers.command("add")
+    def add(email: str = typer.Argument(..., help="the researcher's e-mail (their login)"),
+            name: str = typer.Option(..., help="the researcher's name"),
+            institution: str = typer.Option("", help="their institution"),
+            password_file: Path = typer.Option(None, help="a 0600 file with the initial password (else the node "
+                                               "draws one and prints it once)"),
+            url: str = url_opt, token: str = token_opt, member: str = member_opt) -> None:
+        """Create a researcher's account on the node's low side (an admin officer's token)."""
+        body: dict[str, str] = {"email": email, "name": name, "institution": institution}
+        if password_file is not None:
+            body["password"] = _password(password_file)
+        got = call("POST", f"{url}/engines/sandbox/researchers", token, member, json=body)
+        typer.echo(f"researcher {got['email']} on the low side {got['url']}:{got['port']}")
+        if "password" in got:
+            typer.echo(f"initial password (shown once): {got['password']}")
+
+    @researchers.command("list")
+    def list_(url: str = url_opt, token: str = token_opt, member: str = member_opt) -> None:
+        """The researchers' accounts on the node's low side."""
+        for r in call("GET", f"{url}/engines/sandbox/researchers", token, member):
+            typer.echo(f"{r['email']}\t{r['name']}\t{r['institution']}")
 
 
 def _officers(config: Path):  # noqa: ANN202

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from engines.errors import StepRefused
 from engines.sandbox.coordinator import KIND, OUTPUT, code_sm3
 from protocols.sandbox.isolate import SandboxLimits
 from protocols.sandbox.lowside_client import CodeRequest, LowSide
@@ -57,14 +58,17 @@ class Outcome:
 class LowSideBridge:
     """One department's bridge (``member``'s keys and 国密 TLS client ``http``)."""
 
-    def __init__(self, member: str, keys: Any, http: httpx.Client, coordinator_url: str, node_url: str,
+    def __init__(self, member: str, keys: Any, http: httpx.Client, coordinator_url: str, node_url: str | None,
                  lowside: LowSide, state_dir: Path, output_policy: OutputPolicy | None = None,
-                 limits: SandboxLimits | None = None, expires_in_s: int = 86_400) -> None:
+                 limits: SandboxLimits | None = None, expires_in_s: int = 86_400, node: Any = None) -> None:
+        """``node``: the node's own port (``engines.base.NodePort``) when the bridge runs inside the node
+        (its mock and columns then come from it, not over HTTP from ``node_url``)."""
         self.member = member
+        self.node = node
         self.keys = keys
         self.http = http
         self.coordinator_url = coordinator_url.rstrip("/")
-        self.node_url = node_url.rstrip("/")
+        self.node_url = (node_url or "").rstrip("/")
         self.lowside = lowside
         self.output_policy = output_policy or OutputPolicy()
         self.limits = limits or SandboxLimits()
@@ -98,12 +102,17 @@ class LowSideBridge:
         """Publish the node's mock of ``dataset`` on the low side (the officers chose to publish it)."""
         import pandas as pd
 
-        mock = pd.DataFrame(self._call("GET", f"{self.node_url}/datasets/{dataset}/mock",
-                                       params={"rows": rows, "seed": seed}))
+        if self.node is not None:
+            mock = self.node.mock(dataset, rows, seed)
+        else:
+            mock = pd.DataFrame(self._call("GET", f"{self.node_url}/datasets/{dataset}/mock",
+                                           params={"rows": rows, "seed": seed}))
         return self.lowside.publish_mock(dataset, mock, allowed=True)
 
     def columns(self, dataset: str) -> list[str]:
         """Every column of ``dataset`` (the asset a researcher's code receives is the whole table)."""
+        if self.node is not None:
+            return self.node.columns(dataset)
         entry = self._call("GET", f"{self.node_url}/catalog/{dataset}")
         return [c["name"] for c in entry["columns"]]
 
@@ -163,7 +172,7 @@ class LowSideBridge:
             if req.request_id not in self.jobs:
                 try:
                     done.append(Outcome(req.request_id, self.submit(req), "submitted"))
-                except BridgeError as exc:  # refused at submission (policy, spec): the researcher is told
+                except (BridgeError, StepRefused) as exc:  # refused at submission (policy, spec): the researcher is told
                     self.lowside.reject(req.request_id, f"refused before review: {exc}")
                     self.jobs[req.request_id] = {"job_id": None, "state": "denied", "reason": str(exc)}
                     self._save()

@@ -11,6 +11,9 @@ The one step ``run`` (empty body: everything it runs is in the slice this node s
    the node's own minimum group size as the floor; with ``epsilon`` the Laplace noise is charged to the
    dataset's ε budget (the node's ledger, as ``secure_stats`` does) before anything is released;
 5. the released result is sealed to the requester and the usage receipt goes on chain (``task.finish``).
+   An output the policy refuses releases nothing, but the code did read the private rows: that use still
+   goes on chain — a receipt with the rows read and, for result hash, the SM3 of the refusal — and the
+   task fails ``SandboxOutputRefused`` (the researcher reads the reason in PySyft).
 
 Every refusal fails the task under its own name (:class:`engines.errors.StepRefused`, e.g.
 ``SandboxOutputRefused``, ``CodeHashMismatch``, ``PrivacyBudgetExceeded``); the scratch file is deleted in
@@ -60,8 +63,9 @@ class SandboxNodeEngine(NodeEngine):
     def _run(self, task: Any) -> dict[str, Any]:
         import pandas as pd
 
+        from protocols.crypto.sm3 import sm3_digest
         from protocols.he.errors import HeError
-        from protocols.sandbox.errors import SandboxError
+        from protocols.sandbox.errors import SandboxError, SandboxOutputRefused
         from protocols.sandbox.isolate import check_approved, run_isolated
         from protocols.sandbox.output_policy import check_release
 
@@ -96,7 +100,17 @@ class SandboxNodeEngine(NodeEngine):
             task.stage("run")
             run = run_isolated(p.code, p.code_sm3, p.function, {arg: private for arg in p.inputs}, p.limits)
             task.stage("release")
-            release = check_release(run.result, run.stdout, policy, rows, keys)
+            try:
+                release = check_release(run.result, run.stdout, policy, rows, keys)
+            except SandboxOutputRefused as exc:
+                # the code read the private rows: the use goes on chain although nothing is released. The
+                # receipt names the refusal (its SM3), not a result, and the researcher gets the reason
+                refusal = f"{exc.code}: {exc}"[:1000]
+                tx = task.receipt(dataset, rows, sm3_digest(f"dcp-sandbox-refused|{p.code_sm3}|{refusal}".encode()))
+                task.stage("refused", receipt_tx=tx)
+                task.audit("sandbox.output_refused", {"rows_read": rows, "rows_released": 0, "receipt_tx": tx,
+                                                      "code_sm3": p.code_sm3, "refusal": refusal})
+                raise
             if release.epsilon_spent:
                 ledger = task.ledger()
                 if dataset in policy.privacy_budgets:
@@ -113,6 +127,12 @@ class SandboxNodeEngine(NodeEngine):
                "epsilon_spent": release.epsilon_spent, "noised_values": release.noised_values,
                "min_group_size": policy.min_group_size, "wall_seconds": round(run.wall_seconds, 3)}
         return task.finish({OUTPUT: json.dumps(out, ensure_ascii=False).encode()}, rows=rows)
+
+    def service(self, port: Any, config: dict[str, Any]) -> Any:
+        """The node's low side and bridge (``engines.sandbox`` in its settings; engines/sandbox/service.py)."""
+        from engines.sandbox.service import make_service
+
+        return make_service(port, config)
 
     def stop(self, task: Any) -> None:
         return None  # run_isolated ends its process group with the request; nothing else is kept

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
-from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi import APIRouter, BackgroundTasks, Query, Response
 
 from nodes.api.deps import Approver, CoordinatorCaller, Ctx, InboxReader, RequestId
 from nodes.models import ApprovalRequestIn, ApprovalRequestOut, Rejection
@@ -36,12 +37,22 @@ def _approve_own(ctx: Ctx, request_id: int) -> None:
         log.warning("own request %s left for an approver: %s: %s", request_id, type(exc).__name__, exc)
 
 
+#: The most requests one page of ``GET /approvals`` holds.
+MAX_PAGE = 500
+
+
 @router.get("")
-def inbox(reader: InboxReader, ctx: Ctx,
+def inbox(reader: InboxReader, ctx: Ctx, response: Response,
           status: str | None = Query(None, pattern="^(pending|approved|rejected|expired)$"),
-          ) -> list[ApprovalRequestOut]:
-    """Requests with their manifests in words; ``status=pending`` for the inbox."""
-    return ctx.approvals.list(status)
+          job_id: str | None = Query(None, min_length=1, max_length=200),
+          limit: int | None = Query(None, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0, le=10_000_000),
+          order: Literal["oldest", "newest"] = "oldest") -> list[ApprovalRequestOut]:
+    """Requests with their manifests in words; ``status=pending`` for the inbox, ``job_id`` for one
+    job's request. ``limit``/``offset`` page them in ``order`` of arrival (no ``limit``: all of them);
+    ``X-Total-Count`` says how many match in all."""
+    total, items = ctx.approvals.find(status, job_id, offset, limit, newest_first=order == "newest")
+    response.headers["X-Total-Count"] = str(total)
+    return items
 
 
 @router.get("/{request_id}")

@@ -107,7 +107,9 @@ class SecretFlowNode(NodeEngine):
             log.warning("killed the warm engine process a previous run of node %s left", self.member)
         if self.settings.warm_engine and self.runner.warm is None:
             self.runner.warm = WarmEngine(home, self.tasks.scratch_root, self.runner.busy,
-                                          self.settings.work_dir.resolve())
+                                          self.settings.work_dir.resolve(),
+                                          on_demand=self.settings.warm_engine_on_demand,
+                                          idle_s=self.settings.warm_engine_idle_s)
             self.runner.warm.start()
 
     def step(self, task: Any, name: str, body: BaseModel) -> dict[str, Any]:
@@ -138,6 +140,9 @@ class SecretFlowNode(NodeEngine):
                  "label_party": req.label_party},
                 action="task.ports", detail={"peers": sorted(req.peers), "label_party": req.label_party},
             )
+            warm = self.runner.warm
+            if warm is not None and warm.on_demand:  # a job expects this node: its party starts warming
+                warm.request()
             return PortsOut(host=self.settings.host, endpoint=endpoint)
 
     def start(self, task: Any, body: StartIn) -> Started:

@@ -77,17 +77,24 @@ class WarmEngine:
     ``home/warm.pid`` so that a node restarting after a crash can kill an orphan (:func:`kill_orphan_warm`).
     """
 
-    def __init__(self, home: Path, cwd: Path, busy: Callable[[], bool], node_dir: Path) -> None:
+    def __init__(self, home: Path, cwd: Path, busy: Callable[[], bool], node_dir: Path,
+                 on_demand: bool = False, idle_s: float = 900.0) -> None:
         self.home = home
         self.node_dir = node_dir  # named on the warm party's command line: ps shows whose it is
         self.cwd = cwd
         self._busy = busy
+        self.on_demand = on_demand
+        """Spawn only on :meth:`request` from a job expecting this node (its ports reserved), never at
+        :meth:`start` nor after a task; an idle warm process ends after ``idle_s``."""
+        self.idle_s = idle_s
         self._proc: subprocess.Popen[str] | None = None
+        self._ready_at = 0.0
         self._cond = threading.Condition()
         self._wanted = False
         self._spawning = False
         self._closed = False
         self.spawned = 0  # how many warm processes this node started
+        self.expired = 0  # how many ended unused after idle_s (on demand)
         self._thread = threading.Thread(target=self._keep, name="warm-engine", daemon=True)
 
     @property
@@ -97,9 +104,10 @@ class WarmEngine:
             return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
-        """Start the keeper thread and the first warm process."""
+        """Start the keeper thread and (unless on demand) the first warm process."""
         self._thread.start()
-        self.request()
+        if not self.on_demand:
+            self.request()
 
     def request(self) -> None:
         """Ask for a warm process (spawned unless there is one, a task runs, or the engine is closed)."""
@@ -107,17 +115,39 @@ class WarmEngine:
             self._wanted = True
             self._cond.notify_all()
 
+    def after_task(self) -> None:
+        """A task ended: the next warm process, unless they are started on demand."""
+        if not self.on_demand:
+            self.request()
+
+    def _idle_left(self) -> float | None:
+        if not self.on_demand or self._proc is None:
+            return None
+        return self._ready_at + self.idle_s - time.monotonic()
+
     def _keep(self) -> None:
         while True:
+            unused = None
             with self._cond:
                 while not self._wanted and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                self._wanted = False
-                if self._proc is not None and self._proc.poll() is None:
-                    continue
-                self._proc = None
+                    left = self._idle_left()
+                    if left is not None and left <= 0:  # on demand, and no job took it in time
+                        unused, self._proc = self._proc, None
+                        break
+                    self._cond.wait(timeout=left)
+                if unused is None:
+                    if self._closed:
+                        return
+                    self._wanted = False
+                    if self._proc is not None and self._proc.poll() is None:
+                        continue
+                    self._proc = None
+            if unused is not None:
+                end_process(unused)
+                self._pidfile().unlink(missing_ok=True)
+                self.expired += 1
+                log.info("warm engine process %d ended unused after %.0f s", unused.pid, self.idle_s)
+                continue
             if self._busy():  # the task's end asks again
                 continue
             with self._cond:
@@ -133,6 +163,7 @@ class WarmEngine:
                     closed = self._closed
                     if proc is not None and not closed:
                         self._proc = proc
+                        self._ready_at = time.monotonic()
                     self._cond.notify_all()
             if proc is not None and closed:
                 end_process(proc)

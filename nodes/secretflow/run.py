@@ -14,11 +14,12 @@ stages):
    SM3 over the SM3 digests of every output the party produced, in name order).
 
 The extract and every plaintext output are deleted on success, failure and stop alike; a failed
-extract or spawn fails the task (its status says why).
+extract or spawn fails the task (its status says why: ``the extract of <dataset> failed: DiskFull: …`` for a full disk).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodes.errors import DiskFull
 from nodes.models import utcnow
 from nodes.secretflow.plan import model_dir
 from nodes.secretflow.processes import (
@@ -42,7 +44,7 @@ from nodes.secretflow.processes import (
     party_env,
     stacks_then_kill,
 )
-from nodes.services.datasets import DatasetService
+from nodes.services.datasets import DatasetService, ExtractCheck, ExtractRefused
 from nodes.services.tasks import TaskService
 
 log = logging.getLogger("dcp.node")
@@ -56,6 +58,28 @@ def scrub(text: str, limit: int = 500) -> str:
     """An engine message fit to leave the node: anything that looks like a cell value (IDs, codes,
     numbers of six or more characters) is masked; column names and error kinds stay."""
     return _VALUE_LIKE.sub("…", text)[:limit]
+
+
+def extract_failure(dataset: str, exc: BaseException) -> str:
+    """Why the extract of ``dataset`` failed, in words fit to leave the node (:func:`scrub`: no cell
+    value): a database that cannot give the rows, a named node error, a file that cannot be written;
+    anything else by its kind only."""
+    from sqlalchemy.exc import DBAPIError
+
+    from nodes.errors import NodeError
+
+    dbapi = any(c.__name__ == "DatabaseError" for c in type(exc).__mro__)  # PEP 249: sqlite3, psycopg, …
+    if isinstance(exc, DBAPIError) or dbapi:
+        orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        first = str(orig).splitlines()[0] if str(orig) else ""
+        why = f"this node could not read the dataset's stored rows ({type(orig).__name__}: {first})"
+    elif isinstance(exc, NodeError):
+        why = f"{type(exc).__name__}: {exc}"
+    elif isinstance(exc, OSError):
+        why = f"the extract could not be written ({exc.strerror or type(exc).__name__})"
+    else:
+        why = type(exc).__name__
+    return scrub(f"the extract of {dataset} failed: {why}", 300)
 
 
 @dataclass
@@ -122,10 +146,13 @@ class PartyRunner:
         """Write exactly the approved columns and the party's config into the private directory."""
         t0 = time.perf_counter()
         csv = run.private / "input.csv"
-        rows = self.datasets.extract_csv(run.dataset, run.columns, csv)
+        check = input_check(run.config)
+        rows = self.datasets.extract_csv(run.dataset, run.columns, csv, check=check)
         csv.chmod(0o600)
         (run.private / "out").mkdir(mode=0o700)
         (run.private / "tmp").mkdir(mode=0o700)
+        if check is not None:  # checked while written: the party reads only the header (issue #19 item 4)
+            run.config = run.config.model_copy(update={"me": run.config.me.model_copy(update={"checked_rows": rows})})
         (run.private / "party.json").write_text(run.config.model_dump_json())
         self.tasks._update(run.job_id, stage="start", audit={"actor": run.actor, "action": "task.start", "detail": {
             "dataset": run.dataset, "columns": run.columns, "rows": rows, "features": run.features,
@@ -136,16 +163,22 @@ class PartyRunner:
             self._follow_party(run)
         finally:
             warm = self.warm
-            if warm is not None:  # the next warm process, once no task runs
-                warm.request()
+            if warm is not None:  # the next warm process, once no task runs (unless on demand)
+                warm.after_task()
 
     def _follow_party(self, run: Run) -> None:
         job_id, private = run.job_id, run.private
         if not run.stop_requested:
             try:
                 self._extract(run)
+            except ExtractRefused as exc:  # what the party would have refused, said as the party says it
+                self.fail(run, scrub(f"INPUT_INVALID: input.csv: {exc}"))
+                run.spawned.set()
+                return
             except Exception as exc:  # noqa: BLE001 - the task fails with a named reason, never silently
-                self.fail(run, f"extract failed: {type(exc).__name__}")
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    exc = DiskFull("the node's disk is full: the extract did not fit")  # the node's own words
+                self.fail(run, extract_failure(run.dataset, exc))
                 run.spawned.set()
                 return
         log_dir = self.tasks.job_dir(job_id)
@@ -287,10 +320,15 @@ class PartyRunner:
                 continue  # every party has the keys; the hub alone releases them
             data = path.read_bytes()
             if name == "intersection":  # the keys only: never this node's feature values
-                import pandas as pd
+                from protocols.secretflow.intersection import key_column
 
-                frame = pd.read_csv(path, dtype={run.join_key: str}, usecols=[run.join_key])
-                data = frame.to_csv(index=False).encode()
+                keys = key_column(path, run.join_key)  # no pandas round-trip (issue #19 item 4)
+                if keys is None:
+                    import pandas as pd
+
+                    keys = pd.read_csv(path, dtype={run.join_key: str}, usecols=[run.join_key]).to_csv(
+                        index=False).encode()
+                data = keys
             outputs[name] = data
         removed = self._cleanup(run)
         kept = model_dir(self.settings.work_dir, run.job_id)
@@ -332,6 +370,15 @@ class PartyRunner:
                 continue
         if warm is not None:
             warm.close()
+
+
+def input_check(cfg: Any) -> ExtractCheck | None:
+    """What the party checks of its input's cells, for the node to check while it writes the extract
+    (None: leave it to the party — a prediction whose features come from the stored model part)."""
+    if cfg is None or cfg.me.features is None:
+        return None
+    label = cfg.label_column if cfg.me.name == cfg.label_party and cfg.stages != ["psi"] else None
+    return ExtractCheck(key=cfg.join_key, numeric=tuple(cfg.me.features), label=label or None)
 
 
 def party_job_id(job_id: str) -> str:

@@ -139,14 +139,31 @@ class ApprovalService:
         return r
 
     def list(self, status: str | None = None) -> list[ApprovalRequestOut]:
+        """Every request (of ``status``), oldest first."""
+        return self.find(status)[1]
+
+    def find(self, status: str | None = None, job_id: str | None = None, offset: int = 0,
+             limit: int | None = None, newest_first: bool = False) -> tuple[int, list[ApprovalRequestOut]]:
+        """``(how many requests match, one page of them)``: of ``status`` and of ``job_id`` (None:
+        any), ``limit`` (None: all) from ``offset``, oldest or newest first. The page and its count are
+        one query (a window count); only the page's requests are put in words."""
         self.expire_overdue()
+        conds: list[Any] = []
+        if status:
+            conds.append(ApprovalRecord.status == status)
+        if job_id is not None:
+            conds.append(ApprovalRecord.job_id == job_id)
+        order = ApprovalRecord.id.desc() if newest_first else ApprovalRecord.id.asc()  # type: ignore[union-attr]
         with Session(self.engine) as session:
-            q = select(ApprovalRecord).order_by(ApprovalRecord.id)
-            if status:
-                q = q.where(ApprovalRecord.status == status)
+            q = select(ApprovalRecord, func.count().over()).where(*conds).order_by(order).offset(max(0, offset))
+            if limit is not None:
+                q = q.limit(limit)
+            rows = list(session.exec(q))
+            total = int(rows[0][1]) if rows else int(session.exec(
+                select(func.count()).select_from(ApprovalRecord).where(*conds)).one())
             # one column lookup per dataset, not per request: a 1,000-request inbox lists in ms, not seconds
             column_meta = functools.cache(self.datasets.column_meta)
-            return [self._out(r, column_meta) for r in session.exec(q)]
+            return total, [self._out(r, column_meta) for r, _ in rows]
 
     def counts(self) -> dict[str, int]:
         """How many requests are in each status (overdue ones marked expired first)."""

@@ -3,10 +3,13 @@ together or not at all), schema edits, catalog metadata, reading and extraction.
 
 from __future__ import annotations
 
+import csv
+import errno
 import itertools
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from sqlmodel import Session, select
 from nodes.errors import (
     DatasetExists,
     DatasetNotFound,
+    DiskFull,
     InvalidDatasetName,
     InvalidSchemaEdit,
     MissingKeyColumn,
@@ -345,21 +349,158 @@ class DatasetService:
             table = _data_table(ds.table_name, [(m.name, m.dtype) for m in metas])
             return _read(session.connection(), table, [m.name for m in metas])
 
-    def extract_csv(self, name: str, columns: Sequence[str], dest: Path) -> int:
+    def extract_csv(self, name: str, columns: Sequence[str], dest: Path, check: ExtractCheck | None = None) -> int:
         """Write exactly ``columns`` of ``name`` to ``dest`` (CSV); return the row count.
 
-        Read column-wise from the database and written by pandas in the columns' own types."""
+        Streamed from the database in chunks straight into the file (no frame of the whole extract),
+        each cell as pandas' ``to_csv`` writes it (floats by ``repr``, integers without ``.0``, NULL as an
+        empty cell, booleans ``True``/``False``). With ``check`` the cells are checked as they are written
+        (:class:`ExtractCheck`, :class:`ExtractRefused`): the party then needs no second read. A full disk
+        raises :class:`DiskFull` with the partial file removed."""
         with Session(self.engine) as session:
             ds = self._get(session, name)
             metas = {m.name: m for m in self._columns(session, ds)}
             missing = [c for c in columns if c not in metas]
             if missing:
                 raise InvalidSchemaEdit(f"no such columns in {name!r}: {missing}")
-            table = _data_table(ds.table_name, [(c, metas[c].dtype) for c in columns])
-            df = _typed(session.connection(), table, list(columns), {c: metas[c].dtype for c in columns})
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(dest, index=False)
-        return len(df)
+            dtypes = [metas[c].dtype for c in columns]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            checker = _Checker(check, list(columns), dtypes) if check is not None else None
+            quote = session.connection().dialect.identifier_preparer.quote
+            sql = (f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(ds.table_name)} "
+                   f"ORDER BY {quote(ROW_COL)}")
+            bools = [i for i, t in enumerate(dtypes) if t == "bool"]
+            rows = 0
+            cur = session.connection().connection.cursor()
+            try:
+                cur.execute(sql)
+                with dest.open("w", newline="", encoding="utf-8") as fh:
+                    out = csv.writer(fh, lineterminator="\n")
+                    out.writerow(columns)
+                    while chunk := cur.fetchmany(_EXTRACT_CHUNK):
+                        if bools:
+                            chunk = [tuple(_as_bool(v) if i in bools else v for i, v in enumerate(r)) for r in chunk]
+                        if checker is not None:
+                            checker.feed(chunk)
+                        out.writerows(chunk)
+                        rows += len(chunk)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                dest.unlink(missing_ok=True)  # no partial extract is left behind
+                raise DiskFull(f"the node's disk is full: the extract of {name!r} did not fit and was removed") from None
+            finally:
+                cur.close()
+        if checker is not None:
+            checker.finish(dest, rows)
+        return rows
+
+
+_EXTRACT_CHUNK = 50_000
+
+
+class ExtractRefused(Exception):
+    """The extract cannot be a party's input (the party's own ``INPUT_INVALID``, found while writing)."""
+
+
+@dataclass(frozen=True)
+class ExtractCheck:
+    """What a SecretFlow party would check of its input, checked by the node while it writes the extract:
+    ``key`` has no empty and no repeated value, every ``numeric`` column is numbers without gaps, and
+    ``label`` (if given) is 0/1 without gaps."""
+
+    key: str
+    numeric: tuple[str, ...] = ()
+    label: str | None = None
+
+
+def _number(v: object) -> float | None:
+    """A cell as pandas would read it for a numeric column: a number, else None (a gap or text)."""
+    if v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return None if isinstance(v, float) and v != v else float(v)
+    try:
+        f = float(str(v).strip())
+    except ValueError:
+        raise ValueError("not numeric") from None
+    return None if f != f else f
+
+
+class _Checker:
+    """:class:`ExtractCheck` over the chunks as they are written; the messages are the party's own."""
+
+    def __init__(self, check: ExtractCheck, columns: list[str], dtypes: list[str]) -> None:
+        self.check = check
+        where = {c: i for i, c in enumerate(columns)}
+        if check.key not in where:
+            raise ExtractRefused(f"join key column {check.key!r} is missing (columns: {columns})")
+        gone = [c for c in check.numeric if c not in where]
+        if gone:
+            raise ExtractRefused(f"feature columns missing: {gone}")
+        if check.label and check.label not in where:
+            raise ExtractRefused(f"label column {check.label!r} is missing")
+        self.key = where[check.key]
+        self.key_typed = dtypes[self.key] in ("int", "float", "bool")  # the other types are stored as text
+        self.numeric = [(c, where[c], dtypes[where[c]] in ("int", "float", "bool")) for c in check.numeric]
+        self.label = where[check.label] if check.label else None
+        self.hashes = np.empty(0, dtype=np.int64)
+        self._parts: list[np.ndarray] = []
+
+    def feed(self, chunk: list[tuple[object, ...]]) -> None:
+        cols = list(zip(*chunk, strict=True)) if len(chunk[0]) > 1 else [[r[0] for r in chunk]]
+        keys = cols[self.key]
+        if None in keys:
+            raise ExtractRefused(f"join key {self.check.key!r} has empty values")
+        if self.key_typed:
+            keys = list(map(str, keys))  # a number key is written, and compared, as its text
+        if not all(map(str.strip, keys)):
+            raise ExtractRefused(f"join key {self.check.key!r} has empty values")
+        self._parts.append(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+        for name, i, typed in self.numeric:
+            values = cols[i]
+            if typed:
+                if None in values:
+                    raise ExtractRefused(f"feature column {name!r} has missing values")
+                continue
+            try:
+                parsed = [_number(v) for v in values]
+            except ValueError:
+                raise ExtractRefused(f"feature column {name!r} is not numeric") from None
+            if None in parsed:
+                raise ExtractRefused(f"feature column {name!r} has missing values")
+        if self.label is not None:
+            try:
+                labels = {_number(v) for v in cols[self.label]}
+            except ValueError:
+                labels = {-1.0}
+            if not labels <= {0.0, 1.0}:
+                shown = sorted(str(v) for v in labels)[:5]
+                raise ExtractRefused(f"label column {self.check.label!r} must be 0/1, got {shown}")
+
+    def finish(self, dest: Path, rows: int) -> None:
+        """The whole-file checks: some rows, and no key twice (hashes first; the file settles a collision)."""
+        if rows == 0:
+            raise ExtractRefused("no rows")
+        hashes = np.sort(np.concatenate(self._parts))
+        self._parts = []
+        same = hashes[1:] == hashes[:-1]
+        if not same.any():
+            return
+        suspects = set(hashes[1:][same].tolist())
+        seen: set[str] = set()
+        dup: list[str] = []
+        with dest.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            next(reader)
+            for row in reader:
+                k = row[self.key]
+                if hash(k) in suspects:
+                    if k in seen:
+                        dup.append(k)
+                    seen.add(k)
+        if dup:
+            raise ExtractRefused(f"join key {self.check.key!r} has {len(dup)} duplicate values, e.g. {dup[0]!r}")
 
 
 def _rules(m: ColumnMeta) -> ColumnRules:
@@ -400,23 +541,6 @@ def _read(conn: Connection, table: Table, columns: Sequence[str] | None = None) 
     df = pd.DataFrame(data, columns=names)
     df.index = pd.Index(index, name=ROW_COL)
     return df
-
-
-def _typed(conn: Connection, table: Table, columns: Sequence[str], dtypes: dict[str, str]) -> pd.DataFrame:
-    """The cells in column types fit for writing (float64, nullable Int64, bool objects, text)."""
-    _, cols = _raw_columns(conn, table, columns)
-    data: dict[str, object] = {}
-    for name, col in zip(columns, cols, strict=True):
-        dtype = dtypes[name]
-        if dtype == "float":
-            data[name] = pd.Series(np.array(col, dtype=np.float64))
-        elif dtype == "int":
-            data[name] = pd.Series(pd.array(list(col), dtype="Int64"))
-        elif dtype == "bool":
-            data[name] = pd.Series([_as_bool(v) for v in col], dtype=object)
-        else:
-            data[name] = pd.Series(col, dtype=object)
-    return pd.DataFrame(data, columns=list(columns))
 
 
 def register_on_chain(datasets: DatasetService, chain: Any, name: str, actor: str) -> dict[str, Any]:

@@ -15,9 +15,10 @@ Registry view holds. At a SecretFlow task's start the node calls :meth:`NodeGate
   every party at 127.0.0.1 — its own links where it listens, each peer's links at the gateway's route
   ports. The engine never learns, and never dials, a peer's real address.
 
-:meth:`NodeGateway.close_task` forgets the job when the task ends; refusals go to ``on_refusal`` (the
-node's audit log). The call site in the task path is one line each at start and end (see
-``TaskService.start``), pending the SecretFlow node side's move onto the generic step route.
+:meth:`NodeGateway.close_task` forgets the job when the task ends; refusals go to ``on_refusal`` and
+each closed job's :class:`~protocols.gateway.JobReport` (bytes each way, the gateway's CPU seconds) to
+``on_close`` (both: the node's audit log, ``gateway.refuse`` / ``gateway.close``). The call site in
+the task path is one line each at start and end (see ``TaskService.start``), pending the SecretFlow node side's move onto the generic step route.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nodes.errors import NodeError
-from protocols.gateway import Gateway, GatewayError, Refusal
+from protocols.gateway import Gateway, GatewayError, JobReport, Refusal
 from protocols.gateway.config import (
     GatewaySettings,
     UnknownPeer,
@@ -59,11 +60,13 @@ class NodeGateway:
 
     def __init__(self, settings: GatewaySettings, credentials: Credentials, member: str,
                  is_member_key: Callable[[bytes], bool], key_of: Callable[[str], bytes | None],
-                 on_refusal: Callable[[Refusal], None] | None = None) -> None:
+                 on_refusal: Callable[[Refusal], None] | None = None,
+                 on_close: Callable[[JobReport], None] | None = None) -> None:
         self.settings = settings
         self.member = member
         self.key_of = key_of
-        self.gateway: Gateway = start_gateway(settings, credentials, is_member_key, member, on_refusal=on_refusal)
+        self.gateway: Gateway = start_gateway(settings, credentials, is_member_key, member, on_refusal=on_refusal,
+                                              on_close=on_close)
 
     def stop(self) -> None:
         self.gateway.stop()
@@ -97,22 +100,23 @@ class NodeGateway:
             view = open_engine_job(self.gateway, self.settings, self.key_of, job_key, parties, endpoint_links(mine))
         except (UnknownPeer, GatewayError) as exc:
             raise PeerAddressRefused(str(exc)) from None
-        return local_cluster(cluster, self.member, view, self.gateway.address[1])
+        return local_cluster(cluster, self.member, view)
 
     def close_task(self, job_key: str) -> None:
         if not self.gateway.close_job(job_key):
             log.debug("job %s was not open at %s's gateway", job_key, self.member)
 
 
-def local_cluster(cluster: Any, me: str, view: dict[str, dict[str, str]], idle_port: int) -> Any:
+def local_cluster(cluster: Any, me: str, view: dict[str, dict[str, str]]) -> Any:
     """``cluster`` as ``me``'s engine must see it through the gateway: every party at 127.0.0.1, its own
     endpoint unchanged, each peer's ``sf``/``spu`` and its PSI link with ``me`` at the route ports of
     ``view`` (:func:`protocols.gateway.addresses`).
 
-    A peer's PSI links with the *other* parties (the label holder pairs with everyone) are not ``me``'s
-    to dial and have no route; the party config still names one port per pair, so they get
-    ``idle_port`` (the gateway's listening port: on 127.0.0.1 nothing, or the gateway's TLS, answers a
-    plaintext dial there — never a peer's engine)."""
+    A peer's PSI links with *other* members (the label holder pairs with every department) stay named,
+    because every party's program declares every pair's PSI device, but ``me``'s engine never dials
+    them (only the pair's two members run that PSI), and the gateway has no route for them: they are
+    given the peer's route for its link with ``me`` (else its ``sf`` route), so even a stray dial could
+    only reach that peer's links that ``me`` may use."""
     from protocols.secretflow.spec import PartyEndpoint
 
     def port(party: str, link: str) -> int:
@@ -123,14 +127,18 @@ def local_cluster(cluster: Any, me: str, view: dict[str, dict[str, str]], idle_p
         if p.name == me:
             parties.append(p.model_copy(update={"host": "127.0.0.1"}))
             continue
-        psi = {q: port(p.name, f"psi:{me}") if q == me else idle_port for q in p.psi_ports}
+        mine = port(p.name, f"psi:{me}") if f"psi:{me}" in view[p.name] else None
+        psi = {other: port(p.name, "sf") for other in p.psi_ports if other != me}
+        if mine is not None:
+            psi[me] = mine
+            psi = {other: mine for other in psi}
         parties.append(PartyEndpoint(name=p.name, host="127.0.0.1", sf_port=port(p.name, "sf"),
                                      spu_port=port(p.name, "spu"), psi_ports=psi))
     return cluster.model_copy(update={"host": "127.0.0.1", "parties": parties})
 
 
-def start_node_gateway(settings: Any, directory: Any, on_refusal: Callable[[Refusal], None] | None = None
-                       ) -> NodeGateway | None:
+def start_node_gateway(settings: Any, directory: Any, on_refusal: Callable[[Refusal], None] | None = None,
+                       on_close: Callable[[JobReport], None] | None = None) -> NodeGateway | None:
     """The node's gateway when its settings have a ``gateway`` section (and 国密 ``tls`` credentials),
     else None. ``directory``: the node's Registry view (``is_known``, ``key_of``: a KeyDirectory)."""
     if getattr(settings, "gateway", None) is None:
@@ -138,4 +146,4 @@ def start_node_gateway(settings: Any, directory: Any, on_refusal: Callable[[Refu
     if settings.tls is None:
         raise PeerAddressRefused("a gateway needs the node's 国密 TLS credentials (the tls section)")
     return NodeGateway(settings.gateway, settings.tls.credentials(), settings.name, directory.is_known,
-                       directory.key_of, on_refusal)
+                       directory.key_of, on_refusal, on_close)

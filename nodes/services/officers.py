@@ -405,15 +405,29 @@ class OfficerService:
 
     def _expire(self, s: Session) -> None:
         now = _now()
-        for p in s.exec(select(ChangeProposal).where(ChangeProposal.status == "pending")):
+        for p in s.exec(select(ChangeProposal).where(ChangeProposal.status == "pending",
+                                                     ChangeProposal.expires_at <= now)):
             if _aware(p.expires_at) <= now:
                 p.status, p.decided_at = "expired", now
                 s.add(p)
 
-    def proposals(self, status: str | None = None) -> list[ProposalOut]:
+    def expire_overdue(self) -> None:
+        """Mark the overdue pending proposals expired. Looked for without the node's writer lock (one
+        indexed read); the lock is taken only when some are due, so a read never waits on a writer."""
+        with Session(self.engine) as s:
+            due = s.exec(select(ChangeProposal.id).where(ChangeProposal.status == "pending",
+                                                         ChangeProposal.expires_at <= _now()).limit(1)).first()
+        if due is None:
+            return
         with self._writing() as s:
             self._expire(s)
             s.commit()
+
+    def proposals(self, status: str | None = None) -> list[ProposalOut]:
+        """Every proposal (of ``status``), oldest first: a read (the writer lock only when an overdue
+        one must be marked expired first, :meth:`expire_overdue`)."""
+        self.expire_overdue()
+        with Session(self.engine) as s:
             q = select(ChangeProposal).order_by(ChangeProposal.id)
             if status:
                 q = q.where(ChangeProposal.status == status)

@@ -19,14 +19,20 @@ from nodes.errors import NotAuthorized
 from nodes.services.chain import NodeChain, dataset_chain_id
 
 
-def seal_for(chain: NodeChain, receiver: str, job_id: str, name: str, data: bytes) -> bytes:
-    """``data`` sealed to ``receiver``'s SM2 key (the envelope; never plaintext)."""
-    from protocols.crypto.envelope import seal
-
+def receiver_key(chain: NodeChain, receiver: str) -> bytes:
+    """``receiver``'s SM2 public key from the Registry (``NotAuthorized`` unless an active member)."""
     key = chain.member_sm2_key(receiver)
     if key is None:
         raise NotAuthorized(f"receiver {receiver!r} is not an active member on chain")
-    return seal(key, data, f"{job_id}/{name}".encode())
+    return key
+
+
+def seal_for(chain: NodeChain, receiver: str, job_id: str, name: str, data: bytes, key: bytes | None = None) -> bytes:
+    """``data`` sealed to ``receiver``'s SM2 key (``key`` if the caller looked it up already; the
+    envelope, never plaintext)."""
+    from protocols.crypto.envelope import seal
+
+    return seal(key or receiver_key(chain, receiver), data, f"{job_id}/{name}".encode())
 
 
 def record_receipt(

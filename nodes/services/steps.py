@@ -44,7 +44,7 @@ from engines.base import NodeEngine
 from engines.errors import StepRefused
 from nodes.errors import NodeError, NotAuthorized, TaskExists, TaskMismatch, TaskNotFound
 from nodes.models import ApprovalRecord, JobCheck, NodeTask, TaskStatus, TaskStopped, utcnow
-from nodes.services.receipts import record_receipt, seal_for
+from nodes.services.receipts import receiver_key, record_receipt, seal_for
 from nodes.services.tasks import TaskService, _epoch
 
 
@@ -220,23 +220,43 @@ class TaskPort:
         digests = {n: sm3_digest(d) for n, d in outputs.items()}
         if result_hash is None:
             result_hash = sm3_digest(b"".join(digests[n] for n in sorted(digests)))
+        t = self._tasks._get(self.job_id)
+        # every receiver is an active member before anything is recorded (a refusal records nothing)
+        keys = {name: receiver_key(chain, receivers[name][0]) for name in outputs}
+        # the receipts go out (durably queued first, then on chain) while the outputs are sealed: both
+        # need only the result hash, and the requester's result waits for the slower of the two, not the sum
+        got: dict[str, Any] = {}
+
+        def send() -> None:
+            try:
+                got["txs"] = [record_receipt(chain, self.member, self.job_id, i["dataset"], rows, result_hash,
+                                             _epoch(t.started_at))
+                              for i in (self.approved.get("inputs", []) if receipts else [])]
+            except BaseException as exc:  # noqa: BLE001 - raised again in the step's own thread below
+                got["error"] = exc
+
+        sender = threading.Thread(target=send, name=f"receipt-{self.job_id}", daemon=True)
+        sender.start()
         job_dir = self._tasks.job_dir(self.job_id)
         job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sealed: dict[str, dict[str, Any]] = {}
-        for name, data in sorted(outputs.items()):
-            receiver = receivers[name][0]
-            fd = os.open(job_dir / f"{name}.sealed", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(seal_for(chain, receiver, self.job_id, name, data))
-            sealed[name] = {"receiver": receiver, "sm3": digests[name].hex(), "size": len(data)}
-        t = self._tasks._get(self.job_id)
         try:
-            txs = [record_receipt(chain, self.member, self.job_id, i["dataset"], rows, result_hash, _epoch(t.started_at))
-                   for i in (self.approved.get("inputs", []) if receipts else [])]
+            for name, data in sorted(outputs.items()):
+                receiver = receivers[name][0]
+                fd = os.open(job_dir / f"{name}.sealed", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(seal_for(chain, receiver, self.job_id, name, data, key=keys[name]))
+                sealed[name] = {"receiver": receiver, "sm3": digests[name].hex(), "size": len(data)}
+        finally:
+            sender.join()
+        try:
+            if "error" in got:
+                raise got["error"]
         except Exception:
             for name in sealed:  # no receipt, no output
                 (job_dir / f"{name}.sealed").unlink(missing_ok=True)
             raise
+        txs = got["txs"]
         self._tasks._update(
             self.job_id, status=TaskStatus.SUCCEEDED.value, stage="done", intersection_rows=rows,
             outputs_json=json.dumps(sealed), result_hash=result_hash.hex(), receipt_tx=txs[0] if txs else t.receipt_tx,

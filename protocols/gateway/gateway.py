@@ -29,6 +29,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -78,6 +79,28 @@ class Traffic:
     active: int = 0  # open now (engine connections being set up or forwarded), in a snapshot
 
 
+@dataclass(frozen=True)
+class JobReport:
+    """What a job's links cost this gateway, from :meth:`Gateway.open_job` to :meth:`Gateway.close_job`:
+    plaintext bytes each way, connections admitted, and the CPU time (user + system) of the gateway's loop
+    thread — the whole gateway: TLS handshakes, SM4-GCM, forwarding — over that span (while several jobs
+    are open at once, each job's span counts all of them)."""
+
+    job: str
+    sent: int  # from the local engine to peers
+    received: int  # from peers to the local engine
+    connections: int
+    cpu_s: float  # the gateway thread's user + system CPU seconds while the job was open
+    open_s: float  # wall seconds the job was open
+    opened_at: float  # time.time() at open / close
+    closed_at: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"sent": self.sent, "received": self.received, "connections": self.connections,
+                "cpu_s": round(self.cpu_s, 4), "open_s": round(self.open_s, 4),
+                "opened_at": self.opened_at, "closed_at": self.closed_at}
+
+
 @dataclass
 class _Job:
     key: str
@@ -87,6 +110,9 @@ class _Job:
     servers: list[asyncio.base_events.Server] = field(default_factory=list)
     tasks: set[asyncio.Task] = field(default_factory=set)
     traffic: Traffic = field(default_factory=Traffic)
+    opened_at: float = 0.0  # time.time(), time.monotonic() and the loop thread's CPU time at open
+    opened_mono: float = 0.0
+    cpu_at_open: float = 0.0
 
 
 class Gateway:
@@ -97,8 +123,10 @@ class Gateway:
     it runs on the gateway's loop, so it should answer from memory, e.g. a cached Registry view);
     ``member``: the name peers address this gateway's member by (``to`` of a link request);
     ``on_refusal``: called (on the gateway's loop) with every refusal, e.g. to append it to the node's
-    audit log; ``handshake_timeout`` bounds the handshake and the link request, ``connect_timeout``
-    the connection to a peer's gateway or to the local engine.
+    audit log; ``on_close``: called (in :meth:`close_job`'s thread) with each closed job's
+    :class:`JobReport` (bytes carried, the gateway's CPU time); ``handshake_timeout`` bounds the
+    handshake and the link request, ``connect_timeout`` the connection to a peer's gateway or to the
+    local engine.
     """
 
     def __init__(
@@ -112,6 +140,7 @@ class Gateway:
         connect_timeout: float = 5.0,
         handshake_timeout: float = 10.0,
         on_refusal: Callable[[Refusal], None] | None = None,
+        on_close: Callable[[JobReport], None] | None = None,
     ) -> None:
         self.listen_host = listen_host
         self.listen_port = listen_port
@@ -124,6 +153,7 @@ class Gateway:
         self._jobs: dict[str, _Job] = {}
         self._refusals: list[Refusal] = []
         self._on_refusal = on_refusal
+        self._on_close = on_close
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -246,8 +276,21 @@ class Gateway:
 
     def close_job(self, job_key: str) -> bool:
         """Forget a job: its local routes stop listening, its connections are cut, nothing is admitted
-        for it any more.  False if it was not open."""
-        return bool(self._call(self._close_key(job_key)))
+        for it any more; its :class:`JobReport` is logged and handed to ``on_close``.  False if it was
+        not open."""
+        report = self._call(self._close_key(job_key))
+        if report is None:
+            return False
+        assert isinstance(report, JobReport)
+        log.info("job %s closed at %s: %d bytes sent, %d received, %d connections, %.3f s gateway CPU in %.1f s",
+                 job_key, self.member, report.sent, report.received, report.connections, report.cpu_s,
+                 report.open_s)
+        if self._on_close is not None:
+            try:
+                self._on_close(report)
+            except Exception:  # noqa: BLE001 — a failing observer must not keep the job open
+                log.exception("on_close failed")
+        return True
 
     def jobs(self) -> list[str]:
         """Keys of the open jobs."""
@@ -267,6 +310,7 @@ class Gateway:
             return list(self._refusals)
 
     async def _open(self, job: _Job) -> None:
+        job.opened_at, job.opened_mono, job.cpu_at_open = time.time(), time.monotonic(), time.thread_time()
         old = self._jobs.pop(job.key, None)
         if old is not None:
             await self._close(old)
@@ -280,13 +324,15 @@ class Gateway:
             raise GatewayError(f"job {job.key}: cannot listen on a local route port: {exc}") from None
         self._jobs[job.key] = job
 
-    async def _close_key(self, job_key: str) -> bool:
+    async def _close_key(self, job_key: str) -> JobReport | None:
         job = self._jobs.pop(job_key, None)
         if job is None:
-            return False
+            return None
         await self._close(job)
-        log.info("job %s closed at %s", job_key, self.member)
-        return True
+        t = job.traffic  # time.thread_time(): this is the loop thread, which runs the whole gateway
+        return JobReport(job=job.key, sent=t.sent, received=t.received, connections=t.connections,
+                         cpu_s=time.thread_time() - job.cpu_at_open, open_s=time.monotonic() - job.opened_mono,
+                         opened_at=job.opened_at, closed_at=time.time())
 
     async def _close(self, job: _Job) -> None:
         for server in job.servers:
@@ -500,5 +546,5 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-__all__ = ["Gateway", "GatewayError", "MAX_FRAME", "PeerRoute", "Refusal", "Traffic", "addresses", "pairwise_peer",
+__all__ = ["Gateway", "GatewayError", "JobReport", "MAX_FRAME", "PeerRoute", "Refusal", "Traffic", "addresses", "pairwise_peer",
            "peer_links"]

@@ -69,6 +69,13 @@ class Datasite:
                                  institution=institution, role=ServiceRole.DATA_SCIENTIST)
         return {"email": email}
 
+    def researchers(self) -> list[dict[str, str]]:
+        from syft.service.user.user_roles import ServiceRole
+
+        return sorted(({"email": u.email, "name": u.name, "institution": u.institution or ""}
+                       for u in self.client.users.get_all() if u.role == ServiceRole.DATA_SCIENTIST),
+                      key=lambda u: u["email"])
+
     def datasets(self) -> list[str]:
         return sorted(ds.name for ds in self.client.datasets)
 
@@ -107,12 +114,34 @@ class Datasite:
         raise KeyError(f"no request {request_id}")
 
     def deposit(self, request_id: str, result: Any) -> dict[str, Any]:
+        """Deposit the high side's released result and release it to the researcher, the low-side way.
+
+        On a low side PySyft approves nothing itself: a request counts as approved once its owner may read
+        an output of it, which is what syncing from a high-side datasite grants. dcp is the high side, so
+        this grants the same READ permissions a sync would (result, job, log), and nothing else."""
+        from syft.service.action.action_object import ActionObject
+        from syft.service.action.action_permissions import ActionObjectPermission, ActionPermission
+        from syft.service.job.job_stash import Job
+        from syft.service.log.log import SyftLog
         from syft.types.errors import SyftException
 
-        job = self._request(request_id).deposit_result(result, approve=True)
+        req = self._request(request_id)
+        owner = req.code.user_verify_key
+        job = req.deposit_result(result)  # the job and its output history; no permission for anyone yet
         if type(job).__name__ == "SyftError":
             raise SyftException(public_message=str(job))
-        return {"request_id": request_id, "deposited": True, "job": str(getattr(job, "id", ""))}
+        read = ActionPermission.READ
+        got = self.client.api.services.sync.sync_items(
+            [], {ActionObject: [ActionObjectPermission(job.result.id.id, read, owner)],
+                 Job: [ActionObjectPermission(job.id, read, owner)],
+                 SyftLog: [ActionObjectPermission(job.log_id, read, owner)]},
+            [], {}, unignored_batches=set())
+        if type(got).__name__ == "SyftError":
+            raise SyftException(public_message=str(got))
+        status = str(self._request(request_id).status)
+        if "APPROVED" not in status:
+            raise SyftException(public_message=f"the deposited result did not release the request ({status})")
+        return {"request_id": request_id, "deposited": True, "job": str(getattr(job, "id", "")), "status": status}
 
     def reject(self, request_id: str, reason: str) -> dict[str, Any]:
         got = self._request(request_id).deny(reason=reason)
@@ -121,7 +150,7 @@ class Datasite:
         return {"request_id": request_id, "rejected": True}
 
 
-_OPS = ("publish", "create_researcher", "pending", "datasets", "deposit", "reject")
+_OPS = ("publish", "create_researcher", "researchers", "pending", "datasets", "deposit", "reject")
 
 
 def serve(name: str, port: int, socket_path: str | None) -> None:
@@ -131,7 +160,10 @@ def serve(name: str, port: int, socket_path: str | None) -> None:
 
     relay = None
     try:
-        handle = sy.orchestra.launch(name=name, port=port, host="127.0.0.1", dev_mode=True, reset=True)
+        # a LOW side: PySyft itself refuses to run code on the assets here (only on mocks), and tells its
+        # users the datasite "only hosts mock or synthetic data"; results come from the high side (dcp)
+        handle = sy.orchestra.launch(name=name, port=port, host="127.0.0.1", dev_mode=True, reset=True,
+                                     server_side_type="low")
     except Exception as exc:  # noqa: BLE001 — answered, then out: syft's threads would keep us alive
         traceback.print_exc()
         proto.write(json.dumps({"ok": False, "error": f"launch failed: {type(exc).__name__}: {exc}"}) + "\n")
@@ -145,7 +177,10 @@ def serve(name: str, port: int, socket_path: str | None) -> None:
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its neighbour, even under -I
             from _relay import unix_to_tcp
             relay = unix_to_tcp(socket_path, "127.0.0.1", port)
-        proto.write(json.dumps({"ready": {"name": name, "port": port, "pid": os.getpid()}}) + "\n")
+        side = str(client.metadata.server_side_type)
+        if side != "low":
+            raise RuntimeError(f"the datasite runs as the {side} side, not the low side")
+        proto.write(json.dumps({"ready": {"name": name, "port": port, "pid": os.getpid(), "side": side}}) + "\n")
         for line in sys.stdin:
             if not line.strip():
                 continue
@@ -156,7 +191,7 @@ def serve(name: str, port: int, socket_path: str | None) -> None:
                 break
             try:
                 got = getattr(site, op)(**msg) if op in _OPS else None
-                if got is None and op not in ("pending", "datasets"):
+                if got is None and op not in ("pending", "datasets", "researchers"):
                     raise ValueError(f"unknown operation {op!r}")
                 proto.write(json.dumps({"ok": True, "value": got}, default=str) + "\n")
             except Exception as exc:  # noqa: BLE001 — every failure is answered, the datasite stays up

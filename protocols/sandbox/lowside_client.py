@@ -93,6 +93,7 @@ class LowSide:
         self._fds: list[int] = []
         self._sel: selectors.DefaultSelector | None = None
         self._buf = b""
+        self.side: str | None = None
 
     @property
     def url(self) -> str:
@@ -172,6 +173,7 @@ class LowSide:
             ready = self._read(timeout)
             if "ready" not in ready:
                 raise LowSideError(f"the datasite did not start: {ready}")
+            self.side = ready["ready"].get("side")  # PySyft's server_side_type: "low"
             self._relay = _relay.tcp_to_unix("127.0.0.1", self.port, str(self.state_dir / "datasite.sock"))
         except BaseException:
             self.stop()
@@ -234,6 +236,10 @@ class LowSide:
     def create_researcher(self, email: str, name: str, password: str, institution: str = "") -> None:
         """An account for a researcher (created by the node's officers)."""
         self._call("create_researcher", email=email, name=name, password=password, institution=institution)
+
+    def researchers(self) -> list[dict[str, str]]:
+        """The researcher (data scientist) accounts of the low side: email, name, institution."""
+        return list(self._call("researchers"))
 
     def pending_requests(self) -> list[CodeRequest]:
         """Code requests waiting for the data owner, with the code's SM3."""

@@ -81,6 +81,8 @@ def validate_input(cfg: PartyConfig, part: ModelPart | None = None) -> int:
     path = cfg.me.input_csv
     if not path.is_file():
         raise InputMissingError(f"input file not found: {path}")
+    if cfg.me.checked_rows is not None:  # the node checked the cells as it wrote them
+        return _check_header(cfg, path, part, cfg.me.checked_rows)
     try:
         frame = pd.read_csv(path, dtype={cfg.join_key: str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -122,3 +124,31 @@ def validate_input(cfg: PartyConfig, part: ModelPart | None = None) -> int:
     if len(frame) == 0:
         raise InputInvalidError(f"{path}: no rows")
     return len(frame)
+
+
+def _check_header(cfg: PartyConfig, path: Path, part: ModelPart | None, rows: int) -> int:
+    """The column checks of :func:`validate_input` on the header alone (a node-checked input: the
+    cells were checked as the node wrote them, :class:`nodes.services.datasets.ExtractCheck`)."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            cols = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputMissingError(f"cannot read input file {path}: {exc}") from exc
+    if cfg.join_key not in cols:
+        raise InputInvalidError(f"{path}: join key column {cfg.join_key!r} is missing (columns: {cols})")
+    feats = feature_columns(cfg, cols, part)
+    missing = [c for c in feats if c not in cols]
+    if missing:
+        raise InputInvalidError(f"{path}: feature columns missing: {missing}")
+    if not feats and cfg.stages != ["psi"]:
+        raise InputInvalidError(f"{path}: no feature columns")
+    if cfg.join_key in feats:
+        raise InputInvalidError(f"{path}: the join key cannot be a feature")
+    if cfg.me.name == cfg.label_party and cfg.label_column:
+        if cfg.label_column not in cols:
+            raise InputInvalidError(f"{path}: label column {cfg.label_column!r} is missing")
+        if cfg.label_column in feats:
+            raise InputInvalidError(f"{path}: the label cannot be a feature")
+    return rows

@@ -29,3 +29,16 @@ def sorted_intersection(src: Path, dest: Path, key: str, keep: list[str]) -> int
     rows.sort(key=lambda row: row.split(b",", 1)[0])
     dest.write_bytes(header + b"\n" + b"".join(r + b"\n" for r in rows))
     return len(rows)
+
+
+def key_column(src: Path, key: str) -> bytes | None:
+    """The ``key`` column of a plain intersection file (``key`` first, no quotes, no carriage returns) as
+    CSV bytes — what ``pd.read_csv(usecols=[key]).to_csv(index=False)`` gives, without parsing a frame.
+    None when the file is not that shape (the caller reads it with pandas)."""
+    data = src.read_bytes()
+    if b'"' in data or b"\r" in data:
+        return None
+    lines = [line for line in data.split(b"\n") if line]  # pandas skips blank lines too
+    if not lines or lines[0].split(b",", 1)[0].decode("utf-8", "replace") != key:
+        return None
+    return b"".join(line.split(b",", 1)[0] + b"\n" for line in lines)

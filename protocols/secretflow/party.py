@@ -295,8 +295,9 @@ def _run_staged(
     failed = True
     try:
         pyu = {n: sf.PYU(n) for n in names}
-        # the job's SPU over all parties: the learners run on it, and so does 3-party PSI
-        spu = sf.SPU(
+        # the job's SPU over all parties: the learners run on it, and so does 3-party PSI. A two-party
+        # PSI-only job runs on the pair's own SPU alone: one link set-up fewer (issue #19 item 4)
+        spu = None if cfg.stages == ["psi"] and cfg.psi_protocol != "ECDH_3PC" else sf.SPU(
             {
                 "nodes": [
                     {
@@ -311,7 +312,8 @@ def _run_staged(
             link_desc=_link_desc(cfg),
             id="job",
         )
-        _ENGINE_DEVICES.append(spu)
+        if spu is not None:
+            _ENGINE_DEVICES.append(spu)
         times.connect = time.perf_counter() - t0
         emit("stage", stage="connect", status="done", seconds=round(times.connect, 3))
 

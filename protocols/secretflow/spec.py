@@ -75,6 +75,11 @@ class PartySpec(_Model):
         description="this party's private model part: written by `train` (default output_dir/model), "
         "read by a `predict` run without `train` (required there)",
     )
+    checked_rows: int | None = Field(
+        default=None, ge=1,
+        description="set by a node that wrote this input itself and checked its cells while writing it "
+        "(the key, the features, the label): its row count. The party then reads only the header",
+    )
 
     @field_validator("name")
     @classmethod

@@ -44,6 +44,9 @@ class DemoMember(_Model):
     host: str = "127.0.0.1"
     auto_approve: bool = False
     policy: dict[str, Any] = Field(default_factory=dict)
+    node: dict[str, Any] = Field(default_factory=dict)
+    """More of the member's node settings (``federation.launcher.MemberConfig.node``), e.g. its
+    ``gateway`` (the bench's ``--gateways``)."""
 
 
 class DemoConfig(_Model):
@@ -83,7 +86,7 @@ class DemoConfig(_Model):
             return FederationConfig.model_validate({
                 "name": self.name, "work_dir": str(work_dir), "chain": self.chain, "coordinator": self.coordinator,
                 "scrypt_n": self.scrypt_n,
-                "members": [{"name": m.name, "role": m.role, "host": m.host, "policy": m.policy}
+                "members": [{"name": m.name, "role": m.role, "host": m.host, "policy": m.policy, "node": m.node}
                             for m in self.members],
             })
         except ValidationError as exc:

@@ -80,3 +80,19 @@ def test_signed_receipts_nonce_resync_and_named_refusals(anvil_backend: ChainBac
     assert node.runs(t.job_id, fed.datasets["tax.vat"]) == 2 + 20 + 40
     runs = [e.args["run"] for e in node.events("Receipts", "UsageRecorded")]
     assert runs == list(range(1, 63))
+
+
+def test_receipts_do_not_inflate_the_gas_price(anvil_backend: ChainBackend) -> None:
+    """Each receipt pays the chain's suggested price, not a multiple of it: a legacy transaction's price
+    above the base fee is all tip and the chain suggests recent tips, so paying twice the suggestion
+    doubled the suggestion with every receipt (a 20-job load ran the accounts out of 100 ETH)."""
+    fed = build_federation(anvil_backend)
+    w3 = anvil_backend.w3
+    tax = fed.departments["tax"]
+    key = _anvil_key(anvil_backend.accounts.index(tax))
+    t = fed.authorized("tax.vat", max_runs=100)
+    start = w3.eth.gas_price
+    for _ in range(12):  # a fresh client each time (a node restarted, a new job's client): a fresh price
+        ChainClient(w3, fed.client.deployment, signers={tax: key}).record_usage(tax, fed.receipt(t, "tax.vat"))
+    assert w3.eth.gas_price <= 2 * start, (start, w3.eth.gas_price)
+    assert fed.client.runs(t.job_id, fed.datasets["tax.vat"]) == 12

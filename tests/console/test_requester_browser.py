@@ -5,7 +5,8 @@ bank's, tax's and power's nodes in their own processes, 国密 mutual TLS, Secre
 * the bank's analyst fills the job form, signs and submits, watches the job to SUCCEEDED (htmx
   polling while the departments' approvers approve) and opens the report: AUC, KS, the charts, the
   white and watch lists (the predictions opened with the bank's key, here);
-* a job a department rejects shows the reason on its page;
+* a job a department rejects shows the reason on its page; so does a job that fails in the run after
+  every approval (tax's node cannot read its dataset's rows), on its page and in the job list;
 * an invalid form shows the coordinator's error next to its field, and no job was made;
 * from the job's page, the regulator console finds the job's authorization and receipts on chain;
 * refusals: an officer without the analyst role, a cross-site form POST, another member's job.
@@ -21,11 +22,13 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,13 +54,13 @@ MEMBERS = ("bank", "tax")
 WORDS = {
     "zh-CN": {"new": "新建任务", "purpose": "用途（计算的目的；每个数据方都会看到）", "join": "连接键（各方据以对齐记录的字段）",
               "label": "标签（模型学习的结果，在本行数据中）", "submit": "签名并提交", "succeeded": "成功",
-              "rejected": "已拒绝", "why": "原因：", "report": "打开报告", "catalog": "数据目录", "keywords": "关键词",
+              "rejected": "已拒绝", "failed": "失败", "why": "原因：", "report": "打开报告", "catalog": "数据目录", "keywords": "关键词",
               "search": "搜索", "regulator": "本任务在链上的授权与回执（监管控制台）", "white": "下载白名单",
               "receipts": "条回执"},
     "en": {"new": "New job", "purpose": "Purpose (what the computation is for; every data owner reads it)",
            "join": "Join key (the column the parties match rows on)",
            "label": "Label (the outcome the model learns, in our own data)", "submit": "Sign and submit",
-           "succeeded": "Succeeded", "rejected": "Rejected", "why": "Why:", "report": "Open the report",
+           "succeeded": "Succeeded", "rejected": "Rejected", "failed": "Failed", "why": "Why:", "report": "Open the report",
            "catalog": "Catalog", "keywords": "Keywords", "search": "Search",
            "regulator": "This job's authorization and receipts on the chain (regulator console)",
            "white": "Download the white list", "receipts": "receipts"},
@@ -340,6 +343,89 @@ def test_a_job_that_ends_badly_shows_its_reason(
             _shot(page, shots, "rejected", lang)
     finally:
         page.context.close()
+
+
+@contextmanager
+def _rows_gone(fed: dict[str, Any], member: str, dataset: str) -> Iterator[None]:
+    """``member``'s node loses the stored rows of ``dataset`` (its table is renamed in the node's own
+    SQLite database, behind the node's back — a damaged store); put back on exit."""
+    db = fed["state"].work_dir / "nodes" / member / f"{member}.db"
+    with closing(sqlite3.connect(db, timeout=30)) as conn:
+        (table,) = conn.execute("SELECT table_name FROM dataset WHERE name = ?", (dataset,)).fetchone()
+        conn.execute(f'ALTER TABLE "{table}" RENAME TO "{table}_away"')
+        conn.commit()
+    try:
+        yield
+    finally:
+        with closing(sqlite3.connect(db, timeout=30)) as conn:
+            conn.execute(f'ALTER TABLE "{table}_away" RENAME TO "{table}"')
+            conn.commit()
+
+
+def test_a_job_that_fails_in_the_engine_shows_its_reason(
+        bank_console: BankConsole, fed: dict[str, Any], browser: Browser, shots: Path) -> None:
+    """Approved by every owner, then failed at run time: tax's node cannot read its dataset's rows
+    when it extracts them. The analyst watches the job to FAILED (zh-CN) with the engine's reason in
+    words — which party, what failed — on its page and in the job list, in zh-CN and in en."""
+    url = bank_console.url
+    page = _page(browser, bank_console, "zh-CN")
+    try:
+        _fill_training_job(page, "zh-CN", "一个运行时失败的任务（控制台测试）")
+        page.get_by_role("button", name=WORDS["zh-CN"]["submit"]).click()
+        expect(page).to_have_url(re.compile(r"/jobs/[^/]+$"))
+        job = _job_id(page)
+        with _rows_gone(fed, "tax", "tax_2024"):
+            _approve(fed, job)
+            expect(page.locator("#job-state")).to_have_text(WORDS["zh-CN"]["failed"], timeout=180_000)
+        st = fed["client"].status(job)
+        assert set(st.approvals.values()) == {"approved"}  # it failed after approval, in the run
+        reason = page.locator("#job-reason")
+        expect(reason).to_contain_text(WORDS["zh-CN"]["why"])
+        expect(reason).to_contain_text("tax's task failed: the extract of tax_2024 failed")
+        expect(reason).to_contain_text("could not read the dataset's stored rows")
+        assert "Traceback" not in reason.inner_text() and 'File "' not in reason.inner_text()
+        expect(page.locator("#progress tbody").first).to_contain_text("the extract of tax_2024 failed")
+        _shot(page, shots, "failed", "zh-CN")
+    finally:
+        page.context.close()
+    page = _page(browser, bank_console, "en")
+    try:
+        page.goto(f"{url}/jobs/{job}")
+        expect(page.locator("#job-state")).to_have_text(WORDS["en"]["failed"])
+        expect(page.locator("#job-reason")).to_contain_text("Why: tax's task failed: the extract of tax_2024 failed")
+        page.goto(f"{url}/jobs?state=FAILED")
+        row = page.locator("#results tbody tr", has_text=job)
+        expect(row).to_contain_text("Failed")
+        expect(row).to_contain_text("the extract of tax_2024 failed")
+        _shot(page, shots, "failed-list", "en")
+    finally:
+        page.context.close()
+
+
+def test_the_demo_prints_this_federations_console_urls_and_logins(fed: dict[str, Any], regulator: Served) -> None:
+    """What ``make demo`` prints after ``dcp up`` (``show_consoles`` over the real federation state):
+    every node's console and the bank's requester console as https URLs, the member services' URLs
+    https too (国密 TLS on every hop), and every officer's demo login with its 0600 password file."""
+    import io
+
+    from rich.console import Console
+
+    from scenarios.bank_credit.demo import officer_logins, show_consoles
+
+    st = fed["state"]
+    assert st.gmtls and st.coordinator_url.startswith("https://")
+    assert all(u.startswith("https://") for u in st.nodes.values()), st.nodes
+    buf = io.StringIO()
+    show_consoles(Console(file=buf, width=400), st, regulator.url)
+    out = buf.getvalue()
+    for member, url in st.consoles.items():
+        assert url.startswith("https://") and f"{member} {url}/" in out
+    assert f"bank {st.consoles['bank']}/requester/" in out and f"{regulator.url}/" in out
+    assert "http://" not in out.replace(f"{regulator.url}/", "")  # only the regulator's read-only console is plain
+    logins = officer_logins(st)
+    assert {(m, n) for m, n, _, _ in logins} >= {("tax", "approver"), ("bank", "analyst"), ("power", "steward2")}
+    for _member, _name, roles, path in logins:
+        assert str(path) in out and roles and (path.stat().st_mode & 0o077) == 0
 
 
 def test_refusals_change_nothing(bank_console: BankConsole, fed: dict[str, Any]) -> None:

@@ -58,6 +58,22 @@ def test_cli_up_bad_config_and_down_without_state(tmp_path):
     assert r.exit_code == 1 and "FederationError: no federation is up" in r.output
 
 
+def test_down_on_a_connect_view_refuses_and_keeps_it(tmp_path):
+    """`dcp down` on a directory written by `dcp connect` stops nothing, says so, and keeps the view."""
+    app = build_app()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    view = tmp_path / "fed"
+    r = runner.invoke(app, ["connect", "--member", "bank", "--keys-dir", str(keys), "--rpc", "http://127.0.0.1:9",
+                            "--registry", "0x" + "11" * 20, "--coordinator", "https://127.0.0.1:9",
+                            "--node", "bank=https://127.0.0.1:9", "--federation-dir", str(view)])
+    assert r.exit_code == 0, r.output
+    before = (view / "federation.state.json").read_text()
+    r = runner.invoke(app, ["down", "--work-dir", str(view)])
+    assert r.exit_code == 1 and "written by `dcp connect`" in r.output and "nothing to stop" in r.output
+    assert (view / "federation.state.json").read_text() == before
+
+
 def test_cli_job_commands_name_their_errors(tmp_path):
     app = build_app()
     dead = f"http://127.0.0.1:{free_port()}"

@@ -132,3 +132,49 @@ def test_catalog_refresh_replaces_entries_and_takes_new_datasets(coord, monkeypa
     with Session(coord.engine) as s:
         got = sorted((e.member, e.dataset) for e in s.exec(select(CatalogEntry)))
     assert got == [("bank", "loans"), ("bank", "loans_2025"), ("tax", "tax")]
+
+
+def test_the_job_list_pages_in_the_store(coord):
+    """``GET /jobs?limit&offset&order&q``: one page, its total in ``X-Total-Count``; the page is read
+    with a fixed number of queries however many jobs it holds (not one query per job), and without
+    the jobs' specs and manifests."""
+    from sqlalchemy import event
+
+    from coordinator.spec import parse_spec
+
+    jobs = [coord.submit(parse_spec({**base(), "purpose": f"pre-loan scoring, {('even', 'odd')[i % 2]} batch {i}"})).job_id
+            for i in range(7)]
+    coord.lifecycle.transition(jobs[2], S.REVOKED, "withdrawn")
+    app = create_app(coord.settings, coord)
+    with TestClient(AsPeer(app, "bank")) as client:
+        r = client.get("/jobs", params={"limit": 3, "offset": 0, "order": "newest"})
+        assert r.status_code == 200 and r.headers["X-Total-Count"] == "7"
+        assert [j["job_id"] for j in r.json()] == jobs[::-1][:3]
+        assert r.json()[0]["approvals"] == {"bank": "unsent", "tax": "unsent"} and r.json()[0]["events"]
+        r = client.get("/jobs", params={"limit": 3, "offset": 6, "order": "newest"})
+        assert [j["job_id"] for j in r.json()] == [jobs[0]]
+        r = client.get("/jobs", params={"limit": 3, "offset": 30})
+        assert r.json() == [] and r.headers["X-Total-Count"] == "7"  # past the end: empty, the total still right
+        r = client.get("/jobs", params={"q": "EVEN Batch", "order": "oldest"})  # every word, any case
+        assert [j["job_id"] for j in r.json()] == jobs[0::2] and r.headers["X-Total-Count"] == "4"
+        r = client.get("/jobs", params={"q": "100%_", "limit": 5})  # LIKE wildcards are plain characters
+        assert r.json() == [] and r.headers["X-Total-Count"] == "0"
+        r = client.get("/jobs", params={"state": "REVOKED", "requester": "bank", "limit": 5})
+        assert [j["job_id"] for j in r.json()] == [jobs[2]] and r.json()[0]["reason"] == "withdrawn"
+        assert [j["job_id"] for j in client.get("/jobs").json()] == jobs  # no limit: every job, oldest first
+        for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"order": "random"}):
+            assert client.get("/jobs", params=bad).status_code == 422, bad
+        statements: list[str] = []
+
+        def seen(conn, cursor, statement, *rest):  # noqa: ANN001, ANN002
+            statements.append(statement)
+
+        event.listen(coord.engine, "before_cursor_execute", seen)
+        try:
+            total, page = coord.page_jobs(requester="bank", limit=5, offset=1, newest_first=True)
+        finally:
+            event.remove(coord.engine, "before_cursor_execute", seen)
+        assert total == 7 and [j.job_id for j in page] == jobs[::-1][1:6]
+        selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(selects) <= 5, selects  # the page, its count, and the page's approvals, tasks, events
+        assert not any("spec_json" in s or "manifest_json" in s for s in selects)  # a job's big columns stay unread

@@ -148,35 +148,35 @@ def test_a_cluster_across_hosts_puts_each_peer_at_its_node_and_the_gateway_takes
         node.stop()
 
 
-def test_three_parties_each_get_a_cluster_their_party_config_accepts(people):
-    """A three-party job (alice holds the label and pairs with each for PSI): each node's party is told
-    its own PSI links at the gateway's routes and a peer's PSI link with the third party (not its to
-    dial) at the gateway's idle listening port, so the party config, which names one port per PSI pair,
-    validates."""
-    from protocols.secretflow.spec import PartyConfig, PartySpec, psi_peers
+def test_a_department_of_a_three_party_job_gets_a_party_config_that_validates(people):
+    """The label holder (alice) runs a PSI with each department; a department (bob) must still be able to
+    name alice's PSI link with carol (every party declares every pair), though the gateway routes only
+    bob's own links: the cluster bob's party gets validates as a PartyConfig, alice's link with bob is
+    the gateway's route and nothing points outside 127.0.0.1."""
+    from protocols.secretflow.spec import PartyConfig, PartySpec
 
-    names = ("alice", "bob", "dave")
-    keys = KeyDirectory(lambda: [KnownMember(n, people[n].public_key) for n in names])
-    settings = {m: GatewaySettings(listen_port=free_port()) for m in names}
-    for m in names:
-        settings[m].peers.update({o: f"127.0.0.1:{settings[o].listen_port}" for o in names if o != m})
-    gws = {m: NodeGateway(settings[m], people[m].creds, m, keys.is_known, keys.key_of) for m in names}
-    ports = {m: free_ports(2 + len(psi_peers(m, "alice", list(names)))) for m in names}
-    body = ClusterSpec.model_validate({"parties": [
-        {"name": m, "sf_port": p[0], "spu_port": p[1],
-         "psi_ports": dict(zip(psi_peers(m, "alice", list(names)), p[2:], strict=True))} for m, p in ports.items()]})
+    keys = KeyDirectory(lambda: [KnownMember(n, people[n].public_key) for n in ("alice", "bob", "carol")])
+    settings = GatewaySettings(listen_port=free_port(),
+                               peers={"alice": f"127.0.0.1:{free_port()}", "carol": f"127.0.0.1:{free_port()}"})
+    node = NodeGateway(settings, people["bob"].creds, "bob", keys.is_known, keys.key_of)
+    ports = {m: free_ports(4) for m in ("alice", "bob", "carol")}
+    spec = ClusterSpec.model_validate({"parties": [
+        {"name": "alice", "sf_port": ports["alice"][0], "spu_port": ports["alice"][1],
+         "psi_ports": {"bob": ports["alice"][2], "carol": ports["alice"][3]}},
+        *({"name": m, "sf_port": ports[m][0], "spu_port": ports[m][1], "psi_ports": {"alice": ports[m][2]}}
+          for m in ("bob", "carol"))]})
     try:
-        for me in names:
-            seen = gws[me].open_task(JOB, list(names), body)
-            PartyConfig(job_id="j", cluster=seen, me=PartySpec(name=me, input_csv="in.csv", output_dir="out"),
-                        join_key="uscc", label_party="alice", stages=["psi"])
-            for p in seen.parties:
-                assert set(p.psi_ports) == set(body.endpoint(p.name).psi_ports), (me, p)
-                for q, port in p.psi_ports.items():
-                    if me in (p.name, q):
-                        assert port != settings[me].listen_port
-                    else:
-                        assert port == settings[me].listen_port  # never a peer's engine link
+        seen = node.open_task(JOB, ["alice", "bob", "carol"], spec)
+        routes = node.gateway._jobs[JOB].dial_ports["alice"]  # noqa: SLF001 — the 127.0.0.1 ports bob's engine dials
+        alice = seen.endpoint("alice")
+        assert alice.psi_ports["bob"] == routes["psi:bob"] and set(alice.psi_ports) == {"bob", "carol"}
+        assert seen.endpoint("bob").psi_ports == {"alice": ports["bob"][2]}  # bob's own link, unchanged
+        cfg = PartyConfig(job_id="j", cluster=seen, me=PartySpec(name="bob", input_csv="in.csv", output_dir="out"),
+                          join_key="uscc", label_party="alice", label_column="y")
+        assert {cfg.cluster.host_of(p) for p in cfg.cluster.names} == {"127.0.0.1"}
+        every_port = {pt for p in seen.parties if p.name != "bob"
+                      for pt in (p.sf_port, p.spu_port, *p.psi_ports.values())}
+        assert every_port <= {pt for links in node.gateway._jobs[JOB].dial_ports.values()  # noqa: SLF001
+                              for pt in links.values()}
     finally:
-        for g in gws.values():
-            g.stop()
+        node.stop()

@@ -68,3 +68,26 @@ def test_a_psi_job_between_two_gateway_nodes_runs_through_the_gateways(fed, no_l
     wire = b"".join(bytes(t.upstream) + bytes(t.downstream) for t in taps.values())
     for needle in (KEY.encode(), b"application/grpc", b"bank_2024", *(k.encode() for k in sorted(expected)[:20])):
         assert needle not in wire, needle
+    # each node's audit log says what the job's links cost its gateway (bench_bank_credit --gateways reads it)
+    closed = {m: gateway_close_entries(st.work_dir, m, job) for m in PAIR}
+    for m in PAIR:
+        (entry,) = closed[m]
+        assert entry["connections"] >= 1 and 0 < entry["cpu_s"] <= entry["open_s"], (m, entry)
+    # what one gateway sent is what the other delivered (plaintext; the TLS in between is not counted) —
+    # up to what a party still sent while its peer's process was leaving
+    for a, b in (("bank", "tax"), ("tax", "bank")):
+        sent, got = closed[a][0]["sent"], closed[b][0]["received"]
+        assert 1000 < sent and 0.99 * sent - 4096 <= got <= sent, (a, sent, b, got)
+
+
+def gateway_close_entries(work_dir, member: str, job: str) -> list[dict]:  # noqa: ANN001
+    """``member``'s node audit entries ``gateway.close`` for ``job`` (their detail)."""
+    import json
+    import sqlite3
+
+    (db,) = (work_dir / "nodes" / member).glob("*.db")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT actor, detail FROM auditentry WHERE action = 'gateway.close' AND target = ?",
+                            (job,)).fetchall()
+    assert all(actor == "gateway" for actor, _ in rows)
+    return [json.loads(detail) for _, detail in rows]

@@ -191,3 +191,33 @@ def test_wrong_passphrase_is_keys_unavailable(tmp_path, tax_frame):
         item = c.post("/approvals", json=_req()).json()
         r = c.post(f"/approvals/{item['id']}/approve")
         assert r.status_code == 503 and "WrongPassphrase" in r.json()["detail"]
+
+
+def test_the_inbox_api_pages_and_finds_one_job(keyed):
+    """``GET /approvals?limit&offset&order&job_id``: one page and its total (``X-Total-Count``), one
+    job's request by its id — what the coordinator's poll asks (``NodeClient.find_approval``)."""
+    from coordinator.nodeclient import NodeClient
+
+    c, _ = keyed
+    jobs = [f"job-{i:04d}" for i in range(1, 8)]
+    for job in jobs:
+        assert c.post("/approvals", json=_req(job_id=job)).status_code == 201
+    rid = c.get("/approvals", params={"job_id": jobs[3]}).json()[0]["id"]
+    assert c.post(f"/approvals/{rid}/reject", json={"reason": "not this one"}).status_code == 200
+    r = c.get("/approvals", params={"limit": 3, "order": "newest"})
+    assert r.headers["X-Total-Count"] == "7" and [i["job_id"] for i in r.json()] == jobs[::-1][:3]
+    r = c.get("/approvals", params={"limit": 3, "offset": 6, "order": "newest"})
+    assert [i["job_id"] for i in r.json()] == [jobs[0]]
+    r = c.get("/approvals", params={"limit": 3, "offset": 70})
+    assert r.json() == [] and r.headers["X-Total-Count"] == "7"
+    r = c.get("/approvals", params={"status": "pending", "limit": 2})
+    assert r.headers["X-Total-Count"] == "6" and [i["job_id"] for i in r.json()] == jobs[:2]
+    r = c.get("/approvals", params={"job_id": jobs[3]})
+    assert [(i["job_id"], i["status"], i["reason"]) for i in r.json()] == [(jobs[3], "rejected", "not this one")]
+    assert c.get("/approvals", params={"job_id": "job-none"}).json() == []
+    assert [i["job_id"] for i in c.get("/approvals").json()] == jobs  # no limit: every request, oldest first
+    for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"order": "any"}, {"job_id": ""}):
+        assert c.get("/approvals", params=bad).status_code == 422, bad
+    node = NodeClient("tax", "http://testserver")
+    node._http = c  # the coordinator's client over this node's API
+    assert node.find_approval(jobs[5])["job_id"] == jobs[5] and node.find_approval("job-none") is None

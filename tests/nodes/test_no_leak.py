@@ -95,6 +95,11 @@ def _calls(tmp_path, frame, carol: str) -> dict[tuple[str, str], list[dict]]:
         ("PUT", "/models/{name}"): [{"name": "m1", "json": {"intercept": 0.5, "weights": {"tax": {"vat_paid": 1.25}}}}],
         ("GET", "/models/{name}"): [{"name": "m1"}, {"name": "missing"}],
         ("GET", "/budgets/{dataset}"): [{"dataset": DS}],
+        # engines' companion services: none runs at this node, each call is a named refusal
+        ("GET", "/engines"): [{}],
+        ("GET", "/engines/{engine}/{collection}"): [{"engine": "someengine", "collection": "items"}],
+        ("POST", "/engines/{engine}/{collection}"): [{"engine": "someengine", "collection": "items",
+                                                      "json": {"email": "x@example.com"}}],
     }
 
 
@@ -118,6 +123,7 @@ def test_no_route_returns_real_values(client, tax_frame, tmp_path):
             url = url.replace("{job_id}", call.pop("job_id", "")).replace("{dataset}", call.pop("dataset", ""))
             url = url.replace("{proposal_id}", call.pop("proposal_id", ""))
             url = url.replace("{step}", call.pop("step", ""))
+            url = url.replace("{engine}", call.pop("engine", "")).replace("{collection}", call.pop("collection", ""))
             r = client.request(method, url, **call)
             assert r.status_code < 500 or r.json()["error"] in {"KeysUnavailable", "ChainUnavailable"}, (method, url, r.text)
             text = r.text

@@ -171,3 +171,43 @@ def test_tax_officer_cannot_act_on_power_node(tmp_path, tax_frame):
         r = power.put("/policy", json={"min_group_size": 1}, headers=bearer(tax_token))
         assert r.status_code == 401
         assert power.get("/datasets").json() == before and power.get("/policy").json()["version"] == 0
+
+
+def test_reading_proposals_does_not_wait_for_the_writer(tmp_path):
+    """``OfficerService.proposals`` is a read: while another thread holds the node's writer lock, the
+    queue still lists at once; an overdue proposal is marked expired (then the lock is needed)."""
+    import threading
+
+    from nodes.services.officers import OfficerIdentity
+
+    s = NodeSettings(name="tax", work_dir=tmp_path / "n", peers=peer_entries(), officer_scrypt_n=TEST_SCRYPT_N,
+                     proposal_ttl_s=600)
+    ctx = create_app(s).state.ctx
+    svc = ctx.officers
+    who = OfficerIdentity(name="zhang", roles=["steward"], node="tax", session="t")
+    first = svc.propose("policy", "policy", {"min_group_size": 3}, who)
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with svc._write_lock:
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        assert held.wait(10)
+        got: list[object] = []
+        reader = threading.Thread(target=lambda: got.append(svc.proposals("pending")), daemon=True)
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "proposals() waited for the writer lock"
+        assert [p.id for p in got[0]] == [first.id]  # type: ignore[union-attr]
+    finally:
+        release.set()
+        t.join(10)
+    svc.proposal_ttl_s = 0.2
+    late = svc.propose("policy", "policy", {"min_group_size": 4}, who)
+    time.sleep(0.4)
+    assert [(p.id, p.status) for p in svc.proposals()] == [(first.id, "pending"), (late.id, "expired")]
+    assert [p.id for p in svc.proposals("pending")] == [first.id]

@@ -5,9 +5,13 @@ chain, sealed outputs, extract gone), a party that fails (extract gone, no recei
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
+import os
+import shutil
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -252,16 +256,87 @@ def test_a_failed_extract_fails_the_task_and_leaves_nothing(chain, vertical_data
     with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
         body = _start_alone(chain, tax, job, manifest, terms)
 
-        def broken_extract(name, columns, dest):  # the disk is full
+        def broken_extract(name, columns, dest, **kw):  # the disk is full
             dest.write_text("uscc\n")
             raise OSError(28, "No space left on device")
 
         tax.app.state.ctx.datasets.extract_csv = broken_extract
         assert tax.post(f"/tasks/{job}/start", json=body).status_code == 200
         t = _wait(tax, job, {"succeeded", "failed", "stopped"}, timeout=60)
-        assert (t["status"], t["error"]) == ("failed", "extract failed: OSError")
+        assert (t["status"], t["error"]) == ("failed", "the extract of tax_2024 failed: DiskFull: the node's disk is "
+                                                        "full: the extract did not fit")
         assert tax.app.state.ctx.tasks._get(job).pid is None
         assert _private_dirs(tax) == []
         fail = [e for e in tax.get("/audit?limit=1000").json() if e["action"] == "task.fail"]
         assert len(fail) == 1 and fail[0]["detail"]["extract_deleted"] is True
         assert chain.admin.runs(job_key(job), dataset_chain_id("tax", "tax_2024")) == 0
+
+
+@pytest.fixture
+def small_tmp(tmp_path):  # noqa: ANN201
+    """The tax node's scratch directory (``<work_dir>/tmp``: uploads and extracts) on a 1 MiB tmpfs this
+    test mounts (unmounted afterwards); its database stays on the ordinary disk."""
+    mnt = tmp_path / "tax" / "tmp"
+    mnt.mkdir(parents=True)
+    got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {got.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """A ballast file that fills ``disk`` (a tmpfs) up to one free page (4 KiB)."""
+    ballast, page = disk / "ballast", 4096
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:  # page-aligned unbuffered writes: each takes a whole page or fails
+            try:
+                os.write(fd, b"\0" * page)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                break
+        os.ftruncate(fd, os.fstat(fd).st_size - page)
+    finally:
+        os.close(fd)
+    assert shutil.disk_usage(disk).free == page
+    return ballast
+
+
+def test_a_full_disk_during_the_extract_is_named_and_leaves_nothing(
+    chain, vertical_data, tmp_path, small_tmp, no_leaked_processes,
+):
+    """A real full disk (#18.4): the extract does not fit in what is left of the node's scratch
+    filesystem; the task fails ``the extract of tax_2024 failed: DiskFull``, no partial extract or private directory is
+    left, no party started, no receipt; and once there is room the node extracts again."""
+    job = "job-run-full-disk"
+    manifest, terms = chain.publish(vertical_spec(TAX_FEATURES), job)
+    with chain_node(chain, "tax", tmp_path / "tax", {"tax_2024": _csv(vertical_data, "tax").read_bytes()}) as tax:
+        body = _start_alone(chain, tax, job, manifest, terms)
+        before = set(small_tmp.iterdir())
+        probe = small_tmp / "probe.csv"  # how large the extract is
+        rows = tax.app.state.ctx.datasets.extract_csv("tax_2024", TAX_FEATURES, probe)
+        need = probe.stat().st_size
+        probe.unlink()
+        assert rows > 0 and need > 4096
+        ballast = _fill(small_tmp)  # one page of it fits: a partial file is written first
+
+        assert tax.post(f"/tasks/{job}/start", json=body).status_code == 200
+        t = _wait(tax, job, {"succeeded", "failed", "stopped"}, timeout=60)
+        assert t["status"] == "failed"
+        assert t["error"].startswith("the extract of tax_2024 failed: DiskFull: the node's disk is full"), t["error"]
+        assert "the extract of 'tax_2024' did not fit and was removed" in t["error"]
+        assert tax.app.state.ctx.tasks._get(job).pid is None  # no party
+        assert set(small_tmp.iterdir()) == before | {ballast}  # no partial extract, no private directory
+        assert _private_dirs(tax) == []
+        fail = [e for e in tax.get("/audit?limit=1000").json() if e["action"] == "task.fail" and e["target"] == job]
+        assert len(fail) == 1 and fail[0]["detail"]["extract_deleted"] is True
+        assert "DiskFull" in fail[0]["detail"]["error"]
+        assert chain.admin.runs(job_key(job), dataset_chain_id("tax", "tax_2024")) == 0
+        # the node is not stuck: with room again, the same dataset extracts in full
+        ballast.unlink()
+        assert tax.app.state.ctx.datasets.extract_csv("tax_2024", TAX_FEATURES, probe) == rows
+        assert probe.stat().st_size == need

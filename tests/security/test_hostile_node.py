@@ -216,3 +216,23 @@ def test_huge_and_odd_ids_are_not_a_500(tax):
 
 def test_docs_are_off(tax):
     assert tax.get("/docs").status_code == 404 and tax.get("/openapi.json").status_code == 404
+
+
+def test_chain_registration_and_reconciliation_need_their_roles(tax):
+    """Registering a dataset on chain is a steward's act, reconciling the log with the chain an auditor's: a
+    bank (valid member) and an officer who is only an approver are refused both, and nothing is recorded."""
+    from tests.authkit import add_officer
+
+    before = node_state(tax)
+    approver = bearer(add_officer(tax.app, "wang", ["approver"]))
+    for headers in ({"x-test-peer": "bank", **NO_OFFICER}, {"x-test-peer": "bank", **approver}):
+        r = tax.post("/datasets/tax_2024/register", headers=headers)
+        assert (r.status_code, r.json()["error"]) == (403, "Forbidden")
+        r = tax.get("/audit/reconcile", headers=headers)
+        assert (r.status_code, r.json()["error"]) == (403, "Forbidden")
+    r = tax.post("/datasets/tax_2024/register", headers={"x-test-peer": "none", **NO_OFFICER})
+    assert (r.status_code, r.json()["error"]) == (401, "NotAuthenticated")
+    after = node_state(tax)
+    assert after["datasets"] == before["datasets"] and after["approvals"] == before["approvals"]
+    actions = {e.action for e in tax.app.state.ctx.audit.entries(0, 1000) if e.outcome == "ok"}
+    assert "dataset.chain_register" not in actions and "audit.reconcile" not in actions

@@ -51,3 +51,16 @@ def test_other_shapes_are_left_to_pandas(tmp_path, text, keep) -> None:
     src.write_bytes(text)
     assert sorted_intersection(src, tmp_path / "out.csv", "uscc", keep) is None
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_key_column_is_what_pandas_gives(tmp_path) -> None:
+    from protocols.secretflow.intersection import key_column
+
+    src = tmp_path / "psi.csv"
+    src.write_bytes(b"uscc,a,n\n0091A,1e-05,1\n91B,2.50,2\n\n91C,3,3\n")
+    slow = pd.read_csv(src, dtype={"uscc": str}, usecols=["uscc"]).to_csv(index=False).encode()
+    assert key_column(src, "uscc") == slow == b"uscc\n0091A\n91B\n91C\n"  # leading zeros kept
+    src.write_bytes(b'uscc,a\n"91,A",1\n')
+    assert key_column(src, "uscc") is None  # quoted: pandas' job
+    src.write_bytes(b"a,uscc\n1,91A\n")
+    assert key_column(src, "uscc") is None  # the key not first
