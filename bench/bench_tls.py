@@ -38,7 +38,7 @@ import sys, threading, uvicorn
 from fastapi import FastAPI
 from protocols.gmtls.certs import load_credentials
 from protocols.gmtls.context import server_context
-from protocols.gmtls.identity import KeyDirectory, file_members
+from protocols.identity import KeyDirectory, file_members
 from protocols.gmtls.server import uvicorn_config
 
 cert, key, known, plain_port, tls_port = sys.argv[1:6]

@@ -85,7 +85,7 @@ class Coordinator:
         self._catalog_lock = threading.Lock()
         self._http: Any = None
         self._http_lock = threading.Lock()
-        self._keydir: Any = None  # protocols.gmtls.identity.KeyDirectory, with settings.tls
+        self._keydir: Any = None  # protocols.identity.KeyDirectory: the members' keys
         self._bls_keys: dict[bytes, Any] = {}  # registered BLS keys already validated (subgroup) -> G1 point
 
     # ------------------------------------------------------------------ plumbing
@@ -145,9 +145,23 @@ class Coordinator:
             return self._http
 
     def key_directory(self) -> Any:
-        """The members' SM2 keys for 国密 TLS (``settings.tls``): its known-keys file, else the Registry."""
+        """The coordinator's one directory of the members' keys (``protocols.identity.member_directory``),
+        shared by its 国密 TLS layer, its clients' pins and its routes: the chain's Registry (read
+        without a signing key), else ``peers``, else the TLS known-keys file. Its staleness bound:
+        ``identity_cache_s``, or the ``tls`` section's ``registry_ttl_s`` if smaller."""
         if self._keydir is None:  # cheap to make; a race makes two, one is kept
-            self._keydir = self.settings.tls.directory(lambda: self.chain().members())
+            from protocols.identity import member_directory
+
+            s = self.settings
+            ttl = s.identity_cache_s if s.tls is None else min(s.identity_cache_s, s.tls.registry_ttl_s)
+            if s.rpc_url and s.registry_address:
+                from coordinator.chain import connect
+
+                reader = connect(s.rpc_url, s.registry_address)  # reads only: no signing key
+                self._keydir = member_directory(reader.members, ttl_s=ttl)
+            else:
+                self._keydir = member_directory(peers=s.peers, known_keys=s.tls.known_keys if s.tls else None,
+                                                ttl_s=ttl)
         return self._keydir
 
     def close(self) -> None:

@@ -172,7 +172,14 @@ def transport_for(state: FederationState, member: str) -> httpx.BaseTransport | 
              if (cert := credential_paths(state.keys_dir, name)[0]).is_file()}
     remote = {name: url for name, url in services.items() if url not in local}
     by_cert = pins(local)
-    by_chain = member_pins(registry_directory(state.rpc_url, state.registry), remote) if remote else None
+    by_chain = None
+    if remote:
+        directory = registry_directory(state.rpc_url, state.registry)
+        try:  # read the Registry now, not inside the first handshake (a server gives a handshake 10 s)
+            directory.refresh()
+        except Exception:  # noqa: BLE001 — the pins read it again on use and refuse while it cannot be read
+            pass
+        by_chain = member_pins(directory, remote)
 
     def server_key(host: str, port: int) -> bytes | None:
         key = by_cert(host, port)
@@ -183,8 +190,7 @@ def transport_for(state: FederationState, member: str) -> httpx.BaseTransport | 
 
 def registry_directory(rpc_url: str, registry: str) -> Any:
     """A ``KeyDirectory`` of the members' SM2 keys read from the Registry at ``registry`` (lazily)."""
-    from protocols.gmtls.config import from_registry
-    from protocols.gmtls.identity import KeyDirectory
+    from protocols.identity import member_directory
 
     def read() -> list[Any]:
         from web3 import HTTPProvider, Web3
@@ -193,7 +199,7 @@ def registry_directory(rpc_url: str, registry: str) -> Any:
 
         return ChainClient.connect(Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 30})), registry).members()
 
-    return KeyDirectory(from_registry(read), ttl_s=60.0)
+    return member_directory(read, ttl_s=60.0)
 
 
 def connect(directory: Path, *, member: str, keys_dir: Path, rpc_url: str, registry: str, coordinator_url: str,

@@ -28,7 +28,7 @@ from nodes.services.steps import StepService
 from nodes.services.stored_models import StoredModels
 from nodes.services.tasks import TaskService
 from nodes.settings import NodeSettings
-from protocols.identity import MemberDirectory, PeerEntry, RegistryDirectory, StaticDirectory
+from protocols.identity import MemberDirectory, member_directory
 
 
 @dataclass
@@ -88,15 +88,7 @@ class NodeContext:
                 recorder = ChainApprovalRecorder(chain, coordinator_url, timeout=settings.coordinator_timeout_s)
         engine = make_engine(settings.resolved_database_url())
         init_db(engine)
-        members: MemberDirectory
-        if chain is not None:
-            node_chain = chain
-            members = RegistryDirectory(
-                lambda: node_chain._call("reading the registry", node_chain.client.members),
-                ttl_s=settings.identity_cache_s,
-            )
-        else:
-            members = StaticDirectory(settings.peers or known_key_peers(settings))
+        members = node_directory(settings, chain)
         if anchor is None and settings.anchor_file is not None:
             anchor = FileAnchor(settings.anchor_file)
         audit = AuditLog(settings.name, engine, anchor)
@@ -143,18 +135,25 @@ class NodeContext:
         self.engine.dispose()
 
 
-def known_key_peers(settings: NodeSettings) -> list[PeerEntry]:
-    """The members of a node without a chain and without ``peers``: its 国密 TLS known-keys file (the
-    same keys the TLS layer admits), so the channel and the routes know one list of members. A member
-    the file gives no role is a ``department``."""
-    if settings.tls is None or settings.tls.known_keys is None:
-        return []
-    from protocols.gmtls.identity import file_members
-    from protocols.identity import ROLES
+def node_directory(settings: NodeSettings, chain: NodeChain | None) -> MemberDirectory:
+    """The node's one directory of the members' keys (``protocols.identity.member_directory``), shared
+    by its 国密 TLS layer (``is_known``), its clients' pins (``key_of``), its gateway and its routes
+    (``lookup``): the chain's Registry when the node is chain-wired, else ``peers``, else the TLS
+    known-keys file (the same keys the TLS layer admits; a member the file gives no role is a
+    ``department``). Its staleness bound: ``identity_cache_s``, or the ``tls`` section's
+    ``registry_ttl_s`` if smaller."""
+    ttl = settings.identity_cache_s if settings.tls is None else min(settings.identity_cache_s,
+                                                                     settings.tls.registry_ttl_s)
+    if chain is not None:
+        node_chain = chain
+        return member_directory(lambda: node_chain._call("reading the registry", node_chain.client.members),
+                                ttl_s=ttl)
+    known = settings.tls.known_keys if settings.tls is not None else None
+    if not settings.peers and known is not None:
+        try:
+            from protocols.identity import file_members
 
-    try:
-        known = file_members(settings.tls.known_keys)()
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"tls: {type(exc).__name__}: {exc}") from None
-    return [PeerEntry(name=m.name, role=m.role if m.role in ROLES else "department",
-                      sm2_public_key=m.sm2_public_key.hex(), active=m.active) for m in known]
+            file_members(known)()  # read once now: a broken file stops the node at start
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"tls: {type(exc).__name__}: {exc}") from None
+    return member_directory(peers=settings.peers, known_keys=known, ttl_s=ttl)

@@ -59,10 +59,8 @@ class RequesterDesk:
         keys = ctx.approvals.keys()  # the node's keystore, opened once (KeysUnavailable without one)
         transport = None
         if settings.tls is not None:
-            members = ctx.chain.client.members if ctx.chain is not None else None
-            directory = settings.tls.directory(members)
-            transport = GmTlsTransport(settings.tls.credentials(),
-                                       member_pins(directory, {"coordinator": settings.coordinator_url}))
+            transport = GmTlsTransport(settings.tls.credentials(),  # pins from the node's one member directory
+                                       member_pins(ctx.members, {"coordinator": settings.coordinator_url}))
         client = DcpClient(settings.coordinator_url, timeout=settings.coordinator_timeout_s, transport=transport)
         return cls(settings.name, client, keys, settings.regulator_console_url)
 

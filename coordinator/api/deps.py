@@ -1,8 +1,9 @@
 """Route dependencies of the coordinator: the service, and who may call (a dependency type per role).
 
 The caller is the member whose SM2 key the peer proved in the 国密 TLS handshake
-(``scope["dcp.peer_sm2_public_key"]``), looked up in the chain's Registry (cached
-``identity_cache_s``) or, without a chain, in ``peers`` of the settings. ``MemberCaller``: any active
+(``scope["dcp.peer_sm2_public_key"]``), looked up in the coordinator's one member directory
+(``Coordinator.key_directory``: the chain's Registry, cached ``identity_cache_s``, or without a chain
+``peers`` of the settings). ``MemberCaller``: any active
 member. Which member may act on a job (only its requester submits or withdraws it, with a signed
 request) is checked in the route against the job."""
 
@@ -15,7 +16,7 @@ from fastapi import Depends, Path, Request
 
 from coordinator.errors import CoordinatorError
 from coordinator.service import Coordinator
-from protocols.identity import Caller, MemberDirectory, RegistryDirectory, StaticDirectory, peer_key
+from protocols.identity import Caller, MemberDirectory, peer_key
 
 log = logging.getLogger("dcp.coordinator")
 
@@ -62,19 +63,8 @@ def get_coord(request: Request) -> Coordinator:
 
 
 def directory(coord: Coordinator) -> MemberDirectory:
-    """The coordinator's member directory (built once per service)."""
-    found = getattr(coord, "_directory", None)
-    if found is None:
-        s = coord.settings
-        if s.rpc_url and s.registry_address:
-            from coordinator.chain import connect
-
-            reader = connect(s.rpc_url, s.registry_address)  # reads only: no signing key
-            found = RegistryDirectory(reader.members, ttl_s=s.identity_cache_s)
-        else:
-            found = StaticDirectory(s.peers)
-        coord._directory = found  # type: ignore[attr-defined]
-    return found
+    """The coordinator's member directory: its one cache of the members' keys (``key_directory``)."""
+    return coord.key_directory()
 
 
 def member_caller(request: Request) -> Caller:

@@ -16,9 +16,8 @@ def _serve_gmtls(fastapi_app: object, settings: object) -> None:
 
     tls = settings.tls  # NodeSettings
     ctx_ = fastapi_app.state.ctx
-    members = ctx_.chain.client.members if ctx_.chain is not None else None
+    directory = ctx_.members  # the node's one directory of the members' keys (nodes.context.node_directory)
     try:
-        directory = tls.directory(members)
         ctx = server_context(tls.credentials(), directory.is_known)
         recorder = getattr(ctx_.approvals, "recorder", None)
         if recorder is not None and getattr(recorder, "coordinator_url", None):

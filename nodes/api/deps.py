@@ -10,7 +10,7 @@ Two kinds of proven identity meet here:
 
 - **members** (other services: the coordinator, a bank's client, a regulator) are the SM2 key the
   peer proved in the 国密 TLS handshake — ``scope["dcp.peer_sm2_public_key"]``, set by the TLS
-  server — looked up in the chain's Registry (:mod:`protocols.identity`; cached
+  server — looked up in the node's one member directory, the chain's Registry (:mod:`protocols.identity`; cached
   ``identity_cache_s``). No key (plain HTTP, in-process) means no member.
 - **officers** (people of this node) are a live session token, ``Authorization: Bearer dcp1…``,
   issued by ``POST /officers/login`` of this node (:mod:`nodes.services.officers`).

@@ -8,7 +8,7 @@
         tax: 10.0.0.3:7443
 
 A job's route to a peer is that peer's gateway **from this file** and its SM2 key **from the key
-directory** (the chain Registry, :class:`protocols.gmtls.identity.KeyDirectory`): a job spec or a
+directory** (the chain Registry, :class:`protocols.identity.KeyDirectory`): a job spec or a
 ``/tasks`` request body names only the parties, never where they are or which key they hold.
 """
 

@@ -4,7 +4,7 @@
 * :mod:`~protocols.gmtls.certs` — a member's key as PKCS#8 PEM and its self-signed SM2 certificate;
 * :mod:`~protocols.gmtls.context` — pinned server/client ``SSL.Context`` builders, per-connection key
   checks, the peer's proven key, the negotiated parameters;
-* :mod:`~protocols.gmtls.identity` — which keys are members (a TTL-cached view of the Registry or a file);
+* which keys are members: the service's one directory, :class:`protocols.identity.KeyDirectory`;
 * :mod:`~protocols.gmtls.server` — uvicorn over 国密 TLS (the peer key in the ASGI scope);
 * :mod:`~protocols.gmtls.client` — httpx transports (pooled, pinning the server's key);
 * :mod:`~protocols.gmtls.config` — the ``tls`` settings section of a node or the coordinator.

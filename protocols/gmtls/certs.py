@@ -5,7 +5,7 @@ keystore (:mod:`protocols.crypto.keystore`) and the same 64-byte public key as i
 The certificate is **self-signed by that key** (SM2-with-SM3, GB/T 32918 default user ID): there is
 no federation CA.  A CA would add a second root of trust that could mint a certificate for any name,
 while what authorizes a peer here is only the key it proves in the handshake, looked up in the
-Registry (see :mod:`protocols.gmtls.identity`).  A self-signed certificate is a container for that
+Registry (see :mod:`protocols.identity`).  A self-signed certificate is a container for that
 key plus a readable subject (``CN=<member>``, ``O=dcp``); rotating a key on chain is the revocation.
 
 Both PEMs are built here from DER (no deprecated pyOpenSSL X509 builder, no ``openssl`` binary):

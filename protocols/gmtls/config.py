@@ -3,7 +3,7 @@
     tls:
       cert: /…/keys/tax.tls.crt          # the member's certificate (its SM2 identity key)
       key: /…/keys/tax.tls.key           # PKCS#8 PEM, 0600
-      known_keys: null                   # a YAML/JSON file {member: sm2 hex}; null = the chain Registry
+      known_keys: null                   # a YAML/JSON file {member: sm2 hex}, for a service without a chain
       registry_ttl_s: 10                 # a removed/rotated member is refused within this (+ one chain read)
 
 Without a ``tls`` section a service serves plain HTTP as before (off by default until every client of
@@ -13,7 +13,7 @@ pin each peer's registered key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.gmtls.certs import Credentials, load_credentials
-from protocols.gmtls.identity import KeyDirectory, KnownMember, file_members
+from protocols.identity import KeyDirectory
 
 
 class GmTlsSettings(BaseModel):
@@ -32,34 +32,14 @@ class GmTlsSettings(BaseModel):
     cert: Path
     key: Path
     known_keys: Path | None = None
-    """A file of known member keys (``{name: hex}``); None = the chain Registry (active members)."""
+    """A file of known member keys (``{name: hex}``) for a service without a chain and without ``peers``;
+    a chain-wired service knows its members from the Registry (``protocols.identity.member_directory``:
+    the service's one directory, shared by its TLS layer, its clients and its routes)."""
     registry_ttl_s: float = Field(default=10.0, gt=0, le=3600)
 
     def credentials(self) -> Credentials:
         """The certificate and key (CertificateError if they do not match or are not SM2)."""
         return load_credentials(self.cert, self.key)
-
-    def directory(self, registry_members: Callable[[], Iterable[Any]] | None) -> KeyDirectory:
-        """The key directory: from ``known_keys`` if set, else from ``registry_members`` (e.g.
-        ``ChainClient.members``: objects with ``name``, ``sm2_public_key``, ``role``, ``active``)."""
-        if self.known_keys is not None:
-            return KeyDirectory(file_members(self.known_keys), ttl_s=self.registry_ttl_s)
-        if registry_members is None:
-            raise ValueError("tls: no known_keys file and no chain Registry to look member keys up in")
-        return KeyDirectory(from_registry(registry_members), ttl_s=self.registry_ttl_s)
-
-
-def from_registry(registry_members: Callable[[], Iterable[Any]]) -> Callable[[], list[KnownMember]]:
-    """Adapt a Registry member list (``contracts.models.Member``-like records) to a directory fetch."""
-
-    def fetch() -> list[KnownMember]:
-        out = []
-        for m in registry_members():
-            role = getattr(m.role, "name", str(m.role)).lower()
-            out.append(KnownMember(name=m.name, sm2_public_key=bytes(m.sm2_public_key), role=role, active=bool(m.active)))
-        return out
-
-    return fetch
 
 
 def member_pins(directory: KeyDirectory, urls: Mapping[str, str]) -> Callable[[str, int], bytes | None]:

@@ -8,7 +8,7 @@ scope carries the proven key as ``scope["dcp.peer_sm2_public_key"]`` (64 bytes `
 unknown key fails the handshake and the connection is closed before any byte reaches the app.
 
 The key is checked again on every request (``is_known`` of the context, normally a cached
-:class:`~protocols.gmtls.identity.KeyDirectory`): a member removed while it holds a pooled
+:class:`~protocols.identity.KeyDirectory`): a member removed while it holds a pooled
 connection gets ``403 PeerRefused`` from then on.
 
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol_class(ctx))

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from protocols.gateway import GatewaySettings, UnknownPeer
-from protocols.gmtls.identity import KeyDirectory, KnownMember
+from protocols.identity import KeyDirectory, KnownMember
 
 
 def directory(people, names):

@@ -12,7 +12,7 @@ import pytest
 from common.net import free_port, free_ports
 from nodes.services.gateway import NodeGateway, PeerAddressRefused
 from protocols.gateway import GatewaySettings
-from protocols.gmtls.identity import KeyDirectory, KnownMember
+from protocols.identity import KeyDirectory, KnownMember
 from protocols.secretflow.spec import ClusterSpec
 from tests.gateway.conftest import Engine, ask, roundtrip
 

@@ -15,7 +15,7 @@ from common.net import free_port
 from protocols.crypto import sm2
 from protocols.crypto.sm3 import sm3_digest
 from protocols.gmtls.certs import Credentials, credentials_for
-from protocols.gmtls.identity import KeyDirectory, KnownMember
+from protocols.identity import KeyDirectory, KnownMember
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from protocols.crypto import sm2
-from protocols.gmtls.identity import KeyDirectory, KnownMember, file_members
+from protocols.identity import KeyDirectory, KnownMember, file_members
 
 
 class Clock:
@@ -113,3 +113,47 @@ def test_keep_fresh_refreshes_in_the_background(keys):
     n = len(fetches)
     time.sleep(0.2)
     assert len(fetches) <= n + 1  # stopped
+
+
+def test_one_directory_answers_the_tls_layer_the_pins_and_the_routes(keys):
+    """``lookup`` (the routes) reads the same cache as ``is_known`` (TLS) and ``key_of`` (pins): a removed
+    member is found inactive (refused by name), a stranger is None, a chain that cannot be read past the
+    bound raises (the route answers "chain unavailable") while TLS fails closed."""
+    from types import SimpleNamespace
+
+    from protocols.identity import ROLE_NAMES, from_registry, member_directory
+
+    clock, fetches, up = Clock(), [], [True]
+    registry = [SimpleNamespace(name="tax", sm2_public_key=keys[0], role=ROLE_NAMES.index("department"), active=True),
+                SimpleNamespace(name="bank", sm2_public_key=keys[1], role=ROLE_NAMES.index("bank"), active=True)]
+
+    def read() -> list:
+        if not up[0]:
+            raise ConnectionError("chain down")
+        fetches.append(clock.t)
+        return list(registry)
+
+    d = KeyDirectory(from_registry(read), ttl_s=10, clock=clock)
+    bank = d.lookup(b"\x04" + keys[1])  # a 65-byte key with its 04 prefix names the same member
+    assert (bank.name, bank.role, bank.active) == ("bank", "bank", True) and d.is_known(keys[1])
+    assert d.key_of("tax") == keys[0] and d.lookup(keys[2]) is None
+    registry[0] = SimpleNamespace(**{**vars(registry[0]), "active": False})  # removed on chain
+    clock.t = 10
+    tax = d.lookup(keys[0])
+    assert tax is not None and tax.name == "tax" and not tax.active and not d.is_known(keys[0])
+    assert fetches == [0.0, 10.0]  # one cache: the three questions shared two reads
+    up[0], clock.t = False, 20
+    with pytest.raises(ConnectionError):
+        d.lookup(keys[1])
+    assert not d.is_known(keys[1]) and d.key_of("bank") is None
+    # without a chain: the settings' peers, else the known-keys file, else nobody
+    assert member_directory().lookup(keys[0]) is None
+
+
+def test_a_known_keys_file_member_without_a_role_is_a_department(tmp_path, keys):
+    from protocols.identity import member_directory
+
+    f = tmp_path / "known.yaml"
+    f.write_text(f"tax: {keys[0].hex()}\n")
+    caller = member_directory(known_keys=f).lookup(keys[0])
+    assert (caller.name, caller.role, caller.active) == ("tax", "department", True)
