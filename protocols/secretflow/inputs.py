@@ -98,24 +98,13 @@ def validate_input(cfg: PartyConfig, part: ModelPart | None = None) -> int:
         raise InputInvalidError(
             f"{path}: join key {cfg.join_key!r} has {len(dup)} duplicate values, e.g. {dup.iloc[0]!r}"
         )
-    feats = feature_columns(cfg, cols, part)
-    missing = [c for c in feats if c not in cols]
-    if missing:
-        raise InputInvalidError(f"{path}: feature columns missing: {missing}")
-    if not feats and cfg.stages != ["psi"]:
-        raise InputInvalidError(f"{path}: no feature columns")
-    if cfg.join_key in feats:
-        raise InputInvalidError(f"{path}: the join key cannot be a feature")
+    feats = _check_columns(cfg, path, cols, part)
     for c in feats:
         if not pd.api.types.is_numeric_dtype(frame[c]):
             raise InputInvalidError(f"{path}: feature column {c!r} is not numeric")
         if frame[c].isna().any():
             raise InputInvalidError(f"{path}: feature column {c!r} has missing values")
     if cfg.me.name == cfg.label_party and cfg.label_column:
-        if cfg.label_column not in cols:
-            raise InputInvalidError(f"{path}: label column {cfg.label_column!r} is missing")
-        if cfg.label_column in feats:
-            raise InputInvalidError(f"{path}: the label cannot be a feature")
         labels = set(frame[cfg.label_column].dropna().unique().tolist())
         if cfg.stages != ["psi"] and (frame[cfg.label_column].isna().any() or not labels <= {0, 1}):
             raise InputInvalidError(
@@ -138,6 +127,13 @@ def _check_header(cfg: PartyConfig, path: Path, part: ModelPart | None, rows: in
         raise InputMissingError(f"cannot read input file {path}: {exc}") from exc
     if cfg.join_key not in cols:
         raise InputInvalidError(f"{path}: join key column {cfg.join_key!r} is missing (columns: {cols})")
+    _check_columns(cfg, path, cols, part)
+    return rows
+
+
+def _check_columns(cfg: PartyConfig, path: Path, cols: list[str], part: ModelPart | None) -> list[str]:
+    """The checks of a party's input that need only its columns' names: the features there, the join key
+    and the label none of them, the label there for its party; return the features."""
     feats = feature_columns(cfg, cols, part)
     missing = [c for c in feats if c not in cols]
     if missing:
@@ -151,4 +147,4 @@ def _check_header(cfg: PartyConfig, path: Path, part: ModelPart | None, rows: in
             raise InputInvalidError(f"{path}: label column {cfg.label_column!r} is missing")
         if cfg.label_column in feats:
             raise InputInvalidError(f"{path}: the label cannot be a feature")
-    return rows
+    return feats
