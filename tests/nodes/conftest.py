@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import random
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,20 @@ def csv_bytes(df: pd.DataFrame, encoding: str = "utf-8") -> bytes:
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     return buf.getvalue().encode(encoding)
+
+
+@contextmanager
+def small_tmpfs(mnt: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``mnt`` (made if missing) with ``options`` (e.g. ``size=1m``), unmounted afterwards:
+    a small disk of the test's own, to fill."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    got = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True, text=True)
+    if got.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {got.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture

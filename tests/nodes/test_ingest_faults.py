@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import csv_bytes, make_tax_frame, upload
+from conftest import csv_bytes, make_tax_frame, small_tmpfs, upload
 from fastapi.testclient import TestClient
 
 from common.net import free_port
@@ -113,15 +113,8 @@ def test_a_node_killed_during_ingest_keeps_no_half_dataset(tmp_path, no_leaked_p
 @pytest.fixture
 def small_disk(tmp_path):  # noqa: ANN201
     """A 3 MiB tmpfs mounted in the test's own directory (unmounted afterwards)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if got.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {got.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "size=3m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_full_disk_during_ingest_is_named_and_keeps_nothing(small_disk):

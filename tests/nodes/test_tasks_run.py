@@ -11,13 +11,12 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TAX_FEATURES, chain_node, vertical_spec
+from conftest import TAX_FEATURES, chain_node, small_tmpfs, vertical_spec
 
 from common.net import free_ports
 from coordinator.manifest import node_request
@@ -276,16 +275,8 @@ def test_a_failed_extract_fails_the_task_and_leaves_nothing(chain, vertical_data
 def small_tmp(tmp_path):  # noqa: ANN201
     """The tax node's scratch directory (``<work_dir>/tmp``: uploads and extracts) on a 1 MiB tmpfs this
     test mounts (unmounted afterwards); its database stays on the ordinary disk."""
-    mnt = tmp_path / "tax" / "tmp"
-    mnt.mkdir(parents=True)
-    got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
-    if got.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {got.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "tax" / "tmp", "size=1m,mode=0700") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(disk: Path) -> Path:
