@@ -342,8 +342,7 @@ def main() -> None:
     other = sorted({s.stage for r in runs for s in r["res"].stages if s.stage not in mine})
     for s in other:
         table.add_row(f"{s} (other job, not in ratio)", *[f"{r['res'].seconds(s):.1f}" for r in runs], style="dim")
-    for label, fn in rows:
-        table.add_row(label, *[fn(r) for r in runs], style="bold" if label.startswith("ratio") else None)
+    _add_rows(table, rows, runs)
     console.print(table)
     if runs:
         mem = Table(title="peak RSS per node (node process + its SecretFlow party), MB")
@@ -375,8 +374,7 @@ def main() -> None:
             ("gateway share of federation CPU", lambda r: f"{r['gw']['share_cpu']:.1%}"),
             ("load average during demo / bare", lambda r: f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"),
         ]
-        for label, fn in grows:
-            gt.add_row(label, *[fn(r) for r in gw_runs], style="bold" if label.startswith("ratio") else None)
+        _add_rows(gt, grows, gw_runs)
         console.print(gt)
         for r in gw_runs:
             console.print(f"N={r['n']:,}{r['tag']} per gateway: " + "; ".join(
@@ -384,6 +382,13 @@ def main() -> None:
                 for m, g in sorted(r["gw_reports"].items())) + f"; /proc/loadavg {r['loadavg']}")
     for n, why in failures.items():
         console.print(f"[red]N = {n} did not complete:[/red] {why}")
+
+
+
+def _add_rows(table: Table, rows: list, runs: list[dict]) -> None:
+    """One row per ``(label, fn)`` with ``fn(run)`` in each run's column; the ratios in bold."""
+    for label, fn in rows:
+        table.add_row(label, *[fn(r) for r in runs], style="bold" if label.startswith("ratio") else None)
 
 
 if __name__ == "__main__":
